@@ -1,0 +1,365 @@
+//! The validated catalog model: what loading proves, in types that cannot hold invalid states.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::diag::SourceText;
+pub use super::raw::{Architecture, Communicator, ParamType, Platform, VolumeType};
+use crate::checks::CheckKind;
+
+macro_rules! newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub(crate) String);
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+newtype!(
+    /// An image name: lowercase letters, digits and dashes.
+    ImageName
+);
+newtype!(
+    /// A recipe name: the folder under `recipes/`.
+    RecipeName
+);
+newtype!(
+    /// An EC2 instance type such as `m6i.large`.
+    InstanceType
+);
+newtype!(
+    /// An AWS region such as `eu-west-1`.
+    Region
+);
+
+impl ImageName {
+    /// For code that already validated the name (tests, generated catalogs).
+    pub fn new_unchecked(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+/// `major.minor` of an image; bakery assigns the patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct MajorMinor {
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl fmt::Display for MajorMinor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A template and where its text starts in its file, so render errors point into the file.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub text: String,
+    pub src: Arc<SourceText>,
+    /// Byte offset in `src` where `text` starts (0 for a template file).
+    pub offset: usize,
+    /// Label for fingerprints and messages: `recipes/jdk/install.ps1`.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParentReq {
+    Semver(#[serde(serialize_with = "ser_display")] semver::VersionReq),
+    Channel(String),
+}
+
+fn ser_display<S: serde::Serializer, T: fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl fmt::Display for ParentReq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParentReq::Semver(r) => write!(f, "{r}"),
+            ParentReq::Channel(c) => f.write_str(c),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Ami(String),
+    AmiFilter {
+        name: String,
+        owners: Vec<String>,
+        architecture: Architecture,
+    },
+    SsmParameter(String),
+    Image {
+        name: ImageName,
+        req: ParentReq,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Volume {
+    /// `None`: keep the source AMI's root volume size.
+    pub size_gb: Option<u32>,
+    pub volume_type: VolumeType,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeouts {
+    pub launch: Duration,
+    pub step: Duration,
+    pub provision: Duration,
+    pub capture: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub instance_types: Vec<InstanceType>,
+    pub root_volume: Volume,
+    pub communicator: Communicator,
+    pub ssh: Ssh,
+    pub user_data: Option<Template>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Share {
+    pub accounts: Vec<String>,
+    pub ous: Vec<String>,
+    pub organizations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Publish {
+    /// Empty: the target's regions.
+    pub regions: Vec<Region>,
+    pub channels: Vec<String>,
+    pub share: Share,
+    pub deprecate_after: Option<Duration>,
+    pub keep: Option<u32>,
+}
+
+/// A reference to a secret, looked up on the instance at run time; its value never passes
+/// through bakery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    Ssm(String),
+    SecretsManager(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    String(String),
+    Int(i64),
+    Bool(bool),
+    List(Vec<String>),
+    Secret(SecretRef),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipeUse {
+    pub recipe: RecipeName,
+    /// Every parameter of the recipe, with the image's value or the recipe's default.
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+/// A check whose strings are still templates.
+#[derive(Debug, Clone)]
+pub struct CheckTemplate {
+    pub name: Option<String>,
+    pub platform: Option<Platform>,
+    pub kind: CheckKind,
+    pub src: Arc<SourceText>,
+    /// Byte offset of the check's table in `src`, for render errors.
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: ImageName,
+    pub description: String,
+    pub version: MajorMinor,
+    pub platform: Platform,
+    pub architecture: Architecture,
+    pub source: Source,
+    pub build: Build,
+    pub recipes: Vec<RecipeUse>,
+    pub checks: Vec<CheckTemplate>,
+    pub publish: Publish,
+    /// `images/<name>.toml`, relative to the project.
+    pub file: PathBuf,
+    /// Canonical JSON of the definition, for the fingerprint (comments and layout do not count).
+    pub canonical: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub param_type: ParamType,
+    pub default: Option<ParamValue>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Script {
+    File(Template),
+    Inline(Template),
+}
+
+impl Script {
+    pub fn template(&self) -> &Template {
+        match self {
+            Script::File(t) | Script::Inline(t) => t,
+        }
+    }
+}
+
+/// A file shipped with a recipe: its path relative to the recipe folder and its bytes.
+#[derive(Debug, Clone)]
+pub struct RecipeFile {
+    pub rel: String,
+    pub bytes: Vec<u8>,
+    /// Set when the step renders it (`template = true`).
+    pub template: Option<Template>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    Shell(Script),
+    PowerShell(Script),
+    File {
+        source: String,
+        is_dir: bool,
+        files: Vec<RecipeFile>,
+        destination: Template,
+        mode: Option<u32>,
+    },
+    Download {
+        url: Template,
+        sha256: Template,
+        destination: Template,
+    },
+    Restart {
+        timeout: Option<Duration>,
+    },
+    WindowsUpdate {
+        categories: Vec<String>,
+        max_passes: u32,
+    },
+}
+
+impl StepAction {
+    pub fn key(&self) -> &'static str {
+        match self {
+            StepAction::Shell(_) => "shell",
+            StepAction::PowerShell(_) => "powershell",
+            StepAction::File { .. } => "file",
+            StepAction::Download { .. } => "download",
+            StepAction::Restart { .. } => "restart",
+            StepAction::WindowsUpdate { .. } => "windows_update",
+        }
+    }
+
+    /// Platforms the step kind can run on.
+    pub fn runs_on(&self, p: Platform) -> bool {
+        match self {
+            StepAction::Shell(_) => p == Platform::Linux,
+            StepAction::PowerShell(_) | StepAction::WindowsUpdate { .. } => p == Platform::Windows,
+            _ => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: Option<String>,
+    pub platform: Option<Platform>,
+    pub timeout: Option<Duration>,
+    pub env: BTreeMap<String, Template>,
+    pub action: StepAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: RecipeName,
+    pub description: String,
+    pub platforms: Vec<Platform>,
+    pub params: BTreeMap<String, ParamSpec>,
+    pub steps: Vec<Step>,
+    pub checks: Vec<CheckTemplate>,
+    /// `recipes/<name>`, relative to the project.
+    pub dir: PathBuf,
+    /// Canonical JSON of `recipe.toml`.
+    pub canonical: String,
+}
+
+/// A target from `bakery.toml`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub regions: Vec<Region>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub subnet: Option<String>,
+    pub security_group: Option<String>,
+    pub instance_profile: Option<String>,
+    pub kms_key: Option<String>,
+    pub kms_keys: BTreeMap<String, String>,
+    pub s3_bucket: Option<String>,
+    pub ssm_prefix: String,
+    pub ssh_host: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_cidr: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// SSM prefix when a target does not name one.
+pub const DEFAULT_SSM_PREFIX: &str = "/bakery";
+
+impl Target {
+    /// The target used when none is named (offline validation, render, plan).
+    pub fn offline() -> Self {
+        Target {
+            name: "default".into(),
+            regions: Vec::new(),
+            profile: None,
+            endpoint_url: None,
+            subnet: None,
+            security_group: None,
+            instance_profile: None,
+            kms_key: None,
+            kms_keys: BTreeMap::new(),
+            s3_bucket: None,
+            ssm_prefix: DEFAULT_SSM_PREFIX.into(),
+            ssh_host: None,
+            ssh_port: None,
+            ssh_cidr: None,
+            tags: BTreeMap::new(),
+        }
+    }
+}

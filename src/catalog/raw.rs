@@ -1,0 +1,374 @@
+//! The file formats as written: `Raw*` types that serde fills (unknown fields are errors) and that
+//! `bakery schema` publishes. Required fields are `Option` here on purpose: validation reports
+//! every missing one with its place, instead of serde stopping at the first.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `bakery.toml`: targets, the per-account settings images must not carry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    /// Named targets, e.g. `[targets.prod]`.
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// AWS regions; the first is the build region.
+    pub regions: Option<Vec<String>>,
+    /// AWS profile (default credential chain when absent).
+    pub profile: Option<String>,
+    /// Endpoint URL for every AWS service (e.g. a local emulator).
+    pub endpoint_url: Option<String>,
+    /// Subnet for the build instance.
+    pub subnet: Option<String>,
+    /// Security group; without it a temporary one is created for the bake.
+    pub security_group: Option<String>,
+    /// IAM instance profile name for the build instance.
+    pub instance_profile: Option<String>,
+    /// KMS key for every region.
+    pub kms_key: Option<String>,
+    /// KMS key per region (wins over `kms_key`).
+    pub kms_keys: Option<BTreeMap<String, String>>,
+    /// S3 bucket for SSM file transfer and full command output.
+    pub s3_bucket: Option<String>,
+    /// SSM parameter prefix (default `/bakery`).
+    pub ssm_prefix: Option<String>,
+    /// Connect to this host instead of the instance address.
+    pub ssh_host: Option<String>,
+    /// Connect to this port instead of the communicator port.
+    pub ssh_port: Option<u16>,
+    /// Ingress CIDR for the temporary security group (default: the caller's /32).
+    pub ssh_cidr: Option<String>,
+    /// Extra tags on everything a bake creates.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Windows,
+    Linux,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Windows => "windows",
+            Platform::Linux => "linux",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    #[default]
+    X86_64,
+    Arm64,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+/// `images/<name>.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    /// Unique image name: lowercase letters, digits and dashes.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `major.minor`; bakery assigns the patch at bake time.
+    pub version: Option<String>,
+    pub platform: Option<Platform>,
+    pub architecture: Option<Architecture>,
+    pub source: Option<RawSource>,
+    pub build: Option<RawBuild>,
+    /// Recipes, applied in order.
+    #[serde(default)]
+    pub recipe: Vec<RawRecipeUse>,
+    /// Image checks, run after every recipe's own checks.
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
+    pub publish: Option<RawPublish>,
+}
+
+/// Where the image starts: exactly one of the fields.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// A fixed AMI id.
+    pub ami: Option<String>,
+    /// The newest AMI matching a filter.
+    pub ami_filter: Option<RawAmiFilter>,
+    /// An SSM parameter holding an AMI id (e.g. AWS public parameters).
+    pub ssm_parameter: Option<String>,
+    /// Another bakery image: `name@<semver requirement or channel>`.
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmiFilter {
+    /// AMI name pattern (`*` wildcards).
+    pub name: Option<String>,
+    /// Owner account ids or aliases (`amazon`, `self`, ...).
+    pub owners: Option<Vec<String>>,
+    pub architecture: Option<Architecture>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Communicator {
+    Ssm,
+    Ssh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeType {
+    Gp3,
+    Gp2,
+    Io1,
+    Io2,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuild {
+    /// Instance types in preference order.
+    pub instance_types: Option<Vec<String>>,
+    pub root_volume: Option<RawVolume>,
+    pub communicator: Option<Communicator>,
+    pub ssh: Option<RawSsh>,
+    /// A tera template (relative to `images/`) rendered into the instance user data.
+    pub user_data: Option<String>,
+    pub timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVolume {
+    pub size_gb: Option<u32>,
+    #[serde(rename = "type")]
+    pub volume_type: Option<VolumeType>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub launch: Option<String>,
+    pub step: Option<String>,
+    pub provision: Option<String>,
+    pub capture: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipeUse {
+    /// Recipe name (a folder under `recipes/`).
+    #[serde(rename = "use")]
+    pub use_: Option<String>,
+    /// Parameter values.
+    #[serde(default, rename = "with")]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub with: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublish {
+    pub regions: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    pub share: Option<RawShare>,
+    pub deprecate_after: Option<String>,
+    pub keep: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub ous: Vec<String>,
+    #[serde(default)]
+    pub organizations: Vec<String>,
+}
+
+/// `recipes/<name>/recipe.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipe {
+    pub description: Option<String>,
+    pub platforms: Option<Vec<Platform>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, RawParam>,
+    #[serde(default)]
+    pub step: Vec<RawStep>,
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Int,
+    Bool,
+    List,
+    Secret,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Bool => "bool",
+            ParamType::List => "list",
+            ParamType::Secret => "secret",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawParam {
+    #[serde(rename = "type")]
+    pub param_type: Option<ParamType>,
+    /// Without a default the image must pass the parameter.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub default: Option<toml::Value>,
+    pub doc: Option<String>,
+}
+
+/// One step: exactly one kind key (`shell`, `powershell`, `file`, `download`, `restart`,
+/// `windows_update`) plus common options.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub name: Option<String>,
+    /// Run only on this platform.
+    pub platform: Option<Platform>,
+    pub timeout: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub shell: Option<RawScript>,
+    pub powershell: Option<RawScript>,
+    pub file: Option<RawFileStep>,
+    pub download: Option<RawDownload>,
+    pub restart: Option<RawRestart>,
+    pub windows_update: Option<RawWindowsUpdate>,
+}
+
+/// A script: a template file in the recipe folder, or inline text.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawScript {
+    pub script: Option<String>,
+    pub inline: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileStep {
+    /// File or directory in the recipe folder.
+    pub source: Option<String>,
+    /// Absolute, or relative to the per-bake working directory.
+    pub destination: Option<String>,
+    /// Render the file(s) with tera.
+    #[serde(default)]
+    pub template: bool,
+    /// Unix mode, e.g. "0644" (Linux only).
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    pub url: Option<String>,
+    pub sha256: Option<String>,
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindowsUpdate {
+    pub categories: Option<Vec<String>>,
+    pub max_passes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    Auto,
+    Manual,
+    Disabled,
+}
+
+/// One check: exactly one kind key plus that kind's options.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: Option<String>,
+    /// Run only on this platform (for recipes that support several).
+    pub platform: Option<Platform>,
+    // kinds
+    pub command: Option<String>,
+    pub file: Option<String>,
+    pub service: Option<String>,
+    pub port: Option<u16>,
+    pub http: Option<String>,
+    pub package: Option<String>,
+    pub registry: Option<String>,
+    pub hotfix: Option<String>,
+    pub windows_feature: Option<String>,
+    // options
+    pub exit_code: Option<i32>,
+    pub stdout_contains: Option<String>,
+    pub stdout_matches: Option<String>,
+    pub exists: Option<bool>,
+    pub contains: Option<String>,
+    pub sha256: Option<String>,
+    pub mode: Option<String>,
+    pub state: Option<ServiceState>,
+    pub start_mode: Option<StartMode>,
+    pub listening: Option<bool>,
+    pub status: Option<u16>,
+    pub body_contains: Option<String>,
+    pub installed: Option<bool>,
+    pub version: Option<String>,
+    pub value: Option<String>,
+    pub equals: Option<String>,
+}

@@ -1,0 +1,244 @@
+//! Rendering templates with tera: the documented context, `secret()`, strict undefined
+//! variables, and errors located in the file the template came from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::{json, Value};
+
+use super::diag::{Diagnostic, ErrorKind};
+use super::model::{Image, ParamValue, Platform, RecipeName, SecretRef, Target, Template};
+use super::params::{secret_lookup, workdir_ref};
+
+/// What a template sees. Built once per (image, recipe) and reused for all its templates.
+pub struct RenderEnv {
+    platform: Platform,
+    context: tera::Context,
+    secrets: BTreeMap<String, SecretRef>,
+}
+
+impl RenderEnv {
+    /// The context of an image's own templates (user data, image checks).
+    pub fn for_image(image: &Image, target: &Target) -> Self {
+        Self::new(image, target, None, &BTreeMap::new())
+    }
+
+    /// The context of one recipe as used by `image`.
+    pub fn for_recipe(
+        image: &Image,
+        target: &Target,
+        recipe: &RecipeName,
+        params: &BTreeMap<String, ParamValue>,
+    ) -> Self {
+        Self::new(image, target, Some(recipe), params)
+    }
+
+    fn new(
+        image: &Image,
+        target: &Target,
+        recipe: Option<&RecipeName>,
+        params: &BTreeMap<String, ParamValue>,
+    ) -> Self {
+        let platform = image.platform;
+        let mut secrets = BTreeMap::new();
+        let mut p = serde_json::Map::new();
+        for (k, v) in params {
+            let jv = match v {
+                ParamValue::String(s) => json!(s),
+                ParamValue::Int(i) => json!(i),
+                ParamValue::Bool(b) => json!(b),
+                ParamValue::List(l) => json!(l),
+                ParamValue::Secret(r) => {
+                    secrets.insert(k.clone(), r.clone());
+                    json!(secret_lookup(platform, r))
+                }
+            };
+            p.insert(k.clone(), jv);
+        }
+        let mut context = tera::Context::new();
+        context.insert(
+            "image",
+            &json!({
+                "name": image.name.as_str(),
+                "description": image.description,
+                "version": image.version.to_string(),
+                "platform": platform.as_str(),
+                "architecture": image.architecture.as_str(),
+            }),
+        );
+        context.insert(
+            "target",
+            &json!({
+                "name": target.name,
+                "ssm_prefix": target.ssm_prefix,
+                "regions": target.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            }),
+        );
+        if let Some(r) = recipe {
+            context.insert("recipe", &json!({ "name": r.as_str() }));
+            context.insert("params", &Value::Object(p));
+        }
+        context.insert("workdir", workdir_ref(platform));
+        Self {
+            platform,
+            context,
+            secrets,
+        }
+    }
+
+    /// Renders `t`; the error points into the template's file.
+    pub fn render(&self, t: &Template) -> Result<String, Diagnostic> {
+        if !t.text.contains("{{") && !t.text.contains("{%") && !t.text.contains("{#") {
+            return Ok(t.text.clone());
+        }
+        let mut tera = tera::Tera::default();
+        let secrets = self.secrets.clone();
+        let platform = self.platform;
+        tera.register_function("secret", move |args: &HashMap<String, Value>| {
+            let name = args
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| tera::Error::msg("secret() needs name=\"<secret parameter>\""))?;
+            match secrets.get(name) {
+                Some(r) => Ok(json!(secret_lookup(platform, r))),
+                None => Err(tera::Error::msg(format!(
+                    "secret(name=\"{name}\"): `{name}` is not a secret parameter of this recipe"
+                ))),
+            }
+        });
+        tera.render_str(&t.text, &self.context)
+            .map_err(|e| locate_error(t, &e))
+    }
+}
+
+/// Checks template syntax only (for templates no image renders).
+pub fn check_syntax(t: &Template) -> Result<(), Diagnostic> {
+    let mut tera = tera::Tera::default();
+    tera.add_raw_template("t", &t.text)
+        .map_err(|e| locate_error(t, &e))
+}
+
+static POS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"--> (\d+):(\d+)").expect("regex"));
+static VAR: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"Variable `([^`]+)` not found").expect("regex"));
+
+fn chain(e: &tera::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+fn locate_error(t: &Template, e: &tera::Error) -> Diagnostic {
+    let parts = chain(e);
+    let all = parts.join("\n");
+    if let Some(c) = POS.captures(&all) {
+        // A parse error: pest gives line:col inside the template.
+        let line: usize = c[1].parse().unwrap_or(1);
+        let col: usize = c[2].parse().unwrap_or(1);
+        let expected = all
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("= "))
+            .unwrap_or("invalid template syntax")
+            .to_string();
+        let off = t.offset + offset_in(&t.text, line, col);
+        return t
+            .src
+            .diag(ErrorKind::TemplateSyntax, off..off + 1, format!("template syntax: {expected}"))
+            .with_hint("tera syntax: {{ expression }}, {% statement %}, {# comment #}; write {% raw %}...{% endraw %} around literal braces");
+    }
+    if let Some(c) = VAR.captures(&all) {
+        let var = c[1].to_string();
+        let first = var.split(['.', '[']).next().unwrap_or(&var).to_string();
+        let (start, len) = find_use(&t.text, &var).unwrap_or((0, 0));
+        let off = t.offset + start;
+        let hint = match first.as_str() {
+            "params" => "declare it under [params] in recipe.toml, or fix the name",
+            _ => "templates see image, target, recipe, params, workdir and secret(name=...)",
+        };
+        return t
+            .src
+            .diag(
+                ErrorKind::UndefinedVariable,
+                off..off + len,
+                format!("undefined variable `{var}`"),
+            )
+            .with_hint(hint);
+    }
+    // Other render errors (a bad filter argument, secret() misuse): the most specific message.
+    let msg = parts.last().cloned().unwrap_or_default();
+    let needle = msg
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_default();
+    let (start, len) = if needle.is_empty() {
+        (0, 0)
+    } else {
+        t.text.find(&needle).map_or((0, 0), |i| (i, needle.len()))
+    };
+    let off = t.offset + start;
+    t.src.diag(
+        ErrorKind::TemplateError,
+        off..off + len,
+        format!("template error: {msg}"),
+    )
+}
+
+/// Byte offset of 1-based (line, col) in `text`.
+fn offset_in(text: &str, line: usize, col: usize) -> usize {
+    let mut off = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return off
+                + l.char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map_or(l.len(), |(b, _)| b);
+        }
+        off += l.len();
+    }
+    text.len()
+}
+
+/// Where `var` is used inside a tera tag, preferring `{{ var` over a bare occurrence.
+fn find_use(text: &str, var: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    let mut fallback = None;
+    while let Some(i) = text[from..].find(var) {
+        let at = from + i;
+        let before = &text[..at];
+        let open = before.rfind("{{").max(before.rfind("{%"));
+        let close = before.rfind("}}").max(before.rfind("%}"));
+        let next = text[at + var.len()..].chars().next();
+        let whole = !matches!(next, Some(c) if c.is_alphanumeric() || c == '_');
+        if whole && open.is_some() && open > close {
+            return Some((at, var.len()));
+        }
+        fallback = fallback.or(Some((at, var.len())));
+        from = at + var.len();
+    }
+    fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_inside_templates() {
+        assert_eq!(offset_in("ab\ncd", 2, 2), 4);
+        assert_eq!(offset_in("ab", 1, 1), 0);
+        assert_eq!(
+            find_use("x params.a {{ params.a }}", "params.a"),
+            Some((14, 8))
+        );
+        assert_eq!(
+            find_use("{{ params.ab }} {{ params.a }}", "params.a"),
+            Some((19, 8))
+        );
+    }
+}

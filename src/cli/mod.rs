@@ -1,0 +1,206 @@
+//! The command line: clap definitions, and output for humans (text) and scripts (`--json`).
+
+mod plan;
+mod render;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::catalog::diag::{Diagnostic, Diagnostics};
+
+/// Exit code for invalid input (catalog, target or flags): nothing was created or called.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bakery",
+    version,
+    about = "Bake golden machine images (Windows Server, TeamCity agents, Linux) into versioned AMIs",
+    after_help = "Examples:\n  bakery validate\n  bakery render teamcity-agent-windows\n  bakery plan --offline --explain teamcity-agent-windows\n  bakery schema image > image.schema.json\n\nExit codes: 0 success, 1 runtime failure, 2 invalid input (nothing was created)."
+)]
+pub struct Cli {
+    /// Project root (holds images/, recipes/ and bakery.toml).
+    #[arg(long, global = true, env = "BAKERY_PROJECT", default_value = ".")]
+    pub project: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check images, recipes and targets; report every problem with its file, line and column.
+    #[command(
+        after_help = "Examples:\n  bakery validate                 # the project in the current directory\n  bakery validate ../platform-images images/teamcity-agent-windows.toml\n  bakery validate --json | jq '.problems[].location'"
+    )]
+    Validate {
+        /// Project directories, or files inside a project (the whole project is checked).
+        paths: Vec<PathBuf>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print exactly what will run on the build instance, step by step.
+    #[command(
+        after_help = "Examples:\n  bakery render teamcity-agent-windows\n  bakery render sandbox-demo --target sandbox --json"
+    )]
+    Render {
+        /// Image name.
+        image: String,
+        /// Render against this target of bakery.toml (default: an offline placeholder target).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List images in dependency order with their fingerprints.
+    #[command(
+        after_help = "Examples:\n  bakery plan --offline\n  bakery plan --offline --explain teamcity-agent-linux\n  bakery plan --offline --json teamcity-agent-windows"
+    )]
+    Plan {
+        /// Images to plan (default: all), with their ancestors.
+        images: Vec<String>,
+        /// Do not call AWS: fingerprints cover the catalog only (source AMIs are resolved at bake time).
+        #[arg(long)]
+        offline: bool,
+        /// List every input of this image's fingerprint with its own hash.
+        #[arg(long, value_name = "IMAGE")]
+        explain: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of a file format, for editors.
+    #[command(
+        after_help = "Examples:\n  bakery schema image > .schemas/image.json\n  bakery schema recipe\n  bakery schema target"
+    )]
+    Schema {
+        #[arg(value_enum)]
+        format: SchemaFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFormat {
+    /// images/<name>.toml
+    Image,
+    /// recipes/<name>/recipe.toml
+    Recipe,
+    /// bakery.toml
+    Target,
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad input: printed as located diagnostics, exit 2.
+    Invalid(Diagnostics),
+    /// Something failed at run time: exit 1.
+    Failed(String),
+}
+
+impl From<Diagnostic> for CliError {
+    fn from(d: Diagnostic) -> Self {
+        CliError::Invalid(Diagnostics(vec![d]))
+    }
+}
+
+impl From<Diagnostics> for CliError {
+    fn from(d: Diagnostics) -> Self {
+        CliError::Invalid(d)
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Invalid(_) => EXIT_INVALID,
+            CliError::Failed(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Runs a parsed command line. Output goes to stdout; diagnostics are the caller's to print.
+pub fn run(cli: &Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Validate { paths, json } => validate::run(&cli.project, paths, *json),
+        Command::Render {
+            image,
+            target,
+            json,
+        } => render::run(&cli.project, image, target.as_deref(), *json),
+        Command::Plan {
+            images,
+            offline,
+            explain,
+            target,
+            json,
+        } => plan::run(
+            &cli.project,
+            images,
+            *offline,
+            explain.as_deref(),
+            target.as_deref(),
+            *json,
+        ),
+        Command::Schema { format } => {
+            let schema = match format {
+                SchemaFormat::Image => schemars::schema_for!(crate::catalog::raw::RawImage),
+                SchemaFormat::Recipe => schemars::schema_for!(crate::catalog::raw::RawRecipe),
+                SchemaFormat::Target => schemars::schema_for!(crate::catalog::raw::RawProject),
+            };
+            let s = serde_json::to_string_pretty(&schema)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{s}");
+            Ok(())
+        }
+    }
+}
+
+/// Loads the catalog, or the diagnostics as an invalid-input error.
+fn load(project: &std::path::Path) -> Result<crate::catalog::Catalog, CliError> {
+    if !project.is_dir() {
+        return Err(CliError::Failed(format!(
+            "{} is not a directory",
+            project.display()
+        )));
+    }
+    tracing::debug!(project = %project.display(), "loading catalog");
+    Ok(crate::catalog::Catalog::load(project)?)
+}
+
+fn target_for<'a>(
+    catalog: &'a crate::catalog::Catalog,
+    name: Option<&str>,
+    offline: &'a crate::catalog::model::Target,
+) -> Result<&'a crate::catalog::model::Target, CliError> {
+    match name {
+        Some(n) => Ok(catalog.target(n)?),
+        None => Ok(offline),
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `bakery render`: what runs on the instance, step by step.
+
+use std::path::Path;
+
+use super::{load, print_json, target_for, CliError};
+use crate::catalog::model::{ImageName, Target};
+use crate::plan::{Plan, PlannedAction};
+
+pub fn run(project: &Path, image: &str, target: Option<&str>, json: bool) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    catalog.image(image)?;
+    let offline = Target::offline();
+    let target = target_for(&catalog, target, &offline)?;
+    let plan = Plan::render(&catalog, &ImageName::new_unchecked(image), target)?;
+    if json {
+        return print_json(&plan);
+    }
+    print!("{}", text(&plan));
+    Ok(())
+}
+
+/// The human form: a header per step, then the exact script or action.
+pub fn text(plan: &Plan) -> String {
+    // `#` starts a comment in both bash and PowerShell, so the output stays runnable text.
+    let c = "#";
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{c} image {} {} ({}, {}, {:?}) target {}\n{c} fingerprint {}\n",
+        plan.image,
+        plan.version,
+        plan.platform.as_str(),
+        plan.architecture.as_str(),
+        plan.communicator,
+        plan.target,
+        plan.fingerprint
+    ));
+    if let Some(u) = &plan.user_data {
+        out.push_str(&format!("\n{c} ---- user data ----\n{u}"));
+        if !u.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    let n = plan.steps.len();
+    for (i, s) in plan.steps.iter().enumerate() {
+        out.push_str(&format!(
+            "\n{c} ---- step {}/{n}: {} / {} (timeout {}s) ----\n",
+            i + 1,
+            s.recipe,
+            s.name,
+            s.timeout.as_secs()
+        ));
+        for (k, v) in &s.env {
+            out.push_str(&format!("{c} env {k}={v}\n"));
+        }
+        match &s.action {
+            PlannedAction::Shell { script } | PlannedAction::PowerShell { script } => {
+                out.push_str(script);
+                if !script.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            PlannedAction::Upload {
+                source,
+                destination,
+                mode,
+                files,
+                ..
+            } => {
+                out.push_str(&format!("{c} upload {source} -> {destination}"));
+                if let Some(m) = mode {
+                    out.push_str(&format!(" (mode {m:04o})"));
+                }
+                out.push('\n');
+                for f in files {
+                    let name = if f.rel.is_empty() {
+                        source.as_str()
+                    } else {
+                        f.rel.as_str()
+                    };
+                    out.push_str(&format!("{c}   {name} ({} bytes)\n", f.size));
+                }
+            }
+            PlannedAction::Download {
+                url,
+                sha256,
+                destination,
+            } => {
+                out.push_str(&format!(
+                    "{c} download {url}\n{c}   -> {destination}\n{c}   sha256 {sha256}\n"
+                ));
+            }
+            PlannedAction::Restart { timeout } => {
+                out.push_str(&format!("{c} restart and wait for a new boot"));
+                if let Some(t) = timeout {
+                    out.push_str(&format!(" (timeout {}s)", t.as_secs()));
+                }
+                out.push('\n');
+            }
+            PlannedAction::WindowsUpdate {
+                categories,
+                max_passes,
+            } => {
+                out.push_str(&format!(
+                    "{c} windows update: {} (at most {max_passes} passes)\n",
+                    categories.join(", ")
+                ));
+            }
+        }
+    }
+    out.push_str(&format!("\n{c} ---- checks ({}) ----\n", plan.checks.len()));
+    for ch in &plan.checks {
+        let detail = serde_json::to_string(&ch.check.kind).unwrap_or_default();
+        out.push_str(&format!(
+            "{c} [{}] {}: {detail}\n",
+            ch.origin, ch.check.name
+        ));
+    }
+    out
+}

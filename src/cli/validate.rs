@@ -1,0 +1,102 @@
+//! `bakery validate`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::CliError;
+use crate::catalog::diag::Diagnostics;
+use crate::catalog::Catalog;
+
+pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if paths.is_empty() {
+        roots.push(project.to_path_buf());
+    }
+    for p in paths {
+        let root = project_of(p).ok_or_else(|| {
+            CliError::Failed(format!(
+                "{} is not in a bakery project (no images/, recipes/ or bakery.toml above it)",
+                p.display()
+            ))
+        })?;
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    let mut all = Diagnostics::default();
+    let mut counts = Vec::new();
+    for root in &roots {
+        match Catalog::load(root) {
+            Ok(c) => counts.push(json!({
+                "project": root.display().to_string(),
+                "images": c.images.len(),
+                "recipes": c.recipes.len(),
+                "targets": c.targets.len(),
+            })),
+            Err(mut d) => {
+                if roots.len() > 1 {
+                    for x in &mut d.0 {
+                        x.path = root.join(&x.path);
+                    }
+                }
+                all.extend(d);
+            }
+        }
+    }
+    if json {
+        let problems: Vec<_> = all
+            .iter()
+            .map(|d| {
+                json!({
+                    "kind": d.kind,
+                    "location": d.location(),
+                    "path": d.path,
+                    "line": d.line,
+                    "col": d.col,
+                    "message": d.message,
+                    "hint": d.hint,
+                })
+            })
+            .collect();
+        super::print_json(
+            &json!({ "ok": all.is_empty(), "projects": counts, "problems": problems }),
+        )?;
+        if !all.is_empty() {
+            return Err(CliError::Invalid(Diagnostics::default()));
+        }
+        return Ok(());
+    }
+    if !all.is_empty() {
+        return Err(CliError::Invalid(all));
+    }
+    for c in counts {
+        println!(
+            "ok: {} ({} images, {} recipes, {} targets)",
+            c["project"].as_str().unwrap_or_default(),
+            c["images"],
+            c["recipes"],
+            c["targets"]
+        );
+    }
+    Ok(())
+}
+
+/// The project a path belongs to: the nearest directory (itself or above) holding images/,
+/// recipes/ or bakery.toml.
+fn project_of(p: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(p).ok()?;
+    let start = if abs.is_dir() {
+        abs.as_path()
+    } else {
+        abs.parent()?
+    };
+    start
+        .ancestors()
+        .find(|d| {
+            d.join("images").is_dir()
+                || d.join("recipes").is_dir()
+                || d.join("bakery.toml").is_file()
+        })
+        .map(Path::to_path_buf)
+}

@@ -1,0 +1,449 @@
+//! A rendered, ready-to-run bake plan: every step and check with its templates expanded, and the
+//! fingerprint (a content hash of every input) with the list of inputs that explains it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::diag::{Diagnostics, ErrorKind};
+use crate::catalog::graph;
+use crate::catalog::model::*;
+use crate::catalog::render::RenderEnv;
+use crate::catalog::values;
+use crate::catalog::Catalog;
+use crate::checks::Check;
+
+/// Bump when the meaning of a plan changes, so every fingerprint changes with it.
+pub const FORMAT_VERSION: &str = "bakery-plan-1";
+
+/// A sha256 over every input of a bake, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> &str {
+        &self.0[..12.min(self.0.len())]
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One thing the fingerprint covers, with its own hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FingerprintInput {
+    pub label: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedFile {
+    /// Path below the step's destination ("" for a single file).
+    pub rel: String,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlannedAction {
+    Shell {
+        script: String,
+    },
+    PowerShell {
+        script: String,
+    },
+    Upload {
+        source: String,
+        destination: String,
+        is_dir: bool,
+        mode: Option<u32>,
+        files: Vec<PlannedFile>,
+    },
+    Download {
+        url: String,
+        sha256: String,
+        destination: String,
+    },
+    Restart {
+        timeout: Option<Duration>,
+    },
+    WindowsUpdate {
+        categories: Vec<String>,
+        max_passes: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub recipe: RecipeName,
+    pub name: String,
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub action: PlannedAction,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedCheck {
+    /// `recipe <name>` or `image`.
+    pub origin: String,
+    #[serde(flatten)]
+    pub check: Check,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub image: ImageName,
+    pub version: MajorMinor,
+    pub platform: Platform,
+    pub architecture: Architecture,
+    pub communicator: Communicator,
+    pub source: Source,
+    pub target: String,
+    pub user_data: Option<String>,
+    pub steps: Vec<PlannedStep>,
+    pub checks: Vec<PlannedCheck>,
+    pub fingerprint: Fingerprint,
+    pub inputs: Vec<FingerprintInput>,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Plans images against one target, reusing each parent's fingerprint for its children.
+pub struct Planner<'a> {
+    catalog: &'a Catalog,
+    target: &'a Target,
+    done: BTreeMap<ImageName, Fingerprint>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(catalog: &'a Catalog, target: &'a Target) -> Self {
+        Self {
+            catalog,
+            target,
+            done: BTreeMap::new(),
+        }
+    }
+
+    /// Renders the plan of `name` (planning its ancestors first for their fingerprints).
+    pub fn plan(&mut self, name: &ImageName) -> Result<Plan, Diagnostics> {
+        let image = &self.catalog.images[name];
+        let parent_fp = match graph::parent(image) {
+            Some(p) if self.catalog.images.contains_key(p) => match self.done.get(p) {
+                Some(fp) => Some((p.clone(), fp.clone())),
+                None => Some((p.clone(), self.plan(p)?.fingerprint)),
+            },
+            _ => None,
+        };
+        let plan = render(self.catalog, image, self.target, parent_fp)?;
+        self.done.insert(name.clone(), plan.fingerprint.clone());
+        Ok(plan)
+    }
+}
+
+impl Plan {
+    /// The plan of one image against `target`.
+    pub fn render(
+        catalog: &Catalog,
+        name: &ImageName,
+        target: &Target,
+    ) -> Result<Plan, Diagnostics> {
+        Planner::new(catalog, target).plan(name)
+    }
+}
+
+struct Acc {
+    diags: Diagnostics,
+    inputs: Vec<FingerprintInput>,
+}
+
+impl Acc {
+    fn input(&mut self, label: impl Into<String>, bytes: &[u8]) {
+        self.inputs.push(FingerprintInput {
+            label: label.into(),
+            sha256: sha(bytes),
+        });
+    }
+    fn render(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
+        env.render(t).map_err(|d| self.diags.push(d)).ok()
+    }
+}
+
+fn render(
+    catalog: &Catalog,
+    image: &Image,
+    target: &Target,
+    parent: Option<(ImageName, Fingerprint)>,
+) -> Result<Plan, Diagnostics> {
+    let mut acc = Acc {
+        diags: Diagnostics::default(),
+        inputs: Vec::new(),
+    };
+    acc.input("format", FORMAT_VERSION.as_bytes());
+    acc.input(
+        format!("image {}", image.file.display()),
+        image.canonical.as_bytes(),
+    );
+    if let Some((p, fp)) = &parent {
+        acc.input(format!("parent {p}"), fp.as_str().as_bytes());
+    }
+    let img_env = RenderEnv::for_image(image, target);
+    let user_data = image.build.user_data.as_ref().and_then(|t| {
+        let s = acc.render(&img_env, t)?;
+        acc.input(format!("user-data {}", t.label), s.as_bytes());
+        Some(s)
+    });
+    let mut steps = Vec::new();
+    let mut checks = Vec::new();
+    for u in &image.recipes {
+        let recipe = &catalog.recipes[&u.recipe];
+        let env = RenderEnv::for_recipe(image, target, &recipe.name, &u.params);
+        acc.input(
+            format!("recipe {}", recipe.dir.join("recipe.toml").display()),
+            recipe.canonical.as_bytes(),
+        );
+        let params = serde_json::to_string(&u.params).unwrap_or_default();
+        acc.input(format!("params {}", recipe.name), params.as_bytes());
+        for (i, s) in recipe.steps.iter().enumerate() {
+            if s.platform.is_some_and(|p| p != image.platform) {
+                continue;
+            }
+            if let Some(step) = render_step(&mut acc, &env, image, recipe, i, s) {
+                steps.push(step);
+            }
+        }
+        for c in recipe
+            .checks
+            .iter()
+            .filter(|c| c.platform.is_none_or(|p| p == image.platform))
+        {
+            if let Some(check) = render_check(&mut acc, &env, c) {
+                checks.push(PlannedCheck {
+                    origin: format!("recipe {}", recipe.name),
+                    check,
+                });
+            }
+        }
+    }
+    for c in &image.checks {
+        if let Some(check) = render_check(&mut acc, &img_env, c) {
+            checks.push(PlannedCheck {
+                origin: "image".into(),
+                check,
+            });
+        }
+    }
+    if !acc.diags.is_empty() {
+        return Err(acc.diags);
+    }
+    let mut h = Sha256::new();
+    for i in &acc.inputs {
+        h.update(i.label.as_bytes());
+        h.update([0]);
+        h.update(i.sha256.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(Plan {
+        image: image.name.clone(),
+        version: image.version,
+        platform: image.platform,
+        architecture: image.architecture,
+        communicator: image.build.communicator,
+        source: image.source.clone(),
+        target: target.name.clone(),
+        user_data,
+        steps,
+        checks,
+        fingerprint: Fingerprint(hex::encode(h.finalize())),
+        inputs: acc.inputs,
+    })
+}
+
+fn render_check(acc: &mut Acc, env: &RenderEnv, c: &CheckTemplate) -> Option<Check> {
+    let kind = c
+        .kind
+        .try_map_strings(|s| {
+            let t = Template {
+                text: s.to_string(),
+                src: c.src.clone(),
+                offset: c.src.text[c.offset..]
+                    .find(s)
+                    .map_or(c.offset, |i| c.offset + i),
+                label: String::new(),
+            };
+            env.render(&t)
+        })
+        .map_err(|d| acc.diags.push(d))
+        .ok()?;
+    Some(Check {
+        name: c.name.clone().unwrap_or_else(|| kind.default_name()),
+        kind,
+    })
+}
+
+fn render_step(
+    acc: &mut Acc,
+    env: &RenderEnv,
+    image: &Image,
+    recipe: &Recipe,
+    i: usize,
+    s: &Step,
+) -> Option<PlannedStep> {
+    let where_ = format!("{} step[{i}]", recipe.dir.join("recipe.toml").display());
+    let mut env_vars = BTreeMap::new();
+    for (k, t) in &s.env {
+        env_vars.insert(k.clone(), acc.render(env, t)?);
+    }
+    if !env_vars.is_empty() {
+        let j = serde_json::to_string(&env_vars).unwrap_or_default();
+        acc.input(format!("{where_} env"), j.as_bytes());
+    }
+    let action = match &s.action {
+        StepAction::Shell(sc) | StepAction::PowerShell(sc) => {
+            let t = sc.template();
+            let script = acc.render(env, t)?;
+            let label = match sc {
+                Script::File(t) => t.label.clone(),
+                Script::Inline(_) => format!("{where_} inline"),
+            };
+            acc.input(label, script.as_bytes());
+            if matches!(s.action, StepAction::Shell(_)) {
+                PlannedAction::Shell { script }
+            } else {
+                PlannedAction::PowerShell { script }
+            }
+        }
+        StepAction::File {
+            source,
+            is_dir,
+            files,
+            destination,
+            mode,
+        } => {
+            let destination = acc.render(env, destination)?;
+            let mut out = Vec::new();
+            for f in files {
+                let bytes = match &f.template {
+                    Some(t) => acc.render(env, t)?.into_bytes(),
+                    None => f.bytes.clone(),
+                };
+                let label = if f.rel.is_empty() {
+                    recipe.dir.join(source).display().to_string()
+                } else {
+                    recipe.dir.join(source).join(&f.rel).display().to_string()
+                };
+                acc.input(format!("file {label}"), &bytes);
+                out.push(PlannedFile {
+                    rel: f.rel.clone(),
+                    size: bytes.len(),
+                    bytes,
+                });
+            }
+            acc.input(
+                format!("{where_} destination"),
+                format!("{destination}:{mode:?}").as_bytes(),
+            );
+            PlannedAction::Upload {
+                source: source.clone(),
+                destination,
+                is_dir: *is_dir,
+                mode: *mode,
+                files: out,
+            }
+        }
+        StepAction::Download {
+            url,
+            sha256,
+            destination,
+        } => {
+            let u = acc.render(env, url)?;
+            let h = acc.render(env, sha256)?;
+            let d = acc.render(env, destination)?;
+            if let Err(e) = values::sha256(&h) {
+                acc.diags.push(sha256.src.diag(
+                    ErrorKind::InvalidValue,
+                    sha256.offset..sha256.offset + sha256.text.len(),
+                    format!("after rendering: {e}"),
+                ));
+                return None;
+            }
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                acc.diags.push(url.src.diag(
+                    ErrorKind::InvalidValue,
+                    url.offset..url.offset + url.text.len(),
+                    format!("after rendering, `{u}` is not an http(s) URL"),
+                ));
+                return None;
+            }
+            acc.input(
+                format!("{where_} download"),
+                format!("{u}\n{h}\n{d}").as_bytes(),
+            );
+            PlannedAction::Download {
+                url: u,
+                sha256: h.to_ascii_lowercase(),
+                destination: d,
+            }
+        }
+        StepAction::Restart { timeout } => {
+            acc.input(
+                format!("{where_} restart"),
+                format!("{timeout:?}").as_bytes(),
+            );
+            PlannedAction::Restart { timeout: *timeout }
+        }
+        StepAction::WindowsUpdate {
+            categories,
+            max_passes,
+        } => {
+            acc.input(
+                format!("{where_} windows_update"),
+                format!("{categories:?}{max_passes}").as_bytes(),
+            );
+            PlannedAction::WindowsUpdate {
+                categories: categories.clone(),
+                max_passes: *max_passes,
+            }
+        }
+    };
+    let name = s.name.clone().unwrap_or_else(|| default_step_name(&action));
+    Some(PlannedStep {
+        recipe: recipe.name.clone(),
+        name,
+        timeout: s.timeout.unwrap_or(image.build.timeouts.step),
+        env: env_vars,
+        action,
+    })
+}
+
+fn default_step_name(a: &PlannedAction) -> String {
+    match a {
+        PlannedAction::Shell { script } | PlannedAction::PowerShell { script } => script
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or("script")
+            .chars()
+            .take(60)
+            .collect(),
+        PlannedAction::Upload { destination, .. } => format!("upload {destination}"),
+        PlannedAction::Download { destination, .. } => format!("download {destination}"),
+        PlannedAction::Restart { .. } => "restart".into(),
+        PlannedAction::WindowsUpdate { .. } => "windows update".into(),
+    }
+}
