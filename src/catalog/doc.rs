@@ -73,9 +73,15 @@ impl Doc {
         let text: &'static str = Box::leak(src.text.clone().into_boxed_str());
         let (mut root, errors) = DeTable::parse_recoverable(text);
         if !errors.is_empty() {
+            // The parser recovers and may report follow-on errors on the same line; the first one
+            // on a line is the one the user needs.
+            let mut lines = HashSet::new();
             for e in errors {
                 let span = e.span().unwrap_or(0..0);
-                diags.push(src.diag(ErrorKind::Syntax, span, clean_message(e.message())));
+                let d = src.diag(ErrorKind::Syntax, span, clean_message(e.message()));
+                if lines.insert(d.line) {
+                    diags.push(d);
+                }
             }
             // SAFETY of the leak above: the text lives as long as the process; we parse each
             // catalog file once, so the leak is bounded by the catalog size.
@@ -99,10 +105,21 @@ impl Doc {
                 Err(e) => {
                     let span = e.span();
                     let found = span.as_ref().and_then(|s| self.entry_at(s.start));
-                    diags.push(self.serde_diag(e.message(), span.clone(), found.as_ref()));
+                    let d = self.serde_diag(e.message(), span.clone(), found.as_ref());
                     let Some((path, _, _)) = found else {
+                        diags.push(d);
                         return None;
                     };
+                    // A misspelt field is not also reported as missing under its right name.
+                    if let Some(meant) = d
+                        .hint
+                        .as_deref()
+                        .and_then(|h| h.strip_prefix("did you mean `"))
+                    {
+                        let meant = meant.trim_end_matches("`?");
+                        self.removed.insert(path.parent().k(meant));
+                    }
+                    diags.push(d);
                     self.remove(&path);
                     self.removed.insert(path);
                 }
@@ -111,9 +128,28 @@ impl Doc {
         None
     }
 
-    /// Whether recovery dropped this entry (so "missing" is not reported twice).
+    /// Whether recovery dropped this entry, or a misspelling of it (so "missing" is not
+    /// reported on top).
     pub fn was_removed(&self, path: &DocPath) -> bool {
         self.removed.contains(path)
+    }
+
+    /// The string at `path`, if there is one.
+    pub fn string(&self, path: &DocPath) -> Option<String> {
+        let mut cur = self.root.get_ref();
+        let (last, parents) = path.0.split_last()?;
+        for s in parents {
+            let Seg::Key(k) = s else { return None };
+            match cur.get(k.as_str()).map(|v| v.get_ref()) {
+                Some(DeValue::Table(t)) => cur = t,
+                _ => return None,
+            }
+        }
+        let Seg::Key(k) = last else { return None };
+        match cur.get(k.as_str()).map(|v| v.get_ref()) {
+            Some(DeValue::String(s)) => Some(s.to_string()),
+            _ => None,
+        }
     }
 
     /// Span of the value at `path`, or of the nearest ancestor that exists.

@@ -30,6 +30,9 @@ impl Catalog {
         let targets = load_targets(root, &mut diags);
         let (folders, recipes) = load_recipes(root, &mut diags);
         let mut docs = BTreeMap::new();
+        // Names of every image file, valid or not: a child of a broken image is not told its
+        // parent is unknown on top of the parent's own errors.
+        let mut declared = BTreeSet::new();
         let mut images: BTreeMap<ImageName, Image> = BTreeMap::new();
         let set = RecipeSet {
             folders: &folders,
@@ -38,12 +41,16 @@ impl Catalog {
         for rel in list(root, "images", |p| {
             p.extension().is_some_and(|e| e == "toml")
         }) {
+            if let Some(stem) = rel.file_stem() {
+                declared.insert(stem.to_string_lossy().to_string());
+            }
             let Some(src) = read_source(root, &rel, &mut diags) else {
                 continue;
             };
             let Some(mut doc) = Doc::parse(src, &mut diags) else {
                 continue;
             };
+            declared.extend(doc.string(&DocPath::root().k("name")));
             let Some(img) = image::validate(root, &rel, &mut doc, &set, &mut diags) else {
                 continue;
             };
@@ -65,7 +72,7 @@ impl Catalog {
             docs.insert(img.name.clone(), doc);
             images.insert(img.name.clone(), img);
         }
-        check_parents(&images, &docs, &mut diags);
+        check_parents(&images, &docs, &declared, &mut diags);
         let order = check_cycles(&mut images, &docs, &mut diags);
         let catalog = Catalog {
             root: root.to_path_buf(),
@@ -198,20 +205,38 @@ fn list(root: &Path, sub: &str, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
 fn check_parents(
     images: &BTreeMap<ImageName, Image>,
     docs: &BTreeMap<ImageName, Doc>,
+    declared: &BTreeSet<String>,
     diags: &mut Diagnostics,
 ) {
+    let path = DocPath::root().k("source").k("image");
     for (n, img) in images {
         let Some(p) = graph::parent(img) else {
             continue;
         };
-        if images.contains_key(p) {
+        if let Some(parent) = images.get(p) {
+            if parent.platform != img.platform {
+                let d = docs[n]
+                    .at(
+                        &path,
+                        ErrorKind::PlatformMismatch,
+                        format!(
+                            "parent `{p}` is a {} image but this one is {}",
+                            parent.platform.as_str(),
+                            img.platform.as_str()
+                        ),
+                    )
+                    .with_hint("a layered image has its parent's platform");
+                diags.push(d);
+            }
+            continue;
+        }
+        if declared.contains(p.as_str()) {
             continue;
         }
         let hint = match did_you_mean(p.as_str(), images.keys().map(|k| k.as_str())) {
             Some(m) => format!("did you mean `{m}`?"),
             None => "the parent must be an image of this catalog".to_string(),
         };
-        let path = DocPath::root().k("source").k("image");
         let d = docs[n]
             .at_text(
                 &path,

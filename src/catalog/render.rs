@@ -171,11 +171,14 @@ fn locate_error(t: &Template, e: &tera::Error) -> Diagnostic {
     }
     // Other render errors (a bad filter argument, secret() misuse): the most specific message.
     let msg = parts.last().cloned().unwrap_or_default();
-    let needle = msg
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_default();
+    let needle = if msg.starts_with("secret(") {
+        "secret(".to_string()
+    } else {
+        msg.split('`')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
     let (start, len) = if needle.is_empty() {
         (0, 0)
     } else {

@@ -1,0 +1,204 @@
+//! Broken inputs, table-driven: each case edits the valid fixture project and asserts the exact
+//! set of (error kind, `path:line:col`) that loading reports, all in one run.
+
+use bakery::catalog::diag::ErrorKind::{self, *};
+use bakery::catalog::Catalog;
+
+use crate::support::Project;
+
+enum Edit {
+    /// Replace the one occurrence of `old` in `file` with `new`.
+    Replace(&'static str, &'static str, &'static str),
+    /// Write `file` with `content`.
+    Write(&'static str, &'static str),
+}
+use Edit::*;
+
+struct Case {
+    name: &'static str,
+    edits: &'static [Edit],
+    expect: &'static [(ErrorKind, &'static str)],
+}
+
+const B: &str = "images/base.toml";
+const C: &str = "images/child.toml";
+const W: &str = "images/winimg.toml";
+const R: &str = "recipes/demo/recipe.toml";
+const G: &str = "recipes/demo/greet.sh";
+const WR: &str = "recipes/win/recipe.toml";
+const T: &str = "bakery.toml";
+
+const CASES: &[Case] = &[
+    Case { name: "toml syntax", edits: &[Replace(B, "version = \"1.0\"", "version = = \"1.0\"")], expect: &[(Syntax, "images/base.toml:3:11")] },
+    Case { name: "unknown field", edits: &[Replace(B, "instance_types = [", "instance_type = [")], expect: &[(UnknownField, "images/base.toml:10:1")] },
+    Case { name: "wrong type", edits: &[Replace(B, "version = \"1.0\"", "version = 1.0")], expect: &[(WrongType, "images/base.toml:3:11")] },
+    Case { name: "missing field", edits: &[Replace(B, "version = \"1.0\"\n", "")], expect: &[(MissingField, "images/base.toml:1:1")] },
+    Case { name: "unknown enum value", edits: &[Replace(B, "platform = \"linux\"", "platform = \"linx\"")], expect: &[(InvalidValue, "images/base.toml:4:12")] },
+    Case { name: "unknown recipe", edits: &[Replace(B, "use = \"demo\"", "use = \"dmeo\"")], expect: &[(UnknownRecipe, "images/base.toml:14:7")] },
+    Case { name: "unknown recipe parameter", edits: &[Replace(B, "greeting = \"hello\"", "greting = \"hello\"")], expect: &[(UnknownParam, "images/base.toml:15:10")] },
+    Case { name: "missing recipe parameter", edits: &[Replace(W, "with = { server_url = \"https://tc.example.com\" }\n", "")], expect: &[(MissingParam, "images/winimg.toml:12:7")] },
+    Case { name: "ill-typed recipe parameter", edits: &[Replace(B, "count = 2", "count = \"2\"")], expect: &[(ParamType, "images/base.toml:15:38")] },
+    Case { name: "secret literal", edits: &[Replace(B, "count = 2 }", "count = 2, token = \"hunter2\" }")], expect: &[(SecretLiteral, "images/base.toml:15:49")] },
+    Case { name: "template syntax in a script file", edits: &[Replace(G, "{{ params.greeting }}", "{{ params.greeting }")], expect: &[(TemplateSyntax, "recipes/demo/greet.sh:2:26")] },
+    Case { name: "undefined variable in a script file", edits: &[Replace(G, "image.name", "image.nmae")], expect: &[(UndefinedVariable, "recipes/demo/greet.sh:2:37")] },
+    Case { name: "undefined parameter in an inline script", edits: &[Replace(R, "{{ params.count }}", "{{ params.cuont }}")], expect: &[(UndefinedVariable, "recipes/demo/recipe.toml:22:29")] },
+    Case { name: "template syntax in an inline script", edits: &[Replace(R, "{{ params.count }}", "{{ params.count }")], expect: &[(TemplateSyntax, "recipes/demo/recipe.toml:22:42")] },
+    Case { name: "secret() of a non-secret parameter", edits: &[Replace(R, "secret(name='token')", "secret(name='count')")], expect: &[(TemplateError, "recipes/demo/recipe.toml:22:48")] },
+    Case { name: "missing script", edits: &[Replace(R, "script = \"greet.sh\"", "script = \"gret.sh\"")], expect: &[(MissingFile, "recipes/demo/recipe.toml:18:20")] },
+    Case { name: "missing file source", edits: &[Replace(R, "source = \"files\"", "source = \"filez\"")], expect: &[(MissingFile, "recipes/demo/recipe.toml:25:19")] },
+    Case { name: "script path leaves the recipe", edits: &[Replace(R, "script = \"greet.sh\"", "script = \"../win/recipe.toml\"")], expect: &[(InvalidValue, "recipes/demo/recipe.toml:18:20")] },
+    Case { name: "step not available on the platform", edits: &[Replace(R, "[[step]]\nname = \"greet\"", "[[step]]\npowershell = { inline = \"Write-Output hi\" }\n\n[[step]]\nname = \"greet\"")], expect: &[(PlatformMismatch, "recipes/demo/recipe.toml:17:1")] },
+    Case { name: "recipe and parent not for the image's platform", edits: &[Replace(C, "platform = \"linux\"", "platform = \"windows\"")], expect: &[(PlatformMismatch, "images/child.toml:12:7")] },
+    Case { name: "parent of another platform", edits: &[Replace(C, "platform = \"linux\"", "platform = \"windows\""), Replace(C, "use = \"demo\"\nwith = { greeting = \"hi\" }", "use = \"win\"\nwith = { server_url = \"https://tc\" }")], expect: &[(PlatformMismatch, "images/child.toml:6:9")] },
+    Case { name: "invalid semver requirement", edits: &[Replace(C, "base@^1", "base@^1.x.y.z")], expect: &[(InvalidSemver, "images/child.toml:6:15")] },
+    Case { name: "unknown parent image", edits: &[Replace(C, "base@^1", "bsae@^1")], expect: &[(UnknownImage, "images/child.toml:6:10")] },
+    Case { name: "parent without a version", edits: &[Replace(C, "base@^1", "base")], expect: &[(InvalidValue, "images/child.toml:6:9")] },
+    Case { name: "cycle in the image graph", edits: &[Replace(B, "ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"child@^2\"")], expect: &[(Cycle, "images/base.toml:7:9"), (Cycle, "images/child.toml:6:9")] },
+    Case { name: "duplicate image names", edits: &[Write("images/base-copy.toml", crate::support::BASE_IMAGE)], expect: &[(DuplicateImage, "images/base.toml:1:8")] },
+    Case { name: "malformed instance type", edits: &[Replace(B, "\"t3.small\"", "\"t3-small\"")], expect: &[(InvalidInstanceType, "images/base.toml:10:31")] },
+    Case { name: "malformed region in publish", edits: &[Replace(B, "regions = [\"us-east-1\"]", "regions = [\"us-east\"]")], expect: &[(InvalidRegion, "images/base.toml:21:12")] },
+    Case { name: "malformed region in a target", edits: &[Replace(T, "regions = [\"us-east-1\"]", "regions = [\"useast1\"]")], expect: &[(InvalidRegion, "bakery.toml:2:12")] },
+    Case {
+        name: "several errors in one file",
+        edits: &[Replace(B, "instance_types = [", "instance_type = ["), Replace(B, "\"linux\"", "\"linx\""), Replace(B, "[\"us-east-1\"]", "[\"us-east\"]"), Replace(B, "use = \"demo\"", "use = \"dmeo\"")],
+        expect: &[(UnknownField, "images/base.toml:10:1"), (InvalidValue, "images/base.toml:4:12"), (InvalidRegion, "images/base.toml:21:12"), (UnknownRecipe, "images/base.toml:14:7")],
+    },
+    Case {
+        name: "errors in several files at once",
+        edits: &[Replace(B, "version = \"1.0\"", "version = 1.0"), Replace(W, "ami-0123456789abcdef0", "ami-xyz"), Replace(R, "timeout = \"5m\"", "timeot = \"5m\""), Replace(T, "ssh_port = 2222", "ssh_prot = 2222")],
+        expect: &[(WrongType, "images/base.toml:3:11"), (InvalidValue, "images/winimg.toml:6:7"), (UnknownField, "recipes/demo/recipe.toml:19:1"), (UnknownField, "bakery.toml:5:1")],
+    },
+    Case { name: "unknown field in a step", edits: &[Replace(R, "timeout = \"5m\"", "timeot = \"5m\"")], expect: &[(UnknownField, "recipes/demo/recipe.toml:19:1")] },
+    Case { name: "invalid duration", edits: &[Replace(R, "timeout = \"5m\"", "timeout = \"5 minutes\"")], expect: &[(InvalidValue, "recipes/demo/recipe.toml:19:11")] },
+    Case { name: "two step kinds", edits: &[Replace(R, "shell = { script = \"greet.sh\" }\n", "shell = { script = \"greet.sh\" }\nrestart = {}\n")], expect: &[(ConflictingFields, "recipes/demo/recipe.toml:19:1")] },
+    Case { name: "step without a kind", edits: &[Replace(R, "shell = { script = \"greet.sh\" }\n", "")], expect: &[(MissingField, "recipes/demo/recipe.toml:16:1")] },
+    Case { name: "check with two kinds", edits: &[Replace(B, "file = \"/etc/os-release\"\n", "file = \"/etc/os-release\"\nport = 22\n")], expect: &[(ConflictingFields, "images/base.toml:19:1")] },
+    Case { name: "check option of another kind", edits: &[Replace(B, "file = \"/etc/os-release\"\n", "file = \"/etc/os-release\"\nstate = \"running\"\n")], expect: &[(ConflictingFields, "images/base.toml:19:1")] },
+    Case { name: "windows-only check on linux", edits: &[Replace(B, "file = \"/etc/os-release\"", "hotfix = \"KB5005112\"")], expect: &[(PlatformMismatch, "images/base.toml:18:1")] },
+    Case { name: "invalid check regex", edits: &[Replace(R, "stdout_contains = \"{{ params.greeting }}\"", "stdout_matches = \"(unclosed\"")], expect: &[(InvalidValue, "recipes/demo/recipe.toml:29:18")] },
+    Case { name: "missing source", edits: &[Replace(B, "[source]\nssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"\n", "")], expect: &[(MissingField, "images/base.toml:1:1")] },
+    Case { name: "two sources", edits: &[Replace(C, "[source]\n", "[source]\nami = \"ami-0123456789abcdef0\"\n")], expect: &[(ConflictingFields, "images/child.toml:7:1")] },
+    Case { name: "malformed AMI id", edits: &[Replace(W, "ami-0123456789abcdef0", "ami-xyz")], expect: &[(InvalidValue, "images/winimg.toml:6:7")] },
+    Case { name: "version with a patch", edits: &[Replace(B, "version = \"1.0\"", "version = \"1.0.3\"")], expect: &[(InvalidValue, "images/base.toml:3:11")] },
+    Case { name: "recipe folder without recipe.toml", edits: &[Write("recipes/empty/notes.txt", "x")], expect: &[(MissingFile, "recipes/empty:1:1")] },
+    Case { name: "recipe default of the wrong type", edits: &[Replace(R, "default = 1", "default = \"one\"")], expect: &[(ParamType, "recipes/demo/recipe.toml:10:11")] },
+    Case { name: "secret default that is a literal", edits: &[Replace(R, "default = { ssm = \"/demo/token\" }", "default = \"s3cr3t\"")], expect: &[(SecretLiteral, "recipes/demo/recipe.toml:14:11")] },
+    Case { name: "parameter without a type", edits: &[Replace(R, "type = \"int\"\n", "")], expect: &[(MissingField, "recipes/demo/recipe.toml:8:1")] },
+    Case { name: "unknown target field", edits: &[Replace(T, "ssh_port = 2222", "ssh_prot = 2222")], expect: &[(UnknownField, "bakery.toml:5:1")] },
+    Case { name: "ingress open to the internet", edits: &[Replace(T, "ssh_port = 2222\n", "ssh_port = 2222\nssh_cidr = \"0.0.0.0/0\"\n")], expect: &[(InvalidValue, "bakery.toml:6:12")] },
+    Case { name: "reserved ssm prefix", edits: &[Replace(T, "ssh_port = 2222\n", "ssh_port = 2222\nssm_prefix = \"/aws/bakery\"\n")], expect: &[(InvalidValue, "bakery.toml:6:14")] },
+    Case { name: "missing user data file", edits: &[Replace(B, "communicator = \"ssh\"\n", "communicator = \"ssh\"\nuser_data = \"user-data/missing.sh\"\n")], expect: &[(MissingFile, "images/base.toml:12:13")] },
+    Case { name: "unknown windows update category", edits: &[Replace(WR, "Write-Output '{{ params.server_url }}'\" }\n", "Write-Output '{{ params.server_url }}'\" }\n\n[[step]]\nwindows_update = { categories = [\"SecurityUpdate\"] }\n")], expect: &[(InvalidValue, "recipes/win/recipe.toml:12:34")] },
+    Case { name: "download without sha256", edits: &[Replace(R, "stdout_contains = \"{{ params.greeting }}\"\n", "stdout_contains = \"{{ params.greeting }}\"\n\n[[step]]\ndownload = { url = \"https://example.com/x\", destination = \"x\" }\n")], expect: &[(MissingField, "recipes/demo/recipe.toml:32:12")] },
+    Case { name: "ssh settings with the ssm communicator", edits: &[Replace(W, "instance_types = [\"m6i.large\"]\n", "instance_types = [\"m6i.large\"]\ncommunicator = \"ssm\"\nssh = { user = \"Administrator\" }\n")], expect: &[(ConflictingFields, "images/winimg.toml:11:7")] },
+];
+
+fn run_case(case: &Case) -> Result<(), String> {
+    let p = Project::fixture();
+    for e in case.edits {
+        match e {
+            Replace(file, old, new) => {
+                let path = p.path().join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
+                let n = text.matches(old).count();
+                if n != 1 {
+                    return Err(format!("test bug: `{old}` occurs {n} times in {file}"));
+                }
+                std::fs::write(&path, text.replacen(old, new, 1)).map_err(|e| e.to_string())?;
+            }
+            Write(file, content) => p.write(file, content),
+        }
+    }
+    let diags = match Catalog::load(p.path()) {
+        Ok(_) => return Err("loaded without errors".into()),
+        Err(d) => d,
+    };
+    let mut got: Vec<(ErrorKind, String)> = diags.iter().map(|d| (d.kind, d.location())).collect();
+    let mut want: Vec<(ErrorKind, String)> = case
+        .expect
+        .iter()
+        .map(|(k, l)| (*k, l.to_string()))
+        .collect();
+    got.sort_by(|a, b| (a.1.clone(), a.0.as_str()).cmp(&(b.1.clone(), b.0.as_str())));
+    want.sort_by(|a, b| (a.1.clone(), a.0.as_str()).cmp(&(b.1.clone(), b.0.as_str())));
+    if got != want {
+        return Err(format!("want {want:?}\n got {got:?}\n{diags}"));
+    }
+    // Every diagnostic shows its source line, a caret and (for most) a hint.
+    for d in diags.iter() {
+        let text = d.to_string();
+        if !text.contains(&format!("--> {}", d.location())) {
+            return Err(format!("no location line in:\n{text}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_fixture_is_valid() {
+    let p = Project::fixture();
+    let c = Catalog::load(p.path()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(c.images.len(), 3);
+    assert_eq!(
+        c.order.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["base", "child", "winimg"]
+    );
+}
+
+#[test]
+fn broken_inputs_are_reported_with_kind_and_place() {
+    assert!(CASES.len() >= 40, "only {} cases", CASES.len());
+    let failures: Vec<String> = CASES
+        .iter()
+        .filter_map(|c| run_case(c).err().map(|e| format!("--- {}: {e}", c.name)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn hints_say_what_was_meant() {
+    let p = Project::fixture();
+    let base = crate::support::BASE_IMAGE
+        .replace("instance_types = [", "instance_type = [")
+        .replace("use = \"demo\"", "use = \"dmeo\"")
+        .replace("greeting = \"hello\"", "greting = \"hello\"");
+    p.write("images/base.toml", &base);
+    let d = Catalog::load(p.path()).unwrap_err();
+    let hints: Vec<String> = d.iter().filter_map(|d| d.hint.clone()).collect();
+    assert!(
+        hints.contains(&"did you mean `instance_types`?".to_string()),
+        "{hints:?}"
+    );
+    assert!(
+        hints.contains(&"did you mean `demo`?".to_string()),
+        "{hints:?}"
+    );
+    let shown = d.to_string();
+    assert!(
+        shown.contains("10 | instance_type = [\"t3.micro\", \"t3.small\"]"),
+        "{shown}"
+    );
+    assert!(shown.contains("   | ^^^^^^^^^^^^^\n"), "{shown}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &crate::support::BASE_IMAGE
+            .replace("count = 2 }", "count = 2, token = \"hunter2-s3cret\" }"),
+    );
+    let d = Catalog::load(p.path()).unwrap_err();
+    assert_eq!(d.len(), 1);
+    let msg = &d.0[0];
+    assert_eq!(msg.kind, SecretLiteral);
+    assert!(!msg.message.contains("hunter2"), "{}", msg.message);
+    assert!(!msg.hint.clone().unwrap_or_default().contains("hunter2"));
+}

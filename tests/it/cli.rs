@@ -1,0 +1,1 @@
+//! The binary: exit codes, output, and no network on invalid input.

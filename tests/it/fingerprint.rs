@@ -1,0 +1,1 @@
+//! Fingerprints change exactly where their inputs change.
