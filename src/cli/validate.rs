@@ -27,7 +27,15 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
     let mut all = Diagnostics::default();
     let mut counts = Vec::new();
     for root in &roots {
-        match Catalog::load(root) {
+        let started = std::time::Instant::now();
+        let loaded = Catalog::load(root);
+        tracing::info!(
+            project = %root.display(),
+            ok = loaded.is_ok(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "validated"
+        );
+        match loaded {
             Ok(c) => counts.push(json!({
                 "project": root.display().to_string(),
                 "images": c.images.len(),

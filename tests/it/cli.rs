@@ -1,1 +1,265 @@
-//! The binary: exit codes, output, and no network on invalid input.
+//! The binary: exit codes, output, and no network call on invalid input.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{repo_root, Project};
+
+fn bakery(args: &[&str], project: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .args(args)
+        .arg("--project")
+        .arg(project)
+        .env_remove("BAKERY_PROJECT")
+        .output()
+        .expect("run bakery")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn shipped_catalog_validates() {
+    let out = bakery(&["validate"], &repo_root());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("ok:"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn invalid_input_exits_2_with_located_errors_and_no_network() {
+    // Every AWS client honours AWS_ENDPOINT_URL; point it at a listener that counts connections.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &crate::support::BASE_IMAGE.replace("instance_types = [", "instance_type = ["),
+    );
+    for args in [
+        &["validate"][..],
+        &["render", "base"],
+        &["plan", "--offline"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(args)
+            .arg("--project")
+            .arg(p.path())
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("error[unknown-field]: unknown field `instance_type`"),
+            "{err}"
+        );
+        assert!(err.contains("--> images/base.toml:10:1"), "{err}");
+        assert!(
+            err.contains("hint: did you mean `instance_types`?"),
+            "{err}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        listener.accept().is_err(),
+        "bakery connected to the AWS endpoint on invalid input"
+    );
+}
+
+#[test]
+fn validate_json_lists_problems() {
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &crate::support::BASE_IMAGE.replace("\"t3.small\"", "\"t3-small\""),
+    );
+    let out = bakery(&["validate", "--json"], p.path());
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["kind"], "invalid-instance-type");
+    assert_eq!(v["problems"][0]["location"], "images/base.toml:10:31");
+}
+
+#[test]
+fn validate_accepts_a_file_inside_a_project() {
+    let p = Project::fixture();
+    let file = p.path().join("images/base.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 images, 2 recipes, 1 targets"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn render_teamcity_agent_windows_is_complete_powershell() {
+    let out = bakery(&["render", "teamcity-agent-windows"], &repo_root());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for leftover in ["{{", "}}", "{%", "%}", "{#", "#}"] {
+        assert!(
+            !s.contains(leftover),
+            "template syntax `{leftover}` left in:\n{s}"
+        );
+    }
+    // The pieces that make it a TeamCity agent image, in order.
+    let must = [
+        "$ErrorActionPreference",
+        "buildAgentFull.zip",
+        "buildAgent.properties",
+        "BuildAgent",
+        "EC2Launch",
+    ];
+    let mut at = 0;
+    for m in must {
+        let i = s[at..]
+            .find(m)
+            .unwrap_or_else(|| panic!("`{m}` missing (after byte {at}) in:\n{s}"));
+        at += i;
+    }
+    assert!(s.contains("# fingerprint "), "{s}");
+}
+
+#[test]
+fn render_substitutes_parameters_and_secrets_as_lookups() {
+    let p = Project::fixture();
+    let out = bakery(&["render", "base", "--json"], p.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let steps = v["steps"].as_array().expect("steps");
+    assert_eq!(
+        steps[0]["script"],
+        "#!/bin/bash\necho \"hello from base\" > \"$BAKERY_WORKDIR/greeting\"\n"
+    );
+    assert_eq!(
+        steps[1]["script"],
+        "echo 2 $(aws ssm get-parameter --with-decryption --name '/demo/token' --query Parameter.Value --output text)"
+    );
+    assert_eq!(steps[2]["kind"], "upload");
+    assert_eq!(
+        steps[2]["files"][0]["size"],
+        "name = base\nversion = 1.0\n".len()
+    );
+    assert_eq!(v["checks"][0]["stdout_contains"], "hello");
+    assert_eq!(v["checks"][1]["kind"], "file");
+}
+
+#[test]
+fn plan_offline_orders_parents_first_and_explains() {
+    let p = Project::fixture();
+    let out = bakery(&["plan", "--offline", "--json"], p.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> = v["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["image"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["base", "child", "winimg"]);
+    let out = bakery(&["plan", "--offline", "--explain", "child"], p.path());
+    let s = text(&out.stdout);
+    for label in [
+        "format",
+        "image images/child.toml",
+        "parent base",
+        "recipe recipes/demo/recipe.toml",
+        "recipes/demo/greet.sh",
+        "file recipes/demo/files/app.conf",
+    ] {
+        assert!(s.contains(label), "`{label}` not in:\n{s}");
+    }
+    let out = bakery(&["plan"], p.path());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "plan without --offline is not built yet"
+    );
+}
+
+#[test]
+fn unknown_image_and_target_are_invalid_input() {
+    let p = Project::fixture();
+    let out = bakery(&["render", "bsae"], p.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("did you mean `base`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bakery(&["render", "base", "--target", "sandbx"], p.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("did you mean `sandbox`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bakery(&["frobnicate"], p.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn schema_describes_every_format() {
+    for (format, field) in [
+        ("image", "instance_types"),
+        ("recipe", "platforms"),
+        ("target", "ssm_prefix"),
+    ] {
+        let out = bakery(&["schema", format], &repo_root());
+        assert_eq!(out.status.code(), Some(0));
+        let s = text(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(&s).expect("json");
+        assert!(v["$schema"].as_str().is_some(), "{s}");
+        assert!(s.contains(field), "{format}: {field} missing");
+        assert!(
+            s.contains("\"additionalProperties\": false"),
+            "{format}: unknown fields must be refused"
+        );
+    }
+}
+
+#[test]
+fn json_logs_are_json() {
+    let p = Project::fixture();
+    let out = bakery(&["-vv", "--log-format", "json", "validate"], p.path());
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    let first = err.lines().next().expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(first).expect("json log line");
+    assert!(v["level"].is_string(), "{first}");
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in ["validate", "render", "plan", "schema"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args([cmd, "--help"])
+            .output()
+            .expect("run");
+        assert!(
+            text(&out.stdout).contains("Examples:"),
+            "{cmd} --help has no examples"
+        );
+    }
+}
