@@ -114,8 +114,12 @@ pub struct Plan {
     pub source: Source,
     pub target: String,
     pub user_data: Option<String>,
+    /// Provisioning, in order.
     pub steps: Vec<PlannedStep>,
+    /// Run after `steps`; all must pass before `finalize` runs.
     pub checks: Vec<PlannedCheck>,
+    /// Generalisation steps (finalize recipes), after the checks, right before capture.
+    pub finalize: Vec<PlannedStep>,
     pub fingerprint: Fingerprint,
     pub inputs: Vec<FingerprintInput>,
 }
@@ -209,6 +213,7 @@ fn render(
         Some(s)
     });
     let mut steps = Vec::new();
+    let mut finalize = Vec::new();
     let mut checks = Vec::new();
     for u in &image.recipes {
         let recipe = &catalog.recipes[&u.recipe];
@@ -224,7 +229,11 @@ fn render(
                 continue;
             }
             if let Some(step) = render_step(&mut acc, &env, image, recipe, i, s) {
-                steps.push(step);
+                if recipe.finalize {
+                    finalize.push(step);
+                } else {
+                    steps.push(step);
+                }
             }
         }
         for c in recipe
@@ -269,6 +278,7 @@ fn render(
         user_data,
         steps,
         checks,
+        finalize,
         fingerprint: Fingerprint(hex::encode(h.finalize())),
         inputs: acc.inputs,
     })
@@ -277,16 +287,9 @@ fn render(
 fn render_check(acc: &mut Acc, env: &RenderEnv, c: &CheckTemplate) -> Option<Check> {
     let kind = c
         .kind
-        .try_map_strings(|s| {
-            let t = Template {
-                text: s.to_string(),
-                src: c.src.clone(),
-                offset: c.src.text[c.offset..]
-                    .find(s)
-                    .map_or(c.offset, |i| c.offset + i),
-                label: String::new(),
-            };
-            env.render(&t)
+        .try_map_strings(|s| match c.templates.get(s) {
+            Some(t) => env.render(t),
+            None => Ok(s.to_string()),
         })
         .map_err(|d| acc.diags.push(d))
         .ok()?;

@@ -275,12 +275,37 @@ pub fn validate(
             installed: raw.installed.unwrap_or(true),
         },
     };
+    // Parse every templated string once; a syntax error is located at the string.
+    let offset = doc.span(path).start;
+    let mut templates = std::collections::BTreeMap::new();
+    let mut bad = false;
+    let _ = kind.try_map_strings(|s| -> Result<String, ()> {
+        if s.contains("{{") || s.contains("{%") || s.contains("{#") {
+            let at = doc.src.text[offset..]
+                .find(s)
+                .map_or(offset, |i| offset + i);
+            let t = super::model::Template::new(s.to_string(), doc.src.clone(), at, String::new());
+            match super::render::check_syntax(&t) {
+                Ok(()) => {
+                    templates.insert(s.to_string(), t);
+                }
+                Err(d) => {
+                    bad = true;
+                    diags.push(d);
+                }
+            }
+        }
+        Ok(String::new())
+    });
+    if bad {
+        return None;
+    }
     Some(CheckTemplate {
         name: raw.name.clone(),
         platform: raw.platform,
         kind,
         src: doc.src.clone(),
-        offset: doc.span(path).start,
+        templates,
     })
 }
 

@@ -112,8 +112,24 @@ pub fn validate(
     let platform_or = platform.unwrap_or(Platform::Linux);
     let build = build(&mut cx, root, &top.k("build"), &raw, platform_or);
     let mut uses = Vec::new();
+    let mut finalized_by: Option<String> = None;
     for (i, r) in raw.recipe.iter().enumerate() {
-        if let Some(u) = recipe_use(&mut cx, &top.k("recipe").i(i), r, platform, recipes) {
+        let path = top.k("recipe").i(i);
+        if let Some(u) = recipe_use(&mut cx, &path, r, platform, recipes) {
+            let finalize = recipes.valid.get(&u.recipe).is_some_and(|r| r.finalize);
+            if let (Some(f), false) = (&finalized_by, finalize) {
+                let d = cx
+                    .doc
+                    .at(&path.k("use"), ErrorKind::InvalidValue, format!(
+                        "recipe `{}` comes after `{f}`, which finalizes the image",
+                        u.recipe
+                    ))
+                    .with_hint(format!("move `{f}` to the end: its steps run after every check, right before capture"));
+                cx.diags.push(d);
+            }
+            if finalize {
+                finalized_by = Some(u.recipe.to_string());
+            }
             uses.push(u);
         }
     }
@@ -407,12 +423,7 @@ fn user_data(cx: &mut Ctx, root: &Path, path: &DocPath, rel: &str) -> Option<Tem
         return None;
     }
     let src = read_source(root, &file, cx.diags)?;
-    let t = Template {
-        text: src.text.clone(),
-        src: std::sync::Arc::new(src),
-        offset: 0,
-        label: file.display().to_string(),
-    };
+    let t = Template::file(src);
     check_syntax(&t).map_err(|d| cx.diags.push(d)).ok()?;
     Some(t)
 }

@@ -77,6 +77,40 @@ pub struct Template {
     pub offset: usize,
     /// Label for fingerprints and messages: `recipes/jdk/install.ps1`.
     pub label: String,
+    /// The parsed template, made once and shared by every render of it.
+    pub(crate) parsed: Arc<Parsed>,
+}
+
+impl Template {
+    pub fn new(text: String, src: Arc<SourceText>, offset: usize, label: String) -> Self {
+        Template {
+            text,
+            src,
+            offset,
+            label,
+            parsed: Arc::default(),
+        }
+    }
+
+    /// A template that is a whole file (its text is the file's text).
+    pub fn file(src: SourceText) -> Self {
+        let label = src.path.display().to_string();
+        Template::new(src.text.clone(), Arc::new(src), 0, label)
+    }
+}
+
+/// A tera instance holding one parsed template (tera types have no Debug).
+#[derive(Default)]
+pub struct Parsed(pub(crate) std::sync::OnceLock<tera::Tera>);
+
+impl fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Parsed"
+        } else {
+            "Unparsed"
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -196,8 +230,8 @@ pub struct CheckTemplate {
     pub platform: Option<Platform>,
     pub kind: CheckKind,
     pub src: Arc<SourceText>,
-    /// Byte offset of the check's table in `src`, for render errors.
-    pub offset: usize,
+    /// Each templated string of `kind` (keyed by its text), parsed once at load.
+    pub templates: BTreeMap<String, Template>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +343,8 @@ pub struct Recipe {
     pub name: RecipeName,
     pub description: String,
     pub platforms: Vec<Platform>,
+    /// Steps run after the checks, right before capture.
+    pub finalize: bool,
     pub params: BTreeMap<String, ParamSpec>,
     pub steps: Vec<Step>,
     pub checks: Vec<CheckTemplate>,

@@ -220,6 +220,11 @@ pub struct RawShare {
 pub struct RawRecipe {
     pub description: Option<String>,
     pub platforms: Option<Vec<Platform>>,
+    /// Run this recipe's steps after every check, right before capture (generalisation such as
+    /// sysprep or cloud-init clean, after which the instance cannot be verified). Such a recipe
+    /// has no checks and comes last in an image.
+    #[serde(default)]
+    pub finalize: bool,
     #[serde(default)]
     pub params: BTreeMap<String, RawParam>,
     #[serde(default)]

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use super::check;
 use super::diag::{Diagnostics, ErrorKind, SourceText};
@@ -64,12 +63,7 @@ pub fn inline_template(doc: &Doc, path: &DocPath, text: &str, label: String) -> 
             skip += 1;
         }
     }
-    Template {
-        text: text.to_string(),
-        src: doc.src.clone(),
-        offset: span.start + skip,
-        label,
-    }
+    Template::new(text.to_string(), doc.src.clone(), span.start + skip, label)
 }
 
 /// A path inside the recipe folder: relative, no `..`.
@@ -149,17 +143,7 @@ impl Ctx<'_> {
                 return None;
             }
         };
-        let t = Template {
-            text,
-            src: Arc::new(SourceText::new(file.clone(), String::new())),
-            offset: 0,
-            label: file.display().to_string(),
-        };
-        // The source of a template file is the file itself.
-        let t = Template {
-            src: Arc::new(SourceText::new(file, t.text.clone())),
-            ..t
-        };
+        let t = Template::file(SourceText::new(file, text));
         match check_syntax(&t) {
             Ok(()) => Some(t),
             Err(d) => {
@@ -285,6 +269,16 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
             checks.push(c);
         }
     }
+    if raw.finalize && !raw.check.is_empty() {
+        let d = doc
+            .at(
+                &top.k("check"),
+                ErrorKind::ConflictingFields,
+                "a finalize recipe cannot have checks: they would run before its steps",
+            )
+            .with_hint("move the checks to the recipe that installs what they verify");
+        diags.push(d);
+    }
     if diags.len() > before {
         return None;
     }
@@ -292,6 +286,7 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
         name: RecipeName(name.to_string()),
         description: raw.description.clone().unwrap_or_default(),
         platforms,
+        finalize: raw.finalize,
         params,
         steps,
         checks,
@@ -452,7 +447,7 @@ fn step(cx: &mut Ctx, path: &DocPath, s: &RawStep, platforms: &[Platform]) -> Op
                 }
                 return None;
             };
-            if !url.contains("{{") && !(url.starts_with("https://") || url.starts_with("http://")) {
+            if !(url.contains("{{") || url.starts_with("https://") || url.starts_with("http://")) {
                 cx.err(
                     &kp.k("url"),
                     ErrorKind::InvalidValue,
@@ -656,12 +651,7 @@ fn recipe_files(
                 );
                 return None;
             };
-            let t = Template {
-                src: Arc::new(SourceText::new(PathBuf::from(&label), text.clone())),
-                text,
-                offset: 0,
-                label: label.clone(),
-            };
+            let t = Template::file(SourceText::new(PathBuf::from(&label), text));
             if let Err(d) = check_syntax(&t) {
                 cx.diags.push(d);
                 return None;

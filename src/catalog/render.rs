@@ -1,6 +1,7 @@
 //! Rendering templates with tera: the documented context, `secret()`, strict undefined
 //! variables, and errors located in the file the template came from.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
@@ -92,31 +93,56 @@ impl RenderEnv {
         if !t.text.contains("{{") && !t.text.contains("{%") && !t.text.contains("{#") {
             return Ok(t.text.clone());
         }
-        let mut tera = tera::Tera::default();
-        let secrets = self.secrets.clone();
-        let platform = self.platform;
-        tera.register_function("secret", move |args: &HashMap<String, Value>| {
-            let name = args
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| tera::Error::msg("secret() needs name=\"<secret parameter>\""))?;
-            match secrets.get(name) {
-                Some(r) => Ok(json!(secret_lookup(platform, r))),
-                None => Err(tera::Error::msg(format!(
-                    "secret(name=\"{name}\"): `{name}` is not a secret parameter of this recipe"
-                ))),
-            }
-        });
-        tera.render_str(&t.text, &self.context)
-            .map_err(|e| locate_error(t, &e))
+        let tera = parsed(t)?;
+        SECRETS.with(|s| *s.borrow_mut() = Some((self.platform, self.secrets.clone())));
+        let out = tera.render(NAME, &self.context);
+        SECRETS.with(|s| *s.borrow_mut() = None);
+        out.map_err(|e| locate_error(t, &e))
     }
 }
 
-/// Checks template syntax only (for templates no image renders).
-pub fn check_syntax(t: &Template) -> Result<(), Diagnostic> {
+/// The name of the one template in each parsed tera instance.
+const NAME: &str = "t";
+
+thread_local! {
+    /// The secrets of the render in progress on this thread: tera functions cannot see the
+    /// context, and registering a closure per render would mean re-creating tera per render.
+    static SECRETS: RefCell<Option<(Platform, BTreeMap<String, SecretRef>)>> = const { RefCell::new(None) };
+}
+
+fn secret_fn(args: &HashMap<String, Value>) -> tera::Result<Value> {
+    let name = args
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| tera::Error::msg("secret() needs name=\"<secret parameter>\""))?;
+    SECRETS.with(|s| match &*s.borrow() {
+        Some((platform, secrets)) => match secrets.get(name) {
+            Some(r) => Ok(json!(secret_lookup(*platform, r))),
+            None => Err(tera::Error::msg(format!(
+                "secret(name=\"{name}\"): `{name}` is not a secret parameter of this recipe"
+            ))),
+        },
+        None => Err(tera::Error::msg(
+            "secret() is only available in recipe templates",
+        )),
+    })
+}
+
+/// The template parsed once (a syntax error is located in its file).
+fn parsed(t: &Template) -> Result<&tera::Tera, Diagnostic> {
+    if let Some(tera) = t.parsed.0.get() {
+        return Ok(tera);
+    }
     let mut tera = tera::Tera::default();
-    tera.add_raw_template("t", &t.text)
-        .map_err(|e| locate_error(t, &e))
+    tera.register_function("secret", secret_fn);
+    tera.add_raw_template(NAME, &t.text)
+        .map_err(|e| locate_error(t, &e))?;
+    Ok(t.parsed.0.get_or_init(|| tera))
+}
+
+/// Checks template syntax (and keeps the parse for rendering).
+pub fn check_syntax(t: &Template) -> Result<(), Diagnostic> {
+    parsed(t).map(|_| ())
 }
 
 static POS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"--> (\d+):(\d+)").expect("regex"));

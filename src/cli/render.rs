@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{load, print_json, target_for, CliError};
 use crate::catalog::model::{ImageName, Target};
-use crate::plan::{Plan, PlannedAction};
+use crate::plan::{Plan, PlannedAction, PlannedStep};
 
 pub fn run(project: &Path, image: &str, target: Option<&str>, json: bool) -> Result<(), CliError> {
     let catalog = load(project)?;
@@ -42,70 +42,7 @@ pub fn text(plan: &Plan) -> String {
     }
     let n = plan.steps.len();
     for (i, s) in plan.steps.iter().enumerate() {
-        out.push_str(&format!(
-            "\n{c} ---- step {}/{n}: {} / {} (timeout {}s) ----\n",
-            i + 1,
-            s.recipe,
-            s.name,
-            s.timeout.as_secs()
-        ));
-        for (k, v) in &s.env {
-            out.push_str(&format!("{c} env {k}={v}\n"));
-        }
-        match &s.action {
-            PlannedAction::Shell { script } | PlannedAction::PowerShell { script } => {
-                out.push_str(script);
-                if !script.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
-            PlannedAction::Upload {
-                source,
-                destination,
-                mode,
-                files,
-                ..
-            } => {
-                out.push_str(&format!("{c} upload {source} -> {destination}"));
-                if let Some(m) = mode {
-                    out.push_str(&format!(" (mode {m:04o})"));
-                }
-                out.push('\n');
-                for f in files {
-                    let name = if f.rel.is_empty() {
-                        source.as_str()
-                    } else {
-                        f.rel.as_str()
-                    };
-                    out.push_str(&format!("{c}   {name} ({} bytes)\n", f.size));
-                }
-            }
-            PlannedAction::Download {
-                url,
-                sha256,
-                destination,
-            } => {
-                out.push_str(&format!(
-                    "{c} download {url}\n{c}   -> {destination}\n{c}   sha256 {sha256}\n"
-                ));
-            }
-            PlannedAction::Restart { timeout } => {
-                out.push_str(&format!("{c} restart and wait for a new boot"));
-                if let Some(t) = timeout {
-                    out.push_str(&format!(" (timeout {}s)", t.as_secs()));
-                }
-                out.push('\n');
-            }
-            PlannedAction::WindowsUpdate {
-                categories,
-                max_passes,
-            } => {
-                out.push_str(&format!(
-                    "{c} windows update: {} (at most {max_passes} passes)\n",
-                    categories.join(", ")
-                ));
-            }
-        }
+        write_step(&mut out, c, &format!("step {}/{n}", i + 1), s);
     }
     out.push_str(&format!("\n{c} ---- checks ({}) ----\n", plan.checks.len()));
     for ch in &plan.checks {
@@ -115,5 +52,80 @@ pub fn text(plan: &Plan) -> String {
             ch.origin, ch.check.name
         ));
     }
+    let n = plan.finalize.len();
+    if n > 0 {
+        out.push_str(&format!(
+            "\n{c} ---- finalize: after the checks, right before capture ----\n"
+        ));
+    }
+    for (i, s) in plan.finalize.iter().enumerate() {
+        write_step(&mut out, c, &format!("finalize {}/{n}", i + 1), s);
+    }
     out
+}
+
+fn write_step(out: &mut String, c: &str, label: &str, s: &PlannedStep) {
+    out.push_str(&format!(
+        "\n{c} ---- {label}: {} / {} (timeout {}s) ----\n",
+        s.recipe,
+        s.name,
+        s.timeout.as_secs()
+    ));
+    for (k, v) in &s.env {
+        out.push_str(&format!("{c} env {k}={v}\n"));
+    }
+    match &s.action {
+        PlannedAction::Shell { script } | PlannedAction::PowerShell { script } => {
+            out.push_str(script);
+            if !script.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        PlannedAction::Upload {
+            source,
+            destination,
+            mode,
+            files,
+            ..
+        } => {
+            out.push_str(&format!("{c} upload {source} -> {destination}"));
+            if let Some(m) = mode {
+                out.push_str(&format!(" (mode {m:04o})"));
+            }
+            out.push('\n');
+            for f in files {
+                let name = if f.rel.is_empty() {
+                    source.as_str()
+                } else {
+                    f.rel.as_str()
+                };
+                out.push_str(&format!("{c}   {name} ({} bytes)\n", f.size));
+            }
+        }
+        PlannedAction::Download {
+            url,
+            sha256,
+            destination,
+        } => {
+            out.push_str(&format!(
+                "{c} download {url}\n{c}   -> {destination}\n{c}   sha256 {sha256}\n"
+            ));
+        }
+        PlannedAction::Restart { timeout } => {
+            out.push_str(&format!("{c} restart and wait for a new boot"));
+            if let Some(t) = timeout {
+                out.push_str(&format!(" (timeout {}s)", t.as_secs()));
+            }
+            out.push('\n');
+        }
+        PlannedAction::WindowsUpdate {
+            categories,
+            max_passes,
+        } => {
+            out.push_str(&format!(
+                "{c} windows update: {} (at most {max_passes} passes)\n",
+                categories.join(", ")
+            ));
+        }
+    }
 }

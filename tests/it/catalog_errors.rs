@@ -91,6 +91,16 @@ const CASES: &[Case] = &[
     Case { name: "unknown windows update category", edits: &[Replace(WR, "Write-Output '{{ params.server_url }}'\" }\n", "Write-Output '{{ params.server_url }}'\" }\n\n[[step]]\nwindows_update = { categories = [\"SecurityUpdate\"] }\n")], expect: &[(InvalidValue, "recipes/win/recipe.toml:12:34")] },
     Case { name: "download without sha256", edits: &[Replace(R, "stdout_contains = \"{{ params.greeting }}\"\n", "stdout_contains = \"{{ params.greeting }}\"\n\n[[step]]\ndownload = { url = \"https://example.com/x\", destination = \"x\" }\n")], expect: &[(MissingField, "recipes/demo/recipe.toml:32:12")] },
     Case { name: "ssh settings with the ssm communicator", edits: &[Replace(W, "instance_types = [\"m6i.large\"]\n", "instance_types = [\"m6i.large\"]\ncommunicator = \"ssm\"\nssh = { user = \"Administrator\" }\n")], expect: &[(ConflictingFields, "images/winimg.toml:11:7")] },
+    Case {
+        name: "a recipe after a finalize recipe",
+        edits: &[Write("recipes/gen/recipe.toml", "platforms = [\"linux\"]\nfinalize = true\n\n[[step]]\nshell = { inline = \"cloud-init clean\" }\n"), Replace(B, "[[recipe]]\nuse = \"demo\"", "[[recipe]]\nuse = \"gen\"\n\n[[recipe]]\nuse = \"demo\"")],
+        expect: &[(InvalidValue, "images/base.toml:17:7")],
+    },
+    Case {
+        name: "a finalize recipe with checks",
+        edits: &[Write("recipes/gen/recipe.toml", "platforms = [\"linux\"]\nfinalize = true\n\n[[step]]\nshell = { inline = \"cloud-init clean\" }\n\n[[check]]\nport = 22\n")],
+        expect: &[(ConflictingFields, "recipes/gen/recipe.toml:7:1")],
+    },
 ];
 
 fn run_case(case: &Case) -> Result<(), String> {
