@@ -8,7 +8,12 @@
 // add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod bake;
 pub mod catalog;
 pub mod checks;
+pub mod cloud;
+pub mod events;
 pub mod cli;
 pub mod plan;
+pub mod registry;
+pub mod remote;

@@ -34,6 +34,22 @@ impl Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// The full fingerprint of a bake: the catalog's plus what was resolved in AWS (the source
+    /// AMI, and the parent's registered version when layered).
+    pub fn with_source(&self, source_ami: &str, parent: Option<&str>) -> Fingerprint {
+        let mut h = Sha256::new();
+        h.update(self.0.as_bytes());
+        h.update(b"\nsource ");
+        h.update(source_ami.as_bytes());
+        if let Some(p) = parent {
+            h.update(b"\nparent ");
+            h.update(p.as_bytes());
+        }
+        Fingerprint(hex::encode(h.finalize()))
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -346,14 +346,16 @@ fn build(
         );
     }
     let ssh_raw = b.ssh.clone().unwrap_or_default();
+    let user = ssh_raw.user.unwrap_or_else(|| {
+        match platform {
+            Platform::Windows => "Administrator",
+            Platform::Linux => "ec2-user",
+        }
+        .to_string()
+    });
     let ssh = Ssh {
-        user: ssh_raw.user.unwrap_or_else(|| {
-            match platform {
-                Platform::Windows => "Administrator",
-                Platform::Linux => "ec2-user",
-            }
-            .to_string()
-        }),
+        sudo: ssh_raw.sudo.unwrap_or(platform == Platform::Linux && user != "root"),
+        user,
         port: ssh_raw.port.unwrap_or(22),
     };
     if ssh.port == 0 {

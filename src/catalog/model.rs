@@ -160,6 +160,8 @@ pub struct Volume {
 pub struct Ssh {
     pub user: String,
     pub port: u16,
+    /// Steps and probes run through `sudo`.
+    pub sudo: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -370,6 +372,7 @@ pub struct Target {
     pub ssm_prefix: String,
     pub ssh_host: Option<String>,
     pub ssh_port: Option<u16>,
+    pub ssh_user: Option<String>,
     pub ssh_cidr: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
@@ -394,6 +397,7 @@ impl Target {
             ssm_prefix: DEFAULT_SSM_PREFIX.into(),
             ssh_host: None,
             ssh_port: None,
+            ssh_user: None,
             ssh_cidr: None,
             tags: BTreeMap::new(),
         }

@@ -43,6 +43,8 @@ pub struct RawTarget {
     pub ssh_host: Option<String>,
     /// Connect to this port instead of the communicator port.
     pub ssh_port: Option<u16>,
+    /// Log in as this user instead of the image's (sandbox).
+    pub ssh_user: Option<String>,
     /// Ingress CIDR for the temporary security group (default: the caller's /32).
     pub ssh_cidr: Option<String>,
     /// Extra tags on everything a bake creates.
@@ -170,6 +172,8 @@ pub struct RawVolume {
 pub struct RawSsh {
     pub user: Option<String>,
     pub port: Option<u16>,
+    /// Run steps and probes with `sudo` (default: true unless the user is root).
+    pub sudo: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -135,6 +135,7 @@ pub fn validate(doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap<String, Targ
                     .unwrap_or_else(|| DEFAULT_SSM_PREFIX.into()),
                 ssh_host: t.ssh_host.clone(),
                 ssh_port: t.ssh_port,
+                ssh_user: t.ssh_user.clone(),
                 ssh_cidr: t.ssh_cidr.clone(),
                 tags: t.tags.clone().unwrap_or_default(),
             },

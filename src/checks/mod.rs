@@ -204,3 +204,7 @@ impl CheckKind {
         )
     }
 }
+
+pub mod eval;
+pub mod probe;
+pub mod report;

@@ -1,5 +1,6 @@
 //! The command line: clap definitions, and output for humans (text) and scripts (`--json`).
 
+mod bake;
 mod plan;
 mod render;
 mod validate;
@@ -89,6 +90,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bake an image: launch, provision, verify, capture, register a new version.
+    #[command(after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted.")]
+    Bake {
+        /// Image name.
+        image: String,
+        /// Target in bakery.toml.
+        #[arg(long)]
+        target: String,
+        /// On failure: remove everything (cleanup) or keep the instance for debugging (keep).
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
+        on_error: OnErrorArg,
+        /// Write a JSON manifest (image, version, fingerprint, AMIs, timings) to FILE.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Write check results as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what a bake left behind, from its journal (.bakery/bakes/<bake-id>.json).
+    #[command(after_help = "Examples:\n  bakery cleanup bk-t4m2xa-1f2e3d4c\n  bakery cleanup bk-t4m2xa-1f2e3d4c --target sandbox")]
+    Cleanup {
+        bake_id: String,
+        /// Target (default: the one the bake used).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Print the JSON Schema of a file format, for editors.
     #[command(
         after_help = "Examples:\n  bakery schema image > .schemas/image.json\n  bakery schema recipe\n  bakery schema target"
@@ -97,6 +127,12 @@ pub enum Command {
         #[arg(value_enum)]
         format: SchemaFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    Cleanup,
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +152,8 @@ pub enum CliError {
     Invalid(Diagnostics),
     /// Something failed at run time: exit 1.
     Failed(String),
+    /// A message and a specific exit code.
+    Exit(i32, String),
 }
 
 impl From<Diagnostic> for CliError {
@@ -135,6 +173,7 @@ impl CliError {
         match self {
             CliError::Invalid(_) => EXIT_INVALID,
             CliError::Failed(_) => EXIT_FAILURE,
+            CliError::Exit(code, _) => *code,
         }
     }
 }
@@ -162,6 +201,23 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target.as_deref(),
             *json,
         ),
+        Command::Bake { image, target, on_error, manifest, junit, json } => bake::run_bake(
+            &cli.project,
+            &bake::BakeArgs {
+                image,
+                target,
+                on_error: match on_error {
+                    OnErrorArg::Cleanup => crate::bake::OnError::Cleanup,
+                    OnErrorArg::Keep => crate::bake::OnError::Keep,
+                },
+                manifest: manifest.as_deref(),
+                junit: junit.as_deref(),
+                json: *json,
+                log_format: cli.log_format,
+                verbose: cli.verbose,
+            },
+        ),
+        Command::Cleanup { bake_id, target } => bake::run_cleanup(&cli.project, bake_id, target.as_deref(), cli.log_format),
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Image => schemars::schema_for!(crate::catalog::raw::RawImage),

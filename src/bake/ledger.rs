@@ -1,0 +1,174 @@
+//! The ledger of undo actions, written to the journal (`.bakery/bakes/<bake-id>.json`) after
+//! every change, so a crash, a second Ctrl-C or a `--on-error keep` can be cleaned up later with
+//! `bakery cleanup <bake-id>`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{ImageId, InstanceId, KeyName, SecurityGroupId};
+
+/// One way to remove something a bake created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Undo {
+    TerminateInstance { region: String, id: InstanceId },
+    DeleteKeyPair { region: String, name: KeyName },
+    DeleteSecurityGroup { region: String, id: SecurityGroupId },
+    /// Deregisters the AMI and deletes its snapshots.
+    DeregisterImage { region: String, id: ImageId },
+    /// Puts a parameter back as it was (`previous: None` deletes it).
+    RestoreParameter { region: String, name: String, previous: Option<String> },
+    /// Deletes the private key file kept for `--on-error keep`.
+    DeleteKeyFile { path: PathBuf },
+}
+
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undo::TerminateInstance { region, id } => write!(f, "instance {id} ({region})"),
+            Undo::DeleteKeyPair { region, name } => write!(f, "key pair {name} ({region})"),
+            Undo::DeleteSecurityGroup { region, id } => write!(f, "security group {id} ({region})"),
+            Undo::DeregisterImage { region, id } => write!(f, "image {id} and its snapshots ({region})"),
+            Undo::RestoreParameter { region, name, previous: None } => write!(f, "parameter {name} ({region})"),
+            Undo::RestoreParameter { region, name, previous: Some(_) } => {
+                write!(f, "parameter {name} ({region}, to be restored)")
+            }
+            Undo::DeleteKeyFile { path } => write!(f, "key file {}", path.display()),
+        }
+    }
+}
+
+/// When an entry is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Temporary things: removed at the end of every bake.
+    Always,
+    /// The artifact: removed only if the bake fails.
+    OnFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub undo: Undo,
+    pub when: When,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Failed and kept for debugging (`--on-error keep`).
+    Kept,
+}
+
+/// The journal of one bake.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub bake_id: String,
+    pub image: String,
+    pub target: String,
+    pub version: Option<String>,
+    pub state: State,
+    pub entries: Vec<Entry>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Journal {
+    /// The journal file of a bake under a project.
+    pub fn path_for(project: &Path, bake_id: &str) -> PathBuf {
+        project.join(".bakery").join("bakes").join(format!("{bake_id}.json"))
+    }
+
+    pub fn create(project: &Path, bake_id: &str, image: &str, target: &str) -> std::io::Result<Self> {
+        let j = Journal {
+            bake_id: bake_id.to_string(),
+            image: image.to_string(),
+            target: target.to_string(),
+            version: None,
+            state: State::Running,
+            entries: Vec::new(),
+            path: Self::path_for(project, bake_id),
+        };
+        j.save()?;
+        Ok(j)
+    }
+
+    pub fn load(project: &Path, bake_id: &str) -> std::io::Result<Self> {
+        let path = Self::path_for(project, bake_id);
+        let text = std::fs::read_to_string(&path)?;
+        let mut j: Journal = serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        j.path = path;
+        Ok(j)
+    }
+
+    /// Writes the journal atomically (temp file + rename).
+    pub fn save(&self) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Records an undo the moment AWS returned the id.
+    pub fn push(&mut self, undo: Undo, when: When) -> std::io::Result<()> {
+        self.entries.push(Entry { undo, when, done: false });
+        self.save()
+    }
+
+    pub fn mark_done(&mut self, undo: &Undo) -> std::io::Result<()> {
+        for e in self.entries.iter_mut().filter(|e| &e.undo == undo) {
+            e.done = true;
+        }
+        self.save()
+    }
+
+    pub fn set_state(&mut self, s: State) -> std::io::Result<()> {
+        self.state = s;
+        self.save()
+    }
+
+    /// What is still to undo after a failure (everything not done), newest first.
+    pub fn pending(&self, failed: bool) -> Vec<Undo> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| !e.done && (failed || e.when == When::Always))
+            .map(|e| e.undo.clone())
+            .collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_is_reverse_and_respects_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "b1", "img", "t").unwrap();
+        let kp = Undo::DeleteKeyPair { region: "r".into(), name: KeyName("k".into()) };
+        let inst = Undo::TerminateInstance { region: "r".into(), id: InstanceId("i-1".into()) };
+        let ami = Undo::DeregisterImage { region: "r".into(), id: ImageId("ami-1".into()) };
+        j.push(kp.clone(), When::Always).unwrap();
+        j.push(inst.clone(), When::Always).unwrap();
+        j.push(ami.clone(), When::OnFailure).unwrap();
+        assert_eq!(j.pending(false), vec![inst.clone(), kp.clone()]);
+        assert_eq!(j.pending(true), vec![ami.clone(), inst.clone(), kp.clone()]);
+        j.mark_done(&inst).unwrap();
+        let back = Journal::load(dir.path(), "b1").unwrap();
+        assert_eq!(back.pending(true), vec![ami, kp]);
+    }
+}

@@ -1,0 +1,138 @@
+//! A bake: the runner executes a plan as phases against the cloud and the remote, pushing an undo
+//! onto the ledger the moment AWS returns an id; on failure or cancellation it undoes in reverse
+//! with a fresh deadline. The result is an `Artifact` (a version with one AMI per region).
+
+pub mod ledger;
+mod runner;
+mod steps;
+pub mod undo;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use runner::bake;
+pub use undo::cleanup;
+
+use crate::checks::report::CheckResult;
+use ledger::Undo;
+
+/// What to do with the build instance when a bake fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Remove everything the bake created (the default).
+    #[default]
+    Cleanup,
+    /// Keep the instance (and what reaches it) for debugging; `bakery cleanup` removes it.
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct BakeOptions {
+    pub on_error: OnError,
+    /// Deadline for undoing after a failure or cancellation (a fresh one, not what is left of
+    /// the bake's).
+    pub cleanup_timeout: Duration,
+}
+
+impl Default for BakeOptions {
+    fn default() -> Self {
+        Self {
+            on_error: OnError::Cleanup,
+            cleanup_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A successful bake.
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    pub image: String,
+    pub version: String,
+    pub fingerprint: String,
+    /// Region -> AMI id.
+    pub amis: BTreeMap<String, String>,
+    pub source_ami: String,
+    pub parent: Option<String>,
+    pub bake_id: String,
+    /// SSM parameters written (name -> value).
+    pub parameters: BTreeMap<String, String>,
+    /// Seconds per phase.
+    pub timings: BTreeMap<String, f64>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// How a bake ended badly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKind {
+    /// A step or AWS call failed.
+    Failed,
+    /// One or more checks failed.
+    Checks,
+    /// Ctrl-C / SIGTERM.
+    Cancelled,
+}
+
+/// A failed bake: what failed, where, and what (if anything) was left behind.
+#[derive(Debug, Clone)]
+pub struct BakeError {
+    pub bake_id: String,
+    pub image: String,
+    pub phase: &'static str,
+    pub kind: FailKind,
+    pub cause: String,
+    pub checks: Vec<CheckResult>,
+    pub left_behind: Vec<Undo>,
+    pub cleanup_errors: Vec<String>,
+    /// With `--on-error keep`: how to reach the instance.
+    pub kept: Option<String>,
+    pub journal: PathBuf,
+}
+
+impl std::fmt::Display for BakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            FailKind::Cancelled => "was cancelled",
+            _ => "failed",
+        };
+        writeln!(f, "bake {} of {} {what} in {}: {}", self.bake_id, self.image, self.phase, self.cause)?;
+        for e in &self.cleanup_errors {
+            writeln!(f, "cleanup error: {e}")?;
+        }
+        if let Some(k) = &self.kept {
+            writeln!(f, "kept for debugging: {k}")?;
+        }
+        if self.left_behind.is_empty() {
+            write!(f, "nothing was left behind")
+        } else {
+            writeln!(f, "left behind:")?;
+            for u in &self.left_behind {
+                writeln!(f, "  {u}")?;
+            }
+            write!(f, "remove with: bakery cleanup {}", self.bake_id)
+        }
+    }
+}
+
+impl std::error::Error for BakeError {}
+
+/// A new bake id: time-ordered and unique enough for concurrent runners
+/// (`bk-<unix seconds, base 36>-<8 random hex>`).
+pub fn new_bake_id() -> String {
+    use rand::RngExt;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut n = secs;
+    let mut b36 = Vec::new();
+    while n > 0 {
+        b36.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    b36.reverse();
+    let r: u32 = rand::rng().random();
+    format!("bk-{}-{r:08x}", String::from_utf8_lossy(&b36))
+}

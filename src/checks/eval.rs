@@ -1,0 +1,221 @@
+//! Pure evaluation of probe output against a check.
+
+use serde::Serialize;
+
+use super::{CheckKind, ServiceState, StartMode};
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub passed: bool,
+    /// What was found, in a sentence (why it failed, or what passed).
+    pub detail: String,
+}
+
+fn pass(detail: impl Into<String>) -> Outcome {
+    Outcome { passed: true, detail: detail.into() }
+}
+
+fn fail(detail: impl Into<String>) -> Outcome {
+    Outcome { passed: false, detail: detail.into() }
+}
+
+fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Evaluates the probe's exit code and stdout for `kind`. Empty output never passes.
+pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
+    match kind {
+        CheckKind::Command { exit_code: want, stdout_contains, stdout_matches, .. } => {
+            if exit_code != *want {
+                return fail(format!("exit code {exit_code}, expected {want}"));
+            }
+            if let Some(c) = stdout_contains {
+                if !stdout.contains(c.as_str()) {
+                    return fail(format!("stdout does not contain {c:?}"));
+                }
+            }
+            if let Some(m) = stdout_matches {
+                match regex::Regex::new(m) {
+                    Ok(re) if re.is_match(stdout) => {}
+                    Ok(_) => return fail(format!("stdout does not match /{m}/")),
+                    Err(e) => return fail(format!("invalid regex: {e}")),
+                }
+            }
+            pass(format!("exit code {exit_code}"))
+        }
+        CheckKind::File { exists, contains, sha256, mode, .. } => {
+            let Some(found) = field(stdout, "exists") else {
+                return fail("no output to evaluate");
+            };
+            let found = found == "1";
+            if !*exists {
+                return if found { fail("exists, expected absent") } else { pass("absent") };
+            }
+            if !found {
+                return fail("does not exist");
+            }
+            if let Some(m) = mode {
+                let got = field(stdout, "mode").and_then(|v| u32::from_str_radix(v, 8).ok());
+                if got != Some(*m) {
+                    return fail(format!("mode {}, expected {m:o}", got.map_or("unknown".into(), |g| format!("{g:o}"))));
+                }
+            }
+            if let Some(h) = sha256 {
+                let got = field(stdout, "sha256").unwrap_or("");
+                if !got.eq_ignore_ascii_case(h) {
+                    return fail(format!("sha256 {got}, expected {h}"));
+                }
+            }
+            if let Some(c) = contains {
+                if field(stdout, "contains") != Some("1") {
+                    return fail(format!("does not contain {c:?}"));
+                }
+            }
+            pass("exists")
+        }
+        CheckKind::Service { state, start_mode, .. } => {
+            let (Some(active), Some(enabled)) = (field(stdout, "active"), field(stdout, "enabled")) else {
+                return fail("no output to evaluate");
+            };
+            if active.is_empty() && enabled.is_empty() {
+                return fail("no such service");
+            }
+            if let Some(s) = state {
+                let running = active == "active";
+                let ok = match s {
+                    ServiceState::Running => running,
+                    ServiceState::Stopped => !running,
+                };
+                if !ok {
+                    return fail(format!("is {active}, expected {}", if running { "stopped" } else { "running" }));
+                }
+            }
+            if let Some(m) = start_mode {
+                // systemd: enabled = starts at boot, disabled = starts only on demand, masked =
+                // cannot start.
+                let got = match enabled {
+                    "enabled" | "enabled-runtime" | "static" | "alias" | "generated" => StartMode::Auto,
+                    "masked" | "masked-runtime" => StartMode::Disabled,
+                    _ => StartMode::Manual,
+                };
+                if got != *m {
+                    return fail(format!("start mode is {enabled}, expected {m:?}").to_lowercase());
+                }
+            }
+            pass(format!("{active}, {enabled}"))
+        }
+        CheckKind::Port { port, listening } => {
+            let mut saw = false;
+            let mut open = false;
+            for l in stdout.lines() {
+                if let Some(addr) = l.strip_prefix("ss=") {
+                    saw = true;
+                    open |= addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) == Some(*port);
+                } else if let Some(addr) = l.strip_prefix("proc=") {
+                    saw = true;
+                    open |= addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(*port);
+                }
+            }
+            if exit_code != 0 {
+                return fail(format!("probe failed with exit code {exit_code}"));
+            }
+            match (open, *listening) {
+                (true, true) => pass(format!("port {port} is listening")),
+                (false, false) => pass(format!("nothing listens on {port}{}", if saw { "" } else { " (no listening sockets)" })),
+                (true, false) => fail(format!("port {port} is listening, expected closed")),
+                (false, true) => fail(format!("nothing listens on {port}")),
+            }
+        }
+        CheckKind::Http { status, body_contains, .. } => {
+            let Some(got) = field(stdout, "status") else {
+                return fail("no output to evaluate");
+            };
+            let got: u16 = got.parse().unwrap_or(0);
+            if got != *status {
+                return fail(if got == 0 { "no HTTP answer".to_string() } else { format!("status {got}, expected {status}") });
+            }
+            if let Some(c) = body_contains {
+                let body = stdout.split_once("body_begin\n").map_or("", |(_, b)| b);
+                if !body.contains(c.as_str()) {
+                    return fail(format!("body does not contain {c:?}"));
+                }
+            }
+            pass(format!("status {got}"))
+        }
+        CheckKind::Package { installed, version, .. } => {
+            let Some(found) = field(stdout, "installed") else {
+                return fail("no output to evaluate");
+            };
+            let found = found == "1";
+            match (*installed, found) {
+                (false, false) => return pass("not installed"),
+                (false, true) => return fail("installed, expected absent"),
+                (true, false) => return fail("not installed"),
+                (true, true) => {}
+            }
+            let got = field(stdout, "version").unwrap_or("");
+            if let Some(v) = version {
+                if !got.starts_with(v.as_str()) {
+                    return fail(format!("version {got}, expected {v}*"));
+                }
+            }
+            pass(format!("installed {got}"))
+        }
+        CheckKind::Registry { .. } | CheckKind::Hotfix { .. } | CheckKind::WindowsFeature { .. } => {
+            if stdout.trim().is_empty() {
+                fail("no output to evaluate")
+            } else {
+                fail("Windows checks are evaluated by the Windows probes")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(exists: bool, contains: Option<&str>, mode: Option<u32>) -> CheckKind {
+        CheckKind::File { path: "/x".into(), exists, contains: contains.map(str::to_string), sha256: None, mode }
+    }
+
+    #[test]
+    fn table() {
+        let svc = |state, start_mode| CheckKind::Service { service: "buildagent".into(), state, start_mode };
+        let cmd = CheckKind::Command { command: "x".into(), exit_code: 0, stdout_contains: Some("17.".into()), stdout_matches: Some("^openjdk".into()) };
+        let cases: Vec<(CheckKind, i32, &str, bool)> = vec![
+            (cmd.clone(), 0, "openjdk 17.0.1", true),
+            (cmd.clone(), 1, "openjdk 17.0.1", false),
+            (cmd.clone(), 0, "openjdk 21", false),
+            (cmd.clone(), 0, "java 17.0.1", false),
+            (file(true, None, None), 0, "exists=1\n", true),
+            (file(true, None, None), 0, "exists=0\n", false),
+            (file(true, None, None), 0, "", false),
+            (file(false, None, None), 0, "exists=0\n", true),
+            (file(true, Some("x"), Some(0o755)), 0, "exists=1\nmode=755\ncontains=1\n", true),
+            (file(true, Some("x"), Some(0o755)), 0, "exists=1\nmode=644\ncontains=1\n", false),
+            (file(true, Some("x"), None), 0, "exists=1\ncontains=0\n", false),
+            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=inactive\nenabled=enabled\n", true),
+            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=active\nenabled=enabled\n", false),
+            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=inactive\nenabled=disabled\n", false),
+            (svc(Some(ServiceState::Running), None), 0, "active=\nenabled=\n", false),
+            (svc(Some(ServiceState::Running), None), 0, "", false),
+            (CheckKind::Port { port: 22, listening: true }, 0, "ss=0.0.0.0:22\nss=[::]:22\n", true),
+            (CheckKind::Port { port: 9090, listening: false }, 0, "ss=0.0.0.0:22\n", true),
+            (CheckKind::Port { port: 9090, listening: true }, 0, "ss=0.0.0.0:22\n", false),
+            (CheckKind::Port { port: 22, listening: true }, 0, "proc=00000000:0016\n", true),
+            (CheckKind::Http { url: "u".into(), status: 200, body_contains: Some("ok".into()) }, 0, "status=200\nbody_begin\nall ok\n", true),
+            (CheckKind::Http { url: "u".into(), status: 200, body_contains: None }, 0, "status=000\nbody_begin\n", false),
+            (CheckKind::Package { package: "git".into(), installed: true, version: Some("2.4".into()) }, 0, "installed=1\nversion=2.40.1-1.amzn2023\n", true),
+            (CheckKind::Package { package: "git".into(), installed: true, version: Some("2.5".into()) }, 0, "installed=1\nversion=2.40.1\n", false),
+            (CheckKind::Package { package: "git".into(), installed: false, version: None }, 0, "installed=0\n", true),
+            (CheckKind::Hotfix { hotfix: "KB1".into(), installed: true }, 0, "", false),
+        ];
+        for (i, (k, code, out, want)) in cases.iter().enumerate() {
+            let o = evaluate(k, *code, out);
+            assert_eq!(o.passed, *want, "case {i}: {k:?} {out:?} -> {o:?}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Check results as a table, JSON and JUnit XML.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    /// `recipe <name>` or `image`.
+    pub origin: String,
+    pub kind: String,
+    pub passed: bool,
+    pub detail: String,
+    #[serde(with = "secs")]
+    pub duration: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// A fixed-width table for terminals and logs.
+pub fn table(results: &[CheckResult]) -> String {
+    let w = results.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).clamp(5, 60);
+    let mut out = format!("{:<6} {:<w$} {:<24} DETAIL\n", "RESULT", "CHECK", "FROM");
+    for r in results {
+        let name: String = r.name.chars().take(w).collect();
+        out.push_str(&format!(
+            "{:<6} {:<w$} {:<24} {}\n",
+            if r.passed { "pass" } else { "FAIL" },
+            name,
+            r.origin,
+            r.detail
+        ));
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    out.push_str(&format!("{} checks, {} passed, {failed} failed\n", results.len(), results.len() - failed));
+    out
+}
+
+fn xml(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// JUnit XML: one testsuite per image, one testcase per check.
+pub fn junit(image: &str, results: &[CheckResult]) -> String {
+    let failures = results.iter().filter(|r| !r.passed).count();
+    let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites><testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.3}\">\n",
+        xml(image),
+        results.len()
+    ));
+    for r in results {
+        out.push_str(&format!(
+            "  <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
+            xml(image),
+            xml(&r.origin.replace(' ', "-")),
+            xml(&r.name),
+            r.duration.as_secs_f64()
+        ));
+        if !r.passed {
+            out.push_str(&format!("<failure message=\"{}\">{}</failure>", xml(&r.detail), xml(&r.detail)));
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("</testsuite></testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_escapes_and_counts() {
+        let r = vec![
+            CheckResult { name: "a<b".into(), origin: "recipe x".into(), kind: "command".into(), passed: true, detail: "ok".into(), duration: Duration::from_millis(5) },
+            CheckResult { name: "c".into(), origin: "image".into(), kind: "file".into(), passed: false, detail: "missing \"x\" & y".into(), duration: Duration::ZERO },
+        ];
+        let x = junit("img", &r);
+        assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+        assert!(x.contains("name=\"a&lt;b\""), "{x}");
+        assert!(x.contains("<failure message=\"missing &quot;x&quot; &amp; y\">"), "{x}");
+        let t = table(&r);
+        assert!(t.contains("FAIL") && t.contains("2 checks, 1 passed, 1 failed"), "{t}");
+    }
+}

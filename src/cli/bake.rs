@@ -1,0 +1,190 @@
+//! `bakery bake` and `bakery cleanup`: the async commands, with signal handling and progress.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::{load, print_json, CliError, LogFormat};
+use crate::bake::ledger::Journal;
+use crate::bake::{self, BakeOptions, FailKind, OnError};
+use crate::catalog::model::ImageName;
+use crate::checks::report;
+use crate::cloud::cancel::Cancel;
+use crate::events::{BakeEvent, Events};
+use crate::remote::Stream;
+
+/// Exit code when checks failed (the image was not registered).
+pub const EXIT_CHECKS: i32 = 3;
+/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_CANCELLED: i32 = 130;
+
+pub struct BakeArgs<'a> {
+    pub image: &'a str,
+    pub target: &'a str,
+    pub on_error: OnError,
+    pub manifest: Option<&'a Path>,
+    pub junit: Option<&'a Path>,
+    pub json: bool,
+    pub log_format: LogFormat,
+    pub verbose: u8,
+}
+
+/// Renders events: a spinner on a terminal, plain lines otherwise, JSON lines with
+/// `--log-format json`.
+fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String>>>) -> Events {
+    let tty = std::io::stderr().is_terminal() && log_format == LogFormat::Text;
+    let bar = tty.then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    Events::new(move |e| {
+        if let BakeEvent::Phase { bake_id, .. } = e {
+            if let Ok(mut c) = current.lock() {
+                *c = Some(bake_id.clone());
+            }
+        }
+        if log_format == LogFormat::Json {
+            if let Ok(s) = serde_json::to_string(e) {
+                eprintln!("{s}");
+            }
+            return;
+        }
+        let line = match e {
+            BakeEvent::Phase { bake_id, image, phase } => Some(format!("==> {image} [{bake_id}] {phase}")),
+            BakeEvent::Step { index, total, recipe, name, .. } => Some(format!("--> step {index}/{total}: {recipe} / {name}")),
+            BakeEvent::Output { stream, line, .. } => {
+                if let Some(pb) = &bar {
+                    pb.set_message(line.chars().take(100).collect::<String>());
+                }
+                (bar.is_none() || verbose > 0).then(|| match stream {
+                    Stream::Stdout => format!("    | {line}"),
+                    Stream::Stderr => format!("    ! {line}"),
+                })
+            }
+            BakeEvent::Check { result, .. } => Some(format!(
+                "    {} {}: {}",
+                if result.passed { "pass" } else { "FAIL" },
+                result.name,
+                result.detail
+            )),
+            BakeEvent::Created { resource, .. } => Some(format!("    + {resource}")),
+            BakeEvent::Removed { resource, .. } => Some(format!("    - {resource}")),
+            BakeEvent::Warning { message, .. } => Some(format!("warning: {message}")),
+        };
+        if let Some(l) = line {
+            match &bar {
+                Some(pb) => pb.println(l),
+                None => eprintln!("{l}"),
+            }
+        }
+    })
+}
+
+/// First Ctrl-C/SIGTERM cancels (the runner cleans up); a second one exits at once and says
+/// what is left.
+fn on_signals(cancel: Cancel, current: Arc<Mutex<Option<String>>>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("interrupted: cleaning up what this bake created (interrupt again to skip cleanup)");
+                cancel.cancel();
+            } else {
+                let id = current.lock().ok().and_then(|c| c.clone()).unwrap_or_default();
+                eprintln!("cleanup skipped: resources may be left behind; remove them with: bakery cleanup {id}");
+                std::process::exit(EXIT_CANCELLED);
+            }
+        }
+    });
+}
+
+pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    catalog.image(a.image)?;
+    let target = catalog.target(a.target)?.clone();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let current = Arc::new(Mutex::new(None));
+    let events = renderer(a.log_format, a.verbose, current.clone());
+    let cancel = Cancel::new();
+    let opts = BakeOptions { on_error: a.on_error, ..Default::default() };
+    let result = rt.block_on(async {
+        on_signals(cancel.clone(), current.clone());
+        bake::bake(project, &catalog, &ImageName::new_unchecked(a.image), &target, &opts, &events, &cancel).await
+    });
+    match result {
+        Ok(art) => {
+            if let Some(j) = a.junit {
+                write(j, &report::junit(&art.image, &art.checks))?;
+            }
+            if let Some(m) = a.manifest {
+                let s = serde_json::to_string_pretty(&art).map_err(|e| CliError::Failed(e.to_string()))?;
+                write(m, &s)?;
+            }
+            if a.json {
+                return print_json(&art);
+            }
+            println!("{}", report::table(&art.checks).trim_end());
+            println!("baked {} {} (fingerprint {})", art.image, art.version, &art.fingerprint[..12.min(art.fingerprint.len())]);
+            for (region, ami) in &art.amis {
+                println!("  {region}: {ami}");
+            }
+            for (name, value) in &art.parameters {
+                println!("  {name} = {value}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(j) = a.junit {
+                write(j, &report::junit(a.image, &e.checks))?;
+            }
+            if !e.checks.is_empty() {
+                eprint!("{}", report::table(&e.checks));
+            }
+            let code = match e.kind {
+                FailKind::Checks => EXIT_CHECKS,
+                FailKind::Cancelled => EXIT_CANCELLED,
+                FailKind::Failed => super::EXIT_FAILURE,
+            };
+            Err(CliError::Exit(code, e.to_string()))
+        }
+    }
+}
+
+pub fn run_cleanup(project: &Path, bake_id: &str, target: Option<&str>, log_format: LogFormat) -> Result<(), CliError> {
+    let journal = Journal::load(project, bake_id).map_err(|e| CliError::Failed(format!("no journal for bake {bake_id}: {e}")))?;
+    let catalog = load(project)?;
+    let target = catalog.target(target.unwrap_or(&journal.target))?.clone();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let events = renderer(log_format, 0, Arc::new(Mutex::new(None)));
+    let cancel = Cancel::new();
+    let left = rt
+        .block_on(bake::cleanup(project, &target, bake_id, &events, &cancel))
+        .map_err(CliError::Failed)?;
+    if left.is_empty() {
+        println!("bake {bake_id}: nothing left behind");
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "bake {bake_id}: still left: {}",
+            left.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+

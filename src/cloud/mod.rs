@@ -1,0 +1,147 @@
+//! What a bake needs from AWS, in domain types. `aws/` implements it with the SDKs; SDK types
+//! never leave that module. `wait` is the one bounded, jittered, cancellable poller.
+
+pub mod aws;
+pub mod cancel;
+pub mod wait;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id!(
+    /// `ami-...`
+    ImageId
+);
+id!(
+    /// `i-...`
+    InstanceId
+);
+id!(
+    /// `snap-...`
+    SnapshotId
+);
+id!(
+    /// `sg-...`
+    SecurityGroupId
+);
+id!(
+    /// An EC2 key pair name.
+    KeyName
+);
+
+/// Tags as key/value pairs, in a stable order.
+pub type Tags = std::collections::BTreeMap<String, String>;
+
+/// An AMI as bakery sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    pub id: ImageId,
+    pub name: String,
+    /// `pending`, `available`, `failed`, ...
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub creation_date: String,
+    pub root_device_name: Option<String>,
+    pub architecture: String,
+    /// `windows` or empty (the SDK's enum does not know Windows: aws/aws-sdk#797).
+    pub platform: String,
+    pub snapshots: Vec<SnapshotId>,
+    pub tags: Tags,
+}
+
+/// An instance as bakery sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    pub id: InstanceId,
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
+    pub instance_type: String,
+}
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub image: ImageId,
+    pub root_device_name: String,
+    /// Tried in order; the next one on a capacity error.
+    pub instance_types: Vec<String>,
+    pub key_name: Option<KeyName>,
+    pub security_group: Option<SecurityGroupId>,
+    pub subnet: Option<String>,
+    pub instance_profile: Option<String>,
+    pub user_data: Option<String>,
+    pub volume_size_gb: Option<u32>,
+    pub volume_type: String,
+    pub kms_key: Option<String>,
+    pub tags: Tags,
+}
+
+/// A failed AWS call, named by its operation (`RunInstances`), never a bare SDK error.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("{op} in {region} failed: {message}")]
+    Api {
+        op: &'static str,
+        region: String,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("{op} in {region}: unexpected answer: {message}")]
+    BadAnswer {
+        op: &'static str,
+        region: String,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("gave up waiting for {resource} to be {want} after {}s: last state {last}{}", waited.as_secs(), reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Timeout {
+        resource: String,
+        want: String,
+        last: String,
+        reason: Option<String>,
+        waited: Duration,
+    },
+    #[error("{resource} became {state}{} while waiting for {want}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Terminal {
+        resource: String,
+        want: String,
+        state: String,
+        reason: Option<String>,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl CloudError {
+    /// The AWS error code, when AWS gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CloudError::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}

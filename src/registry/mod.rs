@@ -1,0 +1,82 @@
+//! The registry: versions of images, kept in AWS itself (AMI tags and SSM parameters). This
+//! module is the pure version arithmetic; `aws` reads and writes it.
+
+pub mod aws;
+
+use semver::Version;
+
+use crate::catalog::model::{MajorMinor, ParentReq};
+
+/// Tag keys bakery writes (the `bakery:` prefix is reserved for them).
+pub mod tag {
+    pub const IMAGE: &str = "bakery:image";
+    pub const VERSION: &str = "bakery:version";
+    pub const FINGERPRINT: &str = "bakery:fingerprint";
+    pub const SOURCE_AMI: &str = "bakery:source-ami";
+    pub const PARENT: &str = "bakery:parent";
+    pub const BAKE_ID: &str = "bakery:bake-id";
+    pub const CREATED_BY: &str = "bakery:created-by";
+    pub const EXPIRES: &str = "bakery:expires";
+    pub const REVOKED: &str = "bakery:revoked";
+}
+
+/// The AMI name of a version: `<image>-<version>`.
+pub fn ami_name(image: &str, v: &Version) -> String {
+    format!("{image}-{v}")
+}
+
+/// The next version for `mm`: one past the highest patch already registered for that
+/// major.minor (pre-releases count as taken), or `.0`.
+pub fn next_version(existing: &[Version], mm: MajorMinor) -> Version {
+    let patch = existing
+        .iter()
+        .filter(|v| v.major == mm.major && v.minor == mm.minor)
+        .map(|v| v.patch + 1)
+        .max()
+        .unwrap_or(0);
+    Version::new(mm.major, mm.minor, patch)
+}
+
+/// The version a requirement resolves to: the highest matching version that is not revoked.
+/// Channels other than `latest` are resolved by the registry's channel parameters.
+pub fn resolve<'a>(req: &ParentReq, versions: impl IntoIterator<Item = (&'a Version, bool)>) -> Option<&'a Version> {
+    versions
+        .into_iter()
+        .filter(|(_, revoked)| !revoked)
+        .map(|(v, _)| v)
+        .filter(|v| match req {
+            ParentReq::Semver(r) => r.matches(v),
+            ParentReq::Channel(c) => c == "latest" && v.pre.is_empty(),
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn next_patch() {
+        let mm = MajorMinor { major: 1, minor: 4 };
+        assert_eq!(next_version(&[], mm), v("1.4.0"));
+        assert_eq!(next_version(&[v("1.4.0"), v("1.4.2"), v("1.5.7"), v("1.3.9")], mm), v("1.4.3"));
+        assert_eq!(next_version(&[v("1.4.3-rc.1")], mm), v("1.4.4"));
+    }
+
+    #[test]
+    fn resolving() {
+        let vs = [v("1.0.0"), v("1.2.0"), v("1.3.0"), v("2.0.0"), v("2.1.0-rc.1")];
+        let req = |s: &str| ParentReq::Semver(semver::VersionReq::parse(s).unwrap());
+        let all = |revoked: &[&str]| vs.iter().map(|x| (x, revoked.contains(&x.to_string().as_str()))).collect::<Vec<_>>();
+        assert_eq!(resolve(&req("^1"), all(&[])), Some(&v("1.3.0")));
+        assert_eq!(resolve(&req("^1"), all(&["1.3.0"])), Some(&v("1.2.0")));
+        assert_eq!(resolve(&req("~1.2"), all(&[])), Some(&v("1.2.0")));
+        assert_eq!(resolve(&req("^3"), all(&[])), None);
+        assert_eq!(resolve(&ParentReq::Channel("latest".into()), all(&[])), Some(&v("2.0.0")));
+        assert_eq!(resolve(&ParentReq::Channel("stable".into()), all(&[])), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! Running commands and uploading files on the build instance. `ssh` is the SSH communicator
+//! (russh); the SSM communicator comes with Windows support.
+
+pub mod ssh;
+
+/// Which stream a line of remote output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a command left behind: its exit code and (bounded) output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Output beyond `MAX_CAPTURE` was dropped from the captured copy (it was still streamed).
+    pub truncated: bool,
+}
+
+/// Bytes of stdout and stderr kept per command: enough for any probe and the tail of a failing
+/// step; everything is streamed as events anyway.
+pub const MAX_CAPTURE: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("could not connect to {addr} within {}s: {last}", waited.as_secs())]
+    Connect {
+        addr: String,
+        last: String,
+        waited: std::time::Duration,
+    },
+    #[error("{addr}: the server refused key authentication for user {user}")]
+    Auth { addr: String, user: String },
+    #[error("{addr}: the host key changed during the bake (pinned {pinned}, now {seen})")]
+    HostKeyChanged { addr: String, pinned: String, seen: String },
+    #[error("ssh {op} on {addr}: {message}")]
+    Ssh { op: &'static str, addr: String, message: String },
+    #[error("sftp {op} {path} on {addr}: {message}")]
+    Sftp {
+        op: &'static str,
+        path: String,
+        addr: String,
+        message: String,
+    },
+    #[error("`{command}` ended without an exit status (connection lost?)")]
+    NoExitStatus { command: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Quotes `s` for a POSIX shell (single quotes).
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Quotes `s` for a POSIX shell inside double quotes, leaving `$VAR` references to expand (paths
+/// written with `{{ workdir }}` render as `$BAKERY_WORKDIR/...`).
+pub fn sh_quote_expand(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote_expand("$BAKERY_WORKDIR/a \"b\"`c`"), r#""$BAKERY_WORKDIR/a \"b\"\`c\`""#);
+    }
+}
