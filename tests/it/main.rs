@@ -1,5 +1,7 @@
 //! The one integration test binary: a module per capability.
+mod bake;
 mod catalog_errors;
 mod cli;
 mod fingerprint;
+#[path = "../support/mod.rs"]
 mod support;

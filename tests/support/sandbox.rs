@@ -1,0 +1,198 @@
+//! A sandbox per test: `scripts/sandbox-host` starts moto_server and a private sshd on free
+//! loopback ports (the same script the README's quick start uses); a delaying TCP proxy can sit
+//! in front of the emulator so every AWS call takes measurable time (to interrupt a bake inside
+//! a given phase). Everything is stopped on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fixtures::{repo_root, shipped_copy, Project};
+
+pub const REGION: &str = "us-east-1";
+pub const BUILD_USER: &str = "bakery-build";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn setup_hint() -> String {
+    "the sandbox needs root, openssh-server and moto: run `bash scripts/install-sandbox-deps` (scripts/test does) as root".to_string()
+}
+
+pub struct Sandbox {
+    host: Child,
+    pub moto_port: u16,
+    pub ssh_port: u16,
+    /// Where bakery sends AWS calls (the emulator, or the delaying proxy in front of it).
+    pub endpoint: String,
+    pub project: Project,
+    state: tempfile::TempDir,
+    proxy_stop: Option<Arc<AtomicBool>>,
+}
+
+impl Sandbox {
+    /// A sandbox with the shipped catalog and a `sandbox` target pointing at it.
+    pub fn start() -> Sandbox {
+        Self::start_with(None)
+    }
+
+    /// Same, with every request to the emulator delayed by `delay`.
+    pub fn start_with(delay: Option<Duration>) -> Sandbox {
+        let root = repo_root();
+        let venv = std::env::var("BAKERY_SANDBOX_VENV").map(PathBuf::from).unwrap_or_else(|_| root.join(".sandbox/venv"));
+        assert!(venv.join("bin/moto_server").exists(), "no moto_server in {}: {}", venv.display(), setup_hint());
+        assert!(Path::new("/usr/sbin/sshd").exists(), "no /usr/sbin/sshd: {}", setup_hint());
+        let uid = Command::new("id").arg("-u").output().expect("id");
+        assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "{}", setup_hint());
+        let state = tempfile::tempdir().expect("tempdir");
+        let (moto_port, ssh_port) = (free_port(), free_port());
+        let mut host = Command::new("bash")
+            .arg(root.join("scripts/sandbox-host"))
+            .arg(state.path())
+            .arg(moto_port.to_string())
+            .arg(ssh_port.to_string())
+            .arg(BUILD_USER)
+            .arg(REGION)
+            .env("BAKERY_SANDBOX_VENV", &venv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start scripts/sandbox-host");
+        let mut out = BufReader::new(host.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        if line.trim() != "ready" {
+            let mut err = String::new();
+            if let Some(mut e) = host.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = host.kill();
+            panic!("sandbox did not start: {line}{err}\n{}", setup_hint());
+        }
+        let (endpoint, proxy_stop) = match delay {
+            None => (format!("http://127.0.0.1:{moto_port}"), None),
+            Some(d) => {
+                let (port, stop) = delaying_proxy(moto_port, d);
+                (format!("http://127.0.0.1:{port}"), Some(stop))
+            }
+        };
+        let project = shipped_copy();
+        project.write(
+            "bakery.toml",
+            &format!(
+                "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\n"
+            ),
+        );
+        Sandbox { host, moto_port, ssh_port, endpoint, project, state, proxy_stop }
+    }
+
+    /// A `bakery` command in this sandbox's project, with emulator credentials.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
+        c.args(args)
+            .arg("--project")
+            .arg(self.project.path())
+            .env("AWS_ACCESS_KEY_ID", "sandbox")
+            .env("AWS_SECRET_ACCESS_KEY", "sandbox")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+        c
+    }
+
+    pub fn bakery(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run bakery")
+    }
+
+    /// SDK clients against the emulator itself (not the proxy).
+    pub async fn clients(&self) -> (aws_sdk_ec2::Client, aws_sdk_ssm::Client) {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(format!("http://127.0.0.1:{}", self.moto_port))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("sandbox", "sandbox", None, None, "test"))
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .load()
+            .await;
+        (aws_sdk_ec2::Client::new(&conf), aws_sdk_ssm::Client::new(&conf))
+    }
+
+    /// Requests the emulator has answered so far (one log line each).
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(self.state.path().join("moto.log"))
+            .map(|s| s.lines().filter(|l| l.contains("\"POST ") || l.contains("\"GET ")).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.proxy_stop {
+            stop.store(true, Ordering::SeqCst);
+        }
+        // SIGTERM: the script's trap stops moto and sshd and removes its files.
+        let _ = Command::new("kill").arg("-TERM").arg(self.host.id().to_string()).status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.host.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.host.kill();
+        let _ = self.host.wait();
+    }
+}
+
+/// A TCP proxy on a free port that forwards to `upstream` and holds each chunk from the client
+/// for `delay` (each HTTP request, since the SDK sends a request in one write).
+fn delaying_proxy(upstream: u16, delay: Duration) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((client, _)) => {
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                    let (c2, s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                    std::thread::spawn(move || pump(client, server, Some(delay)));
+                    std::thread::spawn(move || pump(s2, c2, None));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (port, stop)
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
