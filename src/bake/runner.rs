@@ -609,10 +609,13 @@ impl Run<'_> {
     async fn fail(mut self, f: Failure) -> BakeError {
         let failed_phase = self.phase;
         if let Some(ssh) = self.ssh.take() {
-            // Best effort: a shared build host (the sandbox) should not keep the workdir.
+            // Best effort, under a fresh cancel (the bake's own may be spent): a shared build
+            // host (the sandbox) should not keep the workdir.
             if self.opts.on_error == OnError::Cleanup {
                 let w = self.workdir();
-                let _ = tokio::time::timeout(Duration::from_secs(30), self.linux(&ssh, &w).remove_workdir()).await;
+                let fresh = Cancel::new();
+                let lx = Linux { cancel: &fresh, ..self.linux(&ssh, &w) };
+                let _ = tokio::time::timeout(Duration::from_secs(30), lx.remove_workdir()).await;
             }
             ssh.close().await;
         }

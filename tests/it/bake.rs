@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::sandbox::Sandbox;
+use crate::support::sandbox::{FileServer, Sandbox};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
@@ -51,6 +51,7 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
                 out.push(format!("snapshot {id}"));
             }
         }
+        out.extend(sb.leftover_workdirs().into_iter().map(|w| format!("workdir {w}")));
         out
     })
 }
@@ -214,6 +215,11 @@ fn on_error_keep_keeps_the_instance_until_cleanup() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("nothing left behind"));
     assert!(!key.exists());
+    // The kept instance's disk went with it; the sandbox host stands in for that disk and the
+    // emulator cannot remove it, so the harness does (the kept workdir was there to debug).
+    for w in sb.leftover_workdirs() {
+        std::fs::remove_dir_all(&w).expect("remove the kept workdir");
+    }
     assert_eq!(leftovers(&sb), Vec::<String>::new());
     assert!(registered(&sb, "fail-check").is_empty());
 }
@@ -262,4 +268,102 @@ fn sigint_in_every_phase_leaves_nothing() {
         assert!(registered(&sb, "sandbox-demo").is_empty(), "interrupt in {phase}: nothing registered");
         assert_eq!(parameter(&sb, "/bakery/sandbox-demo/latest"), None, "interrupt in {phase}");
     }
+}
+
+#[test]
+fn downloads_are_fetched_on_the_instance_and_verified() {
+    let sb = Sandbox::start();
+    let server = FileServer::start(b"agent bits\n");
+    // sha256 of "agent bits\n"
+    let good = "5b35bd3ef3c5f1e8b5b4e12bc3e1c5aa2f1e0c3b8c2b2b4f3c1d0e9f8a7b6c5d";
+    let real = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"agent bits\n"))
+    };
+    assert_ne!(good, real, "the first hash is deliberately wrong");
+    let recipe = |sha: &str| {
+        format!("platforms = [\"linux\"]\n\n[[step]]\nname = \"fetch\"\ndownload = {{ url = \"{}\", sha256 = \"{sha}\", destination = \"dl/file.bin\" }}\n\n[[check]]\nfile = \"{{{{ workdir }}}}/dl/file.bin\"\nsha256 = \"{real}\"\n", server.url)
+    };
+    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write("images/fetch.toml", &demo.replace("name = \"sandbox-demo\"", "name = \"fetch\"").replace("[[check]]", "[[recipe]]\nuse = \"fetch\"\n\n[[check]]"));
+
+    sb.project.write("recipes/fetch/recipe.toml", &recipe(&real));
+    let out = sb.bakery(&["bake", "fetch", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pass   file $BAKERY_WORKDIR/dl/file.bin"), "{}", text(&out.stdout));
+
+    sb.project.write("recipes/fetch/recipe.toml", &recipe(good));
+    let out = sb.bakery(&["bake", "fetch", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fetch") && err.contains("FAILED"), "sha256sum reports the mismatch: {err}");
+    assert_eq!(registered(&sb, "fetch").len(), 1, "only the good download was registered");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn a_layered_image_records_its_parent_version() {
+    let sb = Sandbox::start();
+    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let child = demo
+        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
+        .replace("version = \"0.1\"", "version = \"2.0\"")
+        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
+    assert!(child.contains("sandbox-demo@^0.1"));
+    sb.project.write("images/demo-child.toml", &child);
+
+    let out = sb.bakery(&["bake", "demo-child", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(1), "no parent version yet: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no version of sandbox-demo matches `^0.1`"), "{}", text(&out.stderr));
+
+    let parent = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(parent.status.code(), Some(0), "{}", text(&parent.stderr));
+    let parent: serde_json::Value = serde_json::from_slice(&parent.stdout).expect("json");
+    let out = sb.bakery(&["bake", "demo-child", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(art["version"], "2.0.0");
+    assert_eq!(art["parent"], "sandbox-demo@0.1.0");
+    assert_eq!(art["source_ami"], parent["amis"]["us-east-1"]);
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
+    let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
+    let mut child = sb
+        .command(&["bake", "sandbox-demo", "--target", "sandbox", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let mut interrupts = 0;
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        // First interrupt once the instance exists, the second as soon as cleanup starts.
+        let first = interrupts == 0 && v["event"] == "phase" && v["phase"] == "connect";
+        let second = interrupts == 1 && v["event"] == "phase" && v["phase"] == "cleanup";
+        if first || second {
+            std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill");
+            interrupts += 1;
+            if second {
+                break;
+            }
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    let all = seen.join("\n");
+    assert!(all.contains("cleanup skipped"), "{all}");
+    let bake_id = bake_id_of(&all);
+    assert!(all.contains(&format!("bakery cleanup {bake_id}")), "{all}");
+    assert!(!leftovers(&sb).is_empty(), "the skipped cleanup left the instance behind");
+
+    let out = sb.bakery(&["cleanup", &bake_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(leftovers(&sb).into_iter().filter(|l| !l.starts_with("workdir")).collect::<Vec<_>>(), Vec::<String>::new());
 }

@@ -196,3 +196,56 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
         }
     }
 }
+
+/// A one-file HTTP server on a free loopback port (what a `download` step fetches), stopped on
+/// drop.
+pub struct FileServer {
+    pub url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl FileServer {
+    pub fn start(body: &'static [u8]) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/file.bin", listener.local_addr().expect("addr"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(body);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FileServer { url, stop }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Sandbox {
+    /// Working directories of this sandbox's bakes still on the build host (this machine).
+    pub fn leftover_workdirs(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.project.path().join(".bakery/bakes")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+            .map(|id| format!("/var/tmp/bakery-{id}"))
+            .filter(|p| Path::new(p).exists())
+            .collect()
+    }
+}
