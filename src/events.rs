@@ -11,13 +11,39 @@ use crate::remote::Stream;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum BakeEvent {
-    Phase { bake_id: String, image: String, phase: &'static str },
-    Step { bake_id: String, index: usize, total: usize, recipe: String, name: String },
-    Output { bake_id: String, stream: Stream, line: String },
-    Check { bake_id: String, result: CheckResult },
-    Created { bake_id: String, resource: String },
-    Removed { bake_id: String, resource: String },
-    Warning { bake_id: String, message: String },
+    Phase {
+        bake_id: String,
+        image: String,
+        phase: &'static str,
+    },
+    Step {
+        bake_id: String,
+        index: usize,
+        total: usize,
+        recipe: String,
+        name: String,
+    },
+    Output {
+        bake_id: String,
+        stream: Stream,
+        line: String,
+    },
+    Check {
+        bake_id: String,
+        result: CheckResult,
+    },
+    Created {
+        bake_id: String,
+        resource: String,
+    },
+    Removed {
+        bake_id: String,
+        resource: String,
+    },
+    Warning {
+        bake_id: String,
+        message: String,
+    },
 }
 
 /// Where events go. Cheap to clone.

@@ -11,9 +11,9 @@
 pub mod bake;
 pub mod catalog;
 pub mod checks;
+pub mod cli;
 pub mod cloud;
 pub mod events;
-pub mod cli;
 pub mod plan;
 pub mod registry;
 pub mod remote;

@@ -199,8 +199,14 @@ impl Acc {
             sha256: sha(bytes),
         });
     }
-    fn render(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
+    /// Renders a script (secrets allowed: they render as run-time lookups).
+    fn script(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
         env.render(t).map_err(|d| self.diags.push(d)).ok()
+    }
+
+    /// Renders anything else (secrets refused).
+    fn render(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
+        env.render_plain(t).map_err(|d| self.diags.push(d)).ok()
     }
 }
 
@@ -304,15 +310,27 @@ fn render_check(acc: &mut Acc, env: &RenderEnv, c: &CheckTemplate) -> Option<Che
     let kind = c
         .kind
         .try_map_strings(|s| match c.templates.get(s) {
-            Some(t) => env.render(t),
+            Some(t) => env.render_plain(t),
             None => Ok(s.to_string()),
         })
         .map_err(|d| acc.diags.push(d))
         .ok()?;
-    Some(Check {
+    if let Err(e) = crate::catalog::check::check_rendered(&kind) {
+        let at = c.templates.values().next().map_or(0, |t| t.offset);
+        acc.diags
+            .push(c.src.diag(ErrorKind::InvalidValue, at..at + 1, e));
+        return None;
+    }
+    let check = Check {
         name: c.name.clone().unwrap_or_else(|| kind.default_name()),
         kind,
-    })
+    };
+    // What the probe will look for is an input too (templates can depend on the target).
+    acc.input(
+        format!("check {}", check.name),
+        serde_json::to_string(&check).unwrap_or_default().as_bytes(),
+    );
+    Some(check)
 }
 
 fn render_step(
@@ -335,7 +353,7 @@ fn render_step(
     let action = match &s.action {
         StepAction::Shell(sc) | StepAction::PowerShell(sc) => {
             let t = sc.template();
-            let script = acc.render(env, t)?;
+            let script = acc.script(env, t)?;
             let label = match sc {
                 Script::File(t) => t.label.clone(),
                 Script::Inline(_) => format!("{where_} inline"),

@@ -12,15 +12,33 @@ use crate::cloud::{ImageId, InstanceId, KeyName, SecurityGroupId};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Undo {
-    TerminateInstance { region: String, id: InstanceId },
-    DeleteKeyPair { region: String, name: KeyName },
-    DeleteSecurityGroup { region: String, id: SecurityGroupId },
+    TerminateInstance {
+        region: String,
+        id: InstanceId,
+    },
+    DeleteKeyPair {
+        region: String,
+        name: KeyName,
+    },
+    DeleteSecurityGroup {
+        region: String,
+        id: SecurityGroupId,
+    },
     /// Deregisters the AMI and deletes its snapshots.
-    DeregisterImage { region: String, id: ImageId },
+    DeregisterImage {
+        region: String,
+        id: ImageId,
+    },
     /// Puts a parameter back as it was (`previous: None` deletes it).
-    RestoreParameter { region: String, name: String, previous: Option<String> },
+    RestoreParameter {
+        region: String,
+        name: String,
+        previous: Option<String>,
+    },
     /// Deletes the private key file kept for `--on-error keep`.
-    DeleteKeyFile { path: PathBuf },
+    DeleteKeyFile {
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Undo {
@@ -29,9 +47,19 @@ impl std::fmt::Display for Undo {
             Undo::TerminateInstance { region, id } => write!(f, "instance {id} ({region})"),
             Undo::DeleteKeyPair { region, name } => write!(f, "key pair {name} ({region})"),
             Undo::DeleteSecurityGroup { region, id } => write!(f, "security group {id} ({region})"),
-            Undo::DeregisterImage { region, id } => write!(f, "image {id} and its snapshots ({region})"),
-            Undo::RestoreParameter { region, name, previous: None } => write!(f, "parameter {name} ({region})"),
-            Undo::RestoreParameter { region, name, previous: Some(_) } => {
+            Undo::DeregisterImage { region, id } => {
+                write!(f, "image {id} and its snapshots ({region})")
+            }
+            Undo::RestoreParameter {
+                region,
+                name,
+                previous: None,
+            } => write!(f, "parameter {name} ({region})"),
+            Undo::RestoreParameter {
+                region,
+                name,
+                previous: Some(_),
+            } => {
                 write!(f, "parameter {name} ({region}, to be restored)")
             }
             Undo::DeleteKeyFile { path } => write!(f, "key file {}", path.display()),
@@ -83,10 +111,18 @@ pub struct Journal {
 impl Journal {
     /// The journal file of a bake under a project.
     pub fn path_for(project: &Path, bake_id: &str) -> PathBuf {
-        project.join(".bakery").join("bakes").join(format!("{bake_id}.json"))
+        project
+            .join(".bakery")
+            .join("bakes")
+            .join(format!("{bake_id}.json"))
     }
 
-    pub fn create(project: &Path, bake_id: &str, image: &str, target: &str) -> std::io::Result<Self> {
+    pub fn create(
+        project: &Path,
+        bake_id: &str,
+        image: &str,
+        target: &str,
+    ) -> std::io::Result<Self> {
         let j = Journal {
             bake_id: bake_id.to_string(),
             image: image.to_string(),
@@ -103,7 +139,12 @@ impl Journal {
     pub fn load(project: &Path, bake_id: &str) -> std::io::Result<Self> {
         let path = Self::path_for(project, bake_id);
         let text = std::fs::read_to_string(&path)?;
-        let mut j: Journal = serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        let mut j: Journal = serde_json::from_str(&text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
         j.path = path;
         Ok(j)
     }
@@ -114,13 +155,20 @@ impl Journal {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &self.path)
     }
 
     /// Records an undo the moment AWS returned the id.
     pub fn push(&mut self, undo: Undo, when: When) -> std::io::Result<()> {
-        self.entries.push(Entry { undo, when, done: false });
+        self.entries.push(Entry {
+            undo,
+            when,
+            done: false,
+        });
         self.save()
     }
 
@@ -159,9 +207,18 @@ mod tests {
     fn pending_is_reverse_and_respects_when() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), "b1", "img", "t").unwrap();
-        let kp = Undo::DeleteKeyPair { region: "r".into(), name: KeyName("k".into()) };
-        let inst = Undo::TerminateInstance { region: "r".into(), id: InstanceId("i-1".into()) };
-        let ami = Undo::DeregisterImage { region: "r".into(), id: ImageId("ami-1".into()) };
+        let kp = Undo::DeleteKeyPair {
+            region: "r".into(),
+            name: KeyName("k".into()),
+        };
+        let inst = Undo::TerminateInstance {
+            region: "r".into(),
+            id: InstanceId("i-1".into()),
+        };
+        let ami = Undo::DeregisterImage {
+            region: "r".into(),
+            id: ImageId("ami-1".into()),
+        };
         j.push(kp.clone(), When::Always).unwrap();
         j.push(inst.clone(), When::Always).unwrap();
         j.push(ami.clone(), When::OnFailure).unwrap();

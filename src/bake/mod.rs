@@ -98,7 +98,11 @@ impl std::fmt::Display for BakeError {
             FailKind::Cancelled => "was cancelled",
             _ => "failed",
         };
-        writeln!(f, "bake {} of {} {what} in {}: {}", self.bake_id, self.image, self.phase, self.cause)?;
+        writeln!(
+            f,
+            "bake {} of {} {what} in {}: {}",
+            self.bake_id, self.image, self.phase, self.cause
+        )?;
         for e in &self.cleanup_errors {
             writeln!(f, "cleanup error: {e}")?;
         }

@@ -18,7 +18,9 @@ use crate::checks::report::CheckResult;
 use crate::cloud::aws::Aws;
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
-use crate::cloud::{CloudError, ImageId, ImageInfo, InstanceId, KeyName, LaunchSpec, SecurityGroupId, Tags};
+use crate::cloud::{
+    CloudError, ImageId, ImageInfo, InstanceId, KeyName, LaunchSpec, SecurityGroupId, Tags,
+};
 use crate::events::{BakeEvent, Events};
 use crate::plan::{Plan, PlannedAction, Planner};
 use crate::registry::{self, tag};
@@ -41,14 +43,20 @@ struct Failure {
 
 impl Failure {
     fn new(cause: impl std::fmt::Display) -> Self {
-        Failure { kind: FailKind::Failed, cause: cause.to_string() }
+        Failure {
+            kind: FailKind::Failed,
+            cause: cause.to_string(),
+        }
     }
 }
 
 impl From<CloudError> for Failure {
     fn from(e: CloudError) -> Self {
         match e {
-            CloudError::Cancelled => Failure { kind: FailKind::Cancelled, cause: "cancelled".into() },
+            CloudError::Cancelled => Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            },
             e => Failure::new(e),
         }
     }
@@ -57,7 +65,10 @@ impl From<CloudError> for Failure {
 impl From<StepError> for Failure {
     fn from(e: StepError) -> Self {
         match e {
-            StepError::Cancelled => Failure { kind: FailKind::Cancelled, cause: "cancelled".into() },
+            StepError::Cancelled => Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            },
             e => Failure::new(e),
         }
     }
@@ -106,7 +117,15 @@ struct Run<'a> {
 
 /// Bakes `image` against `target`. Invalid input never reaches here (the catalog is validated);
 /// every AWS resource created is in the journal under `project/.bakery/bakes/`.
-pub async fn bake(project: &Path, catalog: &Catalog, image: &ImageName, target: &Target, opts: &BakeOptions, events: &Events, cancel: &Cancel) -> Result<Artifact, BakeError> {
+pub async fn bake(
+    project: &Path,
+    catalog: &Catalog,
+    image: &ImageName,
+    target: &Target,
+    opts: &BakeOptions,
+    events: &Events,
+    cancel: &Cancel,
+) -> Result<Artifact, BakeError> {
     let img = &catalog.images[image];
     let bake_id = super::new_bake_id();
     let journal_path = Journal::path_for(project, &bake_id);
@@ -122,7 +141,9 @@ pub async fn bake(project: &Path, catalog: &Catalog, image: &ImageName, target: 
         kept: None,
         journal: journal_path.clone(),
     };
-    let plan = Planner::new(catalog, target).plan(image).map_err(|d| fail_early("plan", d.to_string()))?;
+    let plan = Planner::new(catalog, target)
+        .plan(image)
+        .map_err(|d| fail_early("plan", d.to_string()))?;
     if img.build.communicator != Communicator::Ssh || img.platform != Platform::Linux {
         return Err(fail_early(
             "preflight",
@@ -130,9 +151,13 @@ pub async fn bake(project: &Path, catalog: &Catalog, image: &ImageName, target: 
         ));
     }
     let Some(region) = target.regions.first() else {
-        return Err(fail_early("preflight", format!("target {} has no region", target.name)));
+        return Err(fail_early(
+            "preflight",
+            format!("target {} has no region", target.name),
+        ));
     };
-    let journal = Journal::create(project, &bake_id, image.as_str(), &target.name).map_err(|e| fail_early("preflight", format!("journal: {e}")))?;
+    let journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
+        .map_err(|e| fail_early("preflight", format!("journal: {e}")))?;
     let aws = Aws::connect(target, region).await;
     let mut run = Run {
         image: img,
@@ -177,7 +202,11 @@ impl Run<'_> {
     fn emit_phase(&mut self, phase: &'static str) {
         self.phase = phase;
         self.phase_started = Instant::now();
-        self.events.emit(BakeEvent::Phase { bake_id: self.bake_id.clone(), image: self.image.name.to_string(), phase });
+        self.events.emit(BakeEvent::Phase {
+            bake_id: self.bake_id.clone(),
+            image: self.image.name.to_string(),
+            phase,
+        });
         tracing::info!(bake_id = %self.bake_id, image = %self.image.name, phase, "phase");
     }
 
@@ -186,12 +215,18 @@ impl Run<'_> {
     }
 
     fn created(&self, what: String) {
-        self.events.emit(BakeEvent::Created { bake_id: self.bake_id.clone(), resource: what });
+        self.events.emit(BakeEvent::Created {
+            bake_id: self.bake_id.clone(),
+            resource: what,
+        });
     }
 
     /// Records how long the current phase took.
     fn leave(&mut self) {
-        self.timings.insert(self.phase.to_string(), self.phase_started.elapsed().as_secs_f64());
+        self.timings.insert(
+            self.phase.to_string(),
+            self.phase_started.elapsed().as_secs_f64(),
+        );
     }
 
     async fn phases(&mut self) -> Result<(), Failure> {
@@ -225,35 +260,80 @@ impl Run<'_> {
         let life = timeouts.launch + timeouts.provision + timeouts.capture + EXPIRY_SLACK;
         t.insert(tag::BAKE_ID.into(), self.bake_id.clone());
         t.insert(tag::IMAGE.into(), self.image.name.to_string());
-        t.insert(tag::EXPIRES.into(), humantime::format_rfc3339_seconds(SystemTime::now() + life).to_string());
+        t.insert(
+            tag::EXPIRES.into(),
+            humantime::format_rfc3339_seconds(SystemTime::now() + life).to_string(),
+        );
         t
     }
 
     async fn resolve_source(&mut self) -> Result<(), Failure> {
         let aws = &self.aws;
         let (info, parent) = match &self.image.source {
-            Source::Ami(id) => (aws.describe_image(&ImageId(id.clone())).await?.ok_or_else(|| Failure::new(format!("source AMI {id} does not exist in {}", aws.region)))?, None),
+            Source::Ami(id) => (
+                aws.describe_image(&ImageId(id.clone()))
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!("source AMI {id} does not exist in {}", aws.region))
+                    })?,
+                None,
+            ),
             Source::SsmParameter(p) => {
-                let id = aws.get_parameter(p).await?.ok_or_else(|| Failure::new(format!("SSM parameter {p} does not exist in {}", aws.region)))?;
-                let info = aws.describe_image(&ImageId(id.clone())).await?.ok_or_else(|| Failure::new(format!("SSM parameter {p} names {id}, which does not exist in {}", aws.region)))?;
+                let id = aws.get_parameter(p).await?.ok_or_else(|| {
+                    Failure::new(format!(
+                        "SSM parameter {p} does not exist in {}",
+                        aws.region
+                    ))
+                })?;
+                let info = aws
+                    .describe_image(&ImageId(id.clone()))
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!(
+                            "SSM parameter {p} names {id}, which does not exist in {}",
+                            aws.region
+                        ))
+                    })?;
                 (info, None)
             }
-            Source::AmiFilter { name, owners, architecture } => {
+            Source::AmiFilter {
+                name,
+                owners,
+                architecture,
+            } => {
                 let mut found = aws
-                    .describe_images(owners, &[("name", vec![name.clone()]), ("architecture", vec![architecture.as_str().to_string()]), ("state", vec!["available".into()])])
+                    .describe_images(
+                        owners,
+                        &[
+                            ("name", vec![name.clone()]),
+                            ("architecture", vec![architecture.as_str().to_string()]),
+                            ("state", vec!["available".into()]),
+                        ],
+                    )
                     .await?;
                 found.sort_by(|a, b| a.creation_date.cmp(&b.creation_date));
-                let newest = found.pop().ok_or_else(|| Failure::new(format!("no available AMI named {name} owned by {} in {}", owners.join(", "), aws.region)))?;
+                let newest = found.pop().ok_or_else(|| {
+                    Failure::new(format!(
+                        "no available AMI named {name} owned by {} in {}",
+                        owners.join(", "),
+                        aws.region
+                    ))
+                })?;
                 (newest, None)
             }
             Source::Image { name, req } => {
-                let r = registry::aws::resolve_parent(aws, &self.target.ssm_prefix, name.as_str(), req).await?;
+                let r =
+                    registry::aws::resolve_parent(aws, &self.target.ssm_prefix, name.as_str(), req)
+                        .await?;
                 let parent = format!("{name}@{}", r.version);
                 (r.image, Some(parent))
             }
         };
         if info.state != "available" {
-            return Err(Failure::new(format!("source AMI {} is {}, not available", info.id, info.state)));
+            return Err(Failure::new(format!(
+                "source AMI {} is {}, not available",
+                info.id, info.state
+            )));
         }
         let windows = info.platform.eq_ignore_ascii_case("windows");
         if windows != (self.image.platform == Platform::Windows) {
@@ -266,9 +346,19 @@ impl Run<'_> {
             )));
         }
         if info.architecture != self.image.architecture.as_str() {
-            return Err(Failure::new(format!("source AMI {} is {}, the image is {}", info.id, info.architecture, self.image.architecture.as_str())));
+            return Err(Failure::new(format!(
+                "source AMI {} is {}, the image is {}",
+                info.id,
+                info.architecture,
+                self.image.architecture.as_str()
+            )));
         }
-        self.fingerprint = Some(self.plan.fingerprint.with_source(info.id.as_str(), parent.as_deref()).to_string());
+        self.fingerprint = Some(
+            self.plan
+                .fingerprint
+                .with_source(info.id.as_str(), parent.as_deref())
+                .to_string(),
+        );
         self.source = Some(info);
         self.parent = parent;
         Ok(())
@@ -277,11 +367,18 @@ impl Run<'_> {
     async fn preflight(&mut self) -> Result<(), Failure> {
         self.resolve_source().await?;
         // Next free version (AMI names must be unique; the emulator does not enforce it).
-        let existing: Vec<Version> = registry::aws::versions(&self.aws, self.image.name.as_str()).await?.into_iter().map(|r| r.version).collect();
+        let existing: Vec<Version> = registry::aws::versions(&self.aws, self.image.name.as_str())
+            .await?
+            .into_iter()
+            .map(|r| r.version)
+            .collect();
         let mut v = registry::next_version(&existing, self.image.version);
         for _ in 0..MAX_NAME_TRIES {
             let name = registry::ami_name(self.image.name.as_str(), &v);
-            let taken = self.aws.describe_images(&["self".into()], &[("name", vec![name])]).await?;
+            let taken = self
+                .aws
+                .describe_images(&["self".into()], &[("name", vec![name])])
+                .await?;
             if taken.is_empty() {
                 break;
             }
@@ -295,7 +392,10 @@ impl Run<'_> {
         }
         if let Some(sg) = &self.target.security_group {
             if !self.aws.security_group_exists(sg).await? {
-                return Err(Failure::new(format!("security group {sg} does not exist in {}", self.region())));
+                return Err(Failure::new(format!(
+                    "security group {sg} does not exist in {}",
+                    self.region()
+                )));
             }
         }
         Ok(())
@@ -309,7 +409,13 @@ impl Run<'_> {
         let key_name = KeyName(format!("bakery-{}", self.bake_id));
         let public = public_openssh(&key, &key_name.0).map_err(Failure::new)?;
         self.aws.import_key_pair(&key_name, &public, &tags).await?;
-        self.journal.push(Undo::DeleteKeyPair { region: region.clone(), name: key_name.clone() }, When::Always)?;
+        self.journal.push(
+            Undo::DeleteKeyPair {
+                region: region.clone(),
+                name: key_name.clone(),
+            },
+            When::Always,
+        )?;
         self.created(format!("key pair {key_name}"));
         self.key = Some(Arc::new(key));
 
@@ -319,7 +425,11 @@ impl Run<'_> {
             None => {
                 let vpc = match &self.target.subnet {
                     Some(s) => self.aws.subnet_vpc(s).await?,
-                    None => self.aws.default_vpc().await?.ok_or_else(|| Failure::new(format!("{region} has no default VPC: name a subnet in the target")))?,
+                    None => self.aws.default_vpc().await?.ok_or_else(|| {
+                        Failure::new(format!(
+                            "{region} has no default VPC: name a subnet in the target"
+                        ))
+                    })?,
                 };
                 let cidr = match &self.target.ssh_cidr {
                     Some(c) => c.clone(),
@@ -327,20 +437,53 @@ impl Run<'_> {
                 };
                 let mut sg_tags = tags.clone();
                 sg_tags.insert("Name".into(), format!("bakery-{}", self.bake_id));
-                let id = self.aws.create_security_group(&format!("bakery-{}", self.bake_id), &vpc, &sg_tags).await?;
-                self.journal.push(Undo::DeleteSecurityGroup { region: region.clone(), id: id.clone() }, When::Always)?;
+                let id = self
+                    .aws
+                    .create_security_group(&format!("bakery-{}", self.bake_id), &vpc, &sg_tags)
+                    .await?;
+                self.journal.push(
+                    Undo::DeleteSecurityGroup {
+                        region: region.clone(),
+                        id: id.clone(),
+                    },
+                    When::Always,
+                )?;
                 self.created(format!("security group {id}"));
-                self.aws.authorize_ingress(&id, self.image.build.ssh.port, &cidr).await?;
+                self.aws
+                    .authorize_ingress(&id, self.image.build.ssh.port, &cidr)
+                    .await?;
                 id
             }
         };
-        let source = self.source.as_ref().ok_or_else(|| Failure::new("no source"))?;
+        let source = self
+            .source
+            .as_ref()
+            .ok_or_else(|| Failure::new("no source"))?;
         let mut itags = tags.clone();
-        itags.insert("Name".into(), format!("bakery {} {}", self.image.name, self.version.as_ref().map(|v| v.to_string()).unwrap_or_default()));
+        itags.insert(
+            "Name".into(),
+            format!(
+                "bakery {} {}",
+                self.image.name,
+                self.version
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            ),
+        );
         let spec = LaunchSpec {
             image: source.id.clone(),
-            root_device_name: source.root_device_name.clone().unwrap_or_else(|| "/dev/xvda".into()),
-            instance_types: self.image.build.instance_types.iter().map(|t| t.to_string()).collect(),
+            root_device_name: source
+                .root_device_name
+                .clone()
+                .unwrap_or_else(|| "/dev/xvda".into()),
+            instance_types: self
+                .image
+                .build
+                .instance_types
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             key_name: Some(key_name),
             security_group: Some(sg),
             subnet: self.target.subnet.clone(),
@@ -348,26 +491,57 @@ impl Run<'_> {
             user_data: self.plan.user_data.clone(),
             volume_size_gb: self.image.build.root_volume.size_gb,
             volume_type: format!("{:?}", self.image.build.root_volume.volume_type).to_lowercase(),
-            kms_key: self.target.kms_keys.get(&region).cloned().or_else(|| self.target.kms_key.clone()),
+            kms_key: self
+                .target
+                .kms_keys
+                .get(&region)
+                .cloned()
+                .or_else(|| self.target.kms_key.clone()),
             tags: itags,
         };
         let (id, itype) = self.aws.run_instance(&spec).await?;
-        self.journal.push(Undo::TerminateInstance { region: region.clone(), id: id.clone() }, When::Always)?;
+        self.journal.push(
+            Undo::TerminateInstance {
+                region: region.clone(),
+                id: id.clone(),
+            },
+            When::Always,
+        )?;
         self.created(format!("instance {id} ({itype})"));
         self.instance = Some(id.clone());
         let aws = &self.aws;
-        let info = Wait::new(format!("instance {id} in {region}"), "running", self.image.build.timeouts.launch)
-            .until(&self.cancel, || async {
-                let found = aws.describe_instances(std::slice::from_ref(&id)).await?;
-                Ok(match found.into_iter().next() {
-                    Some(i) if i.state == "running" => Poll::Ready(i),
-                    Some(i) if matches!(i.state.as_str(), "terminated" | "shutting-down" | "stopped" | "stopping") => Poll::Failed { state: i.state, reason: i.state_reason },
-                    Some(i) => Poll::Pending { state: i.state, reason: i.state_reason },
-                    // Eventual consistency: a new id can be briefly unknown to Describe.
-                    None => Poll::Pending { state: "not yet visible".into(), reason: None },
-                })
+        let info = Wait::new(
+            format!("instance {id} in {region}"),
+            "running",
+            self.image.build.timeouts.launch,
+        )
+        .until(&self.cancel, || async {
+            let found = aws.describe_instances(std::slice::from_ref(&id)).await?;
+            Ok(match found.into_iter().next() {
+                Some(i) if i.state == "running" => Poll::Ready(i),
+                Some(i)
+                    if matches!(
+                        i.state.as_str(),
+                        "terminated" | "shutting-down" | "stopped" | "stopping"
+                    ) =>
+                {
+                    Poll::Failed {
+                        state: i.state,
+                        reason: i.state_reason,
+                    }
+                }
+                Some(i) => Poll::Pending {
+                    state: i.state,
+                    reason: i.state_reason,
+                },
+                // Eventual consistency: a new id can be briefly unknown to Describe.
+                None => Poll::Pending {
+                    state: "not yet visible".into(),
+                    reason: None,
+                },
             })
-            .await?;
+        })
+        .await?;
         let host = self
             .target
             .ssh_host
@@ -378,15 +552,28 @@ impl Run<'_> {
         self.ssh_target = Some(SshTarget {
             host,
             port,
-            user: self.target.ssh_user.clone().unwrap_or_else(|| self.image.build.ssh.user.clone()),
+            user: self
+                .target
+                .ssh_user
+                .clone()
+                .unwrap_or_else(|| self.image.build.ssh.user.clone()),
             key: self.key.clone().ok_or_else(|| Failure::new("no key"))?,
         });
         Ok(())
     }
 
     async fn connect(&mut self) -> Result<(), Failure> {
-        let t = self.ssh_target.clone().ok_or_else(|| Failure::new("no address"))?;
-        let ssh = Ssh::connect(&t, &self.pin, self.image.build.timeouts.launch, &self.cancel).await?;
+        let t = self
+            .ssh_target
+            .clone()
+            .ok_or_else(|| Failure::new("no address"))?;
+        let ssh = Ssh::connect(
+            &t,
+            &self.pin,
+            self.image.build.timeouts.launch,
+            &self.cancel,
+        )
+        .await?;
         tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
         self.ssh = Some(ssh);
         Ok(())
@@ -397,22 +584,43 @@ impl Run<'_> {
     }
 
     fn linux<'b>(&'b self, ssh: &'b Ssh, workdir: &'b str) -> Linux<'b> {
-        Linux { ssh, workdir, sudo: self.image.build.ssh.sudo, events: self.events, bake_id: &self.bake_id, cancel: &self.cancel }
+        Linux {
+            ssh,
+            workdir,
+            sudo: self.image.build.ssh.sudo,
+            events: self.events,
+            bake_id: &self.bake_id,
+            cancel: &self.cancel,
+        }
     }
 
     async fn run_steps(&mut self, finalize: bool) -> Result<(), Failure> {
-        let steps = if finalize { self.plan.finalize.clone() } else { self.plan.steps.clone() };
+        let steps = if finalize {
+            self.plan.finalize.clone()
+        } else {
+            self.plan.steps.clone()
+        };
         let offset = if finalize { self.plan.steps.len() } else { 0 };
         let total = self.plan.steps.len() + self.plan.finalize.len();
         let workdir = self.workdir();
         for (i, s) in steps.iter().enumerate() {
             let n = offset + i + 1;
-            self.events.emit(BakeEvent::Step { bake_id: self.bake_id.clone(), index: n, total, recipe: s.recipe.to_string(), name: s.name.clone() });
+            self.events.emit(BakeEvent::Step {
+                bake_id: self.bake_id.clone(),
+                index: n,
+                total,
+                recipe: s.recipe.to_string(),
+                name: s.name.clone(),
+            });
             if let PlannedAction::Restart { timeout } = &s.action {
-                self.restart(timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT)).await?;
+                self.restart(timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT))
+                    .await?;
                 continue;
             }
-            let ssh = self.ssh.as_ref().ok_or_else(|| Failure::new("not connected"))?;
+            let ssh = self
+                .ssh
+                .as_ref()
+                .ok_or_else(|| Failure::new("not connected"))?;
             self.linux(ssh, &workdir)
                 .step(n, s)
                 .await
@@ -426,28 +634,43 @@ impl Run<'_> {
 
     async fn provision(&mut self) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self.ssh.as_ref().ok_or_else(|| Failure::new("not connected"))?;
+        let ssh = self
+            .ssh
+            .as_ref()
+            .ok_or_else(|| Failure::new("not connected"))?;
         self.linux(ssh, &workdir).prepare().await?;
         let deadline = self.image.build.timeouts.provision;
         match tokio::time::timeout(deadline, self.run_steps(false)).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::new(format!("provisioning took longer than {}s", deadline.as_secs()))),
+            Err(_) => Err(Failure::new(format!(
+                "provisioning took longer than {}s",
+                deadline.as_secs()
+            ))),
         }
     }
 
     /// Reboots and waits for a new boot id (not a sleep).
     async fn restart(&mut self, timeout: Duration) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self.ssh.take().ok_or_else(|| Failure::new("not connected"))?;
+        let ssh = self
+            .ssh
+            .take()
+            .ok_or_else(|| Failure::new("not connected"))?;
         let before = self.linux(&ssh, &workdir).boot_id().await?;
         self.linux(&ssh, &workdir).request_reboot().await?;
         ssh.close().await;
-        let t = self.ssh_target.clone().ok_or_else(|| Failure::new("no address"))?;
+        let t = self
+            .ssh_target
+            .clone()
+            .ok_or_else(|| Failure::new("no address"))?;
         let started = Instant::now();
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(Failure::new(format!("no new boot within {}s of the restart (boot id still {before})", timeout.as_secs())));
+                return Err(Failure::new(format!(
+                    "no new boot within {}s of the restart (boot id still {before})",
+                    timeout.as_secs()
+                )));
             }
             let ssh = Ssh::connect(&t, &self.pin, left, &self.cancel).await?;
             let now = self.linux(&ssh, &workdir).boot_id().await;
@@ -469,26 +692,50 @@ impl Run<'_> {
 
     async fn verify(&mut self) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self.ssh.as_ref().ok_or_else(|| Failure::new("not connected"))?;
+        let ssh = self
+            .ssh
+            .as_ref()
+            .ok_or_else(|| Failure::new("not connected"))?;
         let lx = self.linux(ssh, &workdir);
         let mut results = Vec::new();
         for c in &self.plan.checks {
             let r = lx.check(c, PROBE_TIMEOUT).await;
-            self.events.emit(BakeEvent::Check { bake_id: self.bake_id.clone(), result: r.clone() });
+            self.events.emit(BakeEvent::Check {
+                bake_id: self.bake_id.clone(),
+                result: r.clone(),
+            });
             results.push(r);
         }
         if self.cancel.is_cancelled() {
-            return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() });
+            return Err(Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            });
         }
-        let failed: Vec<String> = results.iter().filter(|r| !r.passed).map(|r| format!("{} ({})", r.name, r.detail)).collect();
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} ({})", r.name, r.detail))
+            .collect();
         self.checks = results;
         if !failed.is_empty() {
-            return Err(Failure { kind: FailKind::Checks, cause: format!("{} of {} checks failed: {}", failed.len(), self.checks.len(), failed.join("; ")) });
+            return Err(Failure {
+                kind: FailKind::Checks,
+                cause: format!(
+                    "{} of {} checks failed: {}",
+                    failed.len(),
+                    self.checks.len(),
+                    failed.join("; ")
+                ),
+            });
         }
         // Generalise: the working directory goes, then the finalize steps (after which the
         // instance may not be reachable again).
         self.run_steps(true).await?;
-        let ssh = self.ssh.as_ref().ok_or_else(|| Failure::new("not connected"))?;
+        let ssh = self
+            .ssh
+            .as_ref()
+            .ok_or_else(|| Failure::new("not connected"))?;
         if let Err(e) = self.linux(ssh, &workdir).remove_workdir().await {
             return Err(Failure::new(format!("removing {workdir}: {e}")));
         }
@@ -499,7 +746,10 @@ impl Run<'_> {
         if let Some(ssh) = self.ssh.take() {
             ssh.close().await;
         }
-        let id = self.instance.clone().ok_or_else(|| Failure::new("no instance"))?;
+        let id = self
+            .instance
+            .clone()
+            .ok_or_else(|| Failure::new("no instance"))?;
         let region = self.region();
         let aws = self.aws.clone();
         let timeout = self.image.build.timeouts.capture;
@@ -509,36 +759,87 @@ impl Run<'_> {
                 let found = aws.describe_instances(std::slice::from_ref(&id)).await?;
                 Ok(match found.into_iter().next() {
                     Some(i) if i.state == "stopped" => Poll::Ready(()),
-                    Some(i) if matches!(i.state.as_str(), "terminated" | "shutting-down") => Poll::Failed { state: i.state, reason: i.state_reason },
-                    Some(i) => Poll::Pending { state: i.state, reason: i.state_reason },
-                    None => Poll::Pending { state: "not visible".into(), reason: None },
+                    Some(i) if matches!(i.state.as_str(), "terminated" | "shutting-down") => {
+                        Poll::Failed {
+                            state: i.state,
+                            reason: i.state_reason,
+                        }
+                    }
+                    Some(i) => Poll::Pending {
+                        state: i.state,
+                        reason: i.state_reason,
+                    },
+                    None => Poll::Pending {
+                        state: "not visible".into(),
+                        reason: None,
+                    },
                 })
             })
             .await?;
-        let version = self.version.clone().ok_or_else(|| Failure::new("no version"))?;
+        let version = self
+            .version
+            .clone()
+            .ok_or_else(|| Failure::new("no version"))?;
         let name = registry::ami_name(self.image.name.as_str(), &version);
         let mut tags = self.tags();
         tags.remove(tag::EXPIRES);
         tags.insert("Name".into(), name.clone());
         tags.insert(tag::VERSION.into(), version.to_string());
-        tags.insert(tag::FINGERPRINT.into(), self.fingerprint.clone().unwrap_or_default());
-        tags.insert(tag::SOURCE_AMI.into(), self.source.as_ref().map(|s| s.id.to_string()).unwrap_or_default());
+        tags.insert(
+            tag::FINGERPRINT.into(),
+            self.fingerprint.clone().unwrap_or_default(),
+        );
+        tags.insert(
+            tag::SOURCE_AMI.into(),
+            self.source
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default(),
+        );
         if let Some(p) = &self.parent {
             tags.insert(tag::PARENT.into(), p.clone());
         }
-        tags.insert(tag::CREATED_BY.into(), format!("bakery/{}", env!("CARGO_PKG_VERSION")));
-        let description = format!("{} {} baked by bakery ({})", self.image.name, version, self.bake_id);
+        tags.insert(
+            tag::CREATED_BY.into(),
+            format!("bakery/{}", env!("CARGO_PKG_VERSION")),
+        );
+        let description = format!(
+            "{} {} baked by bakery ({})",
+            self.image.name, version, self.bake_id
+        );
         let ami = aws.create_image(&id, &name, &description, &tags).await?;
-        self.journal.push(Undo::DeregisterImage { region: region.clone(), id: ami.clone() }, When::OnFailure)?;
+        self.journal.push(
+            Undo::DeregisterImage {
+                region: region.clone(),
+                id: ami.clone(),
+            },
+            When::OnFailure,
+        )?;
         self.created(format!("image {ami} ({name})"));
         self.image_id = Some(ami.clone());
         let info = Wait::new(format!("image {ami} in {region}"), "available", timeout)
             .until(&self.cancel, || async {
                 Ok(match aws.describe_image(&ami).await? {
                     Some(i) if i.state == "available" => Poll::Ready(i),
-                    Some(i) if matches!(i.state.as_str(), "failed" | "error" | "invalid" | "deregistered") => Poll::Failed { state: i.state, reason: i.state_reason },
-                    Some(i) => Poll::Pending { state: i.state, reason: i.state_reason },
-                    None => Poll::Pending { state: "not visible".into(), reason: None },
+                    Some(i)
+                        if matches!(
+                            i.state.as_str(),
+                            "failed" | "error" | "invalid" | "deregistered"
+                        ) =>
+                    {
+                        Poll::Failed {
+                            state: i.state,
+                            reason: i.state_reason,
+                        }
+                    }
+                    Some(i) => Poll::Pending {
+                        state: i.state,
+                        reason: i.state_reason,
+                    },
+                    None => Poll::Pending {
+                        state: "not visible".into(),
+                        reason: None,
+                    },
                 })
             })
             .await?;
@@ -550,25 +851,53 @@ impl Run<'_> {
     }
 
     async fn publish(&mut self) -> Result<(), Failure> {
-        let ami = self.image_id.clone().ok_or_else(|| Failure::new("no image"))?;
-        let version = self.version.clone().ok_or_else(|| Failure::new("no version"))?;
+        let ami = self
+            .image_id
+            .clone()
+            .ok_or_else(|| Failure::new("no image"))?;
+        let version = self
+            .version
+            .clone()
+            .ok_or_else(|| Failure::new("no version"))?;
         let region = self.region();
         let base = format!("{}/{}", self.target.ssm_prefix, self.image.name);
         let versioned = format!("{base}/{version}");
         let latest = format!("{base}/latest");
         // The versioned parameter is the contract: never overwritten.
         if self.aws.get_parameter(&versioned).await?.is_some() {
-            return Err(Failure::new(format!("{versioned} already exists: versions are immutable")));
+            return Err(Failure::new(format!(
+                "{versioned} already exists: versions are immutable"
+            )));
         }
-        self.aws.put_image_parameter(&versioned, ami.as_str(), false).await?;
-        self.journal.push(Undo::RestoreParameter { region: region.clone(), name: versioned.clone(), previous: None }, When::OnFailure)?;
+        self.aws
+            .put_image_parameter(&versioned, ami.as_str(), false)
+            .await?;
+        self.journal.push(
+            Undo::RestoreParameter {
+                region: region.clone(),
+                name: versioned.clone(),
+                previous: None,
+            },
+            When::OnFailure,
+        )?;
         let previous = self.aws.get_parameter(&latest).await?;
-        self.aws.put_image_parameter(&latest, ami.as_str(), true).await?;
-        self.journal.push(Undo::RestoreParameter { region: region.clone(), name: latest.clone(), previous }, When::OnFailure)?;
+        self.aws
+            .put_image_parameter(&latest, ami.as_str(), true)
+            .await?;
+        self.journal.push(
+            Undo::RestoreParameter {
+                region: region.clone(),
+                name: latest.clone(),
+                previous,
+            },
+            When::OnFailure,
+        )?;
         for p in [&versioned, &latest] {
             let back = self.aws.get_parameter(p).await?;
             if back.as_deref() != Some(ami.as_str()) {
-                return Err(Failure::new(format!("{p} reads back as {back:?}, expected {ami}")));
+                return Err(Failure::new(format!(
+                    "{p} reads back as {back:?}, expected {ami}"
+                )));
             }
             self.parameters.insert(p.clone(), ami.to_string());
         }
@@ -578,10 +907,22 @@ impl Run<'_> {
     fn artifact(&self) -> Artifact {
         Artifact {
             image: self.image.name.to_string(),
-            version: self.version.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            version: self
+                .version
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
             fingerprint: self.fingerprint.clone().unwrap_or_default(),
-            amis: self.image_id.iter().map(|a| (self.region(), a.to_string())).collect(),
-            source_ami: self.source.as_ref().map(|s| s.id.to_string()).unwrap_or_default(),
+            amis: self
+                .image_id
+                .iter()
+                .map(|a| (self.region(), a.to_string()))
+                .collect(),
+            source_ami: self
+                .source
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default(),
             parent: self.parent.clone(),
             bake_id: self.bake_id.clone(),
             parameters: self.parameters.clone(),
@@ -594,14 +935,25 @@ impl Run<'_> {
         self.emit_phase("cleanup");
         let cancel = Cancel::new();
         let mut regions = Regions::with(self.target, self.aws.clone());
-        let errors = match tokio::time::timeout(self.opts.cleanup_timeout, undo_all(&mut regions, &mut self.journal, false, self.events, &cancel)).await {
+        let errors = match tokio::time::timeout(
+            self.opts.cleanup_timeout,
+            undo_all(&mut regions, &mut self.journal, false, self.events, &cancel),
+        )
+        .await
+        {
             Ok(e) => e,
-            Err(_) => vec![format!("cleanup took longer than {}s", self.opts.cleanup_timeout.as_secs())],
+            Err(_) => vec![format!(
+                "cleanup took longer than {}s",
+                self.opts.cleanup_timeout.as_secs()
+            )],
         };
         self.leave();
         let _ = self.journal.set_state(State::Succeeded);
         for e in &errors {
-            self.events.emit(BakeEvent::Warning { bake_id: self.bake_id.clone(), message: format!("cleanup: {e}") });
+            self.events.emit(BakeEvent::Warning {
+                bake_id: self.bake_id.clone(),
+                message: format!("cleanup: {e}"),
+            });
         }
         Ok(self.artifact())
     }
@@ -614,14 +966,19 @@ impl Run<'_> {
             if self.opts.on_error == OnError::Cleanup {
                 let w = self.workdir();
                 let fresh = Cancel::new();
-                let lx = Linux { cancel: &fresh, ..self.linux(&ssh, &w) };
+                let lx = Linux {
+                    cancel: &fresh,
+                    ..self.linux(&ssh, &w)
+                };
                 let _ = tokio::time::timeout(Duration::from_secs(30), lx.remove_workdir()).await;
             }
             ssh.close().await;
         }
         let mut kept = None;
         let mut cleanup_errors = Vec::new();
-        let keep = self.opts.on_error == OnError::Keep && self.instance.is_some() && f.kind != FailKind::Cancelled;
+        let keep = self.opts.on_error == OnError::Keep
+            && self.instance.is_some()
+            && f.kind != FailKind::Cancelled;
         if keep {
             kept = Some(self.keep_for_debugging());
             let _ = self.journal.set_state(State::Kept);
@@ -630,11 +987,23 @@ impl Run<'_> {
             // A fresh deadline and a fresh cancel: the bake's own are spent.
             let cancel = Cancel::new();
             let mut regions = Regions::with(self.target, self.aws.clone());
-            cleanup_errors = match tokio::time::timeout(self.opts.cleanup_timeout, undo_all(&mut regions, &mut self.journal, true, self.events, &cancel)).await {
+            cleanup_errors = match tokio::time::timeout(
+                self.opts.cleanup_timeout,
+                undo_all(&mut regions, &mut self.journal, true, self.events, &cancel),
+            )
+            .await
+            {
                 Ok(e) => e,
-                Err(_) => vec![format!("cleanup took longer than {}s", self.opts.cleanup_timeout.as_secs())],
+                Err(_) => vec![format!(
+                    "cleanup took longer than {}s",
+                    self.opts.cleanup_timeout.as_secs()
+                )],
             };
-            let _ = self.journal.set_state(if f.kind == FailKind::Cancelled { State::Cancelled } else { State::Failed });
+            let _ = self.journal.set_state(if f.kind == FailKind::Cancelled {
+                State::Cancelled
+            } else {
+                State::Failed
+            });
         }
         BakeError {
             bake_id: self.bake_id.clone(),
@@ -653,7 +1022,13 @@ impl Run<'_> {
     /// Writes the private key next to the journal (0600) and says how to log in.
     fn keep_for_debugging(&mut self) -> String {
         let Some(t) = self.ssh_target.clone() else {
-            return format!("instance {} (never reachable)", self.instance.as_ref().map(|i| i.to_string()).unwrap_or_default());
+            return format!(
+                "instance {} (never reachable)",
+                self.instance
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            );
         };
         let path = self.journal.path().with_extension("key");
         let written = t
@@ -663,17 +1038,28 @@ impl Run<'_> {
             .and_then(|pem| write_private(&path, pem.as_bytes()).map_err(|e| e.to_string()));
         match written {
             Ok(()) => {
-                let _ = self.journal.push(Undo::DeleteKeyFile { path: path.clone() }, When::OnFailure);
+                let _ = self
+                    .journal
+                    .push(Undo::DeleteKeyFile { path: path.clone() }, When::OnFailure);
                 format!(
                     "instance {} : ssh -i {} -p {} -o StrictHostKeyChecking=accept-new {}@{}",
-                    self.instance.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                    self.instance
+                        .as_ref()
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
                     path.display(),
                     t.port,
                     t.user,
                     t.host
                 )
             }
-            Err(e) => format!("instance {} (could not write the key: {e})", self.instance.as_ref().map(|i| i.to_string()).unwrap_or_default()),
+            Err(e) => format!(
+                "instance {} (could not write the key: {e})",
+                self.instance
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -681,7 +1067,12 @@ impl Run<'_> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -691,16 +1082,21 @@ async fn caller_cidr() -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80").await?;
-        s.write_all(b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\n\r\n").await?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\n\r\n")
+            .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_string())
     };
     let text = tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
-        .map_err(|_| "checkip.amazonaws.com did not answer: set ssh_cidr in the target".to_string())?
+        .map_err(|_| {
+            "checkip.amazonaws.com did not answer: set ssh_cidr in the target".to_string()
+        })?
         .map_err(|e| format!("checkip.amazonaws.com: {e}; set ssh_cidr in the target"))?;
     let ip = text.rsplit("\r\n\r\n").next().unwrap_or("").trim();
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("checkip.amazonaws.com answered {ip:?}; set ssh_cidr in the target"))?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+        format!("checkip.amazonaws.com answered {ip:?}; set ssh_cidr in the target")
+    })?;
     Ok(format!("{ip}/32"))
 }

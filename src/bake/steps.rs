@@ -16,7 +16,10 @@ use crate::remote::{sh_quote, sh_quote_expand, ExecOutput, RemoteError};
 pub enum StepError {
     Remote(RemoteError),
     /// Non-zero exit: the code and the last lines of stderr (or stdout).
-    Exit { code: i32, tail: String },
+    Exit {
+        code: i32,
+        tail: String,
+    },
     Timeout(Duration),
     Cancelled,
 }
@@ -46,7 +49,11 @@ impl From<RemoteError> for StepError {
 const TAIL_LINES: usize = 20;
 
 fn tail(out: &ExecOutput) -> String {
-    let src = if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr };
+    let src = if out.stderr.trim().is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
     let lines: Vec<&str> = src.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
@@ -76,7 +83,12 @@ impl Linux<'_> {
     }
 
     /// `stream`: emit each output line as an event (probes keep their output to themselves).
-    async fn exec_with(&self, cmd: &str, timeout: Duration, stream: bool) -> Result<ExecOutput, StepError> {
+    async fn exec_with(
+        &self,
+        cmd: &str,
+        timeout: Duration,
+        stream: bool,
+    ) -> Result<ExecOutput, StepError> {
         let events = self.events.clone();
         let bake_id = self.bake_id.to_string();
         let mut on_line = move |s, line: &str| {
@@ -101,7 +113,10 @@ impl Linux<'_> {
     async fn exec_ok(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, StepError> {
         let out = self.exec(cmd, timeout).await?;
         if out.exit_code != 0 {
-            return Err(StepError::Exit { code: out.exit_code, tail: tail(&out) });
+            return Err(StepError::Exit {
+                code: out.exit_code,
+                tail: tail(&out),
+            });
         }
         Ok(out)
     }
@@ -109,7 +124,11 @@ impl Linux<'_> {
     /// Creates the working directory (private to the build user).
     pub async fn prepare(&self) -> Result<(), StepError> {
         let w = sh_quote(self.workdir);
-        self.exec_ok(&format!("mkdir -p -m 700 {w} {w}/.bakery"), Duration::from_secs(60)).await?;
+        self.exec_ok(
+            &format!("mkdir -p -m 700 {w} {w}/.bakery"),
+            Duration::from_secs(60),
+        )
+        .await?;
         Ok(())
     }
 
@@ -131,11 +150,21 @@ impl Linux<'_> {
     }
 
     /// Uploads `script` (with the prelude) and runs it under `bash -euo pipefail`.
-    async fn run_script(&self, n: usize, script: &str, env: &BTreeMap<String, String>, timeout: Duration) -> Result<ExecOutput, StepError> {
+    async fn run_script(
+        &self,
+        n: usize,
+        script: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, StepError> {
         let path = format!("{}/.bakery/step-{n}.sh", self.workdir);
         let body = format!("{}{script}", self.prelude(env));
         self.ssh.upload(&path, body.as_bytes()).await?;
-        self.exec_ok(&self.as_root(&format!("bash -euo pipefail {}", sh_quote(&path))), timeout).await
+        self.exec_ok(
+            &self.as_root(&format!("bash -euo pipefail {}", sh_quote(&path))),
+            timeout,
+        )
+        .await
     }
 
     /// Runs one planned step (the `n`th of the bake).
@@ -144,12 +173,22 @@ impl Linux<'_> {
             PlannedAction::Shell { script } => {
                 self.run_script(n, script, &s.env, s.timeout).await?;
             }
-            PlannedAction::Upload { destination, is_dir, mode, files, .. } => {
+            PlannedAction::Upload {
+                destination,
+                is_dir,
+                mode,
+                files,
+                ..
+            } => {
                 let stage = format!("{}/.bakery/upload-{n}", self.workdir);
                 let uploads: Vec<(String, &[u8])> = files
                     .iter()
                     .map(|f| {
-                        let p = if f.rel.is_empty() { format!("{stage}/file") } else { format!("{stage}/{}", f.rel) };
+                        let p = if f.rel.is_empty() {
+                            format!("{stage}/file")
+                        } else {
+                            format!("{stage}/{}", f.rel)
+                        };
                         (p, f.bytes.as_slice())
                     })
                     .collect();
@@ -158,7 +197,10 @@ impl Linux<'_> {
                 let mut script = if *is_dir {
                     format!("mkdir -p {dest}\ncp -R {}/. {dest}/\n", sh_quote(&stage))
                 } else {
-                    format!("mkdir -p \"$(dirname {dest})\"\ncp {} {dest}\n", sh_quote(&format!("{stage}/file")))
+                    format!(
+                        "mkdir -p \"$(dirname {dest})\"\ncp {} {dest}\n",
+                        sh_quote(&format!("{stage}/file"))
+                    )
                 };
                 if let Some(m) = mode {
                     if *is_dir {
@@ -169,7 +211,11 @@ impl Linux<'_> {
                 }
                 self.run_script(n, &script, &s.env, s.timeout).await?;
             }
-            PlannedAction::Download { url, sha256, destination } => {
+            PlannedAction::Download {
+                url,
+                sha256,
+                destination,
+            } => {
                 let dest = sh_quote_expand(destination);
                 let script = format!(
                     "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 --retry-delay 2 -o {dest} {}\necho {}  {dest} | sha256sum -c -\n",
@@ -195,13 +241,21 @@ impl Linux<'_> {
 
     /// The instance's boot id (changes on every boot).
     pub async fn boot_id(&self) -> Result<String, StepError> {
-        let out = self.exec_ok("cat /proc/sys/kernel/random/boot_id", Duration::from_secs(30)).await?;
+        let out = self
+            .exec_ok(
+                "cat /proc/sys/kernel/random/boot_id",
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(out.stdout.trim().to_string())
     }
 
     /// Asks the instance to reboot a moment after this command returns.
     pub async fn request_reboot(&self) -> Result<(), StepError> {
-        let cmd = format!("nohup sh -c 'sleep 2; {}' >/dev/null 2>&1 &", self.as_root("systemctl reboot || reboot").replace('\'', ""));
+        let cmd = format!(
+            "nohup sh -c 'sleep 2; {}' >/dev/null 2>&1 &",
+            self.as_root("systemctl reboot || reboot").replace('\'', "")
+        );
         self.exec_ok(&cmd, Duration::from_secs(30)).await?;
         Ok(())
     }
@@ -214,7 +268,10 @@ impl Linux<'_> {
         let cmd = self.as_root(&format!("bash -c {}", sh_quote(&script)));
         let outcome = match self.exec_with(&cmd, timeout, false).await {
             Ok(out) => eval::evaluate(&c.check.kind, out.exit_code, &out.stdout),
-            Err(e) => eval::Outcome { passed: false, detail: format!("probe failed: {e}") },
+            Err(e) => eval::Outcome {
+                passed: false,
+                detail: format!("probe failed: {e}"),
+            },
         };
         CheckResult {
             name: c.check.name.clone(),

@@ -28,7 +28,10 @@ pub struct Regions<'a> {
 
 impl<'a> Regions<'a> {
     pub fn new(target: &'a Target) -> Self {
-        Self { target, clients: BTreeMap::new() }
+        Self {
+            target,
+            clients: BTreeMap::new(),
+        }
     }
 
     pub fn with(target: &'a Target, aws: Aws) -> Self {
@@ -48,50 +51,78 @@ impl<'a> Regions<'a> {
 
 async fn terminate_and_wait(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Result<(), CloudError> {
     aws.terminate_instance(id).await?;
-    Wait::new(format!("instance {id} in {}", aws.region), "terminated", TERMINATE_WAIT)
-        .until(cancel, || async {
-            let found = aws.describe_instances(std::slice::from_ref(id)).await;
-            Ok(match found {
-                Ok(v) => match v.first() {
-                    None => Poll::Ready(()),
-                    Some(i) if i.state == "terminated" => Poll::Ready(()),
-                    Some(i) => Poll::Pending { state: i.state.clone(), reason: i.state_reason.clone() },
+    Wait::new(
+        format!("instance {id} in {}", aws.region),
+        "terminated",
+        TERMINATE_WAIT,
+    )
+    .until(cancel, || async {
+        let found = aws.describe_instances(std::slice::from_ref(id)).await;
+        Ok(match found {
+            Ok(v) => match v.first() {
+                None => Poll::Ready(()),
+                Some(i) if i.state == "terminated" => Poll::Ready(()),
+                Some(i) => Poll::Pending {
+                    state: i.state.clone(),
+                    reason: i.state_reason.clone(),
                 },
-                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Poll::Ready(()),
-                Err(e) => return Err(e),
-            })
+            },
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Poll::Ready(()),
+            Err(e) => return Err(e),
         })
-        .await
+    })
+    .await
 }
 
 async fn delete_sg(aws: &Aws, id: &SecurityGroupId, cancel: &Cancel) -> Result<(), CloudError> {
-    Wait::new(format!("security group {id} in {}", aws.region), "deletable", SG_RELEASE_WAIT)
-        .until(cancel, || async {
-            match aws.delete_security_group(id).await {
-                Ok(()) => Ok(Poll::Ready(())),
-                Err(e) if e.code() == Some("DependencyViolation") => Ok(Poll::Pending { state: "in use".into(), reason: None }),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+    Wait::new(
+        format!("security group {id} in {}", aws.region),
+        "deletable",
+        SG_RELEASE_WAIT,
+    )
+    .until(cancel, || async {
+        match aws.delete_security_group(id).await {
+            Ok(()) => Ok(Poll::Ready(())),
+            Err(e) if e.code() == Some("DependencyViolation") => Ok(Poll::Pending {
+                state: "in use".into(),
+                reason: None,
+            }),
+            Err(e) => Err(e),
+        }
+    })
+    .await
 }
 
 /// Carries out one undo.
 pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result<(), CloudError> {
     match u {
-        Undo::TerminateInstance { region, id } => terminate_and_wait(regions.get(region).await, id, cancel).await,
-        Undo::DeleteKeyPair { region, name } => regions.get(region).await.delete_key_pair(name).await,
-        Undo::DeleteSecurityGroup { region, id } => delete_sg(regions.get(region).await, id, cancel).await,
+        Undo::TerminateInstance { region, id } => {
+            terminate_and_wait(regions.get(region).await, id, cancel).await
+        }
+        Undo::DeleteKeyPair { region, name } => {
+            regions.get(region).await.delete_key_pair(name).await
+        }
+        Undo::DeleteSecurityGroup { region, id } => {
+            delete_sg(regions.get(region).await, id, cancel).await
+        }
         Undo::DeregisterImage { region, id } => {
             let aws = regions.get(region).await;
-            let snapshots = aws.describe_image(id).await?.map(|i| i.snapshots).unwrap_or_default();
+            let snapshots = aws
+                .describe_image(id)
+                .await?
+                .map(|i| i.snapshots)
+                .unwrap_or_default();
             aws.deregister_image(id).await?;
             for s in &snapshots {
                 aws.delete_snapshot(s).await?;
             }
             Ok(())
         }
-        Undo::RestoreParameter { region, name, previous } => {
+        Undo::RestoreParameter {
+            region,
+            name,
+            previous,
+        } => {
             let aws = regions.get(region).await;
             match previous {
                 Some(v) => aws.put_image_parameter(name, v, true).await,
@@ -101,14 +132,23 @@ pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result
         Undo::DeleteKeyFile { path } => match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CloudError::NotFound(format!("cannot remove {}: {e}", path.display()))),
+            Err(e) => Err(CloudError::NotFound(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
         },
     }
 }
 
 /// Undoes the journal's pending entries in reverse, then sweeps what is tagged with the bake id.
 /// Returns the errors (the undo of each entry is attempted even if an earlier one failed).
-pub async fn undo_all(regions: &mut Regions<'_>, journal: &mut Journal, failed: bool, events: &Events, cancel: &Cancel) -> Vec<String> {
+pub async fn undo_all(
+    regions: &mut Regions<'_>,
+    journal: &mut Journal,
+    failed: bool,
+    events: &Events,
+    cancel: &Cancel,
+) -> Vec<String> {
     let mut errors = Vec::new();
     for u in journal.pending(failed) {
         match run(regions, &u, cancel).await {
@@ -116,7 +156,10 @@ pub async fn undo_all(regions: &mut Regions<'_>, journal: &mut Journal, failed: 
                 if let Err(e) = journal.mark_done(&u) {
                     errors.push(format!("journal: {e}"));
                 }
-                events.emit(BakeEvent::Removed { bake_id: journal.bake_id.clone(), resource: u.to_string() });
+                events.emit(BakeEvent::Removed {
+                    bake_id: journal.bake_id.clone(),
+                    resource: u.to_string(),
+                });
             }
             Err(e) => {
                 tracing::warn!(resource = %u, error = %e, "cleanup failed");
@@ -148,31 +191,56 @@ pub async fn undo_all(regions: &mut Regions<'_>, journal: &mut Journal, failed: 
 }
 
 /// Removes what carries this bake's id but is not in the journal.
-async fn sweep(regions: &mut Regions<'_>, region: &str, journal: &mut Journal, failed: bool, events: &Events, cancel: &Cancel) -> Result<(), CloudError> {
+async fn sweep(
+    regions: &mut Regions<'_>,
+    region: &str,
+    journal: &mut Journal,
+    failed: bool,
+    events: &Events,
+    cancel: &Cancel,
+) -> Result<(), CloudError> {
     let id = journal.bake_id.clone();
     let aws = regions.get(region).await.clone();
     let mut found = Vec::new();
     for i in aws.instances_tagged(tag::BAKE_ID, &id).await? {
-        found.push(Undo::TerminateInstance { region: region.to_string(), id: i.id });
+        found.push(Undo::TerminateInstance {
+            region: region.to_string(),
+            id: i.id,
+        });
     }
     for g in aws.security_groups_tagged(tag::BAKE_ID, &id).await? {
-        found.push(Undo::DeleteSecurityGroup { region: region.to_string(), id: g });
+        found.push(Undo::DeleteSecurityGroup {
+            region: region.to_string(),
+            id: g,
+        });
     }
     for k in aws.key_pairs_tagged(tag::BAKE_ID, &id).await? {
-        found.push(Undo::DeleteKeyPair { region: region.to_string(), name: k });
+        found.push(Undo::DeleteKeyPair {
+            region: region.to_string(),
+            name: k,
+        });
     }
     if failed {
         let images = aws
-            .describe_images(&["self".to_string()], &[(&format!("tag:{}", tag::BAKE_ID), vec![id.clone()])])
+            .describe_images(
+                &["self".to_string()],
+                &[(&format!("tag:{}", tag::BAKE_ID), vec![id.clone()])],
+            )
             .await?;
         for i in images {
-            found.push(Undo::DeregisterImage { region: region.to_string(), id: i.id });
+            found.push(Undo::DeregisterImage {
+                region: region.to_string(),
+                id: i.id,
+            });
         }
     }
     for u in found {
         tracing::info!(resource = %u, "removing a resource the journal did not record");
         run(regions, &u, cancel).await?;
-        events.emit(BakeEvent::Removed { bake_id: id.clone(), resource: u.to_string() });
+        events.emit(BakeEvent::Removed {
+            bake_id: id.clone(),
+            resource: u.to_string(),
+        });
     }
     if failed {
         for s in aws.snapshots_tagged(tag::BAKE_ID, &id).await? {
@@ -184,8 +252,15 @@ async fn sweep(regions: &mut Regions<'_>, region: &str, journal: &mut Journal, f
 
 /// `bakery cleanup <bake-id>`: replays a journal (everything not done, as after a failure unless
 /// the bake succeeded) and sweeps the bake's tags.
-pub async fn cleanup(project: &Path, target: &Target, bake_id: &str, events: &Events, cancel: &Cancel) -> Result<Vec<Undo>, String> {
-    let mut journal = Journal::load(project, bake_id).map_err(|e| format!("no journal for bake {bake_id}: {e}"))?;
+pub async fn cleanup(
+    project: &Path,
+    target: &Target,
+    bake_id: &str,
+    events: &Events,
+    cancel: &Cancel,
+) -> Result<Vec<Undo>, String> {
+    let mut journal = Journal::load(project, bake_id)
+        .map_err(|e| format!("no journal for bake {bake_id}: {e}"))?;
     let failed = journal.state != State::Succeeded;
     let mut regions = Regions::new(target);
     let errors = undo_all(&mut regions, &mut journal, failed, events, cancel).await;
@@ -194,7 +269,9 @@ pub async fn cleanup(project: &Path, target: &Target, bake_id: &str, events: &Ev
     }
     let left = journal.pending(failed);
     if left.is_empty() && journal.state == State::Kept {
-        journal.set_state(State::Failed).map_err(|e| e.to_string())?;
+        journal
+            .set_state(State::Failed)
+            .map_err(|e| e.to_string())?;
     }
     Ok(left)
 }

@@ -88,7 +88,7 @@ pub fn validate(
     let kind = match kinds.as_slice() {
         [k] => *k,
         [] => {
-            if !doc.was_removed(path) {
+            if !doc.was_removed_under(path) {
                 diags.push(
                     doc.at(path, ErrorKind::MissingField, "a check needs a kind")
                         .with_hint(format!("add one of: {}", KINDS.join(", "))),
@@ -157,7 +157,7 @@ pub fn validate(
             .with_hint("add platform = \"windows\" to the check, or remove it"),
         );
     }
-    if let Some(m) = &raw.stdout_matches {
+    if let Some(m) = raw.stdout_matches.as_ref().filter(|m| !is_template(m)) {
         if let Err(e) = regex::Regex::new(m) {
             ok = false;
             let msg = e.to_string().lines().last().unwrap_or_default().to_string();
@@ -180,7 +180,7 @@ pub fn validate(
         None => None,
     };
     if let Some(s) = &raw.sha256 {
-        if !s.contains("{{") {
+        if !is_template(s) {
             if let Err(e) = values::sha256(s) {
                 ok = false;
                 diags.push(doc.at(&path.k("sha256"), ErrorKind::InvalidValue, e));
@@ -280,7 +280,7 @@ pub fn validate(
     let mut templates = std::collections::BTreeMap::new();
     let mut bad = false;
     let _ = kind.try_map_strings(|s| -> Result<String, ()> {
-        if s.contains("{{") || s.contains("{%") || s.contains("{#") {
+        if is_template(s) {
             let at = doc.src.text[offset..]
                 .find(s)
                 .map_or(offset, |i| offset + i);
@@ -314,4 +314,28 @@ pub fn names(ps: &[Platform]) -> String {
         .map(|p| p.as_str())
         .collect::<Vec<_>>()
         .join(" and ")
+}
+
+/// Whether a string has tera syntax (and so is checked after rendering).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// Rules for values that can only be checked once rendered (they may be templates).
+pub fn check_rendered(kind: &CheckKind) -> Result<(), String> {
+    match kind {
+        CheckKind::Command {
+            stdout_matches: Some(m),
+            ..
+        } => regex::Regex::new(m).map(|_| ()).map_err(|e| {
+            format!(
+                "stdout_matches is not a valid regular expression after rendering: {}",
+                e.to_string().lines().last().unwrap_or_default()
+            )
+        }),
+        CheckKind::File {
+            sha256: Some(h), ..
+        } => values::sha256(h).map_err(|e| format!("after rendering: {e}")),
+        _ => Ok(()),
+    }
 }

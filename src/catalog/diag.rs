@@ -236,9 +236,12 @@ impl SourceText {
         while !self.text.is_char_boundary(start) {
             start -= 1;
         }
+        // The span may start past the shown text (on a `\r` or the newline): keep the caret on
+        // the line.
+        let shown_end = line_start + line_text.len();
+        let start = start.min(shown_end);
         let col = self.text[line_start..start].chars().count() + 1;
-        let end = span.end.clamp(start, line_start + line_text.len());
-        let mut end = end;
+        let mut end = span.end.max(start).min(shown_end);
         while !self.text.is_char_boundary(end) {
             end -= 1;
         }
@@ -253,17 +256,6 @@ impl SourceText {
             source_line: Some(line_text.to_string()),
             width,
         }
-    }
-
-    /// Byte offset of `line` (1-based) plus `col - 1` characters.
-    pub fn offset_of(&self, line: usize, col: usize) -> usize {
-        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
-            return self.text.len();
-        };
-        self.text[start..]
-            .char_indices()
-            .nth(col.saturating_sub(1))
-            .map_or(self.text.len(), |(i, _)| start + i)
     }
 }
 
@@ -290,9 +282,14 @@ mod tests {
         let d = src.diag(ErrorKind::WrongType, 12..15, "m");
         assert_eq!((d.line, d.col, d.width), (2, 6, 3));
         assert_eq!(d.source_line.as_deref(), Some("bé = \"x\""));
-        assert_eq!(src.offset_of(2, 6), 12);
         let end = src.diag(ErrorKind::Syntax, 999..1000, "m");
         assert_eq!(end.line, 3);
+        // CRLF: a span on the `\r` or the `\n` stays on its line.
+        let crlf = SourceText::new("x.toml".into(), "name = \"app\r\nversion = 1\r\n".into());
+        for at in [11, 12] {
+            let d = crlf.diag(ErrorKind::Syntax, at..at + 1, "m");
+            assert_eq!((d.line, d.col, d.width), (1, 12, 0), "{at}");
+        }
     }
 
     #[test]

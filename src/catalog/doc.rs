@@ -134,6 +134,11 @@ impl Doc {
         self.removed.contains(path)
     }
 
+    /// Whether recovery dropped anything inside `path` (a misspelt kind key of a step, say).
+    pub fn was_removed_under(&self, path: &DocPath) -> bool {
+        self.removed.iter().any(|r| r.0.starts_with(&path.0))
+    }
+
     /// The string at `path`, if there is one.
     pub fn string(&self, path: &DocPath) -> Option<String> {
         let mut cur = self.root.get_ref();
@@ -330,6 +335,12 @@ impl Doc {
         }
         if let Some(rest) = msg.strip_prefix("invalid type: ") {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
+            // serde names our Raw* types; users know tables.
+            let expected = if expected.starts_with("struct ") {
+                "a table"
+            } else {
+                expected
+            };
             return self.src.diag(
                 ErrorKind::WrongType,
                 span,

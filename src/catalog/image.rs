@@ -156,7 +156,13 @@ pub fn validate(
         checks,
         publish: publish?,
         file: rel.to_path_buf(),
-        canonical: serde_json::to_string(&raw).unwrap_or_default(),
+        // Description and publish settings do not change what is baked; everything else does.
+        canonical: serde_json::to_string(&RawImage {
+            description: None,
+            publish: None,
+            ..raw.clone()
+        })
+        .unwrap_or_default(),
     })
 }
 
@@ -173,7 +179,7 @@ fn source(cx: &mut Ctx, path: &DocPath, s: &RawSource, arch: Architecture) -> Op
     .collect();
     match set.as_slice() {
         [] => {
-            if !cx.doc.was_removed(path) {
+            if !cx.doc.was_removed_under(path) {
                 let d = cx
                     .doc
                     .at(path, ErrorKind::MissingField, "the source needs exactly one of ami, ami_filter, ssm_parameter, image")
@@ -354,7 +360,9 @@ fn build(
         .to_string()
     });
     let ssh = Ssh {
-        sudo: ssh_raw.sudo.unwrap_or(platform == Platform::Linux && user != "root"),
+        sudo: ssh_raw
+            .sudo
+            .unwrap_or(platform == Platform::Linux && user != "root"),
         user,
         port: ssh_raw.port.unwrap_or(22),
     };
@@ -511,6 +519,10 @@ fn recipe_use(
                     .doc
                     .at(&kp, e.kind, format!("parameter `{k}`: {}", e.message));
                 d.hint = e.hint;
+                if e.kind == ErrorKind::SecretLiteral {
+                    // The source line would show the secret.
+                    d.source_line = None;
+                }
                 cx.diags.push(d);
             }
         }

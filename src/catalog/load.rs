@@ -39,7 +39,7 @@ impl Catalog {
             valid: &recipes,
         };
         for rel in list(root, "images", |p| {
-            p.extension().is_some_and(|e| e == "toml")
+            p.extension().is_some_and(|e| e == "toml") && recipe::plain_kind(p) == Some(false)
         }) {
             if let Some(stem) = rel.file_stem() {
                 declared.insert(stem.to_string_lossy().to_string());
@@ -154,7 +154,7 @@ fn load_recipes(
 ) -> (BTreeSet<String>, BTreeMap<RecipeName, Recipe>) {
     let mut folders = BTreeSet::new();
     let mut valid = BTreeMap::new();
-    for dir in list(root, "recipes", |p| p.is_dir()) {
+    for dir in list(root, "recipes", |p| recipe::plain_kind(p) == Some(true)) {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -226,6 +226,17 @@ fn check_parents(
                         ),
                     )
                     .with_hint("a layered image has its parent's platform");
+                diags.push(d);
+            } else if parent.architecture != img.architecture {
+                let d = docs[n].at(
+                    &path,
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "parent `{p}` is {} but this image is {}",
+                        parent.architecture.as_str(),
+                        img.architecture.as_str()
+                    ),
+                );
                 diags.push(d);
             }
             continue;

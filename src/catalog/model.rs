@@ -79,6 +79,9 @@ pub struct Template {
     pub label: String,
     /// The parsed template, made once and shared by every render of it.
     pub(crate) parsed: Arc<Parsed>,
+    /// False when the source spells the text differently (TOML escapes), so positions inside
+    /// the text cannot be mapped to the file: errors then point at the whole value.
+    pub exact: bool,
 }
 
 impl Template {
@@ -89,6 +92,7 @@ impl Template {
             offset,
             label,
             parsed: Arc::default(),
+            exact: true,
         }
     }
 
@@ -310,17 +314,6 @@ pub enum StepAction {
 }
 
 impl StepAction {
-    pub fn key(&self) -> &'static str {
-        match self {
-            StepAction::Shell(_) => "shell",
-            StepAction::PowerShell(_) => "powershell",
-            StepAction::File { .. } => "file",
-            StepAction::Download { .. } => "download",
-            StepAction::Restart { .. } => "restart",
-            StepAction::WindowsUpdate { .. } => "windows_update",
-        }
-    }
-
     /// Platforms the step kind can run on.
     pub fn runs_on(&self, p: Platform) -> bool {
         match self {

@@ -61,11 +61,16 @@ fn secret_ref(t: &toml::Table) -> Result<ParamValue, ParamError> {
         return Err(bad());
     }
     match k.as_str() {
-        "ssm" if s.starts_with('/') => Ok(ParamValue::Secret(SecretRef::Ssm(s.clone()))),
+        "ssm" if super::values::ssm_parameter(s).is_ok() => {
+            Ok(ParamValue::Secret(SecretRef::Ssm(s.clone())))
+        }
+        // Never echo the value: a misplaced secret may be what was written here.
         "ssm" => Err(ParamError {
             kind: ErrorKind::InvalidValue,
-            message: format!("`{s}` is not a fully qualified SSM parameter name"),
-            hint: Some("SSM parameter names start with `/`".into()),
+            message: "not a fully qualified SSM parameter name".into(),
+            hint: Some(
+                "SSM parameter names start with `/` and use letters, digits and _.-/".into(),
+            ),
         }),
         "secretsmanager" => Ok(ParamValue::Secret(SecretRef::SecretsManager(s.clone()))),
         _ => Err(bad()),

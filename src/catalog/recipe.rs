@@ -34,7 +34,7 @@ const DEFAULT_UPDATE_PASSES: u32 = 5;
 /// Reads a project file; a missing or unreadable file becomes a diagnostic on the file itself.
 pub fn read_source(root: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<SourceText> {
     match std::fs::read_to_string(root.join(rel)) {
-        Ok(text) => Some(SourceText::new(rel.to_path_buf(), text)),
+        Ok(text) => Some(SourceText::new(rel.to_path_buf(), strip_bom(text))),
         Err(e) => {
             diags.push(super::diag::Diagnostic::file(
                 ErrorKind::Io,
@@ -43,6 +43,14 @@ pub fn read_source(root: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<S
             ));
             None
         }
+    }
+}
+
+/// Editors on Windows may start a file with a byte-order mark; it is not content.
+pub fn strip_bom(text: String) -> String {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     }
 }
 
@@ -63,7 +71,9 @@ pub fn inline_template(doc: &Doc, path: &DocPath, text: &str, label: String) -> 
             skip += 1;
         }
     }
-    Template::new(text.to_string(), doc.src.clone(), span.start + skip, label)
+    let mut t = Template::new(text.to_string(), doc.src.clone(), span.start + skip, label);
+    t.exact = doc.src.text.get(t.offset..t.offset + text.len()) == Some(text);
+    t
 }
 
 /// A path inside the recipe folder: relative, no `..`.
@@ -118,9 +128,15 @@ impl Ctx<'_> {
             }
         };
         let file = self.dir.join(&rel_path);
-        let text = match std::fs::read(self.root.join(&file)) {
+        let plain = plain_kind(&self.root.join(&file)) == Some(false);
+        let read = if plain {
+            std::fs::read(self.root.join(&file))
+        } else {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let text = match read {
             Ok(b) => match String::from_utf8(b) {
-                Ok(t) => t,
+                Ok(t) => strip_bom(t),
                 Err(_) => {
                     self.err(
                         path,
@@ -243,6 +259,10 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
                         format!("default: {}", e.message),
                     );
                     d.hint = e.hint;
+                    if e.kind == ErrorKind::SecretLiteral {
+                        // The source line would show the secret.
+                        d.source_line = None;
+                    }
                     cx.diags.push(d);
                     continue;
                 }
@@ -291,7 +311,12 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
         steps,
         checks,
         dir,
-        canonical: serde_json::to_string(&raw).unwrap_or_default(),
+        // The description does not change what runs; everything else does.
+        canonical: serde_json::to_string(&RawRecipe {
+            description: None,
+            ..raw.clone()
+        })
+        .unwrap_or_default(),
     })
 }
 
@@ -324,7 +349,7 @@ fn step(cx: &mut Ctx, path: &DocPath, s: &RawStep, platforms: &[Platform]) -> Op
     let kind = match kinds.as_slice() {
         [k] => *k,
         [] => {
-            if !cx.doc.was_removed(path) {
+            if !cx.doc.was_removed_under(path) {
                 let d = cx
                     .doc
                     .at(path, ErrorKind::MissingField, "a step needs a kind")
@@ -606,22 +631,37 @@ fn recipe_files(
         }
     };
     let base = cx.root.join(cx.dir).join(&rel_path);
-    let is_dir = base.is_dir();
-    if !is_dir && !base.is_file() {
+    let Some(is_dir) = plain_kind(&base) else {
         let d = cx
             .doc
             .at(
                 path,
                 ErrorKind::MissingFile,
-                format!("`{}` not found", cx.dir.join(&rel_path).display()),
+                format!(
+                    "`{}` not found (or not a plain file or folder)",
+                    cx.dir.join(&rel_path).display()
+                ),
             )
             .with_hint(format!("paths are relative to {}", cx.dir.display()));
         cx.diags.push(d);
         return None;
-    }
+    };
     let mut found = Vec::new();
     if is_dir {
-        walk(&base, "", &mut found);
+        let mut odd = Vec::new();
+        walk(&base, "", &mut found, &mut odd);
+        if !odd.is_empty() {
+            cx.err(
+                path,
+                ErrorKind::InvalidValue,
+                format!(
+                "{} holds links or special files ({}): only plain files and folders are shipped",
+                cx.dir.join(&rel_path).display(),
+                odd.join(", ")
+            ),
+            );
+            return None;
+        }
     } else {
         found.push((String::new(), base.clone()));
     }
@@ -669,7 +709,10 @@ fn recipe_files(
     Some((is_dir, files))
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+/// Regular files under `dir` (recursively). Symlinks and special files are collected into
+/// `odd`: a link could pull in anything on the baking host (credentials, say), and a pipe would
+/// block validation.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>, odd: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -681,10 +724,22 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
             format!("{prefix}/{name}")
         };
         let p = e.path();
-        if p.is_dir() {
-            walk(&p, &rel, out);
-        } else {
-            out.push((rel, p));
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => walk(&p, &rel, out, odd),
+            Ok(m) if m.is_file() => out.push((rel, p)),
+            _ => odd.push(rel),
         }
+    }
+}
+
+/// Whether `p` is a regular file or directory, not a symlink or a special file.
+pub fn plain_kind(p: &Path) -> Option<bool> {
+    let m = std::fs::symlink_metadata(p).ok()?;
+    if m.is_dir() {
+        Some(true)
+    } else if m.is_file() {
+        Some(false)
+    } else {
+        None
     }
 }

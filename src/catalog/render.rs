@@ -88,6 +88,26 @@ impl RenderEnv {
         }
     }
 
+    /// Renders a template that is not a script (env values, URLs, paths, files, checks, user
+    /// data): a secret there would never be looked up, so using one is an error.
+    pub fn render_plain(&self, t: &Template) -> Result<String, Diagnostic> {
+        let uses = self.secrets.keys().find_map(|k| {
+            let needle = format!("params.{k}");
+            t.text.find(&needle).map(|i| (i, needle))
+        });
+        let uses = uses.or_else(|| t.text.find("secret(").map(|i| (i, "secret(".to_string())));
+        if let Some((i, needle)) = uses {
+            if t.text.contains("{{") || t.text.contains("{%") {
+                let off = t.offset + if t.exact { i } else { 0 };
+                return Err(t
+                    .src
+                    .diag(ErrorKind::InvalidValue, off..off + needle.len(), "a secret can only be used in a script")
+                    .with_hint("secrets render as a run-time lookup that only a shell or PowerShell script performs; read it in the script instead"));
+            }
+        }
+        self.render(t)
+    }
+
     /// Renders `t`; the error points into the template's file.
     pub fn render(&self, t: &Template) -> Result<String, Diagnostic> {
         if !t.text.contains("{{") && !t.text.contains("{%") && !t.text.contains("{#") {
@@ -133,8 +153,29 @@ fn parsed(t: &Template) -> Result<&tera::Tera, Diagnostic> {
     if let Some(tera) = t.parsed.0.get() {
         return Ok(tera);
     }
+    if let Some(m) = FORBIDDEN_TAG.find(&t.text) {
+        let off = t.offset + m.start();
+        let tag = m
+            .as_str()
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .trim();
+        return Err(t
+            .src
+            .diag(ErrorKind::TemplateSyntax, off..off + m.len(), format!("`{tag}` is not available in bakery templates"))
+            .with_hint("a recipe's templates are self-contained: put shared text in a parameter or a file step"));
+    }
     let mut tera = tera::Tera::default();
     tera.register_function("secret", secret_fn);
+    // Anything that depends on the machine or the moment would make fingerprints lie (and
+    // get_env could copy the baking host's credentials into a script).
+    for f in ["get_env", "now", "get_random"] {
+        tera.register_function(f, move |_: &HashMap<String, Value>| -> tera::Result<Value> {
+            Err(tera::Error::msg(format!(
+                "`{f}()` is not available in bakery templates: its result would depend on the machine that renders it"
+            )))
+        });
+    }
     tera.add_raw_template(NAME, &t.text)
         .map_err(|e| locate_error(t, &e))?;
     Ok(t.parsed.0.get_or_init(|| tera))
@@ -145,6 +186,9 @@ pub fn check_syntax(t: &Template) -> Result<(), Diagnostic> {
     parsed(t).map(|_| ())
 }
 
+/// Tags that reach outside the one template (and could include it again, forever).
+static FORBIDDEN_TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{%-?\s*(include|import|extends|macro)\b").expect("regex"));
 static POS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"--> (\d+):(\d+)").expect("regex"));
 static VAR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Variable `([^`]+)` not found").expect("regex"));
@@ -160,6 +204,20 @@ fn chain(e: &tera::Error) -> Vec<String> {
 }
 
 fn locate_error(t: &Template, e: &tera::Error) -> Diagnostic {
+    let d = locate_in_text(t, e);
+    if t.exact {
+        return d;
+    }
+    // Escapes in the TOML string: the position inside the text is not the position in the
+    // file, so point at the start of the value and keep the message.
+    let mut at = t
+        .src
+        .diag(d.kind, t.offset..t.offset + 1, d.message.clone());
+    at.hint = d.hint;
+    at
+}
+
+fn locate_in_text(t: &Template, e: &tera::Error) -> Diagnostic {
     let parts = chain(e);
     let all = parts.join("\n");
     if let Some(c) = POS.captures(&all) {
@@ -197,12 +255,15 @@ fn locate_error(t: &Template, e: &tera::Error) -> Diagnostic {
     }
     // Other render errors (a bad filter argument, secret() misuse): the most specific message.
     let msg = parts.last().cloned().unwrap_or_default();
-    let needle = if msg.starts_with("secret(") {
+    // The first `quoted` name from the error chain that appears in the template.
+    let needle = if all.contains("secret(name=") {
         "secret(".to_string()
     } else {
-        msg.split('`')
-            .nth(1)
-            .map(str::to_string)
+        parts
+            .iter()
+            .flat_map(|p| p.split('`').skip(1).step_by(2))
+            .map(|n| n.trim_end_matches("()").to_string())
+            .find(|n| !n.is_empty() && t.text.contains(n.as_str()))
             .unwrap_or_default()
     };
     let (start, len) = if needle.is_empty() {

@@ -34,6 +34,9 @@ static SSM_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^/[A-Za-z0-9_.\-/]+$"))
 static SHA256: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-fA-F]{64}$"));
 static ACCOUNT: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{12}$"));
 
+/// No duration in the formats needs more than ten years (deprecation dates included).
+const MAX_DURATION_SECS: u64 = 10 * 366 * 86_400;
+
 /// `90s`, `20m`, `2h`, `365d`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let hint = "write a number and a unit: 90s, 20m, 2h or 365d";
@@ -41,12 +44,16 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration; {hint}"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("`{s}` is not a duration; {hint}")),
+    };
+    let secs = n.checked_mul(unit_secs).filter(|s| *s <= MAX_DURATION_SECS);
+    let Some(secs) = secs else {
+        return Err(format!("`{s}` is longer than ten years"));
     };
     if secs == 0 {
         return Err(format!("`{s}` is zero; a timeout must be positive"));
@@ -223,7 +230,19 @@ mod tests {
         ] {
             assert_eq!(duration(s).unwrap().as_secs(), secs, "{s}");
         }
-        for bad in ["", "m", "10", "10x", "1.5h", "-3m", "0s", "3 m"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10x",
+            "1.5h",
+            "-3m",
+            "0s",
+            "3 m",
+            "999999999999999999d",
+            "18446744073709551615s",
+            "4000d",
+        ] {
             assert!(duration(bad).is_err(), "{bad}");
         }
     }

@@ -13,21 +13,34 @@ pub struct Outcome {
 }
 
 fn pass(detail: impl Into<String>) -> Outcome {
-    Outcome { passed: true, detail: detail.into() }
+    Outcome {
+        passed: true,
+        detail: detail.into(),
+    }
 }
 
 fn fail(detail: impl Into<String>) -> Outcome {
-    Outcome { passed: false, detail: detail.into() }
+    Outcome {
+        passed: false,
+        detail: detail.into(),
+    }
 }
 
 fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
-    stdout.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Evaluates the probe's exit code and stdout for `kind`. Empty output never passes.
 pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
     match kind {
-        CheckKind::Command { exit_code: want, stdout_contains, stdout_matches, .. } => {
+        CheckKind::Command {
+            exit_code: want,
+            stdout_contains,
+            stdout_matches,
+            ..
+        } => {
             if exit_code != *want {
                 return fail(format!("exit code {exit_code}, expected {want}"));
             }
@@ -45,13 +58,23 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             pass(format!("exit code {exit_code}"))
         }
-        CheckKind::File { exists, contains, sha256, mode, .. } => {
+        CheckKind::File {
+            exists,
+            contains,
+            sha256,
+            mode,
+            ..
+        } => {
             let Some(found) = field(stdout, "exists") else {
                 return fail("no output to evaluate");
             };
             let found = found == "1";
             if !*exists {
-                return if found { fail("exists, expected absent") } else { pass("absent") };
+                return if found {
+                    fail("exists, expected absent")
+                } else {
+                    pass("absent")
+                };
             }
             if !found {
                 return fail("does not exist");
@@ -59,7 +82,10 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             if let Some(m) = mode {
                 let got = field(stdout, "mode").and_then(|v| u32::from_str_radix(v, 8).ok());
                 if got != Some(*m) {
-                    return fail(format!("mode {}, expected {m:o}", got.map_or("unknown".into(), |g| format!("{g:o}"))));
+                    return fail(format!(
+                        "mode {}, expected {m:o}",
+                        got.map_or("unknown".into(), |g| format!("{g:o}"))
+                    ));
                 }
             }
             if let Some(h) = sha256 {
@@ -75,8 +101,11 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             pass("exists")
         }
-        CheckKind::Service { state, start_mode, .. } => {
-            let (Some(active), Some(enabled)) = (field(stdout, "active"), field(stdout, "enabled")) else {
+        CheckKind::Service {
+            state, start_mode, ..
+        } => {
+            let (Some(active), Some(enabled)) = (field(stdout, "active"), field(stdout, "enabled"))
+            else {
                 return fail("no output to evaluate");
             };
             if active.is_empty() && enabled.is_empty() {
@@ -89,14 +118,19 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
                     ServiceState::Stopped => !running,
                 };
                 if !ok {
-                    return fail(format!("is {active}, expected {}", if running { "stopped" } else { "running" }));
+                    return fail(format!(
+                        "is {active}, expected {}",
+                        if running { "stopped" } else { "running" }
+                    ));
                 }
             }
             if let Some(m) = start_mode {
                 // systemd: enabled = starts at boot, disabled = starts only on demand, masked =
                 // cannot start.
                 let got = match enabled {
-                    "enabled" | "enabled-runtime" | "static" | "alias" | "generated" => StartMode::Auto,
+                    "enabled" | "enabled-runtime" | "static" | "alias" | "generated" => {
+                        StartMode::Auto
+                    }
                     "masked" | "masked-runtime" => StartMode::Disabled,
                     _ => StartMode::Manual,
                 };
@@ -112,10 +146,15 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             for l in stdout.lines() {
                 if let Some(addr) = l.strip_prefix("ss=") {
                     saw = true;
-                    open |= addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) == Some(*port);
+                    open |=
+                        addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) == Some(*port);
                 } else if let Some(addr) = l.strip_prefix("proc=") {
                     saw = true;
-                    open |= addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(*port);
+                    open |= addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(*port);
                 }
             }
             if exit_code != 0 {
@@ -123,18 +162,29 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             match (open, *listening) {
                 (true, true) => pass(format!("port {port} is listening")),
-                (false, false) => pass(format!("nothing listens on {port}{}", if saw { "" } else { " (no listening sockets)" })),
+                (false, false) => pass(format!(
+                    "nothing listens on {port}{}",
+                    if saw { "" } else { " (no listening sockets)" }
+                )),
                 (true, false) => fail(format!("port {port} is listening, expected closed")),
                 (false, true) => fail(format!("nothing listens on {port}")),
             }
         }
-        CheckKind::Http { status, body_contains, .. } => {
+        CheckKind::Http {
+            status,
+            body_contains,
+            ..
+        } => {
             let Some(got) = field(stdout, "status") else {
                 return fail("no output to evaluate");
             };
             let got: u16 = got.parse().unwrap_or(0);
             if got != *status {
-                return fail(if got == 0 { "no HTTP answer".to_string() } else { format!("status {got}, expected {status}") });
+                return fail(if got == 0 {
+                    "no HTTP answer".to_string()
+                } else {
+                    format!("status {got}, expected {status}")
+                });
             }
             if let Some(c) = body_contains {
                 let body = stdout.split_once("body_begin\n").map_or("", |(_, b)| b);
@@ -144,7 +194,9 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             pass(format!("status {got}"))
         }
-        CheckKind::Package { installed, version, .. } => {
+        CheckKind::Package {
+            installed, version, ..
+        } => {
             let Some(found) = field(stdout, "installed") else {
                 return fail("no output to evaluate");
             };
@@ -163,7 +215,9 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             pass(format!("installed {got}"))
         }
-        CheckKind::Registry { .. } | CheckKind::Hotfix { .. } | CheckKind::WindowsFeature { .. } => {
+        CheckKind::Registry { .. }
+        | CheckKind::Hotfix { .. }
+        | CheckKind::WindowsFeature { .. } => {
             if stdout.trim().is_empty() {
                 fail("no output to evaluate")
             } else {
@@ -178,13 +232,28 @@ mod tests {
     use super::*;
 
     fn file(exists: bool, contains: Option<&str>, mode: Option<u32>) -> CheckKind {
-        CheckKind::File { path: "/x".into(), exists, contains: contains.map(str::to_string), sha256: None, mode }
+        CheckKind::File {
+            path: "/x".into(),
+            exists,
+            contains: contains.map(str::to_string),
+            sha256: None,
+            mode,
+        }
     }
 
     #[test]
     fn table() {
-        let svc = |state, start_mode| CheckKind::Service { service: "buildagent".into(), state, start_mode };
-        let cmd = CheckKind::Command { command: "x".into(), exit_code: 0, stdout_contains: Some("17.".into()), stdout_matches: Some("^openjdk".into()) };
+        let svc = |state, start_mode| CheckKind::Service {
+            service: "buildagent".into(),
+            state,
+            start_mode,
+        };
+        let cmd = CheckKind::Command {
+            command: "x".into(),
+            exit_code: 0,
+            stdout_contains: Some("17.".into()),
+            stdout_matches: Some("^openjdk".into()),
+        };
         let cases: Vec<(CheckKind, i32, &str, bool)> = vec![
             (cmd.clone(), 0, "openjdk 17.0.1", true),
             (cmd.clone(), 1, "openjdk 17.0.1", false),
@@ -194,24 +263,144 @@ mod tests {
             (file(true, None, None), 0, "exists=0\n", false),
             (file(true, None, None), 0, "", false),
             (file(false, None, None), 0, "exists=0\n", true),
-            (file(true, Some("x"), Some(0o755)), 0, "exists=1\nmode=755\ncontains=1\n", true),
-            (file(true, Some("x"), Some(0o755)), 0, "exists=1\nmode=644\ncontains=1\n", false),
-            (file(true, Some("x"), None), 0, "exists=1\ncontains=0\n", false),
-            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=inactive\nenabled=enabled\n", true),
-            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=active\nenabled=enabled\n", false),
-            (svc(Some(ServiceState::Stopped), Some(StartMode::Auto)), 0, "active=inactive\nenabled=disabled\n", false),
-            (svc(Some(ServiceState::Running), None), 0, "active=\nenabled=\n", false),
+            (
+                file(true, Some("x"), Some(0o755)),
+                0,
+                "exists=1\nmode=755\ncontains=1\n",
+                true,
+            ),
+            (
+                file(true, Some("x"), Some(0o755)),
+                0,
+                "exists=1\nmode=644\ncontains=1\n",
+                false,
+            ),
+            (
+                file(true, Some("x"), None),
+                0,
+                "exists=1\ncontains=0\n",
+                false,
+            ),
+            (
+                svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
+                0,
+                "active=inactive\nenabled=enabled\n",
+                true,
+            ),
+            (
+                svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
+                0,
+                "active=active\nenabled=enabled\n",
+                false,
+            ),
+            (
+                svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
+                0,
+                "active=inactive\nenabled=disabled\n",
+                false,
+            ),
+            (
+                svc(Some(ServiceState::Running), None),
+                0,
+                "active=\nenabled=\n",
+                false,
+            ),
             (svc(Some(ServiceState::Running), None), 0, "", false),
-            (CheckKind::Port { port: 22, listening: true }, 0, "ss=0.0.0.0:22\nss=[::]:22\n", true),
-            (CheckKind::Port { port: 9090, listening: false }, 0, "ss=0.0.0.0:22\n", true),
-            (CheckKind::Port { port: 9090, listening: true }, 0, "ss=0.0.0.0:22\n", false),
-            (CheckKind::Port { port: 22, listening: true }, 0, "proc=00000000:0016\n", true),
-            (CheckKind::Http { url: "u".into(), status: 200, body_contains: Some("ok".into()) }, 0, "status=200\nbody_begin\nall ok\n", true),
-            (CheckKind::Http { url: "u".into(), status: 200, body_contains: None }, 0, "status=000\nbody_begin\n", false),
-            (CheckKind::Package { package: "git".into(), installed: true, version: Some("2.4".into()) }, 0, "installed=1\nversion=2.40.1-1.amzn2023\n", true),
-            (CheckKind::Package { package: "git".into(), installed: true, version: Some("2.5".into()) }, 0, "installed=1\nversion=2.40.1\n", false),
-            (CheckKind::Package { package: "git".into(), installed: false, version: None }, 0, "installed=0\n", true),
-            (CheckKind::Hotfix { hotfix: "KB1".into(), installed: true }, 0, "", false),
+            (
+                CheckKind::Port {
+                    port: 22,
+                    listening: true,
+                },
+                0,
+                "ss=0.0.0.0:22\nss=[::]:22\n",
+                true,
+            ),
+            (
+                CheckKind::Port {
+                    port: 9090,
+                    listening: false,
+                },
+                0,
+                "ss=0.0.0.0:22\n",
+                true,
+            ),
+            (
+                CheckKind::Port {
+                    port: 9090,
+                    listening: true,
+                },
+                0,
+                "ss=0.0.0.0:22\n",
+                false,
+            ),
+            (
+                CheckKind::Port {
+                    port: 22,
+                    listening: true,
+                },
+                0,
+                "proc=00000000:0016\n",
+                true,
+            ),
+            (
+                CheckKind::Http {
+                    url: "u".into(),
+                    status: 200,
+                    body_contains: Some("ok".into()),
+                },
+                0,
+                "status=200\nbody_begin\nall ok\n",
+                true,
+            ),
+            (
+                CheckKind::Http {
+                    url: "u".into(),
+                    status: 200,
+                    body_contains: None,
+                },
+                0,
+                "status=000\nbody_begin\n",
+                false,
+            ),
+            (
+                CheckKind::Package {
+                    package: "git".into(),
+                    installed: true,
+                    version: Some("2.4".into()),
+                },
+                0,
+                "installed=1\nversion=2.40.1-1.amzn2023\n",
+                true,
+            ),
+            (
+                CheckKind::Package {
+                    package: "git".into(),
+                    installed: true,
+                    version: Some("2.5".into()),
+                },
+                0,
+                "installed=1\nversion=2.40.1\n",
+                false,
+            ),
+            (
+                CheckKind::Package {
+                    package: "git".into(),
+                    installed: false,
+                    version: None,
+                },
+                0,
+                "installed=0\n",
+                true,
+            ),
+            (
+                CheckKind::Hotfix {
+                    hotfix: "KB1".into(),
+                    installed: true,
+                },
+                0,
+                "",
+                false,
+            ),
         ];
         for (i, (k, code, out, want)) in cases.iter().enumerate() {
             let o = evaluate(k, *code, out);

@@ -193,16 +193,6 @@ impl CheckKind {
             },
         })
     }
-
-    /// Windows-only kinds.
-    pub fn windows_only(&self) -> bool {
-        matches!(
-            self,
-            CheckKind::Registry { .. }
-                | CheckKind::Hotfix { .. }
-                | CheckKind::WindowsFeature { .. }
-        )
-    }
 }
 
 pub mod eval;

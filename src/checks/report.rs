@@ -18,14 +18,22 @@ pub struct CheckResult {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
 
 /// A fixed-width table for terminals and logs.
 pub fn table(results: &[CheckResult]) -> String {
-    let w = results.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).clamp(5, 60);
+    let w = results
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 60);
     let mut out = format!("{:<6} {:<w$} {:<24} DETAIL\n", "RESULT", "CHECK", "FROM");
     for r in results {
         let name: String = r.name.chars().take(w).collect();
@@ -38,7 +46,11 @@ pub fn table(results: &[CheckResult]) -> String {
         ));
     }
     let failed = results.iter().filter(|r| !r.passed).count();
-    out.push_str(&format!("{} checks, {} passed, {failed} failed\n", results.len(), results.len() - failed));
+    out.push_str(&format!(
+        "{} checks, {} passed, {failed} failed\n",
+        results.len(),
+        results.len() - failed
+    ));
     out
 }
 
@@ -75,7 +87,11 @@ pub fn junit(image: &str, results: &[CheckResult]) -> String {
             r.duration.as_secs_f64()
         ));
         if !r.passed {
-            out.push_str(&format!("<failure message=\"{}\">{}</failure>", xml(&r.detail), xml(&r.detail)));
+            out.push_str(&format!(
+                "<failure message=\"{}\">{}</failure>",
+                xml(&r.detail),
+                xml(&r.detail)
+            ));
         }
         out.push_str("</testcase>\n");
     }
@@ -90,14 +106,34 @@ mod tests {
     #[test]
     fn junit_escapes_and_counts() {
         let r = vec![
-            CheckResult { name: "a<b".into(), origin: "recipe x".into(), kind: "command".into(), passed: true, detail: "ok".into(), duration: Duration::from_millis(5) },
-            CheckResult { name: "c".into(), origin: "image".into(), kind: "file".into(), passed: false, detail: "missing \"x\" & y".into(), duration: Duration::ZERO },
+            CheckResult {
+                name: "a<b".into(),
+                origin: "recipe x".into(),
+                kind: "command".into(),
+                passed: true,
+                detail: "ok".into(),
+                duration: Duration::from_millis(5),
+            },
+            CheckResult {
+                name: "c".into(),
+                origin: "image".into(),
+                kind: "file".into(),
+                passed: false,
+                detail: "missing \"x\" & y".into(),
+                duration: Duration::ZERO,
+            },
         ];
         let x = junit("img", &r);
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
         assert!(x.contains("name=\"a&lt;b\""), "{x}");
-        assert!(x.contains("<failure message=\"missing &quot;x&quot; &amp; y\">"), "{x}");
+        assert!(
+            x.contains("<failure message=\"missing &quot;x&quot; &amp; y\">"),
+            "{x}"
+        );
         let t = table(&r);
-        assert!(t.contains("FAIL") && t.contains("2 checks, 1 passed, 1 failed"), "{t}");
+        assert!(
+            t.contains("FAIL") && t.contains("2 checks, 1 passed, 1 failed"),
+            "{t}"
+        );
     }
 }

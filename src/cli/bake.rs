@@ -51,8 +51,18 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
             return;
         }
         let line = match e {
-            BakeEvent::Phase { bake_id, image, phase } => Some(format!("==> {image} [{bake_id}] {phase}")),
-            BakeEvent::Step { index, total, recipe, name, .. } => Some(format!("--> step {index}/{total}: {recipe} / {name}")),
+            BakeEvent::Phase {
+                bake_id,
+                image,
+                phase,
+            } => Some(format!("==> {image} [{bake_id}] {phase}")),
+            BakeEvent::Step {
+                index,
+                total,
+                recipe,
+                name,
+                ..
+            } => Some(format!("--> step {index}/{total}: {recipe} / {name}")),
             BakeEvent::Output { stream, line, .. } => {
                 if let Some(pb) = &bar {
                     pb.set_message(line.chars().take(100).collect::<String>());
@@ -85,13 +95,14 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
 /// what is left.
 fn on_signals(cancel: Cancel, current: Arc<Mutex<Option<String>>>) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         let mut count = 0;
         loop {
             tokio::select! {
@@ -103,7 +114,11 @@ fn on_signals(cancel: Cancel, current: Arc<Mutex<Option<String>>>) {
                 eprintln!("interrupted: cleaning up what this bake created (interrupt again to skip cleanup)");
                 cancel.cancel();
             } else {
-                let id = current.lock().ok().and_then(|c| c.clone()).unwrap_or_default();
+                let id = current
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .unwrap_or_default();
                 eprintln!("cleanup skipped: resources may be left behind; remove them with: bakery cleanup {id}");
                 std::process::exit(EXIT_CANCELLED);
             }
@@ -119,10 +134,22 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     let current = Arc::new(Mutex::new(None));
     let events = renderer(a.log_format, a.verbose, current.clone());
     let cancel = Cancel::new();
-    let opts = BakeOptions { on_error: a.on_error, ..Default::default() };
+    let opts = BakeOptions {
+        on_error: a.on_error,
+        ..Default::default()
+    };
     let result = rt.block_on(async {
         on_signals(cancel.clone(), current.clone());
-        bake::bake(project, &catalog, &ImageName::new_unchecked(a.image), &target, &opts, &events, &cancel).await
+        bake::bake(
+            project,
+            &catalog,
+            &ImageName::new_unchecked(a.image),
+            &target,
+            &opts,
+            &events,
+            &cancel,
+        )
+        .await
     });
     match result {
         Ok(art) => {
@@ -130,14 +157,20 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
                 write(j, &report::junit(&art.image, &art.checks))?;
             }
             if let Some(m) = a.manifest {
-                let s = serde_json::to_string_pretty(&art).map_err(|e| CliError::Failed(e.to_string()))?;
+                let s = serde_json::to_string_pretty(&art)
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
                 write(m, &s)?;
             }
             if a.json {
                 return print_json(&art);
             }
             println!("{}", report::table(&art.checks).trim_end());
-            println!("baked {} {} (fingerprint {})", art.image, art.version, &art.fingerprint[..12.min(art.fingerprint.len())]);
+            println!(
+                "baked {} {} (fingerprint {})",
+                art.image,
+                art.version,
+                &art.fingerprint[..12.min(art.fingerprint.len())]
+            );
             for (region, ami) in &art.amis {
                 println!("  {region}: {ami}");
             }
@@ -163,8 +196,14 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     }
 }
 
-pub fn run_cleanup(project: &Path, bake_id: &str, target: Option<&str>, log_format: LogFormat) -> Result<(), CliError> {
-    let journal = Journal::load(project, bake_id).map_err(|e| CliError::Failed(format!("no journal for bake {bake_id}: {e}")))?;
+pub fn run_cleanup(
+    project: &Path,
+    bake_id: &str,
+    target: Option<&str>,
+    log_format: LogFormat,
+) -> Result<(), CliError> {
+    let journal = Journal::load(project, bake_id)
+        .map_err(|e| CliError::Failed(format!("no journal for bake {bake_id}: {e}")))?;
     let catalog = load(project)?;
     let target = catalog.target(target.unwrap_or(&journal.target))?.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
@@ -179,12 +218,15 @@ pub fn run_cleanup(project: &Path, bake_id: &str, target: Option<&str>, log_form
     } else {
         Err(CliError::Failed(format!(
             "bake {bake_id}: still left: {}",
-            left.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", ")
+            left.iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
-    std::fs::write(path, text).map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
-

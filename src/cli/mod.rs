@@ -91,7 +91,9 @@ pub enum Command {
         json: bool,
     },
     /// Bake an image: launch, provision, verify, capture, register a new version.
-    #[command(after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted.")]
+    #[command(
+        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
+    )]
     Bake {
         /// Image name.
         image: String,
@@ -112,7 +114,9 @@ pub enum Command {
         json: bool,
     },
     /// Remove what a bake left behind, from its journal (.bakery/bakes/<bake-id>.json).
-    #[command(after_help = "Examples:\n  bakery cleanup bk-t4m2xa-1f2e3d4c\n  bakery cleanup bk-t4m2xa-1f2e3d4c --target sandbox")]
+    #[command(
+        after_help = "Examples:\n  bakery cleanup bk-t4m2xa-1f2e3d4c\n  bakery cleanup bk-t4m2xa-1f2e3d4c --target sandbox"
+    )]
     Cleanup {
         bake_id: String,
         /// Target (default: the one the bake used).
@@ -201,7 +205,14 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target.as_deref(),
             *json,
         ),
-        Command::Bake { image, target, on_error, manifest, junit, json } => bake::run_bake(
+        Command::Bake {
+            image,
+            target,
+            on_error,
+            manifest,
+            junit,
+            json,
+        } => bake::run_bake(
             &cli.project,
             &bake::BakeArgs {
                 image,
@@ -217,7 +228,9 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 verbose: cli.verbose,
             },
         ),
-        Command::Cleanup { bake_id, target } => bake::run_cleanup(&cli.project, bake_id, target.as_deref(), cli.log_format),
+        Command::Cleanup { bake_id, target } => {
+            bake::run_cleanup(&cli.project, bake_id, target.as_deref(), cli.log_format)
+        }
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Image => schemars::schema_for!(crate::catalog::raw::RawImage),

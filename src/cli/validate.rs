@@ -11,6 +11,12 @@ use crate::catalog::Catalog;
 pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError> {
     let mut roots: Vec<PathBuf> = Vec::new();
     if paths.is_empty() {
+        if !project.is_dir() {
+            return Err(CliError::Failed(format!(
+                "{} is not a directory",
+                project.display()
+            )));
+        }
         roots.push(project.to_path_buf());
     }
     for p in paths {

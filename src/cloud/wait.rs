@@ -15,9 +15,15 @@ use super::CloudError;
 pub enum Poll<T> {
     Ready(T),
     /// Not yet: the state now, and AWS's reason if it gave one.
-    Pending { state: String, reason: Option<String> },
+    Pending {
+        state: String,
+        reason: Option<String>,
+    },
     /// A state the resource will not come back from (terminated while we wait for running).
-    Failed { state: String, reason: Option<String> },
+    Failed {
+        state: String,
+        reason: Option<String>,
+    },
 }
 
 /// How to wait for one resource.
@@ -92,7 +98,10 @@ impl Wait {
                 }
             }
             let waited = started.elapsed();
-            let delay = delays.next().unwrap_or(self.max_delay).min(self.timeout - waited);
+            let delay = delays
+                .next()
+                .unwrap_or(self.max_delay)
+                .min(self.timeout - waited);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = cancel.cancelled() => return Err(CloudError::Cancelled),
@@ -120,7 +129,10 @@ mod tests {
             .until(&Cancel::new(), || {
                 n += 1;
                 let r = if n < 3 {
-                    Poll::Pending { state: "pending".into(), reason: None }
+                    Poll::Pending {
+                        state: "pending".into(),
+                        reason: None,
+                    }
                 } else {
                     Poll::Ready(n)
                 };
@@ -143,14 +155,23 @@ mod tests {
             .await
             .unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("instance i-1") && s.contains("running") && s.contains("last state pending (Server.InternalError)") && s.contains("after 0s"), "{s}");
+        assert!(
+            s.contains("instance i-1")
+                && s.contains("running")
+                && s.contains("last state pending (Server.InternalError)")
+                && s.contains("after 0s"),
+            "{s}"
+        );
     }
 
     #[tokio::test]
     async fn terminal_states_fail_fast() {
         let e = quick(60_000)
             .until(&Cancel::new(), || async {
-                Ok::<Poll<()>, CloudError>(Poll::Failed { state: "terminated".into(), reason: Some("Client.UserInitiatedShutdown".into()) })
+                Ok::<Poll<()>, CloudError>(Poll::Failed {
+                    state: "terminated".into(),
+                    reason: Some("Client.UserInitiatedShutdown".into()),
+                })
             })
             .await
             .unwrap_err();
@@ -165,9 +186,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             c2.cancel();
         });
-        let w = Wait { first_delay: Duration::from_secs(5), max_delay: Duration::from_secs(5), ..Wait::new("x", "y", Duration::from_secs(60)) };
+        let w = Wait {
+            first_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(5),
+            ..Wait::new("x", "y", Duration::from_secs(60))
+        };
         let e = w
-            .until(&c, || async { Ok::<Poll<()>, CloudError>(Poll::Pending { state: "pending".into(), reason: None }) })
+            .until(&c, || async {
+                Ok::<Poll<()>, CloudError>(Poll::Pending {
+                    state: "pending".into(),
+                    reason: None,
+                })
+            })
             .await
             .unwrap_err();
         assert!(matches!(e, CloudError::Cancelled));

@@ -39,7 +39,10 @@ pub fn next_version(existing: &[Version], mm: MajorMinor) -> Version {
 
 /// The version a requirement resolves to: the highest matching version that is not revoked.
 /// Channels other than `latest` are resolved by the registry's channel parameters.
-pub fn resolve<'a>(req: &ParentReq, versions: impl IntoIterator<Item = (&'a Version, bool)>) -> Option<&'a Version> {
+pub fn resolve<'a>(
+    req: &ParentReq,
+    versions: impl IntoIterator<Item = (&'a Version, bool)>,
+) -> Option<&'a Version> {
     versions
         .into_iter()
         .filter(|(_, revoked)| !revoked)
@@ -63,20 +66,39 @@ mod tests {
     fn next_patch() {
         let mm = MajorMinor { major: 1, minor: 4 };
         assert_eq!(next_version(&[], mm), v("1.4.0"));
-        assert_eq!(next_version(&[v("1.4.0"), v("1.4.2"), v("1.5.7"), v("1.3.9")], mm), v("1.4.3"));
+        assert_eq!(
+            next_version(&[v("1.4.0"), v("1.4.2"), v("1.5.7"), v("1.3.9")], mm),
+            v("1.4.3")
+        );
         assert_eq!(next_version(&[v("1.4.3-rc.1")], mm), v("1.4.4"));
     }
 
     #[test]
     fn resolving() {
-        let vs = [v("1.0.0"), v("1.2.0"), v("1.3.0"), v("2.0.0"), v("2.1.0-rc.1")];
+        let vs = [
+            v("1.0.0"),
+            v("1.2.0"),
+            v("1.3.0"),
+            v("2.0.0"),
+            v("2.1.0-rc.1"),
+        ];
         let req = |s: &str| ParentReq::Semver(semver::VersionReq::parse(s).unwrap());
-        let all = |revoked: &[&str]| vs.iter().map(|x| (x, revoked.contains(&x.to_string().as_str()))).collect::<Vec<_>>();
+        let all = |revoked: &[&str]| {
+            vs.iter()
+                .map(|x| (x, revoked.contains(&x.to_string().as_str())))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(resolve(&req("^1"), all(&[])), Some(&v("1.3.0")));
         assert_eq!(resolve(&req("^1"), all(&["1.3.0"])), Some(&v("1.2.0")));
         assert_eq!(resolve(&req("~1.2"), all(&[])), Some(&v("1.2.0")));
         assert_eq!(resolve(&req("^3"), all(&[])), None);
-        assert_eq!(resolve(&ParentReq::Channel("latest".into()), all(&[])), Some(&v("2.0.0")));
-        assert_eq!(resolve(&ParentReq::Channel("stable".into()), all(&[])), None);
+        assert_eq!(
+            resolve(&ParentReq::Channel("latest".into()), all(&[])),
+            Some(&v("2.0.0"))
+        );
+        assert_eq!(
+            resolve(&ParentReq::Channel("stable".into()), all(&[])),
+            None
+        );
     }
 }

@@ -36,9 +36,17 @@ pub enum RemoteError {
     #[error("{addr}: the server refused key authentication for user {user}")]
     Auth { addr: String, user: String },
     #[error("{addr}: the host key changed during the bake (pinned {pinned}, now {seen})")]
-    HostKeyChanged { addr: String, pinned: String, seen: String },
+    HostKeyChanged {
+        addr: String,
+        pinned: String,
+        seen: String,
+    },
     #[error("ssh {op} on {addr}: {message}")]
-    Ssh { op: &'static str, addr: String, message: String },
+    Ssh {
+        op: &'static str,
+        addr: String,
+        message: String,
+    },
     #[error("sftp {op} {path} on {addr}: {message}")]
     Sftp {
         op: &'static str,
@@ -78,6 +86,9 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        assert_eq!(sh_quote_expand("$BAKERY_WORKDIR/a \"b\"`c`"), r#""$BAKERY_WORKDIR/a \"b\"\`c\`""#);
+        assert_eq!(
+            sh_quote_expand("$BAKERY_WORKDIR/a \"b\"`c`"),
+            r#""$BAKERY_WORKDIR/a \"b\"\`c\`""#
+        );
     }
 }

@@ -45,7 +45,8 @@ pub struct HostKeyPin(Arc<Mutex<Option<PublicKey>>>);
 impl HostKeyPin {
     pub fn fingerprint(&self) -> Option<String> {
         let k = self.0.lock().ok()?;
-        k.as_ref().map(|k| k.fingerprint(Default::default()).to_string())
+        k.as_ref()
+            .map(|k| k.fingerprint(Default::default()).to_string())
     }
 }
 
@@ -57,7 +58,10 @@ struct Handler {
 impl client::Handler for Handler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         // A build instance presents a plain host key; certificates are not expected.
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             return Ok(false);
@@ -90,7 +94,12 @@ pub struct Ssh {
 impl Ssh {
     /// Connects and authenticates, retrying (bounded, jittered) until sshd answers. A changed
     /// host key or a refused key is not retried.
-    pub async fn connect(target: &SshTarget, pin: &HostKeyPin, timeout: Duration, cancel: &Cancel) -> Result<Ssh, RemoteError> {
+    pub async fn connect(
+        target: &SshTarget,
+        pin: &HostKeyPin,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<Ssh, RemoteError> {
         let started = Instant::now();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -115,7 +124,10 @@ impl Ssh {
                 return Err(RemoteError::Connect { addr, last, waited });
             }
             tracing::debug!(addr = %addr, error = %last, "ssh not ready, retrying");
-            let d = delays.next().unwrap_or(Duration::from_secs(5)).min(timeout - waited);
+            let d = delays
+                .next()
+                .unwrap_or(Duration::from_secs(5))
+                .min(timeout - waited);
             tokio::select! {
                 () = tokio::time::sleep(d) => {}
                 () = cancel.cancelled() => return Err(RemoteError::Cancelled),
@@ -136,46 +148,68 @@ impl Ssh {
             pin: pin.clone(),
             changed: changed.clone(),
         };
-        let mut handle = match client::connect(config, (target.host.as_str(), target.port), handler).await {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(seen) = changed.lock().ok().and_then(|c| c.clone()) {
-                    return Err(RemoteError::HostKeyChanged {
+        let mut handle =
+            match client::connect(config, (target.host.as_str(), target.port), handler).await {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(seen) = changed.lock().ok().and_then(|c| c.clone()) {
+                        return Err(RemoteError::HostKeyChanged {
+                            addr,
+                            pinned: pin.fingerprint().unwrap_or_default(),
+                            seen,
+                        });
+                    }
+                    return Err(RemoteError::Ssh {
+                        op: "connect",
                         addr,
-                        pinned: pin.fingerprint().unwrap_or_default(),
-                        seen,
+                        message: e.to_string(),
                     });
                 }
-                return Err(RemoteError::Ssh { op: "connect", addr, message: e.to_string() });
-            }
-        };
+            };
         let key = PrivateKeyWithHashAlg::new(target.key.clone(), None);
         let auth = handle
             .authenticate_publickey(target.user.clone(), key)
             .await
-            .map_err(|e| RemoteError::Ssh { op: "auth", addr: addr.clone(), message: e.to_string() })?;
+            .map_err(|e| RemoteError::Ssh {
+                op: "auth",
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
         if !auth.success() {
-            return Err(RemoteError::Auth { addr, user: target.user.clone() });
+            return Err(RemoteError::Auth {
+                addr,
+                user: target.user.clone(),
+            });
         }
         Ok(Ssh { handle, addr })
     }
 
     /// Runs `command` (through the login user's shell), streaming output line by line to
     /// `on_line`; returns the exit status and the captured output.
-    pub async fn exec(&self, command: &str, on_line: &mut (dyn FnMut(Stream, &str) + Send)) -> Result<ExecOutput, RemoteError> {
+    pub async fn exec(
+        &self,
+        command: &str,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExecOutput, RemoteError> {
         let mut ch = self
             .handle
             .channel_open_session()
             .await
             .map_err(|e| self.ssh_err("open channel", e))?;
-        ch.exec(true, command).await.map_err(|e| self.ssh_err("exec", e))?;
+        ch.exec(true, command)
+            .await
+            .map_err(|e| self.ssh_err("exec", e))?;
         let mut out = ExecOutput::default();
         let (mut partial_out, mut partial_err) = (Vec::new(), Vec::new());
         let mut code = None;
         while let Some(msg) = ch.wait().await {
             match msg {
-                ChannelMsg::Data { data } => lines(&data, &mut partial_out, Stream::Stdout, &mut out, on_line),
-                ChannelMsg::ExtendedData { data, ext: 1 } => lines(&data, &mut partial_err, Stream::Stderr, &mut out, on_line),
+                ChannelMsg::Data { data } => {
+                    lines(&data, &mut partial_out, Stream::Stdout, &mut out, on_line)
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    lines(&data, &mut partial_err, Stream::Stderr, &mut out, on_line)
+                }
                 ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status as i32),
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     tracing::warn!(signal = ?signal_name, "remote command killed by a signal");
@@ -187,7 +221,13 @@ impl Ssh {
         flush(&mut partial_out, Stream::Stdout, &mut out, on_line);
         flush(&mut partial_err, Stream::Stderr, &mut out, on_line);
         out.exit_code = code.ok_or_else(|| RemoteError::NoExitStatus {
-            command: command.lines().next().unwrap_or_default().chars().take(80).collect(),
+            command: command
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect(),
         })?;
         Ok(out)
     }
@@ -196,11 +236,18 @@ impl Ssh {
     pub async fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), RemoteError> {
         let sftp = self.sftp().await?;
         let mut f = sftp
-            .open_with_flags(path, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE)
+            .open_with_flags(
+                path,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+            )
             .await
             .map_err(|e| self.sftp_err("open", path, e))?;
-        f.write_all(bytes).await.map_err(|e| self.sftp_err("write", path, e))?;
-        f.shutdown().await.map_err(|e| self.sftp_err("close", path, e))?;
+        f.write_all(bytes)
+            .await
+            .map_err(|e| self.sftp_err("write", path, e))?;
+        f.shutdown()
+            .await
+            .map_err(|e| self.sftp_err("close", path, e))?;
         Ok(())
     }
 
@@ -214,15 +261,24 @@ impl Ssh {
                 dir.push('/');
                 dir.push_str(part);
                 if sftp.metadata(&dir).await.is_err() {
-                    sftp.create_dir(&dir).await.map_err(|e| self.sftp_err("mkdir", &dir, e))?;
+                    sftp.create_dir(&dir)
+                        .await
+                        .map_err(|e| self.sftp_err("mkdir", &dir, e))?;
                 }
             }
             let mut f = sftp
-                .open_with_flags(path, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE)
+                .open_with_flags(
+                    path,
+                    OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                )
                 .await
                 .map_err(|e| self.sftp_err("open", path, e))?;
-            f.write_all(bytes).await.map_err(|e| self.sftp_err("write", path, e))?;
-            f.shutdown().await.map_err(|e| self.sftp_err("close", path, e))?;
+            f.write_all(bytes)
+                .await
+                .map_err(|e| self.sftp_err("write", path, e))?;
+            f.shutdown()
+                .await
+                .map_err(|e| self.sftp_err("close", path, e))?;
         }
         Ok(())
     }
@@ -233,7 +289,9 @@ impl Ssh {
             .channel_open_session()
             .await
             .map_err(|e| self.ssh_err("open channel", e))?;
-        ch.request_subsystem(true, "sftp").await.map_err(|e| self.ssh_err("sftp subsystem", e))?;
+        ch.request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| self.ssh_err("sftp subsystem", e))?;
         SftpSession::new(ch.into_stream())
             .await
             .map_err(|e| self.sftp_err("start", "", e))
@@ -247,11 +305,20 @@ impl Ssh {
     }
 
     fn ssh_err(&self, op: &'static str, e: russh::Error) -> RemoteError {
-        RemoteError::Ssh { op, addr: self.addr.clone(), message: e.to_string() }
+        RemoteError::Ssh {
+            op,
+            addr: self.addr.clone(),
+            message: e.to_string(),
+        }
     }
 
     fn sftp_err(&self, op: &'static str, path: &str, e: impl std::fmt::Display) -> RemoteError {
-        RemoteError::Sftp { op, path: path.to_string(), addr: self.addr.clone(), message: e.to_string() }
+        RemoteError::Sftp {
+            op,
+            path: path.to_string(),
+            addr: self.addr.clone(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -264,7 +331,13 @@ fn keep(buf: &mut String, truncated: &mut bool, line: &str) {
     buf.push('\n');
 }
 
-fn lines(data: &[u8], partial: &mut Vec<u8>, s: Stream, out: &mut ExecOutput, on_line: &mut (dyn FnMut(Stream, &str) + Send)) {
+fn lines(
+    data: &[u8],
+    partial: &mut Vec<u8>,
+    s: Stream,
+    out: &mut ExecOutput,
+    on_line: &mut (dyn FnMut(Stream, &str) + Send),
+) {
     partial.extend_from_slice(data);
     while let Some(i) = partial.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = partial.drain(..=i).collect();
@@ -278,7 +351,12 @@ fn lines(data: &[u8], partial: &mut Vec<u8>, s: Stream, out: &mut ExecOutput, on
     }
 }
 
-fn flush(partial: &mut Vec<u8>, s: Stream, out: &mut ExecOutput, on_line: &mut (dyn FnMut(Stream, &str) + Send)) {
+fn flush(
+    partial: &mut Vec<u8>,
+    s: Stream,
+    out: &mut ExecOutput,
+    on_line: &mut (dyn FnMut(Stream, &str) + Send),
+) {
     if partial.is_empty() {
         return;
     }

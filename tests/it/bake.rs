@@ -20,30 +20,66 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
     rt().block_on(async {
         let (ec2, _) = sb.clients().await;
         let mut out = Vec::new();
-        let inst = ec2.describe_instances().send().await.expect("DescribeInstances");
+        let inst = ec2
+            .describe_instances()
+            .send()
+            .await
+            .expect("DescribeInstances");
         for i in inst.reservations().iter().flat_map(|r| r.instances()) {
-            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
             if state != "terminated" {
-                out.push(format!("instance {} {state}", i.instance_id().unwrap_or_default()));
+                out.push(format!(
+                    "instance {} {state}",
+                    i.instance_id().unwrap_or_default()
+                ));
             }
         }
-        for k in ec2.describe_key_pairs().send().await.expect("DescribeKeyPairs").key_pairs() {
+        for k in ec2
+            .describe_key_pairs()
+            .send()
+            .await
+            .expect("DescribeKeyPairs")
+            .key_pairs()
+        {
             out.push(format!("key pair {}", k.key_name().unwrap_or_default()));
         }
-        for g in ec2.describe_security_groups().send().await.expect("DescribeSecurityGroups").security_groups() {
+        for g in ec2
+            .describe_security_groups()
+            .send()
+            .await
+            .expect("DescribeSecurityGroups")
+            .security_groups()
+        {
             if g.group_name() != Some("default") {
-                out.push(format!("security group {}", g.group_id().unwrap_or_default()));
+                out.push(format!(
+                    "security group {}",
+                    g.group_id().unwrap_or_default()
+                ));
             }
         }
         // Snapshots of this account that no registered image uses.
-        let images = ec2.describe_images().owners("self").send().await.expect("DescribeImages");
+        let images = ec2
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .expect("DescribeImages");
         let used: Vec<String> = images
             .images()
             .iter()
             .flat_map(|i| i.block_device_mappings())
             .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
             .collect();
-        let snaps = ec2.describe_snapshots().owner_ids("self").send().await.expect("DescribeSnapshots");
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .expect("DescribeSnapshots");
         for s in snaps.snapshots() {
             let id = s.snapshot_id().unwrap_or_default().to_string();
             let ours = s.tags().iter().any(|t| t.key() == Some("bakery:bake-id"));
@@ -51,7 +87,11 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
                 out.push(format!("snapshot {id}"));
             }
         }
-        out.extend(sb.leftover_workdirs().into_iter().map(|w| format!("workdir {w}")));
+        out.extend(
+            sb.leftover_workdirs()
+                .into_iter()
+                .map(|w| format!("workdir {w}")),
+        );
         out
     })
 }
@@ -63,7 +103,12 @@ fn registered(sb: &Sandbox, image: &str) -> Vec<(String, String)> {
         let out = ec2
             .describe_images()
             .owners("self")
-            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:bakery:image").values(image).build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:bakery:image")
+                    .values(image)
+                    .build(),
+            )
             .send()
             .await
             .expect("DescribeImages");
@@ -71,8 +116,16 @@ fn registered(sb: &Sandbox, image: &str) -> Vec<(String, String)> {
             .images()
             .iter()
             .map(|i| {
-                let version = i.tags().iter().find(|t| t.key() == Some("bakery:version")).and_then(|t| t.value()).unwrap_or_default();
-                (version.to_string(), i.image_id().unwrap_or_default().to_string())
+                let version = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("bakery:version"))
+                    .and_then(|t| t.value())
+                    .unwrap_or_default();
+                (
+                    version.to_string(),
+                    i.image_id().unwrap_or_default().to_string(),
+                )
             })
             .collect();
         v.sort();
@@ -85,21 +138,28 @@ fn parameter(sb: &Sandbox, name: &str) -> Option<(String, String)> {
         let (_, ssm) = sb.clients().await;
         let p = ssm.get_parameter().name(name).send().await.ok()?;
         let p = p.parameter()?;
-        Some((p.value()?.to_string(), p.data_type().unwrap_or_default().to_string()))
+        Some((
+            p.value()?.to_string(),
+            p.data_type().unwrap_or_default().to_string(),
+        ))
     })
 }
 
 /// sandbox-demo plus a recipe whose second step fails.
 fn add_failing_step(sb: &Sandbox) {
     sb.project.write("recipes/fail-step/recipe.toml", "platforms = [\"linux\"]\n\n[[step]]\nname = \"fails on purpose\"\nshell = { inline = \"echo about to fail\\nexit 7\" }\n");
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let img = demo.replace("name = \"sandbox-demo\"", "name = \"fail-step\"").replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]");
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let img = demo
+        .replace("name = \"sandbox-demo\"", "name = \"fail-step\"")
+        .replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]");
     sb.project.write("images/fail-step.toml", &img);
 }
 
 /// sandbox-demo plus an image check that cannot pass.
 fn add_failing_check(sb: &Sandbox) {
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     let img = demo.replace("name = \"sandbox-demo\"", "name = \"fail-check\"")
         + "\n[[check]]\nname = \"a file nobody made\"\nfile = \"{{ workdir }}/no-such-file\"\n";
     sb.project.write("images/fail-check.toml", &img);
@@ -110,45 +170,107 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
     let sb = Sandbox::start();
     let manifest = sb.project.path().join("manifest.json");
     let junit = sb.project.path().join("checks.xml");
-    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--manifest", manifest.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let out = sb.bakery(&[
+        "bake",
+        "sandbox-demo",
+        "--target",
+        "sandbox",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     assert_eq!(m["image"], "sandbox-demo");
     assert_eq!(m["version"], "0.1.0");
     let ami = m["amis"]["us-east-1"].as_str().expect("ami").to_string();
     let fingerprint = m["fingerprint"].as_str().expect("fingerprint").to_string();
     assert_eq!(fingerprint.len(), 64);
-    for phase in ["preflight", "launch", "connect", "provision", "verify", "capture", "publish", "cleanup"] {
-        assert!(m["timings"][phase].is_number(), "no timing for {phase}: {m}");
+    for phase in [
+        "preflight",
+        "launch",
+        "connect",
+        "provision",
+        "verify",
+        "capture",
+        "publish",
+        "cleanup",
+    ] {
+        assert!(
+            m["timings"][phase].is_number(),
+            "no timing for {phase}: {m}"
+        );
     }
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("tests=\"6\" failures=\"0\""), "{xml}");
 
-    assert_eq!(registered(&sb, "sandbox-demo"), vec![("0.1.0".to_string(), ami.clone())]);
+    assert_eq!(
+        registered(&sb, "sandbox-demo"),
+        vec![("0.1.0".to_string(), ami.clone())]
+    );
     rt().block_on(async {
         let (ec2, _) = sb.clients().await;
-        let img = ec2.describe_images().image_ids(&ami).send().await.expect("image");
+        let img = ec2
+            .describe_images()
+            .image_ids(&ami)
+            .send()
+            .await
+            .expect("image");
         let img = &img.images()[0];
         assert_eq!(img.name(), Some("sandbox-demo-0.1.0"));
-        let tags: std::collections::BTreeMap<_, _> = img.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+        let tags: std::collections::BTreeMap<_, _> = img
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect();
         assert_eq!(tags["bakery:image"], "sandbox-demo");
         assert_eq!(tags["bakery:version"], "0.1.0");
         assert_eq!(tags["bakery:fingerprint"], fingerprint);
         assert!(tags["bakery:source-ami"].starts_with("ami-"));
         assert_eq!(tags["bakery:bake-id"], m["bake_id"].as_str().unwrap());
         assert!(tags["bakery:created-by"].starts_with("bakery/"));
-        let snaps: Vec<String> = img.block_device_mappings().iter().filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string)).collect();
+        let snaps: Vec<String> = img
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
+            .collect();
         assert!(!snaps.is_empty());
-        let s = ec2.describe_snapshots().set_snapshot_ids(Some(snaps)).send().await.expect("snapshots");
+        let s = ec2
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snaps))
+            .send()
+            .await
+            .expect("snapshots");
         for snap in s.snapshots() {
-            let st: Vec<_> = snap.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+            let st: Vec<_> = snap
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?, t.value()?)))
+                .collect();
             assert!(st.contains(&("bakery:version", "0.1.0")), "{st:?}");
-            assert!(st.contains(&("bakery:fingerprint", fingerprint.as_str())), "{st:?}");
+            assert!(
+                st.contains(&("bakery:fingerprint", fingerprint.as_str())),
+                "{st:?}"
+            );
         }
     });
-    assert_eq!(parameter(&sb, "/bakery/sandbox-demo/0.1.0"), Some((ami.clone(), "aws:ec2:image".into())));
-    assert_eq!(parameter(&sb, "/bakery/sandbox-demo/latest"), Some((ami.clone(), "aws:ec2:image".into())));
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/0.1.0"),
+        Some((ami.clone(), "aws:ec2:image".into()))
+    );
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/latest"),
+        Some((ami.clone(), "aws:ec2:image".into()))
+    );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 
     // The next bake of the same image is the next patch, and `latest` moves.
@@ -157,8 +279,15 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
     let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(art["version"], "0.1.1");
     let ami2 = art["amis"]["us-east-1"].as_str().unwrap().to_string();
-    assert_eq!(parameter(&sb, "/bakery/sandbox-demo/latest").map(|p| p.0), Some(ami2.clone()));
-    assert_eq!(parameter(&sb, "/bakery/sandbox-demo/0.1.0").map(|p| p.0), Some(ami), "published versions never change");
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/latest").map(|p| p.0),
+        Some(ami2.clone())
+    );
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/0.1.0").map(|p| p.0),
+        Some(ami),
+        "published versions never change"
+    );
     assert_eq!(registered(&sb, "sandbox-demo").len(), 2);
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
@@ -171,8 +300,14 @@ fn a_failing_step_registers_nothing_and_leaves_nothing() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("failed in provision"), "{err}");
-    assert!(err.contains("fails on purpose") && err.contains("exited with 7"), "{err}");
-    assert!(err.contains("about to fail"), "the step's output tail is in the error: {err}");
+    assert!(
+        err.contains("fails on purpose") && err.contains("exited with 7"),
+        "{err}"
+    );
+    assert!(
+        err.contains("about to fail"),
+        "the step's output tail is in the error: {err}"
+    );
     assert!(err.contains("nothing was left behind"), "{err}");
     assert!(registered(&sb, "fail-step").is_empty());
     assert_eq!(parameter(&sb, "/bakery/fail-step/latest"), None);
@@ -184,7 +319,14 @@ fn a_failing_check_registers_nothing_and_leaves_nothing() {
     let sb = Sandbox::start();
     add_failing_check(&sb);
     let junit = sb.project.path().join("checks.xml");
-    let out = sb.bakery(&["bake", "fail-check", "--target", "sandbox", "--junit", junit.to_str().unwrap()]);
+    let out = sb.bakery(&[
+        "bake",
+        "fail-check",
+        "--target",
+        "sandbox",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("FAIL   a file nobody made"), "{err}");
@@ -200,16 +342,32 @@ fn a_failing_check_registers_nothing_and_leaves_nothing() {
 fn on_error_keep_keeps_the_instance_until_cleanup() {
     let sb = Sandbox::start();
     add_failing_check(&sb);
-    let out = sb.bakery(&["bake", "fail-check", "--target", "sandbox", "--on-error", "keep", "--log-format", "json"]);
+    let out = sb.bakery(&[
+        "bake",
+        "fail-check",
+        "--target",
+        "sandbox",
+        "--on-error",
+        "keep",
+        "--log-format",
+        "json",
+    ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("kept for debugging: instance i-"), "{err}");
     assert!(err.contains("ssh -i "), "{err}");
     let bake_id = bake_id_of(&err);
-    let key = sb.project.path().join(format!(".bakery/bakes/{bake_id}.key"));
+    let key = sb
+        .project
+        .path()
+        .join(format!(".bakery/bakes/{bake_id}.key"));
     assert!(key.exists(), "the key to reach the instance is kept");
     let left = leftovers(&sb);
-    assert!(left.iter().any(|l| l.starts_with("instance ") && l.ends_with("running")), "{left:?}");
+    assert!(
+        left.iter()
+            .any(|l| l.starts_with("instance ") && l.ends_with("running")),
+        "{left:?}"
+    );
 
     let out = sb.bakery(&["cleanup", &bake_id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -236,9 +394,24 @@ fn bake_id_of(json_lines: &str) -> String {
 fn sigint_in_every_phase_leaves_nothing() {
     // Every emulator call takes 300 ms, so each phase lasts long enough to be interrupted in.
     let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
-    for phase in ["preflight", "launch", "connect", "provision", "verify", "capture", "publish"] {
+    for phase in [
+        "preflight",
+        "launch",
+        "connect",
+        "provision",
+        "verify",
+        "capture",
+        "publish",
+    ] {
         let mut child = sb
-            .command(&["bake", "sandbox-demo", "--target", "sandbox", "--log-format", "json"])
+            .command(&[
+                "bake",
+                "sandbox-demo",
+                "--target",
+                "sandbox",
+                "--log-format",
+                "json",
+            ])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -254,7 +427,11 @@ fn sigint_in_every_phase_leaves_nothing() {
                 Err(_) => continue,
             };
             if v["event"] == "phase" && v["phase"] == phase {
-                std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill");
+                std::process::Command::new("kill")
+                    .arg("-INT")
+                    .arg(child.id().to_string())
+                    .status()
+                    .expect("kill");
                 break;
             }
         }
@@ -262,11 +439,24 @@ fn sigint_in_every_phase_leaves_nothing() {
         let status = child.wait().expect("wait");
         let all = seen.join("\n");
         assert_eq!(status.code(), Some(130), "interrupt in {phase}: {all}");
-        assert!(all.contains(&format!("was cancelled in {phase}")), "interrupt in {phase}: {all}");
-        assert!(all.contains("nothing was left behind"), "interrupt in {phase}: {all}");
+        assert!(
+            all.contains(&format!("was cancelled in {phase}")),
+            "interrupt in {phase}: {all}"
+        );
+        assert!(
+            all.contains("nothing was left behind"),
+            "interrupt in {phase}: {all}"
+        );
         assert_eq!(leftovers(&sb), Vec::<String>::new(), "interrupt in {phase}");
-        assert!(registered(&sb, "sandbox-demo").is_empty(), "interrupt in {phase}: nothing registered");
-        assert_eq!(parameter(&sb, "/bakery/sandbox-demo/latest"), None, "interrupt in {phase}");
+        assert!(
+            registered(&sb, "sandbox-demo").is_empty(),
+            "interrupt in {phase}: nothing registered"
+        );
+        assert_eq!(
+            parameter(&sb, "/bakery/sandbox-demo/latest"),
+            None,
+            "interrupt in {phase}"
+        );
     }
 }
 
@@ -284,27 +474,46 @@ fn downloads_are_fetched_on_the_instance_and_verified() {
     let recipe = |sha: &str| {
         format!("platforms = [\"linux\"]\n\n[[step]]\nname = \"fetch\"\ndownload = {{ url = \"{}\", sha256 = \"{sha}\", destination = \"dl/file.bin\" }}\n\n[[check]]\nfile = \"{{{{ workdir }}}}/dl/file.bin\"\nsha256 = \"{real}\"\n", server.url)
     };
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    sb.project.write("images/fetch.toml", &demo.replace("name = \"sandbox-demo\"", "name = \"fetch\"").replace("[[check]]", "[[recipe]]\nuse = \"fetch\"\n\n[[check]]"));
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/fetch.toml",
+        &demo
+            .replace("name = \"sandbox-demo\"", "name = \"fetch\"")
+            .replace("[[check]]", "[[recipe]]\nuse = \"fetch\"\n\n[[check]]"),
+    );
 
-    sb.project.write("recipes/fetch/recipe.toml", &recipe(&real));
+    sb.project
+        .write("recipes/fetch/recipe.toml", &recipe(&real));
     let out = sb.bakery(&["bake", "fetch", "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("pass   file $BAKERY_WORKDIR/dl/file.bin"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("pass   file $BAKERY_WORKDIR/dl/file.bin"),
+        "{}",
+        text(&out.stdout)
+    );
 
     sb.project.write("recipes/fetch/recipe.toml", &recipe(good));
     let out = sb.bakery(&["bake", "fetch", "--target", "sandbox"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("fetch") && err.contains("FAILED"), "sha256sum reports the mismatch: {err}");
-    assert_eq!(registered(&sb, "fetch").len(), 1, "only the good download was registered");
+    assert!(
+        err.contains("fetch") && err.contains("FAILED"),
+        "sha256sum reports the mismatch: {err}"
+    );
+    assert_eq!(
+        registered(&sb, "fetch").len(),
+        1,
+        "only the good download was registered"
+    );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 
 #[test]
 fn a_layered_image_records_its_parent_version() {
     let sb = Sandbox::start();
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     let child = demo
         .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
         .replace("version = \"0.1\"", "version = \"2.0\"")
@@ -313,8 +522,17 @@ fn a_layered_image_records_its_parent_version() {
     sb.project.write("images/demo-child.toml", &child);
 
     let out = sb.bakery(&["bake", "demo-child", "--target", "sandbox"]);
-    assert_eq!(out.status.code(), Some(1), "no parent version yet: {}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("no version of sandbox-demo matches `^0.1`"), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no parent version yet: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("no version of sandbox-demo matches `^0.1`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let parent = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
     assert_eq!(parent.status.code(), Some(0), "{}", text(&parent.stderr));
@@ -332,7 +550,14 @@ fn a_layered_image_records_its_parent_version() {
 fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
     let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
     let mut child = sb
-        .command(&["bake", "sandbox-demo", "--target", "sandbox", "--log-format", "json"])
+        .command(&[
+            "bake",
+            "sandbox-demo",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -348,7 +573,11 @@ fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
         let first = interrupts == 0 && v["event"] == "phase" && v["phase"] == "connect";
         let second = interrupts == 1 && v["event"] == "phase" && v["phase"] == "cleanup";
         if first || second {
-            std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill");
+            std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
             interrupts += 1;
             if second {
                 break;
@@ -361,9 +590,18 @@ fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
     assert!(all.contains("cleanup skipped"), "{all}");
     let bake_id = bake_id_of(&all);
     assert!(all.contains(&format!("bakery cleanup {bake_id}")), "{all}");
-    assert!(!leftovers(&sb).is_empty(), "the skipped cleanup left the instance behind");
+    assert!(
+        !leftovers(&sb).is_empty(),
+        "the skipped cleanup left the instance behind"
+    );
 
     let out = sb.bakery(&["cleanup", &bake_id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(leftovers(&sb).into_iter().filter(|l| !l.starts_with("workdir")).collect::<Vec<_>>(), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&sb)
+            .into_iter()
+            .filter(|l| !l.starts_with("workdir"))
+            .collect::<Vec<_>>(),
+        Vec::<String>::new()
+    );
 }

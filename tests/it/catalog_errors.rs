@@ -101,6 +101,13 @@ const CASES: &[Case] = &[
         edits: &[Write("recipes/gen/recipe.toml", "platforms = [\"linux\"]\nfinalize = true\n\n[[step]]\nshell = { inline = \"cloud-init clean\" }\n\n[[check]]\nport = 22\n")],
         expect: &[(ConflictingFields, "recipes/gen/recipe.toml:7:1")],
     },
+    Case { name: "include reaches outside the template", edits: &[Replace(G, "#!/bin/bash\n", "#!/bin/bash\n{% include \"t\" %}\n")], expect: &[(TemplateSyntax, "recipes/demo/greet.sh:2:1")] },
+    Case { name: "get_env would depend on the baking host", edits: &[Replace(G, "{{ image.name }}", "{{ get_env(name='HOME') }}")], expect: &[(TemplateError, "recipes/demo/greet.sh:2:37")] },
+    Case { name: "a secret outside a script", edits: &[Replace(R, "name = \"greet\"\n", "name = \"greet\"\nenv = { T = \"{{ params.token }}\" }\n")], expect: &[(InvalidValue, "recipes/demo/recipe.toml:18:17")] },
+    Case { name: "a misspelt step kind is one error", edits: &[Replace(R, "shell = { script = \"greet.sh\" }", "shel = { script = \"greet.sh\" }")], expect: &[(UnknownField, "recipes/demo/recipe.toml:18:1")] },
+    Case { name: "CRLF line endings", edits: &[Write("images/crlf.toml", "name = \"app\r\nversion = \"1.0\"\r\n")], expect: &[(Syntax, "images/crlf.toml:1:12")] },
+    Case { name: "escapes in an inline template point at the value", edits: &[Replace(R, "echo {{ params.count }}", "echo \\\"x\\\" {{ params.cuont }}")], expect: &[(UndefinedVariable, "recipes/demo/recipe.toml:22:21")] },
+    Case { name: "parent of another architecture", edits: &[Replace(C, "platform = \"linux\"\n", "platform = \"linux\"\narchitecture = \"arm64\"\n")], expect: &[(InvalidValue, "images/child.toml:7:9")] },
 ];
 
 fn run_case(case: &Case) -> Result<(), String> {
@@ -211,4 +218,22 @@ fn secrets_never_appear_in_errors() {
     assert_eq!(msg.kind, SecretLiteral);
     assert!(!msg.message.contains("hunter2"), "{}", msg.message);
     assert!(!msg.hint.clone().unwrap_or_default().contains("hunter2"));
+}
+
+#[test]
+fn links_in_recipe_files_are_refused() {
+    let p = Project::fixture();
+    std::os::unix::fs::symlink("/etc/passwd", p.path().join("recipes/demo/files/passwd"))
+        .expect("symlink");
+    let d = Catalog::load(p.path()).unwrap_err();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(InvalidValue, "recipes/demo/recipe.toml:25:19".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string().contains("links or special files (passwd)"),
+        "{d}"
+    );
 }

@@ -100,7 +100,18 @@ fn layout_and_comments_do_not_count_but_values_do() {
     );
     p.write(
         "images/base.toml",
-        &base.replace("\"candidate\"", "\"stable\""),
+        &base
+            .replace("\"candidate\"", "\"stable\"")
+            .replace("base image", "the base"),
+    );
+    assert_eq!(
+        before,
+        fingerprints(p.path()),
+        "publish settings and the description are not inputs"
+    );
+    p.write(
+        "images/base.toml",
+        &base.replace("\"t3.small\"", "\"t3.medium\""),
     );
     let after = fingerprints(p.path());
     let names: Vec<String> = changed(&before, &after)

@@ -17,7 +17,11 @@ pub const REGION: &str = "us-east-1";
 pub const BUILD_USER: &str = "bakery-build";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn setup_hint() -> String {
@@ -44,11 +48,27 @@ impl Sandbox {
     /// Same, with every request to the emulator delayed by `delay`.
     pub fn start_with(delay: Option<Duration>) -> Sandbox {
         let root = repo_root();
-        let venv = std::env::var("BAKERY_SANDBOX_VENV").map(PathBuf::from).unwrap_or_else(|_| root.join(".sandbox/venv"));
-        assert!(venv.join("bin/moto_server").exists(), "no moto_server in {}: {}", venv.display(), setup_hint());
-        assert!(Path::new("/usr/sbin/sshd").exists(), "no /usr/sbin/sshd: {}", setup_hint());
+        let venv = std::env::var("BAKERY_SANDBOX_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".sandbox/venv"));
+        assert!(
+            venv.join("bin/moto_server").exists(),
+            "no moto_server in {}: {}",
+            venv.display(),
+            setup_hint()
+        );
+        assert!(
+            Path::new("/usr/sbin/sshd").exists(),
+            "no /usr/sbin/sshd: {}",
+            setup_hint()
+        );
         let uid = Command::new("id").arg("-u").output().expect("id");
-        assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "{}", setup_hint());
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "{}",
+            setup_hint()
+        );
         let state = tempfile::tempdir().expect("tempdir");
         let (moto_port, ssh_port) = (free_port(), free_port());
         let mut host = Command::new("bash")
@@ -88,7 +108,15 @@ impl Sandbox {
                 "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\n"
             ),
         );
-        Sandbox { host, moto_port, ssh_port, endpoint, project, state, proxy_stop }
+        Sandbox {
+            host,
+            moto_port,
+            ssh_port,
+            endpoint,
+            project,
+            state,
+            proxy_stop,
+        }
     }
 
     /// A `bakery` command in this sandbox's project, with emulator credentials.
@@ -113,7 +141,9 @@ impl Sandbox {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(format!("http://127.0.0.1:{}", self.moto_port))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("sandbox", "sandbox", None, None, "test"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "sandbox", "sandbox", None, None, "test",
+            ))
             .http_client(
                 aws_smithy_http_client::Builder::new()
                     .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -123,13 +153,20 @@ impl Sandbox {
             )
             .load()
             .await;
-        (aws_sdk_ec2::Client::new(&conf), aws_sdk_ssm::Client::new(&conf))
+        (
+            aws_sdk_ec2::Client::new(&conf),
+            aws_sdk_ssm::Client::new(&conf),
+        )
     }
 
     /// Requests the emulator has answered so far (one log line each).
     pub fn requests(&self) -> usize {
         std::fs::read_to_string(self.state.path().join("moto.log"))
-            .map(|s| s.lines().filter(|l| l.contains("\"POST ") || l.contains("\"GET ")).count())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| l.contains("\"POST ") || l.contains("\"GET "))
+                    .count()
+            })
             .unwrap_or(0)
     }
 }
@@ -140,7 +177,10 @@ impl Drop for Sandbox {
             stop.store(true, Ordering::SeqCst);
         }
         // SIGTERM: the script's trap stops moto and sshd and removes its files.
-        let _ = Command::new("kill").arg("-TERM").arg(self.host.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.host.id().to_string())
+            .status();
         for _ in 0..50 {
             if let Ok(Some(_)) = self.host.try_wait() {
                 return;
@@ -165,8 +205,13 @@ fn delaying_proxy(upstream: u16, delay: Duration) -> (u16, Arc<AtomicBool>) {
             match listener.accept() {
                 Ok((client, _)) => {
                     let _ = client.set_nonblocking(false);
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-                    let (c2, s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let (c2, s2) = (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    );
                     std::thread::spawn(move || pump(client, server, Some(delay)));
                     std::thread::spawn(move || pump(s2, c2, None));
                 }
@@ -218,7 +263,10 @@ impl FileServer {
                         let _ = s.set_nonblocking(false);
                         let mut buf = [0u8; 4096];
                         let _ = s.read(&mut buf);
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
                         let _ = s.write_all(head.as_bytes());
                         let _ = s.write_all(body);
                     }
@@ -243,7 +291,11 @@ impl Sandbox {
             return Vec::new();
         };
         rd.flatten()
-            .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+            .filter_map(|e| {
+                e.path()
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+            })
             .map(|id| format!("/var/tmp/bakery-{id}"))
             .filter(|p| Path::new(p).exists())
             .collect()

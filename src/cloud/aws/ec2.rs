@@ -13,11 +13,20 @@ use crate::cloud::{
 };
 
 /// RunInstances error codes that mean "try another instance type" (EC2 API error codes).
-const CAPACITY_CODES: [&str; 3] = ["InsufficientInstanceCapacity", "Unsupported", "InstanceTypeNotSupported"];
+const CAPACITY_CODES: [&str; 3] = [
+    "InsufficientInstanceCapacity",
+    "Unsupported",
+    "InstanceTypeNotSupported",
+];
 
 fn tags_of(ts: &[Tag]) -> Tags {
     ts.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -33,13 +42,25 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
     Some(ImageInfo {
         id: ImageId(i.image_id()?.to_string()),
         name: i.name().unwrap_or_default().to_string(),
-        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        state_reason: i.state_reason().and_then(|r| r.message()).map(str::to_string),
+        state: i
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_string),
         creation_date: i.creation_date().unwrap_or_default().to_string(),
         root_device_name: i.root_device_name().map(str::to_string),
-        architecture: i.architecture().map(|a| a.as_str().to_string()).unwrap_or_default(),
+        architecture: i
+            .architecture()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
         // `platform()` is `Unknown("windows")` for Windows AMIs (aws/aws-sdk#797): use the string.
-        platform: i.platform().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        platform: i
+            .platform()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
         snapshots: i
             .block_device_mappings()
             .iter()
@@ -53,7 +74,13 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
 impl Aws {
     /// One AMI by id, `None` if it does not exist.
     pub async fn describe_image(&self, id: &ImageId) -> Result<Option<ImageInfo>, CloudError> {
-        match self.ec2.describe_images().image_ids(id.as_str()).send().await {
+        match self
+            .ec2
+            .describe_images()
+            .image_ids(id.as_str())
+            .send()
+            .await
+        {
             Ok(out) => Ok(out.images().iter().find_map(image_info)),
             Err(e) => {
                 let err = self.err("DescribeImages", e);
@@ -67,10 +94,22 @@ impl Aws {
     }
 
     /// AMIs matching `filters` (name -> values) owned by `owners` (all pages).
-    pub async fn describe_images(&self, owners: &[String], filters: &[(&str, Vec<String>)]) -> Result<Vec<ImageInfo>, CloudError> {
-        let mut req = self.ec2.describe_images().set_owners((!owners.is_empty()).then(|| owners.to_vec()));
+    pub async fn describe_images(
+        &self,
+        owners: &[String],
+        filters: &[(&str, Vec<String>)],
+    ) -> Result<Vec<ImageInfo>, CloudError> {
+        let mut req = self
+            .ec2
+            .describe_images()
+            .set_owners((!owners.is_empty()).then(|| owners.to_vec()));
         for (name, values) in filters {
-            req = req.filters(Filter::builder().name(*name).set_values(Some(values.clone())).build());
+            req = req.filters(
+                Filter::builder()
+                    .name(*name)
+                    .set_values(Some(values.clone()))
+                    .build(),
+            );
         }
         let mut out = Vec::new();
         let mut pages = req.into_paginator().send();
@@ -82,7 +121,10 @@ impl Aws {
     }
 
     /// Instances by id.
-    pub async fn describe_instances(&self, ids: &[InstanceId]) -> Result<Vec<InstanceInfo>, CloudError> {
+    pub async fn describe_instances(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<InstanceInfo>, CloudError> {
         let out = self
             .ec2
             .describe_instances()
@@ -97,22 +139,41 @@ impl Aws {
             .filter_map(|i| {
                 Some(InstanceInfo {
                     id: InstanceId(i.instance_id()?.to_string()),
-                    state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-                    state_reason: i.state_reason().and_then(|r| r.message()).map(str::to_string),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                    state_reason: i
+                        .state_reason()
+                        .and_then(|r| r.message())
+                        .map(str::to_string),
                     public_ip: i.public_ip_address().map(str::to_string),
                     private_ip: i.private_ip_address().map(str::to_string),
-                    instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                    instance_type: i
+                        .instance_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
                 })
             })
             .collect())
     }
 
     /// Instance ids carrying `tag` = `value`, in any state but terminated.
-    pub async fn instances_tagged(&self, tag: &str, value: &str) -> Result<Vec<InstanceInfo>, CloudError> {
+    pub async fn instances_tagged(
+        &self,
+        tag: &str,
+        value: &str,
+    ) -> Result<Vec<InstanceInfo>, CloudError> {
         let out = self
             .ec2
             .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{tag}"))
+                    .values(value)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err("DescribeInstances", e))?;
@@ -145,7 +206,9 @@ impl Aws {
             .first()
             .and_then(|s| s.vpc_id())
             .map(str::to_string)
-            .ok_or_else(|| CloudError::NotFound(format!("subnet {subnet} not found in {}", self.region)))
+            .ok_or_else(|| {
+                CloudError::NotFound(format!("subnet {subnet} not found in {}", self.region))
+            })
     }
 
     /// The default VPC of the region, if it has one.
@@ -157,11 +220,21 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.err("DescribeVpcs", e))?;
-        Ok(out.vpcs().first().and_then(|v| v.vpc_id()).map(str::to_string))
+        Ok(out
+            .vpcs()
+            .first()
+            .and_then(|v| v.vpc_id())
+            .map(str::to_string))
     }
 
     pub async fn security_group_exists(&self, id: &str) -> Result<bool, CloudError> {
-        match self.ec2.describe_security_groups().group_ids(id).send().await {
+        match self
+            .ec2
+            .describe_security_groups()
+            .group_ids(id)
+            .send()
+            .await
+        {
             Ok(out) => Ok(!out.security_groups().is_empty()),
             Err(e) => {
                 let err = self.err("DescribeSecurityGroups", e);
@@ -175,7 +248,12 @@ impl Aws {
     }
 
     /// Imports a public key (OpenSSH format) as a key pair, tagged at creation.
-    pub async fn import_key_pair(&self, name: &KeyName, public_key: &str, tags: &Tags) -> Result<(), CloudError> {
+    pub async fn import_key_pair(
+        &self,
+        name: &KeyName,
+        public_key: &str,
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
         self.ec2
             .import_key_pair()
             .key_name(name.as_str())
@@ -198,19 +276,38 @@ impl Aws {
     }
 
     /// Key pair names carrying `tag` = `value`.
-    pub async fn key_pairs_tagged(&self, tag: &str, value: &str) -> Result<Vec<KeyName>, CloudError> {
+    pub async fn key_pairs_tagged(
+        &self,
+        tag: &str,
+        value: &str,
+    ) -> Result<Vec<KeyName>, CloudError> {
         let out = self
             .ec2
             .describe_key_pairs()
-            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{tag}"))
+                    .values(value)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err("DescribeKeyPairs", e))?;
-        Ok(out.key_pairs().iter().filter_map(|k| k.key_name()).map(|k| KeyName(k.to_string())).collect())
+        Ok(out
+            .key_pairs()
+            .iter()
+            .filter_map(|k| k.key_name())
+            .map(|k| KeyName(k.to_string()))
+            .collect())
     }
 
     /// A security group whose only ingress is `port` from `cidr`, tagged at creation.
-    pub async fn create_security_group(&self, name: &str, vpc: &str, tags: &Tags) -> Result<SecurityGroupId, CloudError> {
+    pub async fn create_security_group(
+        &self,
+        name: &str,
+        vpc: &str,
+        tags: &Tags,
+    ) -> Result<SecurityGroupId, CloudError> {
         let out = self
             .ec2
             .create_security_group()
@@ -221,11 +318,18 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.err("CreateSecurityGroup", e))?;
-        let id = out.group_id().ok_or_else(|| self.bad("CreateSecurityGroup", "no GroupId"))?;
+        let id = out
+            .group_id()
+            .ok_or_else(|| self.bad("CreateSecurityGroup", "no GroupId"))?;
         Ok(SecurityGroupId(id.to_string()))
     }
 
-    pub async fn authorize_ingress(&self, sg: &SecurityGroupId, port: u16, cidr: &str) -> Result<(), CloudError> {
+    pub async fn authorize_ingress(
+        &self,
+        sg: &SecurityGroupId,
+        port: u16,
+        cidr: &str,
+    ) -> Result<(), CloudError> {
         self.ec2
             .authorize_security_group_ingress()
             .group_id(sg.as_str())
@@ -234,7 +338,12 @@ impl Aws {
                     .ip_protocol("tcp")
                     .from_port(i32::from(port))
                     .to_port(i32::from(port))
-                    .ip_ranges(IpRange::builder().cidr_ip(cidr).description("bakery communicator").build())
+                    .ip_ranges(
+                        IpRange::builder()
+                            .cidr_ip(cidr)
+                            .description("bakery communicator")
+                            .build(),
+                    )
                     .build(),
             )
             .send()
@@ -244,7 +353,13 @@ impl Aws {
     }
 
     pub async fn delete_security_group(&self, sg: &SecurityGroupId) -> Result<(), CloudError> {
-        match self.ec2.delete_security_group().group_id(sg.as_str()).send().await {
+        match self
+            .ec2
+            .delete_security_group()
+            .group_id(sg.as_str())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = self.err("DeleteSecurityGroup", e);
@@ -258,21 +373,38 @@ impl Aws {
     }
 
     /// Security group ids carrying `tag` = `value`.
-    pub async fn security_groups_tagged(&self, tag: &str, value: &str) -> Result<Vec<SecurityGroupId>, CloudError> {
+    pub async fn security_groups_tagged(
+        &self,
+        tag: &str,
+        value: &str,
+    ) -> Result<Vec<SecurityGroupId>, CloudError> {
         let out = self
             .ec2
             .describe_security_groups()
-            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{tag}"))
+                    .values(value)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err("DescribeSecurityGroups", e))?;
-        Ok(out.security_groups().iter().filter_map(|g| g.group_id()).map(|g| SecurityGroupId(g.to_string())).collect())
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .map(|g| SecurityGroupId(g.to_string()))
+            .collect())
     }
 
     /// Launches one instance: IMDSv2 required, encrypted root volume, tags on instance and
     /// volumes at creation; on a capacity error tries the next instance type. Returns the id and
     /// the type that launched.
-    pub async fn run_instance(&self, spec: &LaunchSpec) -> Result<(InstanceId, String), CloudError> {
+    pub async fn run_instance(
+        &self,
+        spec: &LaunchSpec,
+    ) -> Result<(InstanceId, String), CloudError> {
         let mut last = None;
         for itype in &spec.instance_types {
             let mut ebs = EbsBlockDevice::builder()
@@ -310,7 +442,9 @@ impl Aws {
                 req = req.security_group_ids(sg.as_str());
             }
             if let Some(p) = &spec.instance_profile {
-                req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+                req = req.iam_instance_profile(
+                    IamInstanceProfileSpecification::builder().name(p).build(),
+                );
             }
             if let Some(u) = &spec.user_data {
                 req = req.user_data(aws_smithy_types::base64::encode(u.as_bytes()));
@@ -349,7 +483,13 @@ impl Aws {
     }
 
     pub async fn terminate_instance(&self, id: &InstanceId) -> Result<(), CloudError> {
-        match self.ec2.terminate_instances().instance_ids(id.as_str()).send().await {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(id.as_str())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = self.err("TerminateInstances", e);
@@ -364,7 +504,13 @@ impl Aws {
 
     /// CreateImage with tags on the image at creation (snapshots are tagged afterwards with
     /// `tag_resources`: the emulator rejects a snapshot TagSpecification, AWS accepts both).
-    pub async fn create_image(&self, instance: &InstanceId, name: &str, description: &str, tags: &Tags) -> Result<ImageId, CloudError> {
+    pub async fn create_image(
+        &self,
+        instance: &InstanceId,
+        name: &str,
+        description: &str,
+        tags: &Tags,
+    ) -> Result<ImageId, CloudError> {
         let out = self
             .ec2
             .create_image()
@@ -375,7 +521,9 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.err("CreateImage", e))?;
-        let id = out.image_id().ok_or_else(|| self.bad("CreateImage", "no ImageId"))?;
+        let id = out
+            .image_id()
+            .ok_or_else(|| self.bad("CreateImage", "no ImageId"))?;
         Ok(ImageId(id.to_string()))
     }
 
@@ -392,7 +540,13 @@ impl Aws {
     }
 
     pub async fn deregister_image(&self, id: &ImageId) -> Result<(), CloudError> {
-        match self.ec2.deregister_image().image_id(id.as_str()).send().await {
+        match self
+            .ec2
+            .deregister_image()
+            .image_id(id.as_str())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = self.err("DeregisterImage", e);
@@ -406,7 +560,13 @@ impl Aws {
     }
 
     pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), CloudError> {
-        match self.ec2.delete_snapshot().snapshot_id(id.as_str()).send().await {
+        match self
+            .ec2
+            .delete_snapshot()
+            .snapshot_id(id.as_str())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = self.err("DeleteSnapshot", e);
@@ -420,15 +580,29 @@ impl Aws {
     }
 
     /// Snapshot ids carrying `tag` = `value` (owned by this account).
-    pub async fn snapshots_tagged(&self, tag: &str, value: &str) -> Result<Vec<SnapshotId>, CloudError> {
+    pub async fn snapshots_tagged(
+        &self,
+        tag: &str,
+        value: &str,
+    ) -> Result<Vec<SnapshotId>, CloudError> {
         let out = self
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{tag}"))
+                    .values(value)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err("DescribeSnapshots", e))?;
-        Ok(out.snapshots().iter().filter_map(|s| s.snapshot_id()).map(|s| SnapshotId(s.to_string())).collect())
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id())
+            .map(|s| SnapshotId(s.to_string()))
+            .collect())
     }
 }

@@ -35,7 +35,9 @@ impl Aws {
     /// and the target's endpoint or `AWS_ENDPOINT_URL`.
     pub async fn connect(target: &Target, region: &Region) -> Self {
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.as_str().to_string()))

@@ -13,13 +13,23 @@ impl Aws {
     pub async fn get_parameter(&self, name: &str) -> Result<Option<String>, CloudError> {
         match self.ssm.get_parameter().name(name).send().await {
             Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(self.err("GetParameter", e)),
         }
     }
 
     /// Writes an AMI id under `name` with the `aws:ec2:image` data type.
-    pub async fn put_image_parameter(&self, name: &str, ami: &str, overwrite: bool) -> Result<(), CloudError> {
+    pub async fn put_image_parameter(
+        &self,
+        name: &str,
+        ami: &str,
+        overwrite: bool,
+    ) -> Result<(), CloudError> {
         self.ssm
             .put_parameter()
             .name(name)
@@ -36,13 +46,21 @@ impl Aws {
     pub async fn delete_parameter(&self, name: &str) -> Result<(), CloudError> {
         match self.ssm.delete_parameter().name(name).send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(self.err("DeleteParameter", e)),
         }
     }
 
     /// Names and values of every parameter under `path` (recursive).
-    pub async fn parameters_by_path(&self, path: &str) -> Result<Vec<(String, String)>, CloudError> {
+    pub async fn parameters_by_path(
+        &self,
+        path: &str,
+    ) -> Result<Vec<(String, String)>, CloudError> {
         let mut out = Vec::new();
         let mut next = None;
         loop {
