@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::{ImageId, InstanceId, KeyName, SecurityGroupId};
+use crate::cloud::{ImageId, InstanceId, KeyName, SecurityGroupId, SnapshotId};
 
 /// One way to remove something a bake created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,10 @@ pub enum Undo {
         region: String,
         id: ImageId,
     },
+    DeleteSnapshot {
+        region: String,
+        id: SnapshotId,
+    },
     /// Puts a parameter back as it was (`previous: None` deletes it).
     RestoreParameter {
         region: String,
@@ -50,6 +54,7 @@ impl std::fmt::Display for Undo {
             Undo::DeregisterImage { region, id } => {
                 write!(f, "image {id} and its snapshots ({region})")
             }
+            Undo::DeleteSnapshot { region, id } => write!(f, "snapshot {id} ({region})"),
             Undo::RestoreParameter {
                 region,
                 name,
@@ -88,6 +93,8 @@ pub struct Entry {
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Running,
+    /// The artifact is registered: from here on only temporary things may be undone.
+    Published,
     Succeeded,
     Failed,
     Cancelled,
@@ -192,6 +199,27 @@ impl Journal {
             .filter(|e| !e.done && (failed || e.when == When::Always))
             .map(|e| e.undo.clone())
             .collect()
+    }
+
+    /// Whether the artifact was registered (its entries must never be undone).
+    pub fn published(&self) -> bool {
+        matches!(self.state, State::Published | State::Succeeded)
+    }
+
+    /// Pending entries of one kind, newest first.
+    pub fn pending_when(&self, when: When) -> Vec<Undo> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| !e.done && e.when == when)
+            .map(|e| e.undo.clone())
+            .collect()
+    }
+
+    /// Forgets an entry whose resource was never created (the call that would create it failed).
+    pub fn forget(&mut self, undo: &Undo) -> std::io::Result<()> {
+        self.entries.retain(|e| &e.undo != undo);
+        self.save()
     }
 
     pub fn path(&self) -> &Path {

@@ -32,6 +32,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Tries to find a free AMI name when another runner took ours (issue 6 races).
 const MAX_NAME_TRIES: u64 = 20;
+/// SSM validates `aws:ec2:image` parameters asynchronously (PutParameter docs, "DataType").
+const PARAMETER_VISIBLE_WAIT: Duration = Duration::from_secs(120);
 /// Extra lifetime in `bakery:expires` beyond the bake's own timeouts, for a sweep to act on.
 const EXPIRY_SLACK: Duration = Duration::from_secs(3600);
 
@@ -126,7 +128,20 @@ pub async fn bake(
     events: &Events,
     cancel: &Cancel,
 ) -> Result<Artifact, BakeError> {
-    let img = &catalog.images[image];
+    let Some(img) = catalog.images.get(image) else {
+        return Err(BakeError {
+            bake_id: String::new(),
+            image: image.to_string(),
+            phase: "plan",
+            kind: FailKind::Failed,
+            cause: format!("unknown image {image}"),
+            checks: Vec::new(),
+            left_behind: Vec::new(),
+            cleanup_errors: Vec::new(),
+            kept: None,
+            journal: Default::default(),
+        });
+    };
     let bake_id = super::new_bake_id();
     let journal_path = Journal::path_for(project, &bake_id);
     let fail_early = |phase, cause: String| BakeError {
@@ -373,16 +388,27 @@ impl Run<'_> {
             .map(|r| r.version)
             .collect();
         let mut v = registry::next_version(&existing, self.image.version);
+        // A version is free when neither its AMI name nor its parameter exists (a failed bake of
+        // another runner may have left one of them for a moment).
+        let mut free = false;
         for _ in 0..MAX_NAME_TRIES {
             let name = registry::ami_name(self.image.name.as_str(), &v);
             let taken = self
                 .aws
                 .describe_images(&["self".into()], &[("name", vec![name])])
                 .await?;
-            if taken.is_empty() {
+            let param = format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
+            if taken.is_empty() && self.aws.get_parameter(&param).await?.is_none() {
+                free = true;
                 break;
             }
             v.patch += 1;
+        }
+        if !free {
+            return Err(Failure::new(format!(
+                "no free version of {} {} after {MAX_NAME_TRIES} tries: AMI names or parameters are taken",
+                self.image.name, self.image.version
+            )));
         }
         self.journal.version = Some(v.to_string());
         self.journal.save()?;
@@ -472,6 +498,7 @@ impl Run<'_> {
             ),
         );
         let spec = LaunchSpec {
+            client_token: Some(self.bake_id.clone()),
             image: source.id.clone(),
             root_device_name: source
                 .root_device_name
@@ -516,8 +543,7 @@ impl Run<'_> {
             self.image.build.timeouts.launch,
         )
         .until(&self.cancel, || async {
-            let found = aws.describe_instances(std::slice::from_ref(&id)).await?;
-            Ok(match found.into_iter().next() {
+            Ok(match aws.describe_instance(&id).await? {
                 Some(i) if i.state == "running" => Poll::Ready(i),
                 Some(i)
                     if matches!(
@@ -756,8 +782,7 @@ impl Run<'_> {
         aws.stop_instance(&id).await?;
         Wait::new(format!("instance {id} in {region}"), "stopped", timeout)
             .until(&self.cancel, || async {
-                let found = aws.describe_instances(std::slice::from_ref(&id)).await?;
-                Ok(match found.into_iter().next() {
+                Ok(match aws.describe_instance(&id).await? {
                     Some(i) if i.state == "stopped" => Poll::Ready(()),
                     Some(i) if matches!(i.state.as_str(), "terminated" | "shutting-down") => {
                         Poll::Failed {
@@ -869,21 +894,25 @@ impl Run<'_> {
                 "{versioned} already exists: versions are immutable"
             )));
         }
-        self.aws
+        // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
+        let undo = Undo::RestoreParameter {
+            region: region.clone(),
+            name: versioned.clone(),
+            previous: None,
+        };
+        self.journal.push(undo.clone(), When::OnFailure)?;
+        if let Err(e) = self
+            .aws
             .put_image_parameter(&versioned, ami.as_str(), false)
-            .await?;
-        self.journal.push(
-            Undo::RestoreParameter {
-                region: region.clone(),
-                name: versioned.clone(),
-                previous: None,
-            },
-            When::OnFailure,
-        )?;
+            .await
+        {
+            if e.code() == Some("ParameterAlreadyExists") {
+                // Another runner took this version between our check and the put: not ours.
+                self.journal.forget(&undo)?;
+            }
+            return Err(e.into());
+        }
         let previous = self.aws.get_parameter(&latest).await?;
-        self.aws
-            .put_image_parameter(&latest, ami.as_str(), true)
-            .await?;
         self.journal.push(
             Undo::RestoreParameter {
                 region: region.clone(),
@@ -892,15 +921,34 @@ impl Run<'_> {
             },
             When::OnFailure,
         )?;
+        self.aws
+            .put_image_parameter(&latest, ami.as_str(), true)
+            .await?;
+        // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
+        // validation passed, so read back until it shows (bounded).
         for p in [&versioned, &latest] {
-            let back = self.aws.get_parameter(p).await?;
-            if back.as_deref() != Some(ami.as_str()) {
-                return Err(Failure::new(format!(
-                    "{p} reads back as {back:?}, expected {ami}"
-                )));
-            }
+            let aws = &self.aws;
+            Wait::new(
+                format!("parameter {p} in {region}"),
+                format!("= {ami}"),
+                PARAMETER_VISIBLE_WAIT,
+            )
+            .until(&self.cancel, || async {
+                let back = aws.get_parameter(p).await?;
+                Ok(if back.as_deref() == Some(ami.as_str()) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending {
+                        state: format!("{back:?}"),
+                        reason: None,
+                    }
+                })
+            })
+            .await?;
             self.parameters.insert(p.clone(), ami.to_string());
         }
+        // From here on the version exists: nothing may undo it.
+        self.journal.set_state(State::Published)?;
         Ok(())
     }
 
@@ -980,6 +1028,17 @@ impl Run<'_> {
             && self.instance.is_some()
             && f.kind != FailKind::Cancelled;
         if keep {
+            // Keep what reaches the instance; the artifact (AMI, parameters) still goes.
+            let cancel = Cancel::new();
+            let mut regions = Regions::with(self.target, self.aws.clone());
+            for u in self.journal.pending_when(When::OnFailure) {
+                match super::undo::run(&mut regions, &u, &cancel).await {
+                    Ok(()) => {
+                        let _ = self.journal.mark_done(&u);
+                    }
+                    Err(e) => cleanup_errors.push(format!("{u}: {e}")),
+                }
+            }
             kept = Some(self.keep_for_debugging());
             let _ = self.journal.set_state(State::Kept);
         } else {
@@ -1066,13 +1125,15 @@ impl Run<'_> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only when the file is created; an existing one gets it here.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)
 }
 

@@ -9,7 +9,7 @@ use crate::cloud::cancel::Cancel;
 use crate::events::{BakeEvent, Events};
 use crate::plan::{PlannedAction, PlannedCheck, PlannedStep};
 use crate::remote::ssh::Ssh;
-use crate::remote::{sh_quote, sh_quote_expand, ExecOutput, RemoteError};
+use crate::remote::{sh_path, sh_quote, ExecOutput, RemoteError};
 
 /// A step that did not succeed.
 #[derive(Debug)]
@@ -193,7 +193,7 @@ impl Linux<'_> {
                     })
                     .collect();
                 self.ssh.upload_all(&uploads).await?;
-                let dest = sh_quote_expand(destination);
+                let dest = sh_path(destination);
                 let mut script = if *is_dir {
                     format!("mkdir -p {dest}\ncp -R {}/. {dest}/\n", sh_quote(&stage))
                 } else {
@@ -216,9 +216,9 @@ impl Linux<'_> {
                 sha256,
                 destination,
             } => {
-                let dest = sh_quote_expand(destination);
+                let dest = sh_path(destination);
                 let script = format!(
-                    "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 --retry-delay 2 -o {dest} {}\necho {}  {dest} | sha256sum -c -\n",
+                    "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 --retry-delay 2 -o {dest} {}\nprintf '%s  %s\\n' {} {dest} | sha256sum -c -\n",
                     sh_quote(url),
                     sh_quote(sha256),
                 );

@@ -19,6 +19,8 @@ use crate::registry::tag;
 /// DependencyViolation until then.
 const TERMINATE_WAIT: Duration = Duration::from_secs(10 * 60);
 const SG_RELEASE_WAIT: Duration = Duration::from_secs(5 * 60);
+/// How long a just-created image may stay invisible to DescribeImages.
+const IMAGE_VISIBLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Clients per region, built on first use.
 pub struct Regions<'a> {
@@ -105,13 +107,31 @@ pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result
         Undo::DeleteSecurityGroup { region, id } => {
             delete_sg(regions.get(region).await, id, cancel).await
         }
+        Undo::DeleteSnapshot { region, id } => regions.get(region).await.delete_snapshot(id).await,
         Undo::DeregisterImage { region, id } => {
             let aws = regions.get(region).await;
-            let snapshots = aws
-                .describe_image(id)
-                .await?
-                .map(|i| i.snapshots)
-                .unwrap_or_default();
+            // An image we just created may not be visible yet (DescribeImages is eventually
+            // consistent); its snapshots are only known once it is.
+            let info = Wait::new(
+                format!("image {id} in {region}"),
+                "visible",
+                IMAGE_VISIBLE_WAIT,
+            )
+            .until(cancel, || async {
+                Ok(match aws.describe_image(id).await? {
+                    Some(i) => Poll::Ready(Some(i)),
+                    None => Poll::Pending {
+                        state: "not visible".into(),
+                        reason: None,
+                    },
+                })
+            })
+            .await;
+            let snapshots = match info {
+                Ok(i) => i.map(|i| i.snapshots).unwrap_or_default(),
+                Err(CloudError::Timeout { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
             aws.deregister_image(id).await?;
             for s in &snapshots {
                 aws.delete_snapshot(s).await?;
@@ -141,7 +161,8 @@ pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result
 }
 
 /// Undoes the journal's pending entries in reverse, then sweeps what is tagged with the bake id.
-/// Returns the errors (the undo of each entry is attempted even if an earlier one failed).
+/// Instances tagged with the bake go first (an instance the journal missed would hold the
+/// security group). Returns the errors; every entry is attempted even if an earlier one failed.
 pub async fn undo_all(
     regions: &mut Regions<'_>,
     journal: &mut Journal,
@@ -150,7 +171,49 @@ pub async fn undo_all(
     cancel: &Cancel,
 ) -> Vec<String> {
     let mut errors = Vec::new();
-    for u in journal.pending(failed) {
+    let regions_seen: Vec<String> = journal
+        .entries
+        .iter()
+        .filter_map(|e| match &e.undo {
+            Undo::TerminateInstance { region, .. }
+            | Undo::DeleteKeyPair { region, .. }
+            | Undo::DeleteSecurityGroup { region, .. }
+            | Undo::DeregisterImage { region, .. }
+            | Undo::DeleteSnapshot { region, .. }
+            | Undo::RestoreParameter { region, .. } => Some(region.clone()),
+            Undo::DeleteKeyFile { .. } => None,
+        })
+        .chain(regions.target.regions.first().map(|r| r.to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for region in &regions_seen {
+        match tagged(regions, region, &journal.bake_id, false, true).await {
+            Ok(found) => apply(regions, journal, found, events, cancel, &mut errors).await,
+            Err(e) => errors.push(format!("sweep of {region}: {e}")),
+        }
+    }
+    let pending = journal.pending(failed);
+    apply(regions, journal, pending, events, cancel, &mut errors).await;
+    for region in &regions_seen {
+        match tagged(regions, region, &journal.bake_id, failed, false).await {
+            Ok(found) => apply(regions, journal, found, events, cancel, &mut errors).await,
+            Err(e) => errors.push(format!("sweep of {region}: {e}")),
+        }
+    }
+    errors
+}
+
+/// Carries out `undos` in order, marking matching journal entries done; errors are collected.
+async fn apply(
+    regions: &mut Regions<'_>,
+    journal: &mut Journal,
+    undos: Vec<Undo>,
+    events: &Events,
+    cancel: &Cancel,
+    errors: &mut Vec<String>,
+) {
+    for u in undos {
         match run(regions, &u, cancel).await {
             Ok(()) => {
                 if let Err(e) = journal.mark_done(&u) {
@@ -167,54 +230,35 @@ pub async fn undo_all(
             }
         }
     }
-    let regions_seen: Vec<String> = journal
-        .entries
-        .iter()
-        .filter_map(|e| match &e.undo {
-            Undo::TerminateInstance { region, .. }
-            | Undo::DeleteKeyPair { region, .. }
-            | Undo::DeleteSecurityGroup { region, .. }
-            | Undo::DeregisterImage { region, .. }
-            | Undo::RestoreParameter { region, .. } => Some(region.clone()),
-            Undo::DeleteKeyFile { .. } => None,
-        })
-        .chain(regions.target.regions.first().map(|r| r.to_string()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for region in regions_seen {
-        if let Err(e) = sweep(regions, &region, journal, failed, events, cancel).await {
-            errors.push(format!("sweep of {region}: {e}"));
-        }
-    }
-    errors
 }
 
-/// Removes what carries this bake's id but is not in the journal.
-async fn sweep(
+/// What carries this bake's id in `region`: instances only (`instances_only`), or everything
+/// else (images and snapshots only when the bake failed).
+async fn tagged(
     regions: &mut Regions<'_>,
     region: &str,
-    journal: &mut Journal,
+    id: &str,
     failed: bool,
-    events: &Events,
-    cancel: &Cancel,
-) -> Result<(), CloudError> {
-    let id = journal.bake_id.clone();
+    instances_only: bool,
+) -> Result<Vec<Undo>, CloudError> {
     let aws = regions.get(region).await.clone();
     let mut found = Vec::new();
-    for i in aws.instances_tagged(tag::BAKE_ID, &id).await? {
-        found.push(Undo::TerminateInstance {
-            region: region.to_string(),
-            id: i.id,
-        });
+    if instances_only {
+        for i in aws.instances_tagged(tag::BAKE_ID, id).await? {
+            found.push(Undo::TerminateInstance {
+                region: region.to_string(),
+                id: i.id,
+            });
+        }
+        return Ok(found);
     }
-    for g in aws.security_groups_tagged(tag::BAKE_ID, &id).await? {
+    for g in aws.security_groups_tagged(tag::BAKE_ID, id).await? {
         found.push(Undo::DeleteSecurityGroup {
             region: region.to_string(),
             id: g,
         });
     }
-    for k in aws.key_pairs_tagged(tag::BAKE_ID, &id).await? {
+    for k in aws.key_pairs_tagged(tag::BAKE_ID, id).await? {
         found.push(Undo::DeleteKeyPair {
             region: region.to_string(),
             name: k,
@@ -224,7 +268,7 @@ async fn sweep(
         let images = aws
             .describe_images(
                 &["self".to_string()],
-                &[(&format!("tag:{}", tag::BAKE_ID), vec![id.clone()])],
+                &[(&format!("tag:{}", tag::BAKE_ID), vec![id.to_string()])],
             )
             .await?;
         for i in images {
@@ -233,21 +277,14 @@ async fn sweep(
                 id: i.id,
             });
         }
-    }
-    for u in found {
-        tracing::info!(resource = %u, "removing a resource the journal did not record");
-        run(regions, &u, cancel).await?;
-        events.emit(BakeEvent::Removed {
-            bake_id: id.clone(),
-            resource: u.to_string(),
-        });
-    }
-    if failed {
-        for s in aws.snapshots_tagged(tag::BAKE_ID, &id).await? {
-            aws.delete_snapshot(&s).await?;
+        for s in aws.snapshots_tagged(tag::BAKE_ID, id).await? {
+            found.push(Undo::DeleteSnapshot {
+                region: region.to_string(),
+                id: s,
+            });
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// `bakery cleanup <bake-id>`: replays a journal (everything not done, as after a failure unless
@@ -261,7 +298,8 @@ pub async fn cleanup(
 ) -> Result<Vec<Undo>, String> {
     let mut journal = Journal::load(project, bake_id)
         .map_err(|e| format!("no journal for bake {bake_id}: {e}"))?;
-    let failed = journal.state != State::Succeeded;
+    // Once the artifact is registered, `cleanup` only removes temporary things.
+    let failed = !journal.published();
     let mut regions = Regions::new(target);
     let errors = undo_all(&mut regions, &mut journal, failed, events, cancel).await;
     if !errors.is_empty() {

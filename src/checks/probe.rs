@@ -2,14 +2,14 @@
 //! Probes print `key=value` lines (except `command`, whose own output is evaluated).
 
 use super::CheckKind;
-use crate::remote::{sh_quote, sh_quote_expand};
+use crate::remote::{sh_path, sh_quote};
 
 /// The shell command that gathers what `kind` needs, on Linux.
 pub fn linux(kind: &CheckKind) -> String {
     match kind {
         CheckKind::Command { command, .. } => command.clone(),
         CheckKind::File { path, contains, sha256, mode, .. } => {
-            let mut s = format!("f={}; if [ -e \"$f\" ]; then echo exists=1", sh_quote_expand(path));
+            let mut s = format!("f={}; if [ -e \"$f\" ]; then echo exists=1", sh_path(path));
             if mode.is_some() {
                 s.push_str("; echo \"mode=$(stat -c %a \"$f\")\"");
             }
@@ -35,7 +35,7 @@ pub fn linux(kind: &CheckKind) -> String {
         }
         CheckKind::Http { url, .. } => format!(
             "b=$(mktemp); code=$(curl -s -o \"$b\" -w '%{{http_code}}' --max-time 30 {} || true); echo \"status=$code\"; echo body_begin; cat \"$b\"; rm -f \"$b\"",
-            sh_quote_expand(url)
+            sh_path(url)
         ),
         CheckKind::Package { package, .. } => {
             let q = sh_quote(package);
@@ -65,7 +65,7 @@ mod tests {
             sha256: None,
             mode: Some(0o644),
         });
-        assert!(p.starts_with("f=\"$BAKERY_WORKDIR/etc/motd\"; "), "{p}");
+        assert!(p.starts_with("f=\"$BAKERY_WORKDIR\"'/etc/motd'; "), "{p}");
         assert!(p.contains(r"grep -qF -- 'it'\''s' "), "{p}");
         assert!(p.contains("stat -c %a"), "{p}");
     }

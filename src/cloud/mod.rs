@@ -97,6 +97,8 @@ pub struct LaunchSpec {
     pub volume_type: String,
     pub kms_key: Option<String>,
     pub tags: Tags,
+    /// RunInstances idempotency token prefix (at most 60 ASCII characters).
+    pub client_token: Option<String>,
 }
 
 /// A failed AWS call, named by its operation (`RunInstances`), never a bare SDK error.

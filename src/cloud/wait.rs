@@ -101,7 +101,7 @@ impl Wait {
             let delay = delays
                 .next()
                 .unwrap_or(self.max_delay)
-                .min(self.timeout - waited);
+                .min(self.timeout.saturating_sub(waited));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = cancel.cancelled() => return Err(CloudError::Cancelled),

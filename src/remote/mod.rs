@@ -65,18 +65,20 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Quotes `s` for a POSIX shell inside double quotes, leaving `$VAR` references to expand (paths
-/// written with `{{ workdir }}` render as `$BAKERY_WORKDIR/...`).
-pub fn sh_quote_expand(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        if matches!(c, '"' | '\\' | '`') {
-            out.push('\\');
+/// Quotes a path for a POSIX shell: single quotes, except that a leading `$BAKERY_WORKDIR`
+/// (what `{{ workdir }}` renders to) stays a variable reference. Nothing else expands, so a
+/// parameter value can never become a command substitution.
+pub fn sh_path(s: &str) -> String {
+    for prefix in ["$BAKERY_WORKDIR", "${BAKERY_WORKDIR}"] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            return if rest.is_empty() {
+                "\"$BAKERY_WORKDIR\"".to_string()
+            } else {
+                format!("\"$BAKERY_WORKDIR\"{}", sh_quote(rest))
+            };
         }
-        out.push(c);
     }
-    out.push('"');
-    out
+    sh_quote(s)
 }
 
 #[cfg(test)]
@@ -86,9 +88,8 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        assert_eq!(
-            sh_quote_expand("$BAKERY_WORKDIR/a \"b\"`c`"),
-            r#""$BAKERY_WORKDIR/a \"b\"\`c\`""#
-        );
+        assert_eq!(sh_path("$BAKERY_WORKDIR/a b"), r#""$BAKERY_WORKDIR"'/a b'"#);
+        assert_eq!(sh_path("${BAKERY_WORKDIR}"), r#""$BAKERY_WORKDIR""#);
+        assert_eq!(sh_path("/opt/$(reboot)`x`"), r#"'/opt/$(reboot)`x`'"#);
     }
 }

@@ -339,6 +339,10 @@ fn lines(
     on_line: &mut (dyn FnMut(Stream, &str) + Send),
 ) {
     partial.extend_from_slice(data);
+    // Output without newlines must not grow without bound: break it into lines.
+    if partial.len() > MAX_CAPTURE && !partial.contains(&b'\n') {
+        partial.push(b'\n');
+    }
     while let Some(i) = partial.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = partial.drain(..=i).collect();
         let text = String::from_utf8_lossy(&line[..line.len() - 1]);

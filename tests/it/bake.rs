@@ -87,6 +87,26 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
                 out.push(format!("snapshot {id}"));
             }
         }
+        // Parameters under the registry prefix that name an AMI that is not registered.
+        let (_, ssm) = sb.clients().await;
+        let registered: Vec<String> = images
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect();
+        let params = ssm
+            .get_parameters_by_path()
+            .path("/bakery")
+            .recursive(true)
+            .send()
+            .await
+            .expect("GetParametersByPath");
+        for p in params.parameters() {
+            let v = p.value().unwrap_or_default();
+            if v.starts_with("ami-") && !registered.iter().any(|r| r == v) {
+                out.push(format!("parameter {} -> {v}", p.name().unwrap_or_default()));
+            }
+        }
         out.extend(
             sb.leftover_workdirs()
                 .into_iter()
@@ -133,16 +153,42 @@ fn registered(sb: &Sandbox, image: &str) -> Vec<(String, String)> {
     })
 }
 
+/// A parameter's value and data type; `None` only when it does not exist.
 fn parameter(sb: &Sandbox, name: &str) -> Option<(String, String)> {
     rt().block_on(async {
         let (_, ssm) = sb.clients().await;
-        let p = ssm.get_parameter().name(name).send().await.ok()?;
-        let p = p.parameter()?;
-        Some((
-            p.value()?.to_string(),
-            p.data_type().unwrap_or_default().to_string(),
-        ))
+        match ssm.get_parameter().name(name).send().await {
+            Ok(p) => {
+                let p = p.parameter().expect("a parameter");
+                Some((
+                    p.value().unwrap_or_default().to_string(),
+                    p.data_type().unwrap_or_default().to_string(),
+                ))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                None
+            }
+            Err(e) => panic!("GetParameter {name}: {e:?}"),
+        }
     })
+}
+
+/// Waits for a child, killing it (and failing the test) if it takes longer than `secs`.
+fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("bakery did not exit within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// sandbox-demo plus a recipe whose second step fails.
@@ -436,7 +482,7 @@ fn sigint_in_every_phase_leaves_nothing() {
             }
         }
         seen.extend(lines.map_while(Result::ok));
-        let status = child.wait().expect("wait");
+        let status = wait_for(&mut child, 120);
         let all = seen.join("\n");
         assert_eq!(status.code(), Some(130), "interrupt in {phase}: {all}");
         assert!(
@@ -585,7 +631,7 @@ fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
         }
     }
     seen.extend(lines.map_while(Result::ok));
-    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    assert_eq!(wait_for(&mut child, 120).code(), Some(130));
     let all = seen.join("\n");
     assert!(all.contains("cleanup skipped"), "{all}");
     let bake_id = bake_id_of(&all);
@@ -604,4 +650,63 @@ fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
             .collect::<Vec<_>>(),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn interrupting_the_cleanup_of_a_published_bake_keeps_the_version() {
+    let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
+    let mut child = sb
+        .command(&[
+            "bake",
+            "sandbox-demo",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["event"] == "phase" && v["phase"] == "cleanup" {
+            // Published; now interrupt twice: the second one exits at once.
+            for _ in 0..2 {
+                std::process::Command::new("kill")
+                    .arg("-INT")
+                    .arg(child.id().to_string())
+                    .status()
+                    .expect("kill");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    assert_eq!(
+        wait_for(&mut child, 120).code(),
+        Some(130),
+        "{}",
+        seen.join("\n")
+    );
+    let bake_id = bake_id_of(&seen.join("\n"));
+    let out = sb.bakery(&["cleanup", &bake_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The version was published: cleanup removed only the temporary things.
+    let versions = registered(&sb, "sandbox-demo");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/0.1.0").map(|p| p.0),
+        Some(versions[0].1.clone())
+    );
+    assert_eq!(
+        parameter(&sb, "/bakery/sandbox-demo/latest").map(|p| p.0),
+        Some(versions[0].1.clone())
+    );
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
 }

@@ -83,6 +83,20 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start scripts/sandbox-host");
+        // From here on a panic must not orphan the emulator and sshd.
+        struct Guard(Option<Child>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(c) = &mut self.0 {
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(c.id().to_string())
+                        .status();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let mut guard = Guard(None);
         let mut out = BufReader::new(host.stdout.take().expect("stdout"));
         let mut line = String::new();
         out.read_line(&mut line).expect("read");
@@ -94,6 +108,7 @@ impl Sandbox {
             let _ = host.kill();
             panic!("sandbox did not start: {line}{err}\n{}", setup_hint());
         }
+        guard.0 = Some(host);
         let (endpoint, proxy_stop) = match delay {
             None => (format!("http://127.0.0.1:{moto_port}"), None),
             Some(d) => {
@@ -108,6 +123,7 @@ impl Sandbox {
                 "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\n"
             ),
         );
+        let host = guard.0.take().expect("host");
         Sandbox {
             host,
             moto_port,

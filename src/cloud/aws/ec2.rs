@@ -84,7 +84,7 @@ impl Aws {
             Ok(out) => Ok(out.images().iter().find_map(image_info)),
             Err(e) => {
                 let err = self.err("DescribeImages", e);
-                if err.code().is_some_and(|c| c.starts_with("InvalidAMIID")) {
+                if err.code() == Some("InvalidAMIID.NotFound") {
                     Ok(None)
                 } else {
                     Err(err)
@@ -157,6 +157,19 @@ impl Aws {
                 })
             })
             .collect())
+    }
+
+    /// One instance; `None` while a new id is not yet visible (DescribeInstances is eventually
+    /// consistent and answers InvalidInstanceID.NotFound for a moment after RunInstances).
+    pub async fn describe_instance(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceInfo>, CloudError> {
+        match self.describe_instances(std::slice::from_ref(id)).await {
+            Ok(v) => Ok(v.into_iter().next()),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Instance ids carrying `tag` = `value`, in any state but terminated.
@@ -406,7 +419,7 @@ impl Aws {
         spec: &LaunchSpec,
     ) -> Result<(InstanceId, String), CloudError> {
         let mut last = None;
-        for itype in &spec.instance_types {
+        for (n, itype) in spec.instance_types.iter().enumerate() {
             let mut ebs = EbsBlockDevice::builder()
                 .encrypted(true)
                 .delete_on_termination(true)
@@ -422,6 +435,8 @@ impl Aws {
                 .instance_type(InstanceType::from(itype.as_str()))
                 .min_count(1)
                 .max_count(1)
+                // Idempotency: an SDK retry of this call must not launch a second instance.
+                .set_client_token(spec.client_token.as_ref().map(|t| format!("{t}-{n}")))
                 .set_key_name(spec.key_name.as_ref().map(|k| k.0.clone()))
                 .set_subnet_id(spec.subnet.clone())
                 .metadata_options(
@@ -550,7 +565,7 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = self.err("DeregisterImage", e);
-                if err.code().is_some_and(|c| c.starts_with("InvalidAMIID")) {
+                if err.code() == Some("InvalidAMIID.NotFound") {
                     Ok(())
                 } else {
                     Err(err)
@@ -604,5 +619,209 @@ impl Aws {
             .filter_map(|s| s.snapshot_id())
             .map(|s| SnapshotId(s.to_string()))
             .collect())
+    }
+}
+
+/// Registry operations: distribution, sharing, deprecation, usage.
+impl Aws {
+    /// Copies `source` (in `source_region`) into this region, tags at creation, encrypted with
+    /// `kms_key` when given. Returns the new AMI id.
+    pub async fn copy_image(
+        &self,
+        source_region: &str,
+        source: &ImageId,
+        name: &str,
+        description: &str,
+        kms_key: Option<&str>,
+        tags: &Tags,
+    ) -> Result<ImageId, CloudError> {
+        let mut req = self
+            .ec2
+            .copy_image()
+            .source_region(source_region)
+            .source_image_id(source.as_str())
+            .name(name)
+            .description(description)
+            .copy_image_tags(true)
+            .tag_specifications(tag_spec(ResourceType::Image, tags));
+        if let Some(k) = kms_key {
+            req = req.encrypted(true).kms_key_id(k);
+        }
+        let out = req.send().await.map_err(|e| self.err("CopyImage", e))?;
+        let id = out
+            .image_id()
+            .ok_or_else(|| self.bad("CopyImage", "no ImageId"))?;
+        Ok(ImageId(id.to_string()))
+    }
+
+    /// Adds launch permissions for accounts, organizations and OUs (by ARN).
+    pub async fn share_image(
+        &self,
+        id: &ImageId,
+        accounts: &[String],
+        organizations: &[String],
+        ous: &[String],
+    ) -> Result<(), CloudError> {
+        use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications};
+        let mut adds = Vec::new();
+        for a in accounts {
+            adds.push(LaunchPermission::builder().user_id(a).build());
+        }
+        for o in organizations {
+            adds.push(LaunchPermission::builder().organization_arn(o).build());
+        }
+        for o in ous {
+            adds.push(
+                LaunchPermission::builder()
+                    .organizational_unit_arn(o)
+                    .build(),
+            );
+        }
+        if adds.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .modify_image_attribute()
+            .image_id(id.as_str())
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .set_add(Some(adds))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("ModifyImageAttribute", e))?;
+        Ok(())
+    }
+
+    /// Lets accounts create volumes from a snapshot (needed to launch a shared encrypted AMI).
+    pub async fn share_snapshot(
+        &self,
+        id: &SnapshotId,
+        accounts: &[String],
+    ) -> Result<(), CloudError> {
+        use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications};
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let adds = accounts
+            .iter()
+            .map(|a| CreateVolumePermission::builder().user_id(a).build())
+            .collect();
+        self.ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(id.as_str())
+            .create_volume_permission(
+                CreateVolumePermissionModifications::builder()
+                    .set_add(Some(adds))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("ModifySnapshotAttribute", e))?;
+        Ok(())
+    }
+
+    /// Accounts an AMI is shared with (launch permissions).
+    pub async fn image_launch_accounts(&self, id: &ImageId) -> Result<Vec<String>, CloudError> {
+        let out = self
+            .ec2
+            .describe_image_attribute()
+            .image_id(id.as_str())
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeImageAttribute", e))?;
+        Ok(out
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| p.user_id())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Marks an AMI deprecated at `at` (RFC 3339, UTC, whole minutes per the EC2 API).
+    pub async fn enable_image_deprecation(
+        &self,
+        id: &ImageId,
+        at: std::time::SystemTime,
+    ) -> Result<(), CloudError> {
+        self.ec2
+            .enable_image_deprecation()
+            .image_id(id.as_str())
+            .deprecate_at(aws_smithy_types::DateTime::from(at))
+            .send()
+            .await
+            .map_err(|e| self.err("EnableImageDeprecation", e))?;
+        Ok(())
+    }
+
+    /// Instances (any state but terminated) launched from `image`.
+    pub async fn instances_using(&self, image: &ImageId) -> Result<Vec<InstanceId>, CloudError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .values(image.as_str())
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeInstances", e))?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str())
+                    .unwrap_or("");
+                if state != "terminated" {
+                    if let Some(id) = i.instance_id() {
+                        out.push(InstanceId(id.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// AMI ids referenced by the default or latest version of any launch template.
+    pub async fn launch_template_images(&self) -> Result<Vec<(String, ImageId)>, CloudError> {
+        let mut out = Vec::new();
+        let mut pages = self.ec2.describe_launch_templates().into_paginator().send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeLaunchTemplates", e))?;
+            names.extend(
+                page.launch_templates()
+                    .iter()
+                    .filter_map(|t| t.launch_template_id().map(str::to_string)),
+            );
+        }
+        for id in names {
+            let v = self
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_id(&id)
+                .versions("$Default")
+                .versions("$Latest")
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeLaunchTemplateVersions", e))?;
+            for ver in v.launch_template_versions() {
+                if let Some(ami) = ver.launch_template_data().and_then(|d| d.image_id()) {
+                    let label = format!(
+                        "{} v{}",
+                        ver.launch_template_name().unwrap_or(&id),
+                        ver.version_number().unwrap_or_default()
+                    );
+                    out.push((label, ImageId(ami.to_string())));
+                }
+            }
+        }
+        Ok(out)
     }
 }

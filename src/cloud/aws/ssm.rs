@@ -85,3 +85,54 @@ impl Aws {
         }
     }
 }
+
+impl Aws {
+    /// Values a parameter has had, oldest first (SSM keeps the last 100 versions).
+    pub async fn parameter_history(&self, name: &str) -> Result<Vec<String>, CloudError> {
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            let page = match self
+                .ssm
+                .get_parameter_history()
+                .name(name)
+                .set_next_token(next)
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_parameter_not_found()) =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(self.err("GetParameterHistory", e)),
+            };
+            out.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.value())
+                    .map(str::to_string),
+            );
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Writes a plain string parameter (overwriting).
+    pub async fn put_string_parameter(&self, name: &str, value: &str) -> Result<(), CloudError> {
+        self.ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| self.err("PutParameter", e))?;
+        Ok(())
+    }
+}
