@@ -416,6 +416,11 @@ impl Run<'_> {
         if let Some(s) = &self.target.subnet {
             self.aws.subnet_vpc(s).await?;
         }
+        if let Some(p) = &self.target.instance_profile {
+            if !self.aws.instance_profile_exists(p).await? {
+                return Err(Failure::new(format!("instance profile {p} does not exist")));
+            }
+        }
         if let Some(sg) = &self.target.security_group {
             if !self.aws.security_group_exists(sg).await? {
                 return Err(Failure::new(format!(

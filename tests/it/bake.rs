@@ -710,3 +710,75 @@ fn interrupting_the_cleanup_of_a_published_bake_keeps_the_version() {
     );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+#[test]
+fn the_instance_profile_must_exist_before_anything_is_created() {
+    let sb = Sandbox::start();
+    let toml = std::fs::read_to_string(sb.project.path().join("bakery.toml")).expect("bakery.toml");
+    sb.project.write(
+        "bakery.toml",
+        &format!("{toml}instance_profile = \"bakery-build\"\n"),
+    );
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed in preflight: instance profile bakery-build does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("    + "), "nothing was created: {err}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+
+    rt().block_on(async {
+        let conf = sb.sdk_config().await;
+        aws_sdk_iam::Client::new(&conf)
+            .create_instance_profile()
+            .instance_profile_name("bakery-build")
+            .send()
+            .await
+            .expect("CreateInstanceProfile");
+    });
+    // Keep a failed build instance to look at what it was launched with.
+    add_failing_check(&sb);
+    let out = sb.bakery(&[
+        "bake",
+        "fail-check",
+        "--target",
+        "sandbox",
+        "--on-error",
+        "keep",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let bake_id = bake_id_of(&text(&out.stderr));
+    let profiles = rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let out = ec2
+            .describe_instances()
+            .send()
+            .await
+            .expect("DescribeInstances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                i.iam_instance_profile()
+                    .and_then(|p| p.arn())
+                    .map(str::to_string)
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        profiles
+            .iter()
+            .any(|a| a.ends_with("instance-profile/bakery-build")),
+        "{profiles:?}"
+    );
+    let out = sb.bakery(&["cleanup", &bake_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for w in sb.leftover_workdirs() {
+        std::fs::remove_dir_all(&w).expect("remove the kept workdir (the instance's disk)");
+    }
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}

@@ -152,9 +152,9 @@ impl Sandbox {
         self.command(args).output().expect("run bakery")
     }
 
-    /// SDK clients against the emulator itself (not the proxy).
-    pub async fn clients(&self) -> (aws_sdk_ec2::Client, aws_sdk_ssm::Client) {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// SDK configuration for the emulator itself (not the proxy).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(format!("http://127.0.0.1:{}", self.moto_port))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -168,7 +168,12 @@ impl Sandbox {
                     .build_https(),
             )
             .load()
-            .await;
+            .await
+    }
+
+    /// EC2 and SSM clients against the emulator.
+    pub async fn clients(&self) -> (aws_sdk_ec2::Client, aws_sdk_ssm::Client) {
+        let conf = self.sdk_config().await;
         (
             aws_sdk_ec2::Client::new(&conf),
             aws_sdk_ssm::Client::new(&conf),

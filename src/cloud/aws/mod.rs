@@ -3,6 +3,7 @@
 //! operation and region.
 
 mod ec2;
+mod iam;
 mod ssm;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub struct Aws {
     pub region: Region,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) iam: aws_sdk_iam::Client,
 }
 
 impl Aws {
@@ -59,6 +61,7 @@ impl Aws {
             region: region.clone(),
             ec2: aws_sdk_ec2::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
+            iam: aws_sdk_iam::Client::new(&conf),
         }
     }
 
