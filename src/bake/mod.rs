@@ -57,8 +57,10 @@ pub struct Artifact {
     pub source_ami: String,
     pub parent: Option<String>,
     pub bake_id: String,
-    /// SSM parameters written (name -> value).
+    /// SSM parameters written (`region:name` -> value).
     pub parameters: BTreeMap<String, String>,
+    /// Channels moved to this version (`publish.channels`).
+    pub channels: Vec<String>,
     /// Seconds per phase.
     pub timings: BTreeMap<String, f64>,
     pub checks: Vec<CheckResult>,

@@ -10,12 +10,13 @@ use semver::Version;
 
 use super::ledger::{Journal, State, Undo, When};
 use super::steps::{Linux, StepError};
-use super::undo::{undo_all, Regions};
+use super::undo::undo_all;
 use super::{Artifact, BakeError, BakeOptions, FailKind, OnError};
 use crate::catalog::model::{Communicator, Image, ImageName, Platform, Source, Target};
 use crate::catalog::Catalog;
 use crate::checks::report::CheckResult;
 use crate::cloud::aws::Aws;
+use crate::cloud::aws::Regions;
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{
@@ -113,6 +114,10 @@ struct Run<'a> {
     pin: HostKeyPin,
     ssh: Option<Ssh>,
     image_id: Option<ImageId>,
+    /// Region -> (client, AMI): the build region's image and its copies.
+    copies: BTreeMap<String, (Aws, ImageId)>,
+    /// Channels moved to the new version.
+    channels: Vec<String>,
     checks: Vec<CheckResult>,
     parameters: BTreeMap<String, String>,
 }
@@ -197,6 +202,8 @@ pub async fn bake(
         pin: HostKeyPin::default(),
         ssh: None,
         image_id: None,
+        copies: BTreeMap::new(),
+        channels: Vec::new(),
         checks: Vec::new(),
         parameters: BTreeMap::new(),
     };
@@ -263,6 +270,9 @@ impl Run<'_> {
         self.emit_phase("capture");
         self.capture().await?;
         self.leave();
+        self.emit_phase("distribute");
+        self.distribute().await?;
+        self.leave();
         self.emit_phase("publish");
         self.publish().await?;
         self.leave();
@@ -280,6 +290,148 @@ impl Run<'_> {
             humantime::format_rfc3339_seconds(SystemTime::now() + life).to_string(),
         );
         t
+    }
+
+    /// Tags of the AMI and its snapshots (in every region).
+    fn image_tags(&self, name: &str, version: &Version) -> Tags {
+        let mut tags = self.tags();
+        tags.remove(tag::EXPIRES);
+        tags.insert("Name".into(), name.to_string());
+        tags.insert(tag::VERSION.into(), version.to_string());
+        tags.insert(
+            tag::FINGERPRINT.into(),
+            self.fingerprint.clone().unwrap_or_default(),
+        );
+        tags.insert(
+            tag::SOURCE_AMI.into(),
+            self.source
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default(),
+        );
+        if let Some(p) = &self.parent {
+            tags.insert(tag::PARENT.into(), p.clone());
+        }
+        tags.insert(
+            tag::CREATED_BY.into(),
+            format!("bakery/{}", env!("CARGO_PKG_VERSION")),
+        );
+        tags
+    }
+
+    /// Regions the image is published to: `publish.regions`, or the target's.
+    fn publish_regions(&self) -> Vec<String> {
+        let mut out: Vec<String> = if self.image.publish.regions.is_empty() {
+            self.target.regions.iter().map(|r| r.to_string()).collect()
+        } else {
+            self.image
+                .publish
+                .regions
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        let build = self.region();
+        out.retain(|r| r != &build);
+        out.dedup();
+        out.insert(0, build);
+        out
+    }
+
+    /// Copies the AMI to every other publish region (the copies run in parallel in AWS; bakery
+    /// waits for them together), tags their snapshots, shares and schedules deprecation.
+    /// Idempotent by name: a copy of this version with the same fingerprint is adopted.
+    async fn distribute(&mut self) -> Result<(), Failure> {
+        let build = self.region();
+        let ami = self
+            .image_id
+            .clone()
+            .ok_or_else(|| Failure::new("no image"))?;
+        let version = self
+            .version
+            .clone()
+            .ok_or_else(|| Failure::new("no version"))?;
+        let name = registry::ami_name(self.image.name.as_str(), &version);
+        let tags = self.image_tags(&name, &version);
+        let fingerprint = self.fingerprint.clone().unwrap_or_default();
+        let description = format!(
+            "{} {} baked by bakery ({})",
+            self.image.name, version, self.bake_id
+        );
+        self.copies
+            .insert(build.clone(), (self.aws.clone(), ami.clone()));
+        let mut started = Vec::new();
+        for region in self.publish_regions().into_iter().skip(1) {
+            let aws =
+                Aws::connect(self.target, &crate::catalog::model::Region(region.clone())).await;
+            let existing = aws
+                .describe_images(&["self".into()], &[("name", vec![name.clone()])])
+                .await?;
+            let id = match existing.first() {
+                Some(i) if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint) => {
+                    tracing::info!(region = %region, ami = %i.id, "adopting an existing copy of this version");
+                    i.id.clone()
+                }
+                Some(i) => {
+                    return Err(Failure::new(format!(
+                        "{name} already exists in {region} as {} with another fingerprint",
+                        i.id
+                    )));
+                }
+                None => {
+                    let kms = self
+                        .target
+                        .kms_keys
+                        .get(&region)
+                        .or(self.target.kms_key.as_ref())
+                        .cloned();
+                    aws.copy_image(&build, &ami, &name, &description, kms.as_deref(), &tags)
+                        .await?
+                }
+            };
+            self.journal.push(
+                Undo::DeregisterImage {
+                    region: region.clone(),
+                    id: id.clone(),
+                },
+                When::OnFailure,
+            )?;
+            self.created(format!("image {id} ({name}) in {region}"));
+            started.push((aws, id));
+        }
+        let timeout = self.image.build.timeouts.capture;
+        let mut waits = tokio::task::JoinSet::new();
+        for (aws, id) in started {
+            let cancel = self.cancel.clone();
+            waits.spawn(async move {
+                let info = wait_available(&aws, &id, timeout, &cancel).await;
+                (aws, id, info)
+            });
+        }
+        while let Some(done) = waits.join_next().await {
+            let (aws, id, info) = done.map_err(|e| Failure::new(format!("copy wait: {e}")))?;
+            let info = info?;
+            let snaps: Vec<String> = info.snapshots.iter().map(|s| s.to_string()).collect();
+            aws.tag_resources(&snaps, &tags).await?;
+            self.copies.insert(aws.region.to_string(), (aws, id));
+        }
+        let share = &self.image.publish.share;
+        for (aws, id) in self.copies.values() {
+            aws.share_image(id, &share.accounts, &share.organizations, &share.ous)
+                .await?;
+            if !share.accounts.is_empty() {
+                if let Some(info) = aws.describe_image(id).await? {
+                    for s in &info.snapshots {
+                        aws.share_snapshot(s, &share.accounts).await?;
+                    }
+                }
+            }
+            if let Some(after) = self.image.publish.deprecate_after {
+                aws.enable_image_deprecation(id, SystemTime::now() + after)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn resolve_source(&mut self) -> Result<(), Failure> {
@@ -811,28 +963,7 @@ impl Run<'_> {
             .clone()
             .ok_or_else(|| Failure::new("no version"))?;
         let name = registry::ami_name(self.image.name.as_str(), &version);
-        let mut tags = self.tags();
-        tags.remove(tag::EXPIRES);
-        tags.insert("Name".into(), name.clone());
-        tags.insert(tag::VERSION.into(), version.to_string());
-        tags.insert(
-            tag::FINGERPRINT.into(),
-            self.fingerprint.clone().unwrap_or_default(),
-        );
-        tags.insert(
-            tag::SOURCE_AMI.into(),
-            self.source
-                .as_ref()
-                .map(|s| s.id.to_string())
-                .unwrap_or_default(),
-        );
-        if let Some(p) = &self.parent {
-            tags.insert(tag::PARENT.into(), p.clone());
-        }
-        tags.insert(
-            tag::CREATED_BY.into(),
-            format!("bakery/{}", env!("CARGO_PKG_VERSION")),
-        );
+        let tags = self.image_tags(&name, &version);
         let description = format!(
             "{} {} baked by bakery ({})",
             self.image.name, version, self.bake_id
@@ -847,32 +978,7 @@ impl Run<'_> {
         )?;
         self.created(format!("image {ami} ({name})"));
         self.image_id = Some(ami.clone());
-        let info = Wait::new(format!("image {ami} in {region}"), "available", timeout)
-            .until(&self.cancel, || async {
-                Ok(match aws.describe_image(&ami).await? {
-                    Some(i) if i.state == "available" => Poll::Ready(i),
-                    Some(i)
-                        if matches!(
-                            i.state.as_str(),
-                            "failed" | "error" | "invalid" | "deregistered"
-                        ) =>
-                    {
-                        Poll::Failed {
-                            state: i.state,
-                            reason: i.state_reason,
-                        }
-                    }
-                    Some(i) => Poll::Pending {
-                        state: i.state,
-                        reason: i.state_reason,
-                    },
-                    None => Poll::Pending {
-                        state: "not visible".into(),
-                        reason: None,
-                    },
-                })
-            })
-            .await?;
+        let info = wait_available(&aws, &ami, timeout, &self.cancel).await?;
         // Snapshot tags after the fact: the emulator answers 500 to a snapshot TagSpecification
         // on CreateImage; AWS accepts both ways.
         let snaps: Vec<String> = info.snapshots.iter().map(|s| s.to_string()).collect();
@@ -881,80 +987,130 @@ impl Run<'_> {
     }
 
     async fn publish(&mut self) -> Result<(), Failure> {
-        let ami = self
-            .image_id
-            .clone()
-            .ok_or_else(|| Failure::new("no image"))?;
         let version = self
             .version
             .clone()
             .ok_or_else(|| Failure::new("no version"))?;
-        let region = self.region();
-        let base = format!("{}/{}", self.target.ssm_prefix, self.image.name);
-        let versioned = format!("{base}/{version}");
-        let latest = format!("{base}/latest");
-        // The versioned parameter is the contract: never overwritten.
-        if self.aws.get_parameter(&versioned).await?.is_some() {
-            return Err(Failure::new(format!(
-                "{versioned} already exists: versions are immutable"
-            )));
-        }
-        // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
-        let undo = Undo::RestoreParameter {
-            region: region.clone(),
-            name: versioned.clone(),
-            previous: None,
-        };
-        self.journal.push(undo.clone(), When::OnFailure)?;
-        if let Err(e) = self
-            .aws
-            .put_image_parameter(&versioned, ami.as_str(), false)
-            .await
-        {
-            if e.code() == Some("ParameterAlreadyExists") {
-                // Another runner took this version between our check and the put: not ours.
-                self.journal.forget(&undo)?;
+        let prefix = self.target.ssm_prefix.clone();
+        let image = self.image.name.to_string();
+        let versioned = registry::aws::version_param(&prefix, &image, &version);
+        let latest = registry::aws::latest_param(&prefix, &image);
+        let copies: Vec<(String, Aws, ImageId)> = self
+            .copies
+            .iter()
+            .map(|(r, (a, i))| (r.clone(), a.clone(), i.clone()))
+            .collect();
+        for (region, aws, ami) in &copies {
+            // The versioned parameter is the contract: never overwritten.
+            if aws.get_parameter(&versioned).await?.is_some() {
+                return Err(Failure::new(format!(
+                    "{versioned} already exists in {region}: versions are immutable"
+                )));
             }
-            return Err(e.into());
-        }
-        let previous = self.aws.get_parameter(&latest).await?;
-        self.journal.push(
-            Undo::RestoreParameter {
+            // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
+            let undo = Undo::RestoreParameter {
                 region: region.clone(),
-                name: latest.clone(),
-                previous,
-            },
-            When::OnFailure,
-        )?;
-        self.aws
-            .put_image_parameter(&latest, ami.as_str(), true)
-            .await?;
+                name: versioned.clone(),
+                previous: None,
+            };
+            self.journal.push(undo.clone(), When::OnFailure)?;
+            if let Err(e) = aws
+                .put_image_parameter(&versioned, ami.as_str(), false)
+                .await
+            {
+                if e.code() == Some("ParameterAlreadyExists") {
+                    // Another runner took this version between our check and the put: not ours.
+                    self.journal.forget(&undo)?;
+                }
+                return Err(e.into());
+            }
+            let previous = aws.get_parameter(&latest).await?;
+            self.journal.push(
+                Undo::RestoreParameter {
+                    region: region.clone(),
+                    name: latest.clone(),
+                    previous,
+                },
+                When::OnFailure,
+            )?;
+            aws.put_image_parameter(&latest, ami.as_str(), true).await?;
+        }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
         // validation passed, so read back until it shows (bounded).
-        for p in [&versioned, &latest] {
-            let aws = &self.aws;
-            Wait::new(
-                format!("parameter {p} in {region}"),
-                format!("= {ami}"),
-                PARAMETER_VISIBLE_WAIT,
-            )
-            .until(&self.cancel, || async {
-                let back = aws.get_parameter(p).await?;
-                Ok(if back.as_deref() == Some(ami.as_str()) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending {
-                        state: format!("{back:?}"),
-                        reason: None,
-                    }
+        for (region, aws, ami) in &copies {
+            for p in [&versioned, &latest] {
+                Wait::new(
+                    format!("parameter {p} in {region}"),
+                    format!("= {ami}"),
+                    PARAMETER_VISIBLE_WAIT,
+                )
+                .until(&self.cancel, || async {
+                    let back = aws.get_parameter(p).await?;
+                    Ok(if back.as_deref() == Some(ami.as_str()) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending {
+                            state: format!("{back:?}"),
+                            reason: None,
+                        }
+                    })
                 })
-            })
-            .await?;
-            self.parameters.insert(p.clone(), ami.to_string());
+                .await?;
+            }
+            self.parameters
+                .insert(format!("{region}:{versioned}"), ami.to_string());
+            self.parameters
+                .insert(format!("{region}:{latest}"), ami.to_string());
         }
         // From here on the version exists: nothing may undo it.
         self.journal.set_state(State::Published)?;
+        self.after_publish(&version).await;
         Ok(())
+    }
+
+    /// Channels and retention after a successful publish. The version stands whatever happens
+    /// here, so problems are warnings.
+    async fn after_publish(&mut self, version: &Version) {
+        let image = self.image.name.to_string();
+        let mut reg = registry::aws::Registry::new(self.target);
+        if !self.image.publish.channels.is_empty() {
+            match reg.versions(&image, None).await {
+                Ok(all) => {
+                    if let Some(v) = all.iter().find(|v| &v.version == version) {
+                        for ch in &self.image.publish.channels {
+                            if let Err(e) = reg.promote(&image, v, ch).await {
+                                self.events.emit(BakeEvent::Warning {
+                                    bake_id: self.bake_id.clone(),
+                                    message: format!("channel {ch} not moved: {e}"),
+                                });
+                            } else {
+                                self.channels.push(ch.clone());
+                            }
+                        }
+                    }
+                }
+                Err(e) => self.events.emit(BakeEvent::Warning {
+                    bake_id: self.bake_id.clone(),
+                    message: format!("channels not moved: {e}"),
+                }),
+            }
+        }
+        if let Some(keep) = self.image.publish.keep {
+            match registry::prune::prune(&mut reg, &image, keep as usize, None, false).await {
+                Ok(report) => {
+                    for d in report.iter().filter(|d| d.pruned) {
+                        self.events.emit(BakeEvent::Removed {
+                            bake_id: self.bake_id.clone(),
+                            resource: format!("{image} {} (retention: keep {keep})", d.version),
+                        });
+                    }
+                }
+                Err(e) => self.events.emit(BakeEvent::Warning {
+                    bake_id: self.bake_id.clone(),
+                    message: format!("retention not applied: {e}"),
+                }),
+            }
+        }
     }
 
     fn artifact(&self) -> Artifact {
@@ -967,10 +1123,11 @@ impl Run<'_> {
                 .unwrap_or_default(),
             fingerprint: self.fingerprint.clone().unwrap_or_default(),
             amis: self
-                .image_id
+                .copies
                 .iter()
-                .map(|a| (self.region(), a.to_string()))
+                .map(|(r, (_, a))| (r.clone(), a.to_string()))
                 .collect(),
+            channels: self.channels.clone(),
             source_ami: self
                 .source
                 .as_ref()
@@ -1165,4 +1322,43 @@ async fn caller_cidr() -> Result<String, String> {
         format!("checkip.amazonaws.com answered {ip:?}; set ssh_cidr in the target")
     })?;
     Ok(format!("{ip}/32"))
+}
+
+/// Waits until an AMI is available (failing fast on failed states).
+async fn wait_available(
+    aws: &Aws,
+    ami: &ImageId,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<ImageInfo, CloudError> {
+    Wait::new(
+        format!("image {ami} in {}", aws.region),
+        "available",
+        timeout,
+    )
+    .until(cancel, || async {
+        Ok(match aws.describe_image(ami).await? {
+            Some(i) if i.state == "available" => Poll::Ready(i),
+            Some(i)
+                if matches!(
+                    i.state.as_str(),
+                    "failed" | "error" | "invalid" | "deregistered"
+                ) =>
+            {
+                Poll::Failed {
+                    state: i.state,
+                    reason: i.state_reason,
+                }
+            }
+            Some(i) => Poll::Pending {
+                state: i.state,
+                reason: i.state_reason,
+            },
+            None => Poll::Pending {
+                state: "not visible".into(),
+                reason: None,
+            },
+        })
+    })
+    .await
 }

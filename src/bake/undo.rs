@@ -2,13 +2,12 @@
 //! the bake id that the journal missed (a resource AWS created while the call that would have
 //! returned its id was interrupted).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use super::ledger::{Journal, State, Undo};
-use crate::catalog::model::{Region, Target};
-use crate::cloud::aws::Aws;
+use crate::catalog::model::Target;
+use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, InstanceId, SecurityGroupId};
@@ -21,35 +20,6 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(10 * 60);
 const SG_RELEASE_WAIT: Duration = Duration::from_secs(5 * 60);
 /// How long a just-created image may stay invisible to DescribeImages.
 const IMAGE_VISIBLE_WAIT: Duration = Duration::from_secs(60);
-
-/// Clients per region, built on first use.
-pub struct Regions<'a> {
-    target: &'a Target,
-    clients: BTreeMap<String, Aws>,
-}
-
-impl<'a> Regions<'a> {
-    pub fn new(target: &'a Target) -> Self {
-        Self {
-            target,
-            clients: BTreeMap::new(),
-        }
-    }
-
-    pub fn with(target: &'a Target, aws: Aws) -> Self {
-        let mut r = Self::new(target);
-        r.clients.insert(aws.region.to_string(), aws);
-        r
-    }
-
-    pub async fn get(&mut self, region: &str) -> &Aws {
-        if !self.clients.contains_key(region) {
-            let aws = Aws::connect(self.target, &Region(region.to_string())).await;
-            self.clients.insert(region.to_string(), aws);
-        }
-        &self.clients[region]
-    }
-}
 
 async fn terminate_and_wait(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Result<(), CloudError> {
     aws.terminate_instance(id).await?;

@@ -68,6 +68,8 @@ pub struct ImageInfo {
     pub platform: String,
     pub snapshots: Vec<SnapshotId>,
     pub tags: Tags,
+    /// When the image is (or was) deprecated, RFC 3339.
+    pub deprecation_time: Option<String>,
 }
 
 /// An instance as bakery sees it.

@@ -1,10 +1,14 @@
-//! Reading and writing the registry in one region.
+//! The registry in AWS: versions are AMIs tagged `bakery:image`/`bakery:version` (one per
+//! region), channels are SSM parameters. Reads merge the target's regions.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use semver::Version;
 
 use super::tag;
-use crate::catalog::model::ParentReq;
-use crate::cloud::aws::Aws;
+use crate::catalog::model::{ParentReq, Target};
+use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::{CloudError, ImageInfo};
 
 /// A registered version of an image in one region.
@@ -12,10 +16,10 @@ use crate::cloud::{CloudError, ImageInfo};
 pub struct Registered {
     pub version: Version,
     pub image: ImageInfo,
-    pub revoked: bool,
+    pub revoked: Option<String>,
 }
 
-/// Every registered version of `image` (AMIs owned by this account tagged with the image).
+/// Every registered version of `image` in one region (AMIs of this account tagged with it).
 pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudError> {
     let images = aws
         .describe_images(
@@ -28,7 +32,7 @@ pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudEr
         .filter(|i| i.tags.get(tag::IMAGE).map(String::as_str) == Some(image))
         .filter_map(|i| {
             let version = Version::parse(i.tags.get(tag::VERSION)?).ok()?;
-            let revoked = i.tags.contains_key(tag::REVOKED);
+            let revoked = i.tags.get(tag::REVOKED).cloned();
             Some(Registered {
                 version,
                 image: i,
@@ -40,7 +44,23 @@ pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudEr
     Ok(out)
 }
 
-/// The parent version a requirement names, or an error that says what exists.
+/// Parameter names of the registry (the README's "Pinning an image" documents them).
+pub fn version_param(prefix: &str, image: &str, v: &Version) -> String {
+    format!("{prefix}/{image}/{v}")
+}
+pub fn latest_param(prefix: &str, image: &str) -> String {
+    format!("{prefix}/{image}/latest")
+}
+pub fn channel_param(prefix: &str, image: &str, channel: &str) -> String {
+    format!("{prefix}/{image}/channels/{channel}")
+}
+/// The version a channel points at (its history is this parameter's history).
+pub fn channel_version_param(prefix: &str, image: &str, channel: &str) -> String {
+    format!("{prefix}/{image}/channel-versions/{channel}")
+}
+
+/// The parent version a requirement names, in one region, or an error that says what exists
+/// (and quotes the reason when only revoked versions match).
 pub async fn resolve_parent(
     aws: &Aws,
     prefix: &str,
@@ -48,31 +68,23 @@ pub async fn resolve_parent(
     req: &ParentReq,
 ) -> Result<Registered, CloudError> {
     let all = versions(aws, image).await?;
-    let chosen = match req {
-        ParentReq::Channel(c) if c != "latest" => {
-            let param = format!("{prefix}/{image}/channels/{c}");
-            let ami = aws.get_parameter(&param).await?.ok_or_else(|| {
-                CloudError::NotFound(format!("channel `{c}` of {image} does not exist ({param})"))
-            })?;
-            all.iter()
-                .find(|r| r.image.id.as_str() == ami && !r.revoked)
-                .cloned()
-        }
-        _ => super::resolve(
-            req,
-            all.iter()
-                .filter(|r| r.image.state == "available")
-                .map(|r| (&r.version, r.revoked)),
-        )
-        .and_then(|v| all.iter().find(|r| &r.version == v).cloned()),
-    };
-    chosen.ok_or_else(|| {
+    let not_found = |why: String| {
         let have: Vec<String> = all
             .iter()
-            .map(|r| format!("{}{}", r.version, if r.revoked { " (revoked)" } else { "" }))
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r.version,
+                    if r.revoked.is_some() {
+                        " (revoked)"
+                    } else {
+                        ""
+                    }
+                )
+            })
             .collect();
         CloudError::NotFound(format!(
-            "no version of {image} matches `{req}` in {} (registered: {})",
+            "no version of {image} matches `{req}` in {}: {why} (registered: {})",
             aws.region,
             if have.is_empty() {
                 "none".to_string()
@@ -80,5 +92,313 @@ pub async fn resolve_parent(
                 have.join(", ")
             }
         ))
-    })
+    };
+    let version = match req {
+        ParentReq::Channel(c) if c != "latest" => {
+            let param = channel_version_param(prefix, image, c);
+            let v = aws.get_parameter(&param).await?.ok_or_else(|| {
+                CloudError::NotFound(format!("channel `{c}` of {image} does not exist ({param})"))
+            })?;
+            Version::parse(&v).map_err(|e| {
+                CloudError::NotFound(format!("{param} holds `{v}`, not a version: {e}"))
+            })?
+        }
+        _ => {
+            let avail: Vec<(&Version, Option<&str>)> = all
+                .iter()
+                .filter(|r| r.image.state == "available")
+                .map(|r| (&r.version, r.revoked.as_deref()))
+                .collect();
+            super::resolve(req, avail).map_err(not_found)?.clone()
+        }
+    };
+    let r = all
+        .iter()
+        .find(|r| r.version == version)
+        .cloned()
+        .ok_or_else(|| not_found(format!("{version} has no AMI here")))?;
+    if let Some(reason) = &r.revoked {
+        return Err(CloudError::NotFound(format!(
+            "{image} {version} was revoked: {reason}"
+        )));
+    }
+    Ok(r)
+}
+
+/// One version across the target's regions.
+#[derive(Debug, Clone)]
+pub struct VersionView {
+    pub version: Version,
+    /// Region -> AMI.
+    pub amis: BTreeMap<String, ImageInfo>,
+    pub revoked: Option<String>,
+}
+
+impl VersionView {
+    pub fn state(&self) -> &'static str {
+        if self.revoked.is_some() {
+            return "revoked";
+        }
+        let now = SystemTime::now();
+        let deprecated = self.amis.values().any(|i| {
+            i.deprecation_time
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+                .is_some_and(|t| t <= now)
+        });
+        if deprecated {
+            "deprecated"
+        } else {
+            "available"
+        }
+    }
+
+    pub fn created(&self) -> String {
+        self.amis
+            .values()
+            .map(|i| i.creation_date.clone())
+            .min()
+            .unwrap_or_default()
+    }
+
+    pub fn tag(&self, key: &str) -> Option<String> {
+        self.amis.values().find_map(|i| i.tags.get(key).cloned())
+    }
+}
+
+/// The registry of one target.
+pub struct Registry<'a> {
+    pub target: &'a Target,
+    pub regions: Regions<'a>,
+}
+
+impl<'a> Registry<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        Self {
+            target,
+            regions: Regions::new(target),
+        }
+    }
+
+    fn primary(&self) -> String {
+        self.target
+            .regions
+            .first()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Every version of `image` in the target's regions (or just `only`), oldest first.
+    pub async fn versions(
+        &mut self,
+        image: &str,
+        only: Option<&str>,
+    ) -> Result<Vec<VersionView>, CloudError> {
+        let regions: Vec<String> = match only {
+            Some(r) => vec![r.to_string()],
+            None => self.target.regions.iter().map(|r| r.to_string()).collect(),
+        };
+        let mut by_version: BTreeMap<Version, VersionView> = BTreeMap::new();
+        for region in regions {
+            let aws = self.regions.get(&region).await;
+            for r in versions(aws, image).await? {
+                let e = by_version
+                    .entry(r.version.clone())
+                    .or_insert_with(|| VersionView {
+                        version: r.version.clone(),
+                        amis: BTreeMap::new(),
+                        revoked: None,
+                    });
+                e.revoked = e.revoked.take().or(r.revoked);
+                e.amis.insert(region.clone(), r.image);
+            }
+        }
+        Ok(by_version.into_values().collect())
+    }
+
+    /// What `image@req` names: a semver requirement, `latest` or a channel. Deterministic: the
+    /// highest matching version that is not revoked.
+    pub async fn resolve(
+        &mut self,
+        image: &str,
+        req: &ParentReq,
+    ) -> Result<VersionView, CloudError> {
+        let all = self.versions(image, None).await?;
+        let version = match req {
+            ParentReq::Channel(c) if c != "latest" => {
+                self.channel(image, c).await?.ok_or_else(|| {
+                    CloudError::NotFound(format!("channel `{c}` of {image} does not exist"))
+                })?
+            }
+            _ => {
+                let avail = all.iter().map(|v| (&v.version, v.revoked.as_deref()));
+                super::resolve(req, avail)
+                    .map_err(|e| CloudError::NotFound(format!("{image}: {e}")))?
+                    .clone()
+            }
+        };
+        let v = all
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| CloudError::NotFound(format!("{image} {version} is not registered")))?;
+        if let Some(reason) = &v.revoked {
+            return Err(CloudError::NotFound(format!(
+                "{image} {version} was revoked: {reason}"
+            )));
+        }
+        Ok(v)
+    }
+
+    /// The version a channel points at now.
+    pub async fn channel(
+        &mut self,
+        image: &str,
+        channel: &str,
+    ) -> Result<Option<Version>, CloudError> {
+        let primary = self.primary();
+        let p = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let aws = self.regions.get(&primary).await;
+        Ok(aws
+            .get_parameter(&p)
+            .await?
+            .and_then(|v| Version::parse(&v).ok()))
+    }
+
+    /// Every version a channel has pointed at, oldest first.
+    pub async fn channel_history(
+        &mut self,
+        image: &str,
+        channel: &str,
+    ) -> Result<Vec<Version>, CloudError> {
+        let primary = self.primary();
+        let p = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let aws = self.regions.get(&primary).await;
+        Ok(aws
+            .parameter_history(&p)
+            .await?
+            .iter()
+            .filter_map(|v| Version::parse(v).ok())
+            .collect())
+    }
+
+    /// Channel names of `image`.
+    pub async fn channel_names(&mut self, image: &str) -> Result<Vec<String>, CloudError> {
+        let primary = self.primary();
+        let base = format!("{}/{image}/channel-versions/", self.target.ssm_prefix);
+        let aws = self.regions.get(&primary).await;
+        let mut names: Vec<String> = aws
+            .parameters_by_path(base.trim_end_matches('/'))
+            .await?
+            .into_iter()
+            .filter_map(|(n, _)| n.strip_prefix(&base).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Points `channel` at `v` in every region of the version (AMI per region, data type
+    /// `aws:ec2:image`), and records the version (its history is the channel's history).
+    pub async fn promote(
+        &mut self,
+        image: &str,
+        v: &VersionView,
+        channel: &str,
+    ) -> Result<(), CloudError> {
+        if let Some(reason) = &v.revoked {
+            return Err(CloudError::NotFound(format!(
+                "{image} {} was revoked: {reason}",
+                v.version
+            )));
+        }
+        let prefix = self.target.ssm_prefix.clone();
+        for (region, ami) in &v.amis {
+            let aws = self.regions.get(region).await;
+            aws.put_image_parameter(
+                &channel_param(&prefix, image, channel),
+                ami.id.as_str(),
+                true,
+            )
+            .await?;
+            aws.put_string_parameter(
+                &channel_version_param(&prefix, image, channel),
+                &v.version.to_string(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `channel` back to the newest earlier version in its history that is still
+    /// registered and not revoked. Returns it.
+    pub async fn rollback(&mut self, image: &str, channel: &str) -> Result<Version, CloudError> {
+        let current = self.channel(image, channel).await?.ok_or_else(|| {
+            CloudError::NotFound(format!("channel `{channel}` of {image} does not exist"))
+        })?;
+        let history = self.channel_history(image, channel).await?;
+        let all = self.versions(image, None).await?;
+        let target = history
+            .iter()
+            .rev()
+            .filter(|v| **v != current)
+            .find_map(|v| {
+                all.iter()
+                    .find(|a| &a.version == v && a.revoked.is_none())
+                    .cloned()
+            })
+            .ok_or_else(|| {
+                CloudError::NotFound(format!(
+                    "channel `{channel}` of {image} has no earlier version to go back to"
+                ))
+            })?;
+        self.promote(image, &target, channel).await?;
+        Ok(target.version)
+    }
+
+    /// Revokes a version: tags its AMIs with the reason, deprecates them now, and moves every
+    /// channel that points at it back. Returns the channels moved (and where to).
+    pub async fn revoke(
+        &mut self,
+        image: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<Vec<(String, Option<Version>)>, CloudError> {
+        let all = self.versions(image, None).await?;
+        let v = all
+            .iter()
+            .find(|v| &v.version == version)
+            .ok_or_else(|| CloudError::NotFound(format!("{image} {version} is not registered")))?;
+        // Tag values hold at most 256 characters (EC2 tag restrictions).
+        let reason: String = reason.chars().take(256).collect();
+        let mut tags = crate::cloud::Tags::new();
+        tags.insert(tag::REVOKED.into(), reason.clone());
+        for (region, ami) in &v.amis {
+            let aws = self.regions.get(region).await;
+            let mut ids = vec![ami.id.to_string()];
+            ids.extend(ami.snapshots.iter().map(|s| s.to_string()));
+            aws.tag_resources(&ids, &tags).await?;
+            // Deprecation times are rounded to the minute by EC2; "now" may be in the past by
+            // then, which AWS accepts.
+            aws.enable_image_deprecation(&ami.id, SystemTime::now() + Duration::from_secs(60))
+                .await?;
+        }
+        let mut moved = Vec::new();
+        for ch in self.channel_names(image).await? {
+            if self.channel(image, &ch).await?.as_ref() == Some(version) {
+                let back = self.rollback(image, &ch).await.ok();
+                if back.is_none() {
+                    // Nothing to go back to: the channel must not keep naming a revoked version.
+                    let prefix = self.target.ssm_prefix.clone();
+                    for region in v.amis.keys() {
+                        let aws = self.regions.get(region).await;
+                        aws.delete_parameter(&channel_param(&prefix, image, &ch))
+                            .await?;
+                        aws.delete_parameter(&channel_version_param(&prefix, image, &ch))
+                            .await?;
+                    }
+                }
+                moved.push((ch, back));
+            }
+        }
+        Ok(moved)
+    }
 }

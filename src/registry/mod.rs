@@ -2,6 +2,7 @@
 //! module is the pure version arithmetic; `aws` reads and writes it.
 
 pub mod aws;
+pub mod prune;
 
 use semver::Version;
 
@@ -38,20 +39,40 @@ pub fn next_version(existing: &[Version], mm: MajorMinor) -> Version {
 }
 
 /// The version a requirement resolves to: the highest matching version that is not revoked.
-/// Channels other than `latest` are resolved by the registry's channel parameters.
+/// `versions` pairs each registered version with its revocation reason, if revoked. When only
+/// revoked versions match, the error quotes their reasons. Channels other than `latest` are
+/// resolved by the registry's channel parameters, not here.
 pub fn resolve<'a>(
     req: &ParentReq,
-    versions: impl IntoIterator<Item = (&'a Version, bool)>,
-) -> Option<&'a Version> {
-    versions
+    versions: impl IntoIterator<Item = (&'a Version, Option<&'a str>)>,
+) -> Result<&'a Version, String> {
+    let matching: Vec<(&Version, Option<&str>)> = versions
         .into_iter()
-        .filter(|(_, revoked)| !revoked)
-        .map(|(v, _)| v)
-        .filter(|v| match req {
+        .filter(|(v, _)| match req {
             ParentReq::Semver(r) => r.matches(v),
             ParentReq::Channel(c) => c == "latest" && v.pre.is_empty(),
         })
+        .collect();
+    if let Some(v) = matching
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(v, _)| *v)
         .max()
+    {
+        return Ok(v);
+    }
+    let revoked: Vec<String> = matching
+        .iter()
+        .filter_map(|(v, r)| r.map(|r| format!("{v} was revoked: {r}")))
+        .collect();
+    if revoked.is_empty() {
+        Err(format!("no version matches `{req}`"))
+    } else {
+        Err(format!(
+            "every version matching `{req}` is revoked ({})",
+            revoked.join("; ")
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -85,20 +106,46 @@ mod tests {
         let req = |s: &str| ParentReq::Semver(semver::VersionReq::parse(s).unwrap());
         let all = |revoked: &[&str]| {
             vs.iter()
-                .map(|x| (x, revoked.contains(&x.to_string().as_str())))
+                .map(|x| {
+                    (
+                        x,
+                        revoked
+                            .contains(&x.to_string().as_str())
+                            .then_some("CVE-2026-1"),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(resolve(&req("^1"), all(&[])), Some(&v("1.3.0")));
-        assert_eq!(resolve(&req("^1"), all(&["1.3.0"])), Some(&v("1.2.0")));
-        assert_eq!(resolve(&req("~1.2"), all(&[])), Some(&v("1.2.0")));
-        assert_eq!(resolve(&req("^3"), all(&[])), None);
+        assert_eq!(resolve(&req("^1"), all(&[])), Ok(&v("1.3.0")));
+        assert_eq!(
+            resolve(&req("^1"), all(&["1.3.0"])),
+            Ok(&v("1.2.0")),
+            "the newest revoked: the next one"
+        );
+        assert_eq!(resolve(&req("~1.2"), all(&[])), Ok(&v("1.2.0")));
+        assert_eq!(
+            resolve(&req("=2.1.0-rc.1"), all(&[])),
+            Ok(&v("2.1.0-rc.1")),
+            "pre-releases only when asked for"
+        );
+        assert_eq!(resolve(&req("^2"), all(&[])), Ok(&v("2.0.0")));
         assert_eq!(
             resolve(&ParentReq::Channel("latest".into()), all(&[])),
-            Some(&v("2.0.0"))
+            Ok(&v("2.0.0"))
         );
         assert_eq!(
-            resolve(&ParentReq::Channel("stable".into()), all(&[])),
-            None
+            resolve(&req("^3"), all(&[])),
+            Err("no version matches `^3`".into())
         );
+        assert_eq!(
+            resolve(&req("=1.3.0"), all(&["1.3.0"])),
+            Err(
+                "every version matching `=1.3.0` is revoked (1.3.0 was revoked: CVE-2026-1)".into()
+            )
+        );
+        // Deterministic: the order of the input does not matter.
+        let mut rev = all(&[]);
+        rev.reverse();
+        assert_eq!(resolve(&req("^1"), rev), Ok(&v("1.3.0")));
     }
 }

@@ -68,6 +68,7 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
             .map(|s| SnapshotId(s.to_string()))
             .collect(),
         tags: tags_of(i.tags()),
+        deprecation_time: i.deprecation_time().map(str::to_string),
     })
 }
 

@@ -12,6 +12,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_smithy_http_client::tls;
 
+use std::collections::BTreeMap;
+
 use crate::catalog::model::{Region, Target};
 
 use super::CloudError;
@@ -90,5 +92,34 @@ impl Aws {
             region: self.region.to_string(),
             message: message.into(),
         }
+    }
+}
+
+/// Clients per region, built on first use.
+pub struct Regions<'a> {
+    pub(crate) target: &'a Target,
+    clients: BTreeMap<String, Aws>,
+}
+
+impl<'a> Regions<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        Self {
+            target,
+            clients: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(target: &'a Target, aws: Aws) -> Self {
+        let mut r = Self::new(target);
+        r.clients.insert(aws.region.to_string(), aws);
+        r
+    }
+
+    pub async fn get(&mut self, region: &str) -> &Aws {
+        if !self.clients.contains_key(region) {
+            let aws = Aws::connect(self.target, &Region(region.to_string())).await;
+            self.clients.insert(region.to_string(), aws);
+        }
+        &self.clients[region]
     }
 }

@@ -1,0 +1,205 @@
+//! Retention: which versions to deregister, and why each survivor was kept.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use semver::Version;
+use serde::Serialize;
+
+use super::aws::{version_param, Registry, VersionView};
+use crate::cloud::CloudError;
+
+/// What retention decided for one version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub version: Version,
+    pub pruned: bool,
+    /// Why it was kept (empty when pruned).
+    pub kept_because: Vec<String>,
+}
+
+/// Facts about the versions that retention weighs (gathered from AWS, decided purely).
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Version -> channels pointing at it.
+    pub channels: BTreeMap<Version, Vec<String>>,
+    /// Version -> instances (any state but terminated) launched from one of its AMIs.
+    pub instances: BTreeMap<Version, Vec<String>>,
+    /// Version -> launch template versions (default or latest) naming one of its AMIs.
+    pub templates: BTreeMap<Version, Vec<String>>,
+}
+
+/// Pure decision: keep the newest `keep`, the newest always, anything a channel, instance or
+/// launch template uses, and (with `older_than`) anything younger than that.
+pub fn decide(
+    versions: &[(Version, SystemTime)],
+    usage: &Usage,
+    keep: usize,
+    older_than: Option<Duration>,
+    now: SystemTime,
+) -> Vec<Decision> {
+    let mut sorted: Vec<&(Version, SystemTime)> = versions.iter().collect();
+    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, (v, created))| {
+            let mut why = Vec::new();
+            if i == 0 {
+                why.push("the newest version".to_string());
+            } else if i < keep {
+                why.push(format!("one of the newest {keep}"));
+            }
+            if let Some(c) = usage.channels.get(v) {
+                why.push(format!("channel {}", c.join(", ")));
+            }
+            if let Some(x) = usage.instances.get(v) {
+                why.push(format!("used by instance {}", x.join(", ")));
+            }
+            if let Some(t) = usage.templates.get(v) {
+                why.push(format!("named by launch template {}", t.join(", ")));
+            }
+            if let Some(d) = older_than {
+                if now.duration_since(*created).unwrap_or_default() < d {
+                    why.push(format!("younger than {}", humantime::format_duration(d)));
+                }
+            }
+            Decision {
+                version: v.clone(),
+                pruned: why.is_empty(),
+                kept_because: why,
+            }
+        })
+        .collect()
+}
+
+fn created(v: &VersionView) -> SystemTime {
+    humantime::parse_rfc3339_weak(v.created().trim_end_matches('Z'))
+        .unwrap_or_else(|_| SystemTime::now())
+}
+
+/// Applies retention to `image` in every region of the target (`dry_run`: decide only).
+pub async fn prune(
+    reg: &mut Registry<'_>,
+    image: &str,
+    keep: usize,
+    older_than: Option<Duration>,
+    dry_run: bool,
+) -> Result<Vec<Decision>, CloudError> {
+    let all = reg.versions(image, None).await?;
+    let mut usage = Usage::default();
+    for ch in reg.channel_names(image).await? {
+        if let Some(v) = reg.channel(image, &ch).await? {
+            usage.channels.entry(v).or_default().push(ch);
+        }
+    }
+    let regions: Vec<String> = reg.target.regions.iter().map(|r| r.to_string()).collect();
+    for region in &regions {
+        let aws = reg.regions.get(region).await.clone();
+        let templates = aws.launch_template_images().await?;
+        for v in &all {
+            let Some(ami) = v.amis.get(region) else {
+                continue;
+            };
+            for i in aws.instances_using(&ami.id).await? {
+                usage
+                    .instances
+                    .entry(v.version.clone())
+                    .or_default()
+                    .push(format!("{i} ({region})"));
+            }
+            for (t, _) in templates.iter().filter(|(_, id)| id == &ami.id) {
+                usage
+                    .templates
+                    .entry(v.version.clone())
+                    .or_default()
+                    .push(format!("{t} ({region})"));
+            }
+        }
+    }
+    let facts: Vec<(Version, SystemTime)> = all
+        .iter()
+        .map(|v| (v.version.clone(), created(v)))
+        .collect();
+    let decisions = decide(&facts, &usage, keep.max(1), older_than, SystemTime::now());
+    if dry_run {
+        return Ok(decisions);
+    }
+    let prefix = reg.target.ssm_prefix.clone();
+    for d in decisions.iter().filter(|d| d.pruned) {
+        let Some(v) = all.iter().find(|v| v.version == d.version) else {
+            continue;
+        };
+        for (region, ami) in &v.amis {
+            let aws = reg.regions.get(region).await;
+            aws.deregister_image(&ami.id).await?;
+            for s in &ami.snapshots {
+                aws.delete_snapshot(s).await?;
+            }
+            aws.delete_parameter(&version_param(&prefix, image, &d.version))
+                .await?;
+        }
+    }
+    Ok(decisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn survivors_say_why() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let vs: Vec<(Version, SystemTime)> = (0..6)
+            .map(|i| (v(&format!("1.0.{i}")), now - day * (60 - i * 10)))
+            .collect();
+        let mut usage = Usage::default();
+        usage.channels.insert(v("1.0.0"), vec!["stable".into()]);
+        usage
+            .instances
+            .insert(v("1.0.1"), vec!["i-1 (us-east-1)".into()]);
+        usage
+            .templates
+            .insert(v("1.0.2"), vec!["agents v3 (us-east-1)".into()]);
+        let d = decide(&vs, &usage, 2, None, now);
+        let pruned: Vec<String> = d
+            .iter()
+            .filter(|d| d.pruned)
+            .map(|d| d.version.to_string())
+            .collect();
+        assert_eq!(pruned, ["1.0.3"]);
+        let why = |x: &str| {
+            d.iter()
+                .find(|d| d.version == v(x))
+                .unwrap()
+                .kept_because
+                .clone()
+        };
+        assert_eq!(why("1.0.5"), ["the newest version"]);
+        assert_eq!(why("1.0.4"), ["one of the newest 2"]);
+        assert_eq!(
+            why("1.0.2"),
+            ["named by launch template agents v3 (us-east-1)"]
+        );
+        assert_eq!(why("1.0.1"), ["used by instance i-1 (us-east-1)"]);
+        assert_eq!(why("1.0.0"), ["channel stable"]);
+        // Only versions older than 35 days may go: 1.0.3 is 30 days old.
+        let d = decide(&vs, &usage, 1, Some(day * 35), now);
+        assert!(
+            d.iter().all(|d| !d.pruned || d.version < v("1.0.3")),
+            "{d:?}"
+        );
+        assert!(d
+            .iter()
+            .find(|d| d.version == v("1.0.4"))
+            .unwrap()
+            .kept_because
+            .iter()
+            .any(|w| w.starts_with("younger than")));
+    }
+}
