@@ -5,10 +5,31 @@ and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself
 - EnableImageDeprecation / DisableImageDeprecation set the image's DeprecationTime, which
   DescribeImages then reports (moto implements neither).
 
+Tests inject faults with BAKERY_EMULATOR_FAULTS="Action:region,..." (e.g. "CopyImage:eu-west-1"):
+each named call into that region fails once (with an error code the SDK does not retry).
+
 Usage: python emulator.py HOST PORT
 """
 
+import os
 import sys
+
+from moto.core.exceptions import ServiceException
+
+_FAULTS = [f.split(":", 1) for f in os.environ.get("BAKERY_EMULATOR_FAULTS", "").split(",") if ":" in f]
+
+
+class InjectedFault(ServiceException):
+    # Not a code the SDK retries: the fault must reach bakery.
+    code = "InjectedFault"
+
+
+def _fault(self, action):
+    region = self.region
+    for f in _FAULTS:
+        if f == [action, region]:
+            _FAULTS.remove(f)
+            raise InjectedFault(f"fault injected by the test harness: {action} in {region}")
 
 from moto.core.responses import ActionResult
 from moto.ec2.responses.amis import AmisResponse
@@ -20,6 +41,7 @@ def _image(self):
 
 def copy_image(self):
     self.error_on_dryrun()
+    _fault(self, "CopyImage")
     image = self.ec2_backend.copy_image(
         self._get_param("SourceImageId"),
         self._get_param("SourceRegion"),
@@ -45,7 +67,16 @@ def disable_image_deprecation(self):
     return ActionResult({"Return": True})
 
 
+_deregister = AmisResponse.deregister_image
+
+
+def deregister_image(self):
+    _fault(self, "DeregisterImage")
+    return _deregister(self)
+
+
 AmisResponse.copy_image = copy_image
+AmisResponse.deregister_image = deregister_image
 AmisResponse.enable_image_deprecation = enable_image_deprecation
 AmisResponse.disable_image_deprecation = disable_image_deprecation
 

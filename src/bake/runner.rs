@@ -370,6 +370,13 @@ impl Run<'_> {
             let id = match existing.first() {
                 Some(i) if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint) => {
                     tracing::info!(region = %region, ami = %i.id, "adopting an existing copy of this version");
+                    // It is this bake's now: the journal of the bake that left it must not
+                    // remove it (undo only removes images carrying its own bake id).
+                    let mut own = Tags::new();
+                    own.insert(tag::BAKE_ID.into(), self.bake_id.clone());
+                    let mut ids = vec![i.id.to_string()];
+                    ids.extend(i.snapshots.iter().map(|s| s.to_string()));
+                    aws.tag_resources(&ids, &own).await?;
                     i.id.clone()
                 }
                 Some(i) => {
@@ -1194,7 +1201,7 @@ impl Run<'_> {
             let cancel = Cancel::new();
             let mut regions = Regions::with(self.target, self.aws.clone());
             for u in self.journal.pending_when(When::OnFailure) {
-                match super::undo::run(&mut regions, &u, &cancel).await {
+                match super::undo::run(&mut regions, &u, &self.bake_id, &cancel).await {
                     Ok(()) => {
                         let _ = self.journal.mark_done(&u);
                     }

@@ -66,7 +66,13 @@ async fn delete_sg(aws: &Aws, id: &SecurityGroupId, cancel: &Cancel) -> Result<(
 }
 
 /// Carries out one undo.
-pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result<(), CloudError> {
+/// Carries out one undo for bake `bake_id` (an image is only removed while it carries that id).
+pub async fn run(
+    regions: &mut Regions<'_>,
+    u: &Undo,
+    bake_id: &str,
+    cancel: &Cancel,
+) -> Result<(), CloudError> {
     match u {
         Undo::TerminateInstance { region, id } => {
             terminate_and_wait(regions.get(region).await, id, cancel).await
@@ -98,6 +104,11 @@ pub async fn run(regions: &mut Regions<'_>, u: &Undo, cancel: &Cancel) -> Result
             })
             .await;
             let snapshots = match info {
+                Ok(Some(i)) if i.tags.get(tag::BAKE_ID).is_some_and(|b| b != bake_id) => {
+                    // Adopted by a later bake of the same version: no longer ours to remove.
+                    tracing::info!(image = %id, owner = ?i.tags.get(tag::BAKE_ID), "image belongs to another bake now");
+                    return Ok(());
+                }
                 Ok(i) => i.map(|i| i.snapshots).unwrap_or_default(),
                 Err(CloudError::Timeout { .. }) => Vec::new(),
                 Err(e) => return Err(e),
@@ -184,7 +195,7 @@ async fn apply(
     errors: &mut Vec<String>,
 ) {
     for u in undos {
-        match run(regions, &u, cancel).await {
+        match run(regions, &u, &journal.bake_id.clone(), cancel).await {
             Ok(()) => {
                 if let Err(e) = journal.mark_done(&u) {
                     errors.push(format!("journal: {e}"));

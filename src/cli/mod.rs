@@ -1,7 +1,9 @@
 //! The command line: clap definitions, and output for humans (text) and scripts (`--json`).
 
 mod bake;
+mod lock;
 mod plan;
+mod registry;
 mod render;
 mod validate;
 
@@ -123,6 +125,109 @@ pub enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Every registered version of an image: AMIs per region, created, fingerprint, parent,
+    /// channels, state.
+    #[command(
+        after_help = "Examples:\n  bakery versions teamcity-agent-windows --target prod\n  bakery versions sandbox-demo --region us-east-1 --json"
+    )]
+    Versions {
+        image: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The AMIs an image@requirement names now: the highest matching version that is not revoked.
+    #[command(
+        after_help = "Examples:\n  bakery resolve teamcity-agent-windows@^1.4\n  bakery resolve teamcity-agent-windows@stable --region eu-west-1\n  bakery resolve sandbox-demo@latest --json"
+    )]
+    Resolve {
+        /// image@requirement: a semver requirement (^1.4, ~1.4.2, =1.4.3), latest, or a channel.
+        spec: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point a channel at a version in every region of that version.
+    #[command(after_help = "Examples:\n  bakery promote teamcity-agent-windows@1.4.3 stable")]
+    Promote {
+        /// image@version
+        spec: String,
+        channel: String,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+    },
+    /// Move a channel back to its previous version.
+    #[command(after_help = "Examples:\n  bakery rollback teamcity-agent-windows stable")]
+    Rollback {
+        image: String,
+        channel: String,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+    },
+    /// Each channel of an image with its history.
+    #[command(after_help = "Examples:\n  bakery channels teamcity-agent-windows")]
+    Channels {
+        image: String,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a version: resolve, lock and child bakes refuse it from now on.
+    #[command(
+        after_help = "Examples:\n  bakery revoke windows-2022-base@1.0.4 --descendants --reason \"CVE-2026-1234 in the base\""
+    )]
+    Revoke {
+        /// image@version
+        spec: String,
+        /// Also revoke versions of images layered on it (recursively).
+        #[arg(long)]
+        descendants: bool,
+        /// Why (quoted by every refusal).
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+    },
+    /// Deregister old versions (every region), keeping what is in use; says why each survivor stays.
+    #[command(
+        after_help = "Examples:\n  bakery prune teamcity-agent-windows --keep 5 --older-than 90d --dry-run"
+    )]
+    Prune {
+        image: String,
+        #[arg(long)]
+        keep: usize,
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin the images in bakery.lock.toml to exact versions and AMIs (--check: fail if a pin went stale).
+    #[command(
+        after_help = "Examples:\n  bakery lock\n  bakery lock --check   # in CI: exit 4 when a pinned version was revoked or deregistered"
+    )]
+    Lock {
+        #[arg(long)]
+        check: bool,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+    },
+    /// Newer matching versions of what bakery.lock.toml pins.
+    #[command(after_help = "Examples:\n  bakery outdated")]
+    Outdated {
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+    },
     /// Print the JSON Schema of a file format, for editors.
     #[command(
         after_help = "Examples:\n  bakery schema image > .schemas/image.json\n  bakery schema recipe\n  bakery schema target"
@@ -231,6 +336,69 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Cleanup { bake_id, target } => {
             bake::run_cleanup(&cli.project, bake_id, target.as_deref(), cli.log_format)
         }
+        Command::Versions {
+            image,
+            region,
+            target,
+            json,
+        } => registry::versions(
+            &cli.project,
+            image,
+            region.as_deref(),
+            target.as_deref(),
+            *json,
+        ),
+        Command::Resolve {
+            spec,
+            region,
+            target,
+            json,
+        } => registry::resolve(
+            &cli.project,
+            spec,
+            region.as_deref(),
+            target.as_deref(),
+            *json,
+        ),
+        Command::Promote {
+            spec,
+            channel,
+            target,
+        } => registry::promote(&cli.project, spec, channel, target.as_deref()),
+        Command::Rollback {
+            image,
+            channel,
+            target,
+        } => registry::rollback(&cli.project, image, channel, target.as_deref()),
+        Command::Channels {
+            image,
+            target,
+            json,
+        } => registry::channels(&cli.project, image, target.as_deref(), *json),
+        Command::Revoke {
+            spec,
+            descendants,
+            reason,
+            target,
+        } => registry::revoke(&cli.project, spec, *descendants, reason, target.as_deref()),
+        Command::Prune {
+            image,
+            keep,
+            older_than,
+            dry_run,
+            target,
+            json,
+        } => registry::prune_cmd(
+            &cli.project,
+            image,
+            *keep,
+            older_than.as_deref(),
+            *dry_run,
+            target.as_deref(),
+            *json,
+        ),
+        Command::Lock { check, target } => lock::lock(&cli.project, *check, target.as_deref()),
+        Command::Outdated { target } => lock::outdated(&cli.project, target.as_deref()),
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Image => schemars::schema_for!(crate::catalog::raw::RawImage),

@@ -3,5 +3,6 @@ mod bake;
 mod catalog_errors;
 mod cli;
 mod fingerprint;
+mod registry;
 #[path = "../support/mod.rs"]
 mod support;

@@ -47,6 +47,11 @@ impl Sandbox {
 
     /// Same, with every request to the emulator delayed by `delay`.
     pub fn start_with(delay: Option<Duration>) -> Sandbox {
+        Self::start_opts(delay, "")
+    }
+
+    /// With injected emulator faults: `"CopyImage:eu-west-1,..."` (each fails once).
+    pub fn start_opts(delay: Option<Duration>, faults: &str) -> Sandbox {
         let root = repo_root();
         let venv = std::env::var("BAKERY_SANDBOX_VENV")
             .map(PathBuf::from)
@@ -79,6 +84,7 @@ impl Sandbox {
             .arg(BUILD_USER)
             .arg(REGION)
             .env("BAKERY_SANDBOX_VENV", &venv)
+            .env("BAKERY_EMULATOR_FAULTS", faults)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -169,6 +175,36 @@ impl Sandbox {
             )
             .load()
             .await
+    }
+
+    /// EC2 and SSM clients against the emulator in another region.
+    pub async fn clients_in(&self, region: &str) -> (aws_sdk_ec2::Client, aws_sdk_ssm::Client) {
+        let conf = self
+            .sdk_config()
+            .await
+            .into_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        (
+            aws_sdk_ec2::Client::new(&conf),
+            aws_sdk_ssm::Client::new(&conf),
+        )
+    }
+
+    /// Uses these regions in the sandbox target (the first is the build region).
+    pub fn set_regions(&self, regions: &[&str]) {
+        let path = self.project.path().join("bakery.toml");
+        let toml = std::fs::read_to_string(&path).expect("bakery.toml");
+        let list = regions
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let toml = toml.replace(
+            &format!("regions = [\"{REGION}\"]"),
+            &format!("regions = [{list}]"),
+        );
+        std::fs::write(path, toml).expect("write");
     }
 
     /// EC2 and SSM clients against the emulator.

@@ -1,0 +1,361 @@
+//! Registry commands: versions, resolve, channels (promote, rollback), revoke, prune, lock.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use semver::Version;
+use serde_json::json;
+
+use super::{load, print_json, CliError};
+use crate::catalog::model::{ParentReq, Target};
+use crate::catalog::{graph, values, Catalog};
+use crate::registry::aws::{Registry, VersionView};
+use crate::registry::{prune, tag};
+
+/// Exit code of `lock --check` when a locked version was revoked or deregistered.
+pub const EXIT_STALE_LOCK: i32 = 4;
+
+fn rt() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+/// The target: the named one, or the only one in bakery.toml.
+pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a Target, CliError> {
+    match name {
+        Some(n) => Ok(catalog.target(n)?),
+        None if catalog.targets.len() == 1 => {
+            Ok(catalog.targets.values().next().expect("one target"))
+        }
+        None => Err(fail(format!(
+            "name a target with --target (bakery.toml has: {})",
+            catalog
+                .targets
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `image@req` from the command line.
+fn image_req(s: &str) -> Result<(String, ParentReq), CliError> {
+    let (image, req) = s.split_once('@').ok_or_else(|| {
+        fail(format!(
+            "`{s}`: write image@requirement, e.g. teamcity-agent-windows@^1.4 or @stable"
+        ))
+    })?;
+    values::image_name(image).map_err(fail)?;
+    Ok((image.to_string(), values::parent_req(req).map_err(fail)?))
+}
+
+/// `image@version` (exact) from the command line.
+fn image_version(s: &str) -> Result<(String, Version), CliError> {
+    let (image, v) = s.split_once('@').ok_or_else(|| {
+        fail(format!(
+            "`{s}`: write image@version, e.g. sandbox-demo@0.1.2"
+        ))
+    })?;
+    values::image_name(image).map_err(fail)?;
+    Ok((
+        image.to_string(),
+        Version::parse(v.trim_start_matches('='))
+            .map_err(|e| fail(format!("`{v}` is not a version: {e}")))?,
+    ))
+}
+
+fn view_json(v: &VersionView, channels: &[String]) -> serde_json::Value {
+    json!({
+        "version": v.version.to_string(),
+        "amis": v.amis.iter().map(|(r, i)| (r.clone(), i.id.to_string())).collect::<BTreeMap<_, _>>(),
+        "created": v.created(),
+        "fingerprint": v.tag(tag::FINGERPRINT),
+        "parent": v.tag(tag::PARENT),
+        "channels": channels,
+        "state": v.state(),
+        "revoked": v.revoked,
+    })
+}
+
+pub fn versions(
+    project: &Path,
+    image: &str,
+    region: Option<&str>,
+    target: Option<&str>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let all = reg.versions(image, region).await.map_err(fail)?;
+        let mut channels: BTreeMap<Version, Vec<String>> = BTreeMap::new();
+        for ch in reg.channel_names(image).await.map_err(fail)? {
+            if let Some(v) = reg.channel(image, &ch).await.map_err(fail)? {
+                channels.entry(v).or_default().push(ch);
+            }
+        }
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .rev()
+            .map(|v| {
+                view_json(
+                    v,
+                    channels.get(&v.version).map_or(&[][..], |c| c.as_slice()),
+                )
+            })
+            .collect();
+        if json_out {
+            return print_json(&json!({ "image": image, "versions": rows }));
+        }
+        println!(
+            "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} AMIS",
+            "VERSION", "STATE", "CREATED", "FINGERPRINT", "PARENT", "CHANNELS"
+        );
+        for r in &rows {
+            let amis: Vec<String> = r["amis"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let chans: Vec<&str> = r["channels"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {}",
+                r["version"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["created"].as_str().unwrap_or(""),
+                r["fingerprint"]
+                    .as_str()
+                    .map(|f| &f[..12.min(f.len())])
+                    .unwrap_or("-"),
+                r["parent"].as_str().unwrap_or("-"),
+                if chans.is_empty() {
+                    "-".to_string()
+                } else {
+                    chans.join(",")
+                },
+                amis.join(" ")
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn resolve(
+    project: &Path,
+    spec: &str,
+    region: Option<&str>,
+    target: Option<&str>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let (image, req) = image_req(spec)?;
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let v = reg.resolve(&image, &req).await.map_err(fail)?;
+        let amis: BTreeMap<String, String> = v
+            .amis
+            .iter()
+            .filter(|(r, _)| region.is_none_or(|x| x == r.as_str()))
+            .map(|(r, i)| (r.clone(), i.id.to_string()))
+            .collect();
+        if let Some(r) = region {
+            if amis.is_empty() {
+                return Err(fail(format!("{image} {} has no AMI in {r}", v.version)));
+            }
+        }
+        if json_out {
+            return print_json(&json!({ "image": image, "requirement": req.to_string(), "version": v.version.to_string(), "amis": amis }));
+        }
+        println!("{image} {}", v.version);
+        for (r, a) in amis {
+            println!("  {r}: {a}");
+        }
+        Ok(())
+    })
+}
+
+pub fn promote(
+    project: &Path,
+    spec: &str,
+    channel: &str,
+    target: Option<&str>,
+) -> Result<(), CliError> {
+    let (image, version) = image_version(spec)?;
+    values::channel(channel).map_err(fail)?;
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let all = reg.versions(&image, None).await.map_err(fail)?;
+        let v = all
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| fail(format!("{image} {version} is not registered")))?;
+        reg.promote(&image, v, channel).await.map_err(fail)?;
+        println!(
+            "{image} {channel} -> {version} ({})",
+            v.amis
+                .iter()
+                .map(|(r, i)| format!("{r}={}", i.id))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        Ok(())
+    })
+}
+
+pub fn rollback(
+    project: &Path,
+    image: &str,
+    channel: &str,
+    target: Option<&str>,
+) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let v = reg.rollback(image, channel).await.map_err(fail)?;
+        println!("{image} {channel} -> {v}");
+        Ok(())
+    })
+}
+
+pub fn channels(
+    project: &Path,
+    image: &str,
+    target: Option<&str>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let mut out = Vec::new();
+        for ch in reg.channel_names(image).await.map_err(fail)? {
+            let current = reg.channel(image, &ch).await.map_err(fail)?;
+            let history = reg.channel_history(image, &ch).await.map_err(fail)?;
+            out.push(json!({
+                "channel": ch,
+                "version": current.map(|v| v.to_string()),
+                "history": history.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            }));
+        }
+        if json_out {
+            return print_json(&json!({ "image": image, "channels": out }));
+        }
+        for c in &out {
+            let hist: Vec<&str> = c["history"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<12} {:<10} history: {}",
+                c["channel"].as_str().unwrap_or(""),
+                c["version"].as_str().unwrap_or("-"),
+                hist.join(" -> ")
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn revoke(
+    project: &Path,
+    spec: &str,
+    descendants: bool,
+    reason: &str,
+    target: Option<&str>,
+) -> Result<(), CliError> {
+    let (image, version) = image_version(spec)?;
+    if reason.trim().is_empty() {
+        return Err(fail("--reason must say why the version is revoked"));
+    }
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let mut queue = vec![(image.clone(), version.clone())];
+        while let Some((img, v)) = queue.pop() {
+            let moved = reg.revoke(&img, &v, reason).await.map_err(fail)?;
+            println!("revoked {img} {v}");
+            for (ch, back) in moved {
+                match back {
+                    Some(b) => println!("  channel {ch} moved back to {b}"),
+                    None => println!("  channel {ch} removed (no earlier version)"),
+                }
+            }
+            if !descendants {
+                continue;
+            }
+            // Children in the catalog layered on this version.
+            let parent = format!("{img}@{v}");
+            for child in catalog
+                .images
+                .values()
+                .filter(|c| graph::parent(c).is_some_and(|p| p.as_str() == img))
+            {
+                for cv in reg
+                    .versions(child.name.as_str(), None)
+                    .await
+                    .map_err(fail)?
+                {
+                    if cv.revoked.is_none()
+                        && cv.tag(tag::PARENT).as_deref() == Some(parent.as_str())
+                    {
+                        queue.push((child.name.to_string(), cv.version.clone()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn prune_cmd(
+    project: &Path,
+    image: &str,
+    keep: usize,
+    older_than: Option<&str>,
+    dry_run: bool,
+    target: Option<&str>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let older = older_than.map(values::duration).transpose().map_err(fail)?;
+    let catalog = load(project)?;
+    let target = pick_target(&catalog, target)?;
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let decisions = prune::prune(&mut reg, image, keep, older, dry_run)
+            .await
+            .map_err(fail)?;
+        if json_out {
+            return print_json(
+                &json!({ "image": image, "dry_run": dry_run, "decisions": decisions }),
+            );
+        }
+        for d in &decisions {
+            if d.pruned {
+                println!(
+                    "{} {}",
+                    if dry_run { "would prune" } else { "pruned" },
+                    d.version
+                );
+            } else {
+                println!("kept {} ({})", d.version, d.kept_because.join("; "));
+            }
+        }
+        Ok(())
+    })
+}

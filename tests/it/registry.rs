@@ -1,0 +1,585 @@
+//! The registry against the emulator with two (or three) regions: distribution, versions,
+//! channels, resolve, lock, revoke, retention, and the README's "Pinning an image" as written.
+
+use std::process::Output;
+
+use crate::support::sandbox::Sandbox;
+
+const EU: &str = "eu-west-1";
+const US: &str = "us-east-1";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+fn ok(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn json(out: Output) -> serde_json::Value {
+    let s = ok(out);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn two_regions() -> Sandbox {
+    let sb = Sandbox::start();
+    sb.set_regions(&[US, EU]);
+    sb
+}
+
+fn bake(sb: &Sandbox, image: &str) -> serde_json::Value {
+    json(sb.bakery(&["bake", image, "--target", "sandbox", "--json"]))
+}
+
+fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
+    rt().block_on(async {
+        let (_, ssm) = sb.clients_in(region).await;
+        match ssm.get_parameter().name(name).send().await {
+            Ok(p) => p.parameter().and_then(|p| p.value()).map(str::to_string),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                None
+            }
+            Err(e) => panic!("GetParameter {name}: {e:?}"),
+        }
+    })
+}
+
+/// Images of this account named `name` in `region`.
+fn images_named(sb: &Sandbox, region: &str, name: &str) -> Vec<String> {
+    rt().block_on(async {
+        let (ec2, _) = sb.clients_in(region).await;
+        let out = ec2
+            .describe_images()
+            .owners("self")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("name")
+                    .values(name)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages");
+        out.images()
+            .iter()
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect()
+    })
+}
+
+fn resolve(sb: &Sandbox, spec: &str) -> Result<String, String> {
+    let out = sb.bakery(&["resolve", spec, "--target", "sandbox", "--json"]);
+    if out.status.success() {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        Ok(v["version"].as_str().unwrap_or_default().to_string())
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[test]
+fn a_bake_is_distributed_to_every_region_and_listed() {
+    let sb = two_regions();
+    let art = bake(&sb, "sandbox-demo");
+    let us = art["amis"][US].as_str().expect("us ami").to_string();
+    let eu = art["amis"][EU].as_str().expect("eu ami").to_string();
+    assert_ne!(us, eu);
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/0.1.0"),
+        Some(eu.clone())
+    );
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/latest"),
+        Some(eu.clone())
+    );
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/latest"),
+        Some(us.clone())
+    );
+    // publish.channels = ["candidate"] moved on success, in both regions.
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/channels/candidate"),
+        Some(eu.clone())
+    );
+    assert_eq!(art["channels"], serde_json::json!(["candidate"]));
+    rt().block_on(async {
+        let (ec2, _) = sb.clients_in(EU).await;
+        let img = ec2
+            .describe_images()
+            .image_ids(&eu)
+            .send()
+            .await
+            .expect("image");
+        let img = &img.images()[0];
+        let tags: std::collections::BTreeMap<_, _> = img
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect();
+        assert_eq!(tags["bakery:version"], "0.1.0");
+        assert_eq!(
+            tags["bakery:fingerprint"],
+            art["fingerprint"].as_str().unwrap()
+        );
+    });
+    let v = json(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let row = &v["versions"][0];
+    assert_eq!(row["version"], "0.1.0");
+    assert_eq!(row["amis"][US], us);
+    assert_eq!(row["amis"][EU], eu);
+    assert_eq!(row["state"], "available");
+    assert_eq!(row["channels"], serde_json::json!(["candidate"]));
+    let table = ok(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox"]));
+    assert!(
+        table.contains("0.1.0")
+            && table.contains("candidate")
+            && table.contains(&format!("{EU}={eu}")),
+        "{table}"
+    );
+    let only = json(sb.bakery(&[
+        "versions",
+        "sandbox-demo",
+        "--target",
+        "sandbox",
+        "--region",
+        EU,
+        "--json",
+    ]));
+    assert_eq!(
+        only["versions"][0]["amis"].as_object().map(|m| m.len()),
+        Some(1)
+    );
+}
+
+#[test]
+fn promote_and_rollback_keep_history() {
+    let sb = two_regions();
+    let v0 = bake(&sb, "sandbox-demo");
+    let v1 = bake(&sb, "sandbox-demo");
+    assert_eq!(v1["version"], "0.1.1");
+    ok(sb.bakery(&[
+        "promote",
+        "sandbox-demo@0.1.0",
+        "stable",
+        "--target",
+        "sandbox",
+    ]));
+    ok(sb.bakery(&[
+        "promote",
+        "sandbox-demo@0.1.1",
+        "stable",
+        "--target",
+        "sandbox",
+    ]));
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/channels/stable").as_deref(),
+        v1["amis"][EU].as_str()
+    );
+    let ch = json(sb.bakery(&["channels", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let stable = ch["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "stable")
+        .expect("stable")
+        .clone();
+    assert_eq!(stable["version"], "0.1.1");
+    assert_eq!(stable["history"], serde_json::json!(["0.1.0", "0.1.1"]));
+    let out = ok(sb.bakery(&["rollback", "sandbox-demo", "stable", "--target", "sandbox"]));
+    assert!(out.contains("stable -> 0.1.0"), "{out}");
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/channels/stable").as_deref(),
+        v0["amis"][EU].as_str()
+    );
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/channels/stable").as_deref(),
+        v0["amis"][US].as_str()
+    );
+    assert_eq!(resolve(&sb, "sandbox-demo@stable"), Ok("0.1.0".into()));
+    let ch = json(sb.bakery(&["channels", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let stable = ch["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "stable")
+        .expect("stable")
+        .clone();
+    assert_eq!(
+        stable["history"],
+        serde_json::json!(["0.1.0", "0.1.1", "0.1.0"])
+    );
+    // Promoting an unknown version is refused.
+    let out = sb.bakery(&[
+        "promote",
+        "sandbox-demo@9.9.9",
+        "stable",
+        "--target",
+        "sandbox",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn resolve_is_deterministic_and_refuses_revoked_versions() {
+    let sb = two_regions();
+    for _ in 0..3 {
+        bake(&sb, "sandbox-demo");
+    }
+    // Make 0.1.2 a pre-release (as if baked from a pre-release line) by retagging it.
+    for region in [US, EU] {
+        let ids = images_named(&sb, region, "sandbox-demo-0.1.2");
+        rt().block_on(async {
+            let (ec2, _) = sb.clients_in(region).await;
+            ec2.create_tags()
+                .set_resources(Some(ids))
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("bakery:version")
+                        .value("0.1.3-rc.1")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CreateTags");
+        });
+    }
+    assert_eq!(
+        resolve(&sb, "sandbox-demo@^0.1"),
+        Ok("0.1.1".into()),
+        "pre-releases only when asked for"
+    );
+    assert_eq!(
+        resolve(&sb, "sandbox-demo@=0.1.3-rc.1"),
+        Ok("0.1.3-rc.1".into())
+    );
+    assert_eq!(resolve(&sb, "sandbox-demo@latest"), Ok("0.1.1".into()));
+    for _ in 0..3 {
+        assert_eq!(
+            resolve(&sb, "sandbox-demo@~0.1.0"),
+            Ok("0.1.1".into()),
+            "same answer every time"
+        );
+    }
+    ok(sb.bakery(&[
+        "revoke",
+        "sandbox-demo@0.1.1",
+        "--reason",
+        "CVE-2026-0001 in openssl",
+        "--target",
+        "sandbox",
+    ]));
+    assert_eq!(
+        resolve(&sb, "sandbox-demo@^0.1"),
+        Ok("0.1.0".into()),
+        "the newest revoked: the one before"
+    );
+    let err = resolve(&sb, "sandbox-demo@=0.1.1").unwrap_err();
+    assert!(
+        err.contains("revoked") && err.contains("CVE-2026-0001 in openssl"),
+        "{err}"
+    );
+    let err = resolve(&sb, "sandbox-demo@^2").unwrap_err();
+    assert!(err.contains("no version matches `^2`"), "{err}");
+    let err = resolve(&sb, "sandbox-demo@nosuchchannel").unwrap_err();
+    assert!(
+        err.contains("channel `nosuchchannel` of sandbox-demo does not exist"),
+        "{err}"
+    );
+    // The revoked version is deprecated and shows as revoked.
+    let v = json(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let row = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "0.1.1")
+        .unwrap()
+        .clone();
+    assert_eq!(row["state"], "revoked");
+    assert_eq!(row["revoked"], "CVE-2026-0001 in openssl");
+}
+
+#[test]
+fn lock_pins_versions_and_check_fails_when_one_is_revoked() {
+    let sb = two_regions();
+    let first = bake(&sb, "sandbox-demo");
+    sb.project.write(
+        "bakery.lock.toml",
+        "[[image]]\nname = \"sandbox-demo\"\nrequirement = \"^0.1\"\n",
+    );
+    let out = ok(sb.bakery(&["lock", "--target", "sandbox"]));
+    assert!(out.contains("sandbox-demo ^0.1 -> 0.1.0"), "{out}");
+    let lock: toml::Table = toml::from_str(
+        &std::fs::read_to_string(sb.project.path().join("bakery.lock.toml")).unwrap(),
+    )
+    .unwrap();
+    let pin = &lock["image"].as_array().unwrap()[0];
+    assert_eq!(pin["version"].as_str(), Some("0.1.0"));
+    assert_eq!(pin["amis"][EU].as_str(), first["amis"][EU].as_str());
+    ok(sb.bakery(&["lock", "--check", "--target", "sandbox"]));
+
+    bake(&sb, "sandbox-demo");
+    let out = ok(sb.bakery(&["outdated", "--target", "sandbox"]));
+    assert!(
+        out.contains("sandbox-demo locked 0.1.0 (^0.1): newer 0.1.1"),
+        "{out}"
+    );
+
+    ok(sb.bakery(&[
+        "revoke",
+        "sandbox-demo@0.1.0",
+        "--reason",
+        "bad agent build",
+        "--target",
+        "sandbox",
+    ]));
+    let out = sb.bakery(&["lock", "--check", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sandbox-demo 0.1.0: revoked: bad agent build"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Re-locking moves the pin past the revoked version.
+    let out = ok(sb.bakery(&["lock", "--target", "sandbox"]));
+    assert!(out.contains("-> 0.1.1"), "{out}");
+    ok(sb.bakery(&["lock", "--check", "--target", "sandbox"]));
+}
+
+#[test]
+fn revoke_with_descendants_and_children_refuse_the_parent() {
+    let sb = two_regions();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let child = demo
+        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
+        .replace("version = \"0.1\"", "version = \"2.0\"")
+        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
+    sb.project.write("images/demo-child.toml", &child);
+    bake(&sb, "sandbox-demo");
+    let c = bake(&sb, "demo-child");
+    assert_eq!(c["parent"], "sandbox-demo@0.1.0");
+    assert_eq!(
+        param(&sb, US, "/bakery/demo-child/channels/candidate").as_deref(),
+        c["amis"][US].as_str()
+    );
+
+    let out = ok(sb.bakery(&[
+        "revoke",
+        "sandbox-demo@0.1.0",
+        "--descendants",
+        "--reason",
+        "base image leaked a key",
+        "--target",
+        "sandbox",
+    ]));
+    assert!(
+        out.contains("revoked sandbox-demo 0.1.0") && out.contains("revoked demo-child 2.0.0"),
+        "{out}"
+    );
+    // Channels that pointed at the revoked versions had nothing to go back to: removed.
+    assert_eq!(
+        param(&sb, US, "/bakery/demo-child/channels/candidate"),
+        None
+    );
+    let err = resolve(&sb, "demo-child@^2").unwrap_err();
+    assert!(err.contains("base image leaked a key"), "{err}");
+    let out = sb.bakery(&["bake", "demo-child", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed in preflight") && err.contains("base image leaked a key"),
+        "a child bake refuses the revoked parent: {err}"
+    );
+}
+
+#[test]
+fn a_failed_copy_leaves_nothing_and_a_rerun_adopts_instead_of_duplicating() {
+    // CopyImage into ap-southeast-2 fails once; removing the eu-west-1 copy fails twice, so the
+    // first bake leaves that copy behind for the rerun to find.
+    let sb = Sandbox::start_opts(
+        None,
+        "CopyImage:ap-southeast-2,DeregisterImage:eu-west-1,DeregisterImage:eu-west-1",
+    );
+    sb.set_regions(&[US, EU, "ap-southeast-2"]);
+    let out = sb.bakery(&[
+        "bake",
+        "sandbox-demo",
+        "--target",
+        "sandbox",
+        "--log-format",
+        "json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed in distribute") && err.contains("fault injected"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left behind:") && err.contains(EU),
+        "the eu copy could not be removed: {err}"
+    );
+    let first_id = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["bake_id"].as_str().map(str::to_string))
+        .expect("bake id");
+    assert!(
+        images_named(&sb, US, "sandbox-demo-0.1.0").is_empty(),
+        "the build region's image was removed"
+    );
+    assert!(images_named(&sb, "ap-southeast-2", "sandbox-demo-0.1.0").is_empty());
+    assert_eq!(images_named(&sb, EU, "sandbox-demo-0.1.0").len(), 1);
+
+    // The rerun bakes 0.1.0 again (same fingerprint) and adopts the eu copy.
+    let art = bake(&sb, "sandbox-demo");
+    assert_eq!(art["version"], "0.1.0");
+    for region in [US, EU, "ap-southeast-2"] {
+        assert_eq!(
+            images_named(&sb, region, "sandbox-demo-0.1.0").len(),
+            1,
+            "one image per region in {region}"
+        );
+    }
+    // The first bake's journal must not take the adopted copy with it.
+    ok(sb.bakery(&["cleanup", &first_id]));
+    assert_eq!(
+        images_named(&sb, EU, "sandbox-demo-0.1.0"),
+        vec![art["amis"][EU].as_str().unwrap().to_string()]
+    );
+    assert_eq!(resolve(&sb, "sandbox-demo@^0.1"), Ok("0.1.0".into()));
+}
+
+#[test]
+fn prune_keeps_what_is_in_use_and_says_why() {
+    let sb = two_regions();
+    // No automatic retention here: the test decides.
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project
+        .write("images/sandbox-demo.toml", &demo.replace("keep = 3\n", ""));
+    let arts: Vec<serde_json::Value> = (0..4).map(|_| bake(&sb, "sandbox-demo")).collect();
+    ok(sb.bakery(&[
+        "promote",
+        "sandbox-demo@0.1.0",
+        "stable",
+        "--target",
+        "sandbox",
+    ]));
+    let (instance, template) = rt().block_on(async {
+        let (ec2, _) = sb.clients_in(EU).await;
+        let run = ec2
+            .run_instances()
+            .image_id(arts[1]["amis"][EU].as_str().unwrap())
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances");
+        let instance = run.instances()[0].instance_id().unwrap().to_string();
+        let (ec2, _) = sb.clients_in(US).await;
+        let lt = ec2
+            .create_launch_template()
+            .launch_template_name("agents")
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(arts[2]["amis"][US].as_str().unwrap())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateLaunchTemplate");
+        (
+            instance,
+            lt.launch_template()
+                .unwrap()
+                .launch_template_id()
+                .unwrap()
+                .to_string(),
+        )
+    });
+    let dry = json(sb.bakery(&[
+        "prune",
+        "sandbox-demo",
+        "--keep",
+        "1",
+        "--dry-run",
+        "--target",
+        "sandbox",
+        "--json",
+    ]));
+    let why = |v: &str| -> String {
+        dry["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["version"] == v)
+            .map(|d| d["kept_because"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(why("0.1.3").contains("the newest version"), "{dry}");
+    assert!(why("0.1.2").contains("named by launch template"), "{dry}");
+    assert!(
+        why("0.1.1").contains(&format!("used by instance {instance}")),
+        "{dry}"
+    );
+    assert!(why("0.1.0").contains("channel stable"), "{dry}");
+    assert!(
+        dry["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["pruned"] == false),
+        "{dry}"
+    );
+
+    // Once nothing uses them, 0.1.1 and 0.1.2 go in every region, with their parameters.
+    rt().block_on(async {
+        let (ec2, _) = sb.clients_in(EU).await;
+        ec2.terminate_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .expect("terminate");
+        let (ec2, _) = sb.clients_in(US).await;
+        ec2.delete_launch_template()
+            .launch_template_id(&template)
+            .send()
+            .await
+            .expect("delete template");
+    });
+    let out = ok(sb.bakery(&[
+        "prune",
+        "sandbox-demo",
+        "--keep",
+        "1",
+        "--target",
+        "sandbox",
+    ]));
+    assert!(
+        out.contains("pruned 0.1.1") && out.contains("pruned 0.1.2"),
+        "{out}"
+    );
+    assert!(out.contains("kept 0.1.0 (channel stable)"), "{out}");
+    for region in [US, EU] {
+        assert!(images_named(&sb, region, "sandbox-demo-0.1.1").is_empty());
+        assert!(images_named(&sb, region, "sandbox-demo-0.1.2").is_empty());
+        assert_eq!(param(&sb, region, "/bakery/sandbox-demo/0.1.1"), None);
+    }
+    assert_eq!(images_named(&sb, EU, "sandbox-demo-0.1.0").len(), 1);
+}
