@@ -94,6 +94,15 @@ fn resolve(sb: &Sandbox, spec: &str) -> Result<String, String> {
 #[test]
 fn a_bake_is_distributed_to_every_region_and_listed() {
     let sb = two_regions();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/sandbox-demo.toml",
+        &demo.replace(
+            "[publish]\n",
+            "[publish]\ndeprecate_after = \"365d\"\nshare = { accounts = [\"111122223333\"] }\n",
+        ),
+    );
     let art = bake(&sb, "sandbox-demo");
     let us = art["amis"][US].as_str().expect("us ami").to_string();
     let eu = art["amis"][EU].as_str().expect("eu ami").to_string();
@@ -135,6 +144,26 @@ fn a_bake_is_distributed_to_every_region_and_listed() {
             tags["bakery:fingerprint"],
             art["fingerprint"].as_str().unwrap()
         );
+        // Deprecation is scheduled (the harness's emulator implements EnableImageDeprecation).
+        let when = img.deprecation_time().expect("a deprecation time");
+        assert!(when.starts_with("2027-"), "365 days from now: {when}");
+        // Shared with the account in every region.
+        for (region, ami) in [(US, &us), (EU, &eu)] {
+            let (ec2, _) = sb.clients_in(region).await;
+            let attr = ec2
+                .describe_image_attribute()
+                .image_id(ami.as_str())
+                .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                .send()
+                .await
+                .expect("DescribeImageAttribute");
+            let users: Vec<&str> = attr
+                .launch_permissions()
+                .iter()
+                .filter_map(|p| p.user_id())
+                .collect();
+            assert_eq!(users, ["111122223333"], "{region}");
+        }
     });
     let v = json(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox", "--json"]));
     let row = &v["versions"][0];
@@ -582,4 +611,86 @@ fn prune_keeps_what_is_in_use_and_says_why() {
         assert_eq!(param(&sb, region, "/bakery/sandbox-demo/0.1.1"), None);
     }
     assert_eq!(images_named(&sb, EU, "sandbox-demo-0.1.0").len(), 1);
+}
+
+/// The README's "Pinning an image" section, followed as written: its commands run, its lock
+/// file locks, and its Terraform reads parameters that exist.
+#[test]
+fn the_readme_pinning_section_works_as_written() {
+    let readme =
+        std::fs::read_to_string(crate::support::repo_root().join("README.md")).expect("README");
+    let start = readme.find("## Pinning an image").expect("section");
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 3 + i);
+    let section = &readme[start..end];
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut lines = section.lines();
+    while let Some(l) = lines.next() {
+        if let Some(lang) = l.strip_prefix("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push((lang.to_string(), body.join("\n")));
+        }
+    }
+    assert!(
+        blocks.iter().any(|(l, _)| l == "hcl") && blocks.iter().any(|(l, _)| l == "toml"),
+        "{blocks:?}"
+    );
+
+    let sb = Sandbox::start();
+    bake(&sb, "sandbox-demo");
+    let mut commands = 0;
+    for (lang, body) in &blocks {
+        match lang.as_str() {
+            "toml" => {
+                assert!(body.starts_with("# bakery.lock.toml"), "{body}");
+                sb.project.write("bakery.lock.toml", body);
+            }
+            "sh" => {
+                for line in body.lines().filter(|l| l.starts_with("bakery ")) {
+                    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+                    let out = sb.bakery(&args);
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "`{line}`: {}",
+                        text(&out.stderr)
+                    );
+                    commands += 1;
+                }
+            }
+            "hcl" => {
+                for name in body
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("name = \""))
+                    .map(|n| n.trim_end_matches('"'))
+                {
+                    let v = param(&sb, US, name).unwrap_or_else(|| panic!("{name} does not exist"));
+                    assert!(v.starts_with("ami-"), "{name} = {v}");
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(commands >= 7, "{commands} commands ran");
+    let lock = std::fs::read_to_string(sb.project.path().join("bakery.lock.toml")).expect("lock");
+    assert!(lock.contains("version = \"0.1.0\""), "{lock}");
+    // The table's parameters exist for this image.
+    for name in [
+        "/bakery/sandbox-demo/0.1.0",
+        "/bakery/sandbox-demo/latest",
+        "/bakery/sandbox-demo/channels/stable",
+    ] {
+        assert!(
+            param(&sb, US, name).is_some_and(|v| v.starts_with("ami-")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/channel-versions/stable").as_deref(),
+        Some("0.1.0")
+    );
 }
