@@ -694,3 +694,33 @@ fn the_readme_pinning_section_works_as_written() {
         Some("0.1.0")
     );
 }
+
+#[test]
+fn publish_keep_applies_retention_after_a_bake() {
+    let sb = two_regions();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/sandbox-demo.toml",
+        &demo.replace("keep = 3", "keep = 1"),
+    );
+    bake(&sb, "sandbox-demo");
+    let second = bake(&sb, "sandbox-demo");
+    let v = json(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let versions: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["version"].as_str())
+        .collect();
+    assert_eq!(
+        versions,
+        ["0.1.1"],
+        "keep = 1 pruned 0.1.0 (no channel points at it any more)"
+    );
+    assert_eq!(param(&sb, EU, "/bakery/sandbox-demo/0.1.0"), None);
+    assert_eq!(
+        param(&sb, EU, "/bakery/sandbox-demo/latest").as_deref(),
+        second["amis"][EU].as_str()
+    );
+}
