@@ -8,6 +8,28 @@
 // add noise.
 #![allow(clippy::result_large_err)]
 
+/// A small string newtype (`string_id!(Doc pub(crate) Name)`: the field's visibility, then the
+/// name) with `as_str`, `Display` and transparent serde: every identifier the
+/// code passes around (image names, regions, AMI ids, ...) is one.
+macro_rules! string_id {
+    ($(#[$m:meta])* $field:vis $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name($field String);
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 pub mod bake;
 pub mod catalog;
 pub mod checks;

@@ -700,37 +700,14 @@ impl Run<'_> {
         )?;
         self.created(format!("instance {id} ({itype})"));
         self.instance = Some(id.clone());
-        let aws = &self.aws;
-        let info = Wait::new(
-            format!("instance {id} in {region}"),
+        let info = wait_instance(
+            &self.aws,
+            &id,
             "running",
+            &["terminated", "shutting-down", "stopped", "stopping"],
             self.image.build.timeouts.launch,
+            &self.cancel,
         )
-        .until(&self.cancel, || async {
-            Ok(match aws.describe_instance(&id).await? {
-                Some(i) if i.state == "running" => Poll::Ready(i),
-                Some(i)
-                    if matches!(
-                        i.state.as_str(),
-                        "terminated" | "shutting-down" | "stopped" | "stopping"
-                    ) =>
-                {
-                    Poll::Failed {
-                        state: i.state,
-                        reason: i.state_reason,
-                    }
-                }
-                Some(i) => Poll::Pending {
-                    state: i.state,
-                    reason: i.state_reason,
-                },
-                // Eventual consistency: a new id can be briefly unknown to Describe.
-                None => Poll::Pending {
-                    state: "not yet visible".into(),
-                    reason: None,
-                },
-            })
-        })
         .await?;
         let host = self
             .target
@@ -944,27 +921,15 @@ impl Run<'_> {
         let aws = self.aws.clone();
         let timeout = self.image.build.timeouts.capture;
         aws.stop_instance(&id).await?;
-        Wait::new(format!("instance {id} in {region}"), "stopped", timeout)
-            .until(&self.cancel, || async {
-                Ok(match aws.describe_instance(&id).await? {
-                    Some(i) if i.state == "stopped" => Poll::Ready(()),
-                    Some(i) if matches!(i.state.as_str(), "terminated" | "shutting-down") => {
-                        Poll::Failed {
-                            state: i.state,
-                            reason: i.state_reason,
-                        }
-                    }
-                    Some(i) => Poll::Pending {
-                        state: i.state,
-                        reason: i.state_reason,
-                    },
-                    None => Poll::Pending {
-                        state: "not visible".into(),
-                        reason: None,
-                    },
-                })
-            })
-            .await?;
+        wait_instance(
+            &aws,
+            &id,
+            "stopped",
+            &["terminated", "shutting-down"],
+            timeout,
+            &self.cancel,
+        )
+        .await?;
         let version = self
             .version
             .clone()
@@ -1368,4 +1333,35 @@ async fn wait_available(
         })
     })
     .await
+}
+
+/// Waits until an instance is in `want`; a state in `fatal` fails fast. A new id may be
+/// invisible to DescribeInstances for a moment (eventual consistency): that is pending.
+async fn wait_instance(
+    aws: &Aws,
+    id: &InstanceId,
+    want: &str,
+    fatal: &[&str],
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<crate::cloud::InstanceInfo, CloudError> {
+    Wait::new(format!("instance {id} in {}", aws.region), want, timeout)
+        .until(cancel, || async {
+            Ok(match aws.describe_instance(id).await? {
+                Some(i) if i.state == want => Poll::Ready(i),
+                Some(i) if fatal.contains(&i.state.as_str()) => Poll::Failed {
+                    state: i.state,
+                    reason: i.state_reason,
+                },
+                Some(i) => Poll::Pending {
+                    state: i.state,
+                    reason: i.state_reason,
+                },
+                None => Poll::Pending {
+                    state: "not yet visible".into(),
+                    reason: None,
+                },
+            })
+        })
+        .await
 }

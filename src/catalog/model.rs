@@ -12,40 +12,21 @@ use super::diag::SourceText;
 pub use super::raw::{Architecture, Communicator, ParamType, Platform, VolumeType};
 use crate::checks::CheckKind;
 
-macro_rules! newtype {
-    ($(#[$m:meta])* $name:ident) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(pub(crate) String);
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-newtype!(
+string_id!(
     /// An image name: lowercase letters, digits and dashes.
-    ImageName
+    pub(crate) ImageName
 );
-newtype!(
+string_id!(
     /// A recipe name: the folder under `recipes/`.
-    RecipeName
+    pub(crate) RecipeName
 );
-newtype!(
+string_id!(
     /// An EC2 instance type such as `m6i.large`.
-    InstanceType
+    pub(crate) InstanceType
 );
-newtype!(
+string_id!(
     /// An AWS region such as `eu-west-1`.
-    Region
+    pub(crate) Region
 );
 
 impl ImageName {

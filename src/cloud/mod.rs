@@ -5,49 +5,27 @@ pub mod aws;
 pub mod cancel;
 pub mod wait;
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-macro_rules! id {
-    ($(#[$m:meta])* $name:ident) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub String);
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-id!(
+string_id!(
     /// `ami-...`
-    ImageId
+    pub ImageId
 );
-id!(
+string_id!(
     /// `i-...`
-    InstanceId
+    pub InstanceId
 );
-id!(
+string_id!(
     /// `snap-...`
-    SnapshotId
+    pub SnapshotId
 );
-id!(
+string_id!(
     /// `sg-...`
-    SecurityGroupId
+    pub SecurityGroupId
 );
-id!(
+string_id!(
     /// An EC2 key pair name.
-    KeyName
+    pub KeyName
 );
 
 /// Tags as key/value pairs, in a stable order.

@@ -232,23 +232,9 @@ impl Ssh {
         Ok(out)
     }
 
-    /// Writes `bytes` to `path` over SFTP (parent directories must exist).
+    /// Writes `bytes` to `path` over SFTP (missing parent directories are created).
     pub async fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), RemoteError> {
-        let sftp = self.sftp().await?;
-        let mut f = sftp
-            .open_with_flags(
-                path,
-                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-            )
-            .await
-            .map_err(|e| self.sftp_err("open", path, e))?;
-        f.write_all(bytes)
-            .await
-            .map_err(|e| self.sftp_err("write", path, e))?;
-        f.shutdown()
-            .await
-            .map_err(|e| self.sftp_err("close", path, e))?;
-        Ok(())
+        self.upload_all(&[(path.to_string(), bytes)]).await
     }
 
     /// Uploads several files in one SFTP session: (remote path, bytes); directories are created.

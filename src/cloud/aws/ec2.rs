@@ -30,6 +30,14 @@ fn tags_of(ts: &[Tag]) -> Tags {
         .collect()
 }
 
+/// The filter for resources carrying `tag` = `value`.
+fn tag_filter(tag: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{tag}"))
+        .values(value)
+        .build()
+}
+
 fn tag_spec(kind: ResourceType, tags: &Tags) -> TagSpecification {
     let mut b = TagSpecification::builder().resource_type(kind);
     for (k, v) in tags {
@@ -182,12 +190,7 @@ impl Aws {
         let out = self
             .ec2
             .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{tag}"))
-                    .values(value)
-                    .build(),
-            )
+            .filters(tag_filter(tag, value))
             .send()
             .await
             .map_err(|e| self.err("DescribeInstances", e))?;
@@ -298,12 +301,7 @@ impl Aws {
         let out = self
             .ec2
             .describe_key_pairs()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{tag}"))
-                    .values(value)
-                    .build(),
-            )
+            .filters(tag_filter(tag, value))
             .send()
             .await
             .map_err(|e| self.err("DescribeKeyPairs", e))?;
@@ -395,12 +393,7 @@ impl Aws {
         let out = self
             .ec2
             .describe_security_groups()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{tag}"))
-                    .values(value)
-                    .build(),
-            )
+            .filters(tag_filter(tag, value))
             .send()
             .await
             .map_err(|e| self.err("DescribeSecurityGroups", e))?;
@@ -605,12 +598,7 @@ impl Aws {
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{tag}"))
-                    .values(value)
-                    .build(),
-            )
+            .filters(tag_filter(tag, value))
             .send()
             .await
             .map_err(|e| self.err("DescribeSnapshots", e))?;
