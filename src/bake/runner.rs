@@ -368,6 +368,15 @@ impl Run<'_> {
                 .describe_images(&["self".into()], &[("name", vec![name.clone()])])
                 .await?;
             let id = match existing.first() {
+                Some(i)
+                    if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint)
+                        && i.tags.contains_key(tag::PUBLISHED) =>
+                {
+                    return Err(Failure::new(format!(
+                        "{name} is already published in {region} as {}",
+                        i.id
+                    )));
+                }
                 Some(i) if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint) => {
                     tracing::info!(region = %region, ami = %i.id, "adopting an existing copy of this version");
                     // It is this bake's now: the journal of the bake that left it must not
@@ -547,6 +556,29 @@ impl Run<'_> {
             .map(|r| r.version)
             .collect();
         let mut v = registry::next_version(&existing, self.image.version);
+        let issued = registry::aws::issued_param(
+            &self.target.ssm_prefix,
+            self.image.name.as_str(),
+            self.image.version.major,
+            self.image.version.minor,
+        );
+        if let Some(hwm) = self
+            .aws
+            .get_parameter(&issued)
+            .await?
+            .and_then(|p| p.parse::<u64>().ok())
+        {
+            v.patch = v.patch.max(hwm + 1);
+        }
+        // Every publish region must be one of the target's: the registry reads those.
+        for r in self.publish_regions() {
+            if !self.target.regions.iter().any(|t| t.as_str() == r) {
+                return Err(Failure::new(format!(
+                    "publish region {r} is not one of target {}'s regions",
+                    self.target.name
+                )));
+            }
+        }
         // A version is free when neither its AMI name nor its parameter exists (a failed bake of
         // another runner may have left one of them for a moment).
         let mut free = false;
@@ -972,6 +1004,15 @@ impl Run<'_> {
             .iter()
             .map(|(r, (a, i))| (r.clone(), a.clone(), i.clone()))
             .collect();
+        // `latest` is the newest published release: a hotfix of an older line or a
+        // pre-release does not move it.
+        let newest = registry::aws::versions(&self.aws, &image)
+            .await?
+            .into_iter()
+            .filter(|r| r.published && r.revoked.is_none() && r.version.pre.is_empty())
+            .map(|r| r.version)
+            .max();
+        let moves_latest = version.pre.is_empty() && newest.as_ref().is_none_or(|n| &version > n);
         for (region, aws, ami) in &copies {
             // The versioned parameter is the contract: never overwritten.
             if aws.get_parameter(&versioned).await?.is_some() {
@@ -996,6 +1037,9 @@ impl Run<'_> {
                 }
                 return Err(e.into());
             }
+            if !moves_latest {
+                continue;
+            }
             let previous = aws.get_parameter(&latest).await?;
             self.journal.push(
                 Undo::RestoreParameter {
@@ -1010,7 +1054,12 @@ impl Run<'_> {
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
         // validation passed, so read back until it shows (bounded).
         for (region, aws, ami) in &copies {
-            for p in [&versioned, &latest] {
+            let check: Vec<&String> = if moves_latest {
+                vec![&versioned, &latest]
+            } else {
+                vec![&versioned]
+            };
+            for p in check {
                 Wait::new(
                     format!("parameter {p} in {region}"),
                     format!("= {ami}"),
@@ -1031,8 +1080,24 @@ impl Run<'_> {
             }
             self.parameters
                 .insert(format!("{region}:{versioned}"), ami.to_string());
-            self.parameters
-                .insert(format!("{region}:{latest}"), ami.to_string());
+            if moves_latest {
+                self.parameters
+                    .insert(format!("{region}:{latest}"), ami.to_string());
+            }
+        }
+        // The number stays taken even if retention removes the version later.
+        let issued = registry::aws::issued_param(&prefix, &image, version.major, version.minor);
+        self.aws
+            .put_string_parameter(&issued, &version.patch.to_string())
+            .await?;
+        // Only now is this a version others may resolve.
+        let mut published = Tags::new();
+        published.insert(
+            tag::PUBLISHED.into(),
+            humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        );
+        for (_, aws, ami) in &copies {
+            aws.tag_resources(&[ami.to_string()], &published).await?;
         }
         // From here on the version exists: nothing may undo it.
         self.journal.set_state(State::Published)?;
@@ -1045,25 +1110,18 @@ impl Run<'_> {
     async fn after_publish(&mut self, version: &Version) {
         let image = self.image.name.to_string();
         let mut reg = registry::aws::Registry::new(self.target);
-        if !self.image.publish.channels.is_empty() {
-            match reg.versions(&image, None).await {
-                Ok(all) => {
-                    if let Some(v) = all.iter().find(|v| &v.version == version) {
-                        for ch in &self.image.publish.channels {
-                            if let Err(e) = reg.promote(&image, v, ch).await {
-                                self.events.emit(BakeEvent::Warning {
-                                    bake_id: self.bake_id.clone(),
-                                    message: format!("channel {ch} not moved: {e}"),
-                                });
-                            } else {
-                                self.channels.push(ch.clone());
-                            }
-                        }
-                    }
-                }
+        // The copies are known here: no need to re-read the registry (which may lag).
+        let amis: BTreeMap<String, String> = self
+            .copies
+            .iter()
+            .map(|(r, (_, a))| (r.clone(), a.to_string()))
+            .collect();
+        for ch in self.image.publish.channels.clone() {
+            match reg.promote(&image, version, &amis, &ch).await {
+                Ok(()) => self.channels.push(ch),
                 Err(e) => self.events.emit(BakeEvent::Warning {
                     bake_id: self.bake_id.clone(),
-                    message: format!("channels not moved: {e}"),
+                    message: format!("channel {ch} not moved: {e}"),
                 }),
             }
         }

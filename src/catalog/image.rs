@@ -618,6 +618,14 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
             values::duration(d),
         )
     });
+    // EnableImageDeprecation takes at most 10 years from now (EC2 API reference).
+    if deprecate_after.is_some_and(|d| d > Duration::from_secs(3650 * 86_400)) {
+        cx.err(
+            &path.k("deprecate_after"),
+            ErrorKind::InvalidValue,
+            "deprecate_after is at most 3650d (EC2 deprecates at most 10 years ahead)",
+        );
+    }
     if p.keep == Some(0) {
         cx.err(
             &path.k("keep"),

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{load, print_json, CliError};
 use crate::catalog::model::{ParentReq, Target};
-use crate::catalog::{graph, values, Catalog};
+use crate::catalog::{values, Catalog};
 use crate::registry::aws::{Registry, VersionView};
 use crate::registry::{prune, tag};
 
@@ -203,7 +203,7 @@ pub fn promote(
             .iter()
             .find(|v| v.version == version)
             .ok_or_else(|| fail(format!("{image} {version} is not registered")))?;
-        reg.promote(&image, v, channel).await.map_err(fail)?;
+        reg.promote_view(&image, v, channel).await.map_err(fail)?;
         println!(
             "{image} {channel} -> {version} ({})",
             v.amis
@@ -299,23 +299,16 @@ pub fn revoke(
             if !descendants {
                 continue;
             }
-            // Children in the catalog layered on this version.
-            let parent = format!("{img}@{v}");
-            for child in catalog
-                .images
-                .values()
-                .filter(|c| graph::parent(c).is_some_and(|p| p.as_str() == img))
-            {
-                for cv in reg
-                    .versions(child.name.as_str(), None)
+            // Versions of any image layered on this one (found by their bakery:parent tag).
+            for (child, cv) in reg.children_of(&img, &v).await.map_err(fail)? {
+                let revoked = reg
+                    .versions(&child, None)
                     .await
                     .map_err(fail)?
-                {
-                    if cv.revoked.is_none()
-                        && cv.tag(tag::PARENT).as_deref() == Some(parent.as_str())
-                    {
-                        queue.push((child.name.to_string(), cv.version.clone()));
-                    }
+                    .iter()
+                    .any(|x| x.version == cv && x.revoked.is_some());
+                if !revoked {
+                    queue.push((child, cv));
                 }
             }
         }

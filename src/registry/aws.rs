@@ -17,6 +17,9 @@ pub struct Registered {
     pub version: Version,
     pub image: ImageInfo,
     pub revoked: Option<String>,
+    /// Publish finished (parameters written and read back); until then the AMI is not a
+    /// version anyone may resolve, only a number that is taken.
+    pub published: bool,
 }
 
 /// Every registered version of `image` in one region (AMIs of this account tagged with it).
@@ -33,10 +36,12 @@ pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudEr
         .filter_map(|i| {
             let version = Version::parse(i.tags.get(tag::VERSION)?).ok()?;
             let revoked = i.tags.get(tag::REVOKED).cloned();
+            let published = i.tags.contains_key(tag::PUBLISHED);
             Some(Registered {
                 version,
                 image: i,
                 revoked,
+                published,
             })
         })
         .collect();
@@ -53,6 +58,14 @@ pub fn latest_param(prefix: &str, image: &str) -> String {
 }
 pub fn channel_param(prefix: &str, image: &str, channel: &str) -> String {
     format!("{prefix}/{image}/channels/{channel}")
+}
+/// The highest patch ever issued for a major.minor (so a pruned number is never reused).
+pub fn issued_param(prefix: &str, image: &str, major: u64, minor: u64) -> String {
+    format!("{prefix}/{image}/issued/{major}.{minor}")
+}
+/// Versions a channel was rolled back from (skipped by the next rollback), comma separated.
+pub fn rollbacks_param(prefix: &str, image: &str, channel: &str) -> String {
+    format!("{prefix}/{image}/channel-rollbacks/{channel}")
 }
 /// The version a channel points at (its history is this parameter's history).
 pub fn channel_version_param(prefix: &str, image: &str, channel: &str) -> String {
@@ -106,7 +119,7 @@ pub async fn resolve_parent(
         _ => {
             let avail: Vec<(&Version, Option<&str>)> = all
                 .iter()
-                .filter(|r| r.image.state == "available")
+                .filter(|r| r.published && r.image.state == "available")
                 .map(|r| (&r.version, r.revoked.as_deref()))
                 .collect();
             super::resolve(req, avail).map_err(not_found)?.clone()
@@ -201,7 +214,11 @@ impl<'a> Registry<'a> {
         let mut by_version: BTreeMap<Version, VersionView> = BTreeMap::new();
         for region in regions {
             let aws = self.regions.get(&region).await;
-            for r in versions(aws, image).await? {
+            for r in versions(aws, image)
+                .await?
+                .into_iter()
+                .filter(|r| r.published)
+            {
                 let e = by_version
                     .entry(r.version.clone())
                     .or_insert_with(|| VersionView {
@@ -296,9 +313,47 @@ impl<'a> Registry<'a> {
         Ok(names)
     }
 
-    /// Points `channel` at `v` in every region of the version (AMI per region, data type
-    /// `aws:ec2:image`), and records the version (its history is the channel's history).
+    /// Points `channel` at `version` (AMI per region, data type `aws:ec2:image`) and records
+    /// the version (its history is the channel's history). Target regions the version is not
+    /// in lose the channel, so no region keeps naming an older AMI.
     pub async fn promote(
+        &mut self,
+        image: &str,
+        version: &Version,
+        amis: &BTreeMap<String, String>,
+        channel: &str,
+    ) -> Result<(), CloudError> {
+        let prefix = self.target.ssm_prefix.clone();
+        let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
+        for region in regions {
+            let aws = self.regions.get(&region).await;
+            match amis.get(&region) {
+                Some(ami) => {
+                    aws.put_image_parameter(&channel_param(&prefix, image, channel), ami, true)
+                        .await?;
+                    aws.put_string_parameter(
+                        &channel_version_param(&prefix, image, channel),
+                        &version.to_string(),
+                    )
+                    .await?;
+                }
+                None => {
+                    aws.delete_parameter(&channel_param(&prefix, image, channel))
+                        .await?;
+                    aws.delete_parameter(&channel_version_param(&prefix, image, channel))
+                        .await?;
+                }
+            }
+        }
+        let mut back = self.rolled_back(image, channel).await?;
+        if back.remove(version) {
+            self.set_rolled_back(image, channel, &back).await?;
+        }
+        Ok(())
+    }
+
+    /// `promote` of a registered version (refused when revoked).
+    pub async fn promote_view(
         &mut self,
         image: &str,
         v: &VersionView,
@@ -310,36 +365,65 @@ impl<'a> Registry<'a> {
                 v.version
             )));
         }
-        let prefix = self.target.ssm_prefix.clone();
-        for (region, ami) in &v.amis {
-            let aws = self.regions.get(region).await;
-            aws.put_image_parameter(
-                &channel_param(&prefix, image, channel),
-                ami.id.as_str(),
-                true,
-            )
-            .await?;
-            aws.put_string_parameter(
-                &channel_version_param(&prefix, image, channel),
-                &v.version.to_string(),
-            )
-            .await?;
-        }
-        Ok(())
+        let amis = v
+            .amis
+            .iter()
+            .map(|(r, i)| (r.clone(), i.id.to_string()))
+            .collect();
+        self.promote(image, &v.version, &amis, channel).await
     }
 
-    /// Moves `channel` back to the newest earlier version in its history that is still
-    /// registered and not revoked. Returns it.
+    async fn rolled_back(
+        &mut self,
+        image: &str,
+        channel: &str,
+    ) -> Result<std::collections::BTreeSet<Version>, CloudError> {
+        let primary = self.primary();
+        let p = rollbacks_param(&self.target.ssm_prefix, image, channel);
+        let aws = self.regions.get(&primary).await;
+        Ok(aws
+            .get_parameter(&p)
+            .await?
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|v| Version::parse(v.trim()).ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn set_rolled_back(
+        &mut self,
+        image: &str,
+        channel: &str,
+        set: &std::collections::BTreeSet<Version>,
+    ) -> Result<(), CloudError> {
+        let primary = self.primary();
+        let p = rollbacks_param(&self.target.ssm_prefix, image, channel);
+        let aws = self.regions.get(&primary).await;
+        if set.is_empty() {
+            aws.delete_parameter(&p).await
+        } else {
+            let list: Vec<String> = set.iter().map(|v| v.to_string()).collect();
+            aws.put_string_parameter(&p, &list.join(",")).await
+        }
+    }
+
+    /// Moves `channel` back: to the newest earlier version in its history that was not rolled
+    /// back from, is still registered and is not revoked. Returns it; `NotFound` when there is
+    /// nothing to go back to.
     pub async fn rollback(&mut self, image: &str, channel: &str) -> Result<Version, CloudError> {
         let current = self.channel(image, channel).await?.ok_or_else(|| {
             CloudError::NotFound(format!("channel `{channel}` of {image} does not exist"))
         })?;
         let history = self.channel_history(image, channel).await?;
+        let mut skip = self.rolled_back(image, channel).await?;
+        skip.insert(current.clone());
         let all = self.versions(image, None).await?;
         let target = history
             .iter()
             .rev()
-            .filter(|v| **v != current)
+            .filter(|v| !skip.contains(*v))
             .find_map(|v| {
                 all.iter()
                     .find(|a| &a.version == v && a.revoked.is_none())
@@ -350,12 +434,71 @@ impl<'a> Registry<'a> {
                     "channel `{channel}` of {image} has no earlier version to go back to"
                 ))
             })?;
-        self.promote(image, &target, channel).await?;
+        self.promote_view(image, &target, channel).await?;
+        let mut back = self.rolled_back(image, channel).await?;
+        back.insert(current);
+        self.set_rolled_back(image, channel, &back).await?;
         Ok(target.version)
     }
 
-    /// Revokes a version: tags its AMIs with the reason, deprecates them now, and moves every
-    /// channel that points at it back. Returns the channels moved (and where to).
+    /// Points `latest` (in every target region) at the highest published release that is not
+    /// revoked, or removes it when there is none.
+    pub async fn refresh_latest(&mut self, image: &str) -> Result<Option<Version>, CloudError> {
+        let all = self.versions(image, None).await?;
+        let best = all
+            .iter()
+            .filter(|v| v.revoked.is_none() && v.version.pre.is_empty())
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .cloned();
+        let prefix = self.target.ssm_prefix.clone();
+        let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
+        for region in regions {
+            let aws = self.regions.get(&region).await;
+            match best.as_ref().and_then(|b| b.amis.get(&region)) {
+                Some(ami) => {
+                    aws.put_image_parameter(&latest_param(&prefix, image), ami.id.as_str(), true)
+                        .await?
+                }
+                None => aws.delete_parameter(&latest_param(&prefix, image)).await?,
+            }
+        }
+        Ok(best.map(|b| b.version))
+    }
+
+    /// Versions of other images layered on `image@version` (by their `bakery:parent` tag).
+    pub async fn children_of(
+        &mut self,
+        image: &str,
+        version: &Version,
+    ) -> Result<Vec<(String, Version)>, CloudError> {
+        let primary = self.primary();
+        let aws = self.regions.get(&primary).await;
+        let parent = format!("{image}@{version}");
+        let found = aws
+            .describe_images(
+                &["self".to_string()],
+                &[(&format!("tag:{}", tag::PARENT), vec![parent])],
+            )
+            .await?;
+        let mut out: Vec<(String, Version)> = found
+            .iter()
+            .filter(|i| i.tags.contains_key(tag::PUBLISHED))
+            .filter_map(|i| {
+                Some((
+                    i.tags.get(tag::IMAGE)?.clone(),
+                    Version::parse(i.tags.get(tag::VERSION)?).ok()?,
+                ))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Revokes a version: tags its AMIs with the reason, deprecates them (a minute from now:
+    /// EnableImageDeprecation refuses past times), moves every channel that points at it back
+    /// (removing it when there is nothing earlier), and re-points `latest`. Returns the
+    /// channels moved (and where to).
     pub async fn revoke(
         &mut self,
         image: &str,
@@ -376,29 +519,34 @@ impl<'a> Registry<'a> {
             let mut ids = vec![ami.id.to_string()];
             ids.extend(ami.snapshots.iter().map(|s| s.to_string()));
             aws.tag_resources(&ids, &tags).await?;
-            // Deprecation times are rounded to the minute by EC2; "now" may be in the past by
-            // then, which AWS accepts.
             aws.enable_image_deprecation(&ami.id, SystemTime::now() + Duration::from_secs(60))
                 .await?;
         }
         let mut moved = Vec::new();
         for ch in self.channel_names(image).await? {
-            if self.channel(image, &ch).await?.as_ref() == Some(version) {
-                let back = self.rollback(image, &ch).await.ok();
-                if back.is_none() {
+            if self.channel(image, &ch).await?.as_ref() != Some(version) {
+                continue;
+            }
+            match self.rollback(image, &ch).await {
+                Ok(back) => moved.push((ch, Some(back))),
+                Err(CloudError::NotFound(_)) => {
                     // Nothing to go back to: the channel must not keep naming a revoked version.
                     let prefix = self.target.ssm_prefix.clone();
-                    for region in v.amis.keys() {
-                        let aws = self.regions.get(region).await;
+                    let regions: Vec<String> =
+                        self.target.regions.iter().map(|r| r.to_string()).collect();
+                    for region in regions {
+                        let aws = self.regions.get(&region).await;
                         aws.delete_parameter(&channel_param(&prefix, image, &ch))
                             .await?;
                         aws.delete_parameter(&channel_version_param(&prefix, image, &ch))
                             .await?;
                     }
+                    moved.push((ch, None));
                 }
-                moved.push((ch, back));
+                Err(e) => return Err(e),
             }
         }
+        self.refresh_latest(image).await?;
         Ok(moved)
     }
 }

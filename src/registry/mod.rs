@@ -19,6 +19,8 @@ pub mod tag {
     pub const CREATED_BY: &str = "bakery:created-by";
     pub const EXPIRES: &str = "bakery:expires";
     pub const REVOKED: &str = "bakery:revoked";
+    /// Set when publish finished: only published AMIs are versions.
+    pub const PUBLISHED: &str = "bakery:published";
 }
 
 /// The AMI name of a version: `<image>-<version>`.

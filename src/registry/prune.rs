@@ -27,6 +27,8 @@ pub struct Usage {
     pub instances: BTreeMap<Version, Vec<String>>,
     /// Version -> launch template versions (default or latest) naming one of its AMIs.
     pub templates: BTreeMap<Version, Vec<String>>,
+    /// The version `latest` names.
+    pub latest: Option<Version>,
 }
 
 /// Pure decision: keep the newest `keep`, the newest always, anything a channel, instance or
@@ -49,6 +51,9 @@ pub fn decide(
                 why.push("the newest version".to_string());
             } else if i < keep {
                 why.push(format!("one of the newest {keep}"));
+            }
+            if usage.latest.as_ref() == Some(v) {
+                why.push("named by latest".to_string());
             }
             if let Some(c) = usage.channels.get(v) {
                 why.push(format!("channel {}", c.join(", ")));
@@ -94,6 +99,20 @@ pub async fn prune(
         }
     }
     let regions: Vec<String> = reg.target.regions.iter().map(|r| r.to_string()).collect();
+    if let Some(primary) = regions.first() {
+        let aws = reg.regions.get(primary).await.clone();
+        let latest = aws
+            .get_parameter(&super::aws::latest_param(&reg.target.ssm_prefix, image))
+            .await?;
+        usage.latest = all
+            .iter()
+            .find(|v| {
+                v.amis
+                    .get(primary)
+                    .is_some_and(|i| Some(i.id.to_string()) == latest)
+            })
+            .map(|v| v.version.clone());
+    }
     for region in &regions {
         let aws = reg.regions.get(region).await.clone();
         let templates = aws.launch_template_images().await?;
@@ -139,6 +158,9 @@ pub async fn prune(
             aws.delete_parameter(&version_param(&prefix, image, &d.version))
                 .await?;
         }
+    }
+    if decisions.iter().any(|d| d.pruned) {
+        reg.refresh_latest(image).await?;
     }
     Ok(decisions)
 }

@@ -146,7 +146,16 @@ fn a_bake_is_distributed_to_every_region_and_listed() {
         );
         // Deprecation is scheduled (the harness's emulator implements EnableImageDeprecation).
         let when = img.deprecation_time().expect("a deprecation time");
-        assert!(when.starts_with("2027-"), "365 days from now: {when}");
+        let at = humantime::parse_rfc3339_weak(when.trim_end_matches('Z')).expect("a time");
+        let ahead = at
+            .duration_since(std::time::SystemTime::now())
+            .expect("in the future")
+            .as_secs()
+            / 86_400;
+        assert!(
+            (363..=365).contains(&ahead),
+            "365 days from now: {when} ({ahead} days)"
+        );
         // Shared with the account in every region.
         for (region, ami) in [(US, &us), (EU, &eu)] {
             let (ec2, _) = sb.clients_in(region).await;
@@ -251,6 +260,15 @@ fn promote_and_rollback_keep_history() {
         stable["history"],
         serde_json::json!(["0.1.0", "0.1.1", "0.1.0"])
     );
+    // Rolling back again never goes forward to the version just rolled back from.
+    let out = sb.bakery(&["rollback", "sandbox-demo", "stable", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no earlier version"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(resolve(&sb, "sandbox-demo@stable"), Ok("0.1.0".into()));
     // Promoting an unknown version is refused.
     let out = sb.bakery(&[
         "promote",
@@ -316,6 +334,29 @@ fn resolve_is_deterministic_and_refuses_revoked_versions() {
         Ok("0.1.0".into()),
         "the newest revoked: the one before"
     );
+    // `latest` moved back to the newest release that is not revoked (0.1.2 is now a pre-release).
+    let v0 = images_named(&sb, US, "sandbox-demo-0.1.0");
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/latest"),
+        v0.first().cloned()
+    );
+    // The revoked AMIs are deprecated.
+    for region in [US, EU] {
+        let ids = images_named(&sb, region, "sandbox-demo-0.1.1");
+        rt().block_on(async {
+            let (ec2, _) = sb.clients_in(region).await;
+            let img = ec2
+                .describe_images()
+                .set_image_ids(Some(ids))
+                .send()
+                .await
+                .expect("images");
+            assert!(
+                img.images()[0].deprecation_time().is_some(),
+                "{region}: revoked means deprecated"
+            );
+        });
+    }
     let err = resolve(&sb, "sandbox-demo@=0.1.1").unwrap_err();
     assert!(
         err.contains("revoked") && err.contains("CVE-2026-0001 in openssl"),

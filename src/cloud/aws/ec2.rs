@@ -797,6 +797,8 @@ impl Aws {
                 .launch_template_id(&id)
                 .versions("$Default")
                 .versions("$Latest")
+                // Templates may name `resolve:ssm:/bakery/...`: ask for the AMI it resolves to.
+                .resolve_alias(true)
                 .send()
                 .await
                 .map_err(|e| self.err("DescribeLaunchTemplateVersions", e))?;
