@@ -15,6 +15,7 @@ fn main() {
                 CliError::Invalid(d) if d.is_empty() => {}
                 CliError::Invalid(d) => eprintln!("{d}"),
                 CliError::Failed(m) => eprintln!("error: {m}"),
+                CliError::Exit(_, m) if m.is_empty() => {}
                 CliError::Exit(_, m) => eprintln!("error: {m}"),
             }
             std::process::exit(e.exit_code());

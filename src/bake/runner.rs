@@ -35,6 +35,8 @@ const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_NAME_TRIES: u64 = 20;
 /// SSM validates `aws:ec2:image` parameters asynchronously (PutParameter docs, "DataType").
 const PARAMETER_VISIBLE_WAIT: Duration = Duration::from_secs(120);
+/// Hex digits of each input hash kept in the inputs parameter (enough to tell inputs apart).
+const INPUT_HASH_LEN: usize = 16;
 /// Extra lifetime in `bakery:expires` beyond the bake's own timeouts, for a sweep to act on.
 const EXPIRY_SLACK: Duration = Duration::from_secs(3600);
 
@@ -1084,6 +1086,29 @@ impl Run<'_> {
                 self.parameters
                     .insert(format!("{region}:{latest}"), ami.to_string());
             }
+        }
+        // What this version was baked from, for `plan` to say what changed since.
+        let inputs: BTreeMap<&str, &str> = self
+            .plan
+            .inputs
+            .iter()
+            .map(|i| (i.label.as_str(), &i.sha256[..INPUT_HASH_LEN]))
+            .collect();
+        let inputs = serde_json::to_string(&inputs).unwrap_or_default();
+        if inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX {
+            self.aws
+                .put_string_parameter(
+                    &registry::aws::inputs_param(&prefix, &image, &version),
+                    &inputs,
+                )
+                .await?;
+        } else {
+            self.events.emit(BakeEvent::Warning {
+                bake_id: self.bake_id.clone(),
+                message:
+                    "fingerprint inputs too long to record: plan will not name the changed files"
+                        .into(),
+            });
         }
         // The number stays taken even if retention removes the version later.
         let issued = registry::aws::issued_param(&prefix, &image, version.major, version.minor);

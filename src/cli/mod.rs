@@ -84,6 +84,9 @@ pub enum Command {
         /// Do not call AWS: fingerprints cover the catalog only (source AMIs are resolved at bake time).
         #[arg(long)]
         offline: bool,
+        /// Exit 10 when something needs baking, 0 when nothing does (for schedules and CI).
+        #[arg(long, conflicts_with = "offline")]
+        exit_code: bool,
         /// List every input of this image's fingerprint with its own hash.
         #[arg(long, value_name = "IMAGE")]
         explain: Option<String>,
@@ -299,6 +302,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Plan {
             images,
             offline,
+            exit_code,
             explain,
             target,
             json,
@@ -309,6 +313,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             explain.as_deref(),
             target.as_deref(),
             *json,
+            *exit_code,
         ),
         Command::Bake {
             image,

@@ -6,7 +6,6 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{load, print_json, target_for, CliError};
-use crate::catalog::diag::{Diagnostic, ErrorKind};
 use crate::catalog::graph;
 use crate::catalog::model::{ImageName, Target};
 use crate::plan::Planner;
@@ -18,15 +17,10 @@ pub fn run(
     explain: Option<&str>,
     target: Option<&str>,
     json: bool,
+    exit_code: bool,
 ) -> Result<(), CliError> {
     if !offline {
-        return Err(Diagnostic::file(
-            ErrorKind::InvalidValue,
-            Path::new("<command line>"),
-            "plan needs --offline: comparing with the registry in AWS is not built yet",
-        )
-        .with_hint("run `bakery plan --offline`")
-        .into());
+        return online(project, images, target, json, exit_code);
     }
     let catalog = load(project)?;
     let offline_target = Target::offline();
@@ -104,6 +98,51 @@ pub fn run(
             r["parent"].as_str().unwrap_or("-"),
             source
         );
+    }
+    Ok(())
+}
+
+/// Exit code of `plan --exit-code` when something needs baking.
+pub const EXIT_CHANGES: i32 = 10;
+
+/// `bakery plan` against the registry: what needs baking and why.
+fn online(
+    project: &Path,
+    images: &[String],
+    target: Option<&str>,
+    json_out: bool,
+    exit_code: bool,
+) -> Result<(), CliError> {
+    use crate::registry::changes::{self, Status};
+    let catalog = load(project)?;
+    let target = super::registry::pick_target(&catalog, target)?;
+    let mut names = Vec::new();
+    for n in images {
+        names.push(catalog.image(n)?.name.clone());
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let rows = rt
+        .block_on(changes::plan(&catalog, target, &names))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let to_bake = rows.iter().filter(|r| r.status.bakes()).count();
+    if json_out {
+        print_json(&json!({ "target": target.name, "to_bake": to_bake, "images": rows }))?;
+    } else {
+        for r in &rows {
+            let (what, detail) = match &r.status {
+                Status::UpToDate { version } => ("up to date".to_string(), version.clone()),
+                Status::New => ("new".to_string(), String::new()),
+                Status::Changed { since, reasons } => {
+                    (format!("changed since {since}"), reasons.join("; "))
+                }
+                Status::Blocked { reason } => ("blocked".to_string(), reason.clone()),
+            };
+            println!("{:<28} {:<22} {detail}", r.image, what);
+        }
+        println!("{to_bake} to bake");
+    }
+    if exit_code && to_bake > 0 {
+        return Err(CliError::Exit(EXIT_CHANGES, String::new()));
     }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudEr
     Ok(out)
 }
 
+/// A standard-tier SSM parameter holds at most 4 KB (SSM quotas).
+pub const STANDARD_PARAMETER_MAX: usize = 4096;
+
 /// Parameter names of the registry (the README's "Pinning an image" documents them).
 pub fn version_param(prefix: &str, image: &str, v: &Version) -> String {
     format!("{prefix}/{image}/{v}")
@@ -62,6 +65,10 @@ pub fn channel_param(prefix: &str, image: &str, channel: &str) -> String {
 /// The highest patch ever issued for a major.minor (so a pruned number is never reused).
 pub fn issued_param(prefix: &str, image: &str, major: u64, minor: u64) -> String {
     format!("{prefix}/{image}/issued/{major}.{minor}")
+}
+/// What a version was baked from: fingerprint input label -> short hash (for `plan`'s reasons).
+pub fn inputs_param(prefix: &str, image: &str, v: &Version) -> String {
+    format!("{prefix}/{image}/inputs/{v}")
 }
 /// Versions a channel was rolled back from (skipped by the next rollback), comma separated.
 pub fn rollbacks_param(prefix: &str, image: &str, channel: &str) -> String {

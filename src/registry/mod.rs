@@ -2,6 +2,7 @@
 //! module is the pure version arithmetic; `aws` reads and writes it.
 
 pub mod aws;
+pub mod changes;
 pub mod prune;
 
 use semver::Version;

@@ -136,3 +136,31 @@ impl Aws {
         Ok(())
     }
 }
+
+/// GetParameters takes at most 10 names per call (SSM API reference).
+const GET_PARAMETERS_BATCH: usize = 10;
+
+impl Aws {
+    /// Values of many parameters, batched; missing ones are absent from the map.
+    pub async fn get_parameters(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, CloudError> {
+        let mut out = std::collections::BTreeMap::new();
+        for chunk in names.chunks(GET_PARAMETERS_BATCH) {
+            let page = self
+                .ssm
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.err("GetParameters", e))?;
+            for p in page.parameters() {
+                if let (Some(n), Some(v)) = (p.name(), p.value()) {
+                    out.insert(n.to_string(), v.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,288 @@
+//! `bakery plan`: what needs baking and why. Sources are resolved now, the full fingerprint is
+//! compared with the newest published version's, and a change is traced to the inputs (files,
+//! recipes, parameters), the source AMI or the parent version that moved. The registry is read
+//! with one DescribeImages for the whole catalog (build region).
+
+use std::collections::BTreeMap;
+
+use semver::Version;
+use serde::Serialize;
+
+use super::aws::inputs_param;
+use super::tag;
+use crate::catalog::model::{ImageName, ParentReq, Source, Target};
+use crate::catalog::{graph, Catalog};
+use crate::cloud::aws::Aws;
+use crate::cloud::{CloudError, ImageInfo};
+use crate::plan::Planner;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    UpToDate { version: String },
+    New,
+    Changed { since: String, reasons: Vec<String> },
+    Blocked { reason: String },
+}
+
+impl Status {
+    pub fn bakes(&self) -> bool {
+        matches!(self, Status::New | Status::Changed { .. })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub image: String,
+    #[serde(flatten)]
+    pub status: Status,
+    pub fingerprint: Option<String>,
+    pub source_ami: Option<String>,
+    pub parent: Option<String>,
+}
+
+/// The newest published version of each image, from one DescribeImages.
+fn newest_by_image(images: Vec<ImageInfo>) -> BTreeMap<String, Vec<(Version, ImageInfo)>> {
+    let mut out: BTreeMap<String, Vec<(Version, ImageInfo)>> = BTreeMap::new();
+    for i in images {
+        let (Some(name), Some(v)) = (
+            i.tags.get(tag::IMAGE).cloned(),
+            i.tags
+                .get(tag::VERSION)
+                .and_then(|v| Version::parse(v).ok()),
+        ) else {
+            continue;
+        };
+        if i.tags.contains_key(tag::PUBLISHED) && i.state == "available" {
+            out.entry(name).or_default().push((v, i));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    out
+}
+
+/// Plans `names` (all when empty) and their ancestors, parents first.
+pub async fn plan(
+    catalog: &Catalog,
+    target: &Target,
+    names: &[ImageName],
+) -> Result<Vec<Row>, CloudError> {
+    let region = target
+        .regions
+        .first()
+        .cloned()
+        .ok_or_else(|| CloudError::NotFound(format!("target {} has no region", target.name)))?;
+    let aws = Aws::connect(target, &region).await;
+    let mut wanted: Vec<ImageName> = Vec::new();
+    for n in if names.is_empty() {
+        catalog.order.clone()
+    } else {
+        names.to_vec()
+    } {
+        let mut cur = catalog.images.get(&n);
+        while let Some(img) = cur {
+            wanted.push(img.name.clone());
+            cur = graph::parent(img).and_then(|p| catalog.images.get(p));
+        }
+    }
+    let order: Vec<&ImageName> = catalog
+        .order
+        .iter()
+        .filter(|n| wanted.contains(n))
+        .collect();
+
+    // One call for the registry of the whole catalog.
+    let registry = newest_by_image(
+        aws.describe_images(
+            &["self".to_string()],
+            &[("tag-key", vec![tag::IMAGE.to_string()])],
+        )
+        .await?,
+    );
+    // SSM sources, batched.
+    let params: Vec<String> = order
+        .iter()
+        .filter_map(|n| match &catalog.images[*n].source {
+            Source::SsmParameter(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let param_values = if params.is_empty() {
+        BTreeMap::new()
+    } else {
+        aws.get_parameters(&params).await?
+    };
+
+    let mut planner = Planner::new(catalog, target);
+    let mut rows: BTreeMap<ImageName, Row> = BTreeMap::new();
+    let mut out = Vec::new();
+    for name in order {
+        let image = &catalog.images[name];
+        let offline = planner
+            .plan(name)
+            .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        let versions = registry.get(name.as_str()).cloned().unwrap_or_default();
+        let newest = versions
+            .iter()
+            .rev()
+            .find(|(_, i)| !i.tags.contains_key(tag::REVOKED))
+            .cloned();
+        // Where the image starts now.
+        let source: Result<(String, Option<String>), Status> = match &image.source {
+            Source::Ami(id) => Ok((id.clone(), None)),
+            Source::SsmParameter(p) => {
+                param_values
+                    .get(p)
+                    .map(|v| (v.clone(), None))
+                    .ok_or(Status::Blocked {
+                        reason: format!("source parameter {p} does not exist"),
+                    })
+            }
+            Source::AmiFilter {
+                name: pattern,
+                owners,
+                architecture,
+            } => {
+                let mut found = aws
+                    .describe_images(
+                        owners,
+                        &[
+                            ("name", vec![pattern.clone()]),
+                            ("architecture", vec![architecture.as_str().to_string()]),
+                            ("state", vec!["available".into()]),
+                        ],
+                    )
+                    .await?;
+                found.sort_by(|a, b| a.creation_date.cmp(&b.creation_date));
+                found
+                    .pop()
+                    .map(|i| (i.id.to_string(), None))
+                    .ok_or(Status::Blocked {
+                        reason: format!("no AMI matches {pattern}"),
+                    })
+            }
+            Source::Image { name: parent, req } => match rows.get(parent).map(|r| &r.status) {
+                Some(Status::Blocked { .. }) => Err(Status::Blocked {
+                    reason: format!("parent {parent} is blocked"),
+                }),
+                Some(s) if s.bakes() => Err(Status::Changed {
+                    since: newest
+                        .as_ref()
+                        .map(|(v, _)| v.to_string())
+                        .unwrap_or_default(),
+                    reasons: vec![format!("parent {parent} is baked first")],
+                }),
+                _ => {
+                    let pv = registry.get(parent.as_str()).cloned().unwrap_or_default();
+                    let avail = pv
+                        .iter()
+                        .map(|(v, i)| (v, i.tags.get(tag::REVOKED).map(String::as_str)));
+                    match req {
+                        ParentReq::Channel(c) if c != "latest" => {
+                            let p = super::aws::channel_version_param(
+                                &target.ssm_prefix,
+                                parent.as_str(),
+                                c,
+                            );
+                            match aws.get_parameter(&p).await?.and_then(|v| Version::parse(&v).ok()) {
+                                Some(v) => pv.iter().find(|(x, _)| *x == v).map(|(x, i)| (i.id.to_string(), Some(format!("{parent}@{x}")))).ok_or(Status::Blocked { reason: format!("channel {c} of {parent} names {v}, which is not published") }),
+                                None => Err(Status::Blocked { reason: format!("channel {c} of {parent} does not exist") }),
+                            }
+                        }
+                        _ => match super::resolve(req, avail) {
+                            Ok(v) => {
+                                let (x, i) = pv
+                                    .iter()
+                                    .find(|(x, _)| x == v)
+                                    .cloned()
+                                    .expect("resolved from this list");
+                                Ok((i.id.to_string(), Some(format!("{parent}@{x}"))))
+                            }
+                            Err(e) => Err(Status::Blocked {
+                                reason: format!("parent {parent}: {e}"),
+                            }),
+                        },
+                    }
+                }
+            },
+        };
+        let row = match source {
+            Err(status) => Row {
+                image: name.to_string(),
+                status,
+                fingerprint: None,
+                source_ami: None,
+                parent: None,
+            },
+            Ok((ami, parent)) => {
+                let fp = offline
+                    .fingerprint
+                    .with_source(&ami, parent.as_deref())
+                    .to_string();
+                let status = match &newest {
+                    None => Status::New,
+                    Some((v, i)) if i.tags.get(tag::FINGERPRINT) == Some(&fp) => Status::UpToDate {
+                        version: v.to_string(),
+                    },
+                    Some((v, i)) => {
+                        let mut reasons = Vec::new();
+                        if let Some(old) = i.tags.get(tag::SOURCE_AMI).filter(|o| **o != ami) {
+                            reasons.push(format!("source {old} -> {ami}"));
+                        }
+                        if let (Some(old), Some(new)) = (i.tags.get(tag::PARENT), &parent) {
+                            if old != new {
+                                reasons.push(format!(
+                                    "parent {} -> {}",
+                                    old.rsplit('@').next().unwrap_or(old),
+                                    new.rsplit('@').next().unwrap_or(new)
+                                ));
+                            }
+                        }
+                        // Which inputs differ from what that version was baked from.
+                        let recorded = aws
+                            .get_parameter(&inputs_param(&target.ssm_prefix, name.as_str(), v))
+                            .await?;
+                        match recorded
+                            .and_then(|r| serde_json::from_str::<BTreeMap<String, String>>(&r).ok())
+                        {
+                            Some(old) => {
+                                for input in &offline.inputs {
+                                    match old.get(&input.label) {
+                                        Some(h) if input.sha256.starts_with(h.as_str()) => {}
+                                        Some(_) => reasons.push(format!("changed {}", input.label)),
+                                        None => reasons.push(format!("added {}", input.label)),
+                                    }
+                                }
+                                for label in old
+                                    .keys()
+                                    .filter(|l| !offline.inputs.iter().any(|i| &i.label == *l))
+                                {
+                                    reasons.push(format!("removed {label}"));
+                                }
+                            }
+                            None if reasons.is_empty() => reasons
+                                .push("inputs changed (no record of the previous inputs)".into()),
+                            None => {}
+                        }
+                        Status::Changed {
+                            since: v.to_string(),
+                            reasons,
+                        }
+                    }
+                };
+                Row {
+                    image: name.to_string(),
+                    status,
+                    fingerprint: Some(fp),
+                    source_ami: Some(ami),
+                    parent,
+                }
+            }
+        };
+        rows.insert(name.clone(), row.clone());
+        out.push(row);
+    }
+    Ok(out)
+}

@@ -1,0 +1,187 @@
+//! `bakery plan` against the registry in the emulator: up to date, new, changed with the reason,
+//! parents before children, and how few calls a plan with nothing changed makes.
+
+use crate::support::sandbox::Sandbox;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn plan(sb: &Sandbox, images: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec!["plan", "--target", "sandbox", "--json", "--exit-code"];
+    args.extend_from_slice(images);
+    let out = sb.bakery(&args);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    (out.status.code(), v)
+}
+
+fn row<'a>(v: &'a serde_json::Value, image: &str) -> &'a serde_json::Value {
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["image"] == image)
+        .unwrap_or_else(|| panic!("{image} in {v}"))
+}
+
+fn bake(sb: &Sandbox, image: &str) {
+    let out = sb.bakery(&["bake", image, "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn nothing_changed_costs_two_calls_and_exits_0() {
+    let sb = Sandbox::start();
+    let (code, v) = plan(&sb, &["sandbox-demo"]);
+    assert_eq!(code, Some(10));
+    assert_eq!(row(&v, "sandbox-demo")["status"], "new");
+    bake(&sb, "sandbox-demo");
+    let before = sb.requests();
+    let (code, v) = plan(&sb, &["sandbox-demo"]);
+    let calls = sb.requests() - before;
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(row(&v, "sandbox-demo")["status"], "up_to_date");
+    assert_eq!(row(&v, "sandbox-demo")["version"], "0.1.0");
+    // One DescribeImages for the registry, one GetParameters for the source: nothing per version.
+    assert_eq!(calls, 2, "requests the plan made");
+}
+
+#[test]
+fn a_changed_script_is_named_and_children_follow_their_parent() {
+    let sb = Sandbox::start();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let child = demo
+        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
+        .replace("version = \"0.1\"", "version = \"2.0\"")
+        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
+    sb.project.write("images/demo-child.toml", &child);
+    bake(&sb, "sandbox-demo");
+    bake(&sb, "demo-child");
+    let (code, v) = plan(&sb, &["demo-child"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(row(&v, "demo-child")["status"], "up_to_date");
+
+    let script = sb
+        .project
+        .path()
+        .join("recipes/sandbox-demo/scripts/write-motd.sh");
+    let mut s = std::fs::read_to_string(&script).expect("script");
+    s.push('\n');
+    std::fs::write(&script, s).expect("write");
+    let (code, v) = plan(&sb, &["demo-child"]);
+    assert_eq!(code, Some(10), "{v}");
+    let parent = row(&v, "sandbox-demo");
+    assert_eq!(parent["status"], "changed");
+    assert_eq!(parent["since"], "0.1.0");
+    assert!(
+        parent["reasons"]
+            .to_string()
+            .contains("changed recipes/sandbox-demo/scripts/write-motd.sh"),
+        "{parent}"
+    );
+    let child = row(&v, "demo-child");
+    assert_eq!(child["status"], "changed");
+    assert!(
+        child["reasons"]
+            .to_string()
+            .contains("parent sandbox-demo is baked first"),
+        "{child}"
+    );
+    // Parents are listed before their children.
+    let order: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["image"].as_str())
+        .collect();
+    assert_eq!(order, ["sandbox-demo", "demo-child"]);
+
+    // After the parent is baked again, the child's reason is the parent's new version.
+    bake(&sb, "sandbox-demo");
+    let (_, v) = plan(&sb, &["demo-child"]);
+    let child = row(&v, "demo-child");
+    assert!(
+        child["reasons"]
+            .to_string()
+            .contains("parent 0.1.0 -> 0.1.1"),
+        "{child}"
+    );
+}
+
+#[test]
+fn a_moved_source_ami_is_the_reason() {
+    let sb = Sandbox::start();
+    let (first, second) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (ec2, ssm) = sb.clients().await;
+        let imgs = ec2
+            .describe_images()
+            .owners("amazon")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("name")
+                    .values("al2023-ami-2023*")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages");
+        let ids: Vec<String> = imgs
+            .images()
+            .iter()
+            .filter(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64"))
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect();
+        assert!(
+            ids.len() >= 2,
+            "the emulator seeds several AL2023 AMIs: {ids:?}"
+        );
+        ssm.put_parameter()
+            .name("/sandbox/base-ami")
+            .value(&ids[0])
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .expect("put");
+        (ids[0].clone(), ids[1].clone())
+    });
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/sandbox-demo.toml",
+        &demo.replace(
+            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+            "/sandbox/base-ami",
+        ),
+    );
+    bake(&sb, "sandbox-demo");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (_, ssm) = sb.clients().await;
+        ssm.put_parameter()
+            .name("/sandbox/base-ami")
+            .value(&second)
+            .overwrite(true)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .expect("put");
+    });
+    let (code, v) = plan(&sb, &["sandbox-demo"]);
+    assert_eq!(code, Some(10));
+    let r = row(&v, "sandbox-demo");
+    assert_eq!(r["status"], "changed");
+    assert_eq!(
+        r["reasons"],
+        serde_json::json!([format!("source {first} -> {second}")]),
+        "{r}"
+    );
+    let table = text(
+        &sb.bakery(&["plan", "--target", "sandbox", "sandbox-demo"])
+            .stdout,
+    );
+    assert!(
+        table.contains("changed since 0.1.0") && table.contains("1 to bake"),
+        "{table}"
+    );
+}
