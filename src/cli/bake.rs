@@ -230,3 +230,197 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::write(path, text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
+
+/// What `bake` does with several images.
+pub struct ManyArgs<'a> {
+    pub images: &'a [String],
+    pub changed: bool,
+    pub all: bool,
+    pub jobs: usize,
+    pub target: &'a str,
+    pub on_error: OnError,
+    pub json: bool,
+    pub log_format: LogFormat,
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Outcome {
+    image: String,
+    outcome: &'static str,
+    version: Option<String>,
+    amis: std::collections::BTreeMap<String, String>,
+    seconds: f64,
+    error: Option<String>,
+}
+
+/// Bakes several images: parents before children (a child starts once its parent's new version
+/// is published), at most `jobs` at once; a failure stops only its descendants.
+pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
+    use crate::catalog::graph;
+    use crate::registry::changes;
+    let catalog = load(project)?;
+    let target = catalog.target(a.target)?.clone();
+    let mut named = Vec::new();
+    for n in a.images {
+        named.push(catalog.image(n)?.name.clone());
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let current = Arc::new(Mutex::new(None));
+    let events = renderer(a.log_format, a.verbose, current.clone());
+    let cancel = Cancel::new();
+    let opts = BakeOptions {
+        on_error: a.on_error,
+        ..Default::default()
+    };
+    let outcomes = rt.block_on(async {
+        on_signals(cancel.clone(), current.clone());
+        let selected: Vec<ImageName> = if a.changed {
+            let rows = changes::plan(&catalog, &target, &named)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            rows.iter()
+                .filter(|r| r.status.bakes())
+                .map(|r| ImageName::new_unchecked(r.image.clone()))
+                .collect()
+        } else if a.all {
+            catalog.order.clone()
+        } else {
+            catalog
+                .order
+                .iter()
+                .filter(|n| named.contains(n))
+                .cloned()
+                .collect()
+        };
+        let catalog = Arc::new(catalog.clone());
+        let target = Arc::new(target.clone());
+        let project = Arc::new(project.to_path_buf());
+        let mut state: std::collections::BTreeMap<ImageName, Option<Outcome>> =
+            selected.iter().map(|n| (n.clone(), None)).collect();
+        let mut running = tokio::task::JoinSet::new();
+        let mut started = std::collections::BTreeSet::new();
+        loop {
+            // Skip what descends from a failure; start what is ready.
+            for n in &selected {
+                if started.contains(n) {
+                    continue;
+                }
+                let parent = graph::parent(&catalog.images[n]).filter(|p| state.contains_key(*p));
+                let parent_state = parent.map(|p| state[p].as_ref().map(|o| o.outcome));
+                match parent_state {
+                    Some(Some(o)) if o != "baked" => {
+                        started.insert(n.clone());
+                        let p = parent.map(|p| p.to_string()).unwrap_or_default();
+                        state.insert(
+                            n.clone(),
+                            Some(Outcome {
+                                image: n.to_string(),
+                                outcome: "skipped",
+                                version: None,
+                                amis: Default::default(),
+                                seconds: 0.0,
+                                error: Some(format!("parent {p} did not bake")),
+                            }),
+                        );
+                    }
+                    Some(None) => {}
+                    _ if running.len() < a.jobs.max(1) && !cancel.is_cancelled() => {
+                        started.insert(n.clone());
+                        let (c, t, p, e, x, o, name) = (
+                            catalog.clone(),
+                            target.clone(),
+                            project.clone(),
+                            events.clone(),
+                            cancel.clone(),
+                            opts.clone(),
+                            n.clone(),
+                        );
+                        running.spawn(async move {
+                            let t0 = std::time::Instant::now();
+                            let r = bake::bake(&p, &c, &name, &t, &o, &e, &x).await;
+                            (name, r, t0.elapsed().as_secs_f64())
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let (name, r, seconds) = done.map_err(|e| CliError::Failed(e.to_string()))?;
+            let o = match r {
+                Ok(art) => Outcome {
+                    image: name.to_string(),
+                    outcome: "baked",
+                    version: Some(art.version),
+                    amis: art.amis,
+                    seconds,
+                    error: None,
+                },
+                Err(e) => Outcome {
+                    image: name.to_string(),
+                    outcome: if e.kind == FailKind::Cancelled {
+                        "cancelled"
+                    } else {
+                        "failed"
+                    },
+                    version: None,
+                    amis: Default::default(),
+                    seconds,
+                    error: Some(e.to_string()),
+                },
+            };
+            state.insert(name, Some(o));
+        }
+        Ok::<_, CliError>(
+            selected
+                .iter()
+                .filter_map(|n| state.get(n).cloned().flatten())
+                .collect::<Vec<Outcome>>(),
+        )
+    })?;
+    if a.json {
+        print_json(&outcomes)?;
+    } else {
+        println!(
+            "{:<28} {:<10} {:<10} {:>8}  AMIS",
+            "IMAGE", "OUTCOME", "VERSION", "SECONDS"
+        );
+        for o in &outcomes {
+            let amis: Vec<String> = o.amis.iter().map(|(r, a)| format!("{r}={a}")).collect();
+            println!(
+                "{:<28} {:<10} {:<10} {:>8.1}  {}",
+                o.image,
+                o.outcome,
+                o.version.as_deref().unwrap_or("-"),
+                o.seconds,
+                amis.join(" ")
+            );
+        }
+        if outcomes.is_empty() {
+            println!("nothing to bake");
+        }
+    }
+    let bad: Vec<&Outcome> = outcomes.iter().filter(|o| o.outcome != "baked").collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let detail: Vec<String> = bad
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}: {}",
+                o.image,
+                o.outcome,
+                o.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let code = if bad.iter().any(|o| o.outcome == "cancelled") {
+        EXIT_CANCELLED
+    } else {
+        super::EXIT_FAILURE
+    };
+    Err(CliError::Exit(code, detail.join("\n")))
+}

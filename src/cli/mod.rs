@@ -97,14 +97,23 @@ pub enum Command {
     },
     /// Bake an image: launch, provision, verify, capture, register a new version.
     #[command(
-        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
+        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n  bakery bake --changed --target prod --jobs 4                # what `bakery plan` says changed, parents first\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
     )]
     Bake {
-        /// Image name.
-        image: String,
+        /// Image names (one for a single bake; several, or --changed / --all, to bake many).
+        images: Vec<String>,
         /// Target in bakery.toml.
         #[arg(long)]
         target: String,
+        /// Bake exactly what `bakery plan` reports as new or changed (of IMAGES, or all).
+        #[arg(long, conflicts_with = "all")]
+        changed: bool,
+        /// Bake every image of the catalog.
+        #[arg(long)]
+        all: bool,
+        /// Bakes at once when baking many.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
         /// On failure: remove everything (cleanup) or keep the instance for debugging (keep).
         #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
         on_error: OnErrorArg,
@@ -241,6 +250,13 @@ pub enum Command {
     },
 }
 
+fn on_error_of(a: OnErrorArg) -> crate::bake::OnError {
+    match a {
+        OnErrorArg::Cleanup => crate::bake::OnError::Cleanup,
+        OnErrorArg::Keep => crate::bake::OnError::Keep,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnErrorArg {
     Cleanup,
@@ -316,21 +332,55 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             *exit_code,
         ),
         Command::Bake {
-            image,
+            images,
+            target,
+            changed,
+            all,
+            jobs,
+            on_error,
+            manifest,
+            junit,
+            json,
+        } if *changed || *all || images.len() != 1 => {
+            if manifest.is_some() || junit.is_some() {
+                return Err(CliError::Failed(
+                    "--manifest and --junit are for a single bake".into(),
+                ));
+            }
+            if images.is_empty() && !*changed && !*all {
+                return Err(CliError::Failed(
+                    "name an image, or use --changed or --all".into(),
+                ));
+            }
+            bake::run_many(
+                &cli.project,
+                &bake::ManyArgs {
+                    images,
+                    changed: *changed,
+                    all: *all,
+                    jobs: *jobs,
+                    target,
+                    on_error: on_error_of(*on_error),
+                    json: *json,
+                    log_format: cli.log_format,
+                    verbose: cli.verbose,
+                },
+            )
+        }
+        Command::Bake {
+            images,
             target,
             on_error,
             manifest,
             junit,
             json,
+            ..
         } => bake::run_bake(
             &cli.project,
             &bake::BakeArgs {
-                image,
+                image: &images[0],
                 target,
-                on_error: match on_error {
-                    OnErrorArg::Cleanup => crate::bake::OnError::Cleanup,
-                    OnErrorArg::Keep => crate::bake::OnError::Keep,
-                },
+                on_error: on_error_of(*on_error),
                 manifest: manifest.as_deref(),
                 junit: junit.as_deref(),
                 json: *json,

@@ -185,3 +185,91 @@ fn a_moved_source_ami_is_the_reason() {
         "{table}"
     );
 }
+
+#[test]
+fn baking_many_goes_parents_first_and_a_failure_stops_only_its_descendants() {
+    let sb = Sandbox::start();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let layered = |name: &str, parent: &str| {
+        demo.replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
+            .replace("version = \"0.1\"", "version = \"2.0\"")
+            .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", &format!("image = \"{parent}@^0.1\""))
+    };
+    sb.project.write(
+        "images/demo-child.toml",
+        &layered("demo-child", "sandbox-demo"),
+    );
+    sb.project.write(
+        "recipes/fail-step/recipe.toml",
+        "platforms = [\"linux\"]\n\n[[step]]\nshell = { inline = \"exit 7\" }\n",
+    );
+    sb.project.write(
+        "images/fail-step.toml",
+        &demo
+            .replace("name = \"sandbox-demo\"", "name = \"fail-step\"")
+            .replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]"),
+    );
+    sb.project.write(
+        "images/fail-child.toml",
+        &layered("fail-child", "fail-step"),
+    );
+
+    let out = sb.bakery(&[
+        "bake",
+        "demo-child",
+        "fail-child",
+        "sandbox-demo",
+        "fail-step",
+        "--target",
+        "sandbox",
+        "--jobs",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let outcome = |image: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["image"] == image)
+            .map(|o| o["outcome"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("sandbox-demo"), "baked");
+    assert_eq!(
+        outcome("demo-child"),
+        "baked",
+        "the child ran after its parent's version was published"
+    );
+    assert_eq!(outcome("fail-step"), "failed");
+    assert_eq!(
+        outcome("fail-child"),
+        "skipped",
+        "a failure stops only its descendants"
+    );
+    let child = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["image"] == "demo-child")
+        .unwrap();
+    assert_eq!(child["version"], "2.0.0");
+
+    // Nothing changed since: --changed bakes nothing.
+    let out = sb.bakery(&[
+        "bake",
+        "--changed",
+        "sandbox-demo",
+        "demo-child",
+        "--target",
+        "sandbox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("nothing to bake"),
+        "{}",
+        text(&out.stdout)
+    );
+}
