@@ -486,24 +486,16 @@ impl Run<'_> {
                 owners,
                 architecture,
             } => {
-                let mut found = aws
-                    .describe_images(
-                        owners,
-                        &[
-                            ("name", vec![name.clone()]),
-                            ("architecture", vec![architecture.as_str().to_string()]),
-                            ("state", vec!["available".into()]),
-                        ],
-                    )
-                    .await?;
-                found.sort_by(|a, b| a.creation_date.cmp(&b.creation_date));
-                let newest = found.pop().ok_or_else(|| {
-                    Failure::new(format!(
-                        "no available AMI named {name} owned by {} in {}",
-                        owners.join(", "),
-                        aws.region
-                    ))
-                })?;
+                let newest = aws
+                    .newest_image(name, owners, architecture.as_str())
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!(
+                            "no available AMI named {name} owned by {} in {}",
+                            owners.join(", "),
+                            aws.region
+                        ))
+                    })?;
                 (newest, None)
             }
             Source::Image { name, req } => {

@@ -144,25 +144,13 @@ pub async fn plan(
                 name: pattern,
                 owners,
                 architecture,
-            } => {
-                let mut found = aws
-                    .describe_images(
-                        owners,
-                        &[
-                            ("name", vec![pattern.clone()]),
-                            ("architecture", vec![architecture.as_str().to_string()]),
-                            ("state", vec!["available".into()]),
-                        ],
-                    )
-                    .await?;
-                found.sort_by(|a, b| a.creation_date.cmp(&b.creation_date));
-                found
-                    .pop()
-                    .map(|i| (i.id.to_string(), None))
-                    .ok_or(Status::Blocked {
-                        reason: format!("no AMI matches {pattern}"),
-                    })
-            }
+            } => aws
+                .newest_image(pattern, owners, architecture.as_str())
+                .await?
+                .map(|i| (i.id.to_string(), None))
+                .ok_or(Status::Blocked {
+                    reason: format!("no AMI matches {pattern}"),
+                }),
             Source::Image { name: parent, req } => match rows.get(parent).map(|r| &r.status) {
                 Some(Status::Blocked { .. }) => Err(Status::Blocked {
                     reason: format!("parent {parent} is blocked"),

@@ -273,3 +273,51 @@ fn baking_many_goes_parents_first_and_a_failure_stops_only_its_descendants() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn an_ami_filter_resolves_to_the_newest_match_and_bakes() {
+    let sb = Sandbox::start();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/sandbox-demo.toml",
+        &demo.replace(
+            "ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"",
+            "ami_filter = { name = \"al2023-ami-2023*\", owners = [\"amazon\"] }",
+        ),
+    );
+    let newest = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let imgs = ec2
+            .describe_images()
+            .owners("amazon")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("name")
+                    .values("al2023-ami-2023*")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages");
+        imgs.images()
+            .iter()
+            .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
+            .and_then(|i| i.image_id())
+            .expect("a seeded AL2023 AMI")
+            .to_string()
+    });
+    let (code, v) = plan(&sb, &["sandbox-demo"]);
+    assert_eq!(code, Some(10));
+    assert_eq!(row(&v, "sandbox-demo")["source_ami"], newest);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(art["source_ami"], newest);
+}

@@ -129,6 +129,24 @@ impl Aws {
         Ok(out)
     }
 
+    /// The newest available AMI whose name matches `pattern` (wildcards), owned by `owners`.
+    pub async fn newest_image(
+        &self,
+        pattern: &str,
+        owners: &[String],
+        architecture: &str,
+    ) -> Result<Option<ImageInfo>, CloudError> {
+        let filters = [
+            ("name", vec![pattern.to_string()]),
+            ("architecture", vec![architecture.to_string()]),
+            ("state", vec!["available".to_string()]),
+        ];
+        let found = self.describe_images(owners, &filters).await?;
+        Ok(found
+            .into_iter()
+            .max_by(|a, b| a.creation_date.cmp(&b.creation_date)))
+    }
+
     /// Instances by id.
     pub async fn describe_instances(
         &self,
