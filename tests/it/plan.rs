@@ -45,6 +45,7 @@ fn nothing_changed_costs_two_calls_and_exits_0() {
     assert_eq!(row(&v, "sandbox-demo")["version"], "0.1.0");
     // One DescribeImages for the registry, one GetParameters for the source: nothing per version.
     assert_eq!(calls, 2, "requests the plan made");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -108,6 +109,7 @@ fn a_changed_script_is_named_and_children_follow_their_parent() {
             .contains("parent 0.1.0 -> 0.1.1"),
         "{child}"
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -184,6 +186,7 @@ fn a_moved_source_ami_is_the_reason() {
         table.contains("changed since 0.1.0") && table.contains("1 to bake"),
         "{table}"
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -272,6 +275,7 @@ fn baking_many_goes_parents_first_and_a_failure_stops_only_its_descendants() {
         "{}",
         text(&out.stdout)
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -320,4 +324,5 @@ fn an_ami_filter_resolves_to_the_newest_match_and_bakes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(art["source_ami"], newest);
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }

@@ -201,6 +201,7 @@ fn a_bake_is_distributed_to_every_region_and_listed() {
         only["versions"][0]["amis"].as_object().map(|m| m.len()),
         Some(1)
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -278,6 +279,7 @@ fn promote_and_rollback_keep_history() {
         "sandbox",
     ]);
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -380,6 +382,7 @@ fn resolve_is_deterministic_and_refuses_revoked_versions() {
         .clone();
     assert_eq!(row["state"], "revoked");
     assert_eq!(row["revoked"], "CVE-2026-0001 in openssl");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -427,6 +430,7 @@ fn lock_pins_versions_and_check_fails_when_one_is_revoked() {
     let out = ok(sb.bakery(&["lock", "--target", "sandbox"]));
     assert!(out.contains("-> 0.1.1"), "{out}");
     ok(sb.bakery(&["lock", "--check", "--target", "sandbox"]));
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -474,6 +478,7 @@ fn revoke_with_descendants_and_children_refuse_the_parent() {
         err.contains("failed in preflight") && err.contains("base image leaked a key"),
         "a child bake refuses the revoked parent: {err}"
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -532,6 +537,7 @@ fn a_failed_copy_leaves_nothing_and_a_rerun_adopts_instead_of_duplicating() {
         vec![art["amis"][EU].as_str().unwrap().to_string()]
     );
     assert_eq!(resolve(&sb, "sandbox-demo@^0.1"), Ok("0.1.0".into()));
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -652,6 +658,7 @@ fn prune_keeps_what_is_in_use_and_says_why() {
         assert_eq!(param(&sb, region, "/bakery/sandbox-demo/0.1.1"), None);
     }
     assert_eq!(images_named(&sb, EU, "sandbox-demo-0.1.0").len(), 1);
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 /// The README's "Pinning an image" section, followed as written: its commands run, its lock
@@ -734,6 +741,7 @@ fn the_readme_pinning_section_works_as_written() {
         param(&sb, US, "/bakery/sandbox-demo/channel-versions/stable").as_deref(),
         Some("0.1.0")
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
@@ -764,4 +772,5 @@ fn publish_keep_applies_retention_after_a_bake() {
         param(&sb, EU, "/bakery/sandbox-demo/latest").as_deref(),
         second["amis"][EU].as_str()
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }

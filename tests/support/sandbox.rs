@@ -342,6 +342,140 @@ impl Drop for FileServer {
 }
 
 impl Sandbox {
+    /// Everything in the emulator (in `region`) a bake could have left behind: instances not
+    /// terminated, key pairs, security groups but the default, tagged snapshots no image uses,
+    /// parameters naming AMIs that are not registered; and working directories on the host.
+    pub fn leftovers_in(&self, region: &str) -> Vec<String> {
+        let sb = self;
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                let (ec2, ssm) = sb.clients_in(region).await;
+                let mut out = Vec::new();
+                let inst = ec2
+                    .describe_instances()
+                    .send()
+                    .await
+                    .expect("DescribeInstances");
+                for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+                    let state = i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default();
+                    if state != "terminated" {
+                        out.push(format!(
+                            "instance {} {state}",
+                            i.instance_id().unwrap_or_default()
+                        ));
+                    }
+                }
+                for k in ec2
+                    .describe_key_pairs()
+                    .send()
+                    .await
+                    .expect("DescribeKeyPairs")
+                    .key_pairs()
+                {
+                    out.push(format!("key pair {}", k.key_name().unwrap_or_default()));
+                }
+                for g in ec2
+                    .describe_security_groups()
+                    .send()
+                    .await
+                    .expect("DescribeSecurityGroups")
+                    .security_groups()
+                {
+                    if g.group_name() != Some("default") {
+                        out.push(format!(
+                            "security group {}",
+                            g.group_id().unwrap_or_default()
+                        ));
+                    }
+                }
+                // Snapshots of this account that no registered image uses.
+                let images = ec2
+                    .describe_images()
+                    .owners("self")
+                    .send()
+                    .await
+                    .expect("DescribeImages");
+                let used: Vec<String> = images
+                    .images()
+                    .iter()
+                    .flat_map(|i| i.block_device_mappings())
+                    .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+                    .collect();
+                let snaps = ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .send()
+                    .await
+                    .expect("DescribeSnapshots");
+                for s in snaps.snapshots() {
+                    let id = s.snapshot_id().unwrap_or_default().to_string();
+                    let ours = s.tags().iter().any(|t| t.key() == Some("bakery:bake-id"));
+                    if ours && !used.contains(&id) {
+                        out.push(format!("snapshot {id}"));
+                    }
+                }
+                // Parameters under the registry prefix that name an AMI that is not registered.
+                let registered: Vec<String> = images
+                    .images()
+                    .iter()
+                    .filter_map(|i| i.image_id().map(str::to_string))
+                    .collect();
+                let params = ssm
+                    .get_parameters_by_path()
+                    .path("/bakery")
+                    .recursive(true)
+                    .send()
+                    .await
+                    .expect("GetParametersByPath");
+                for p in params.parameters() {
+                    let v = p.value().unwrap_or_default();
+                    if v.starts_with("ami-") && !registered.iter().any(|r| r == v) {
+                        out.push(format!("parameter {} -> {v}", p.name().unwrap_or_default()));
+                    }
+                }
+                out
+            })
+    }
+
+    /// `leftovers_in` for every region of the sandbox target.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in self.regions() {
+            out.extend(self.leftovers_in(&r).into_iter().map(|l| {
+                if r == REGION {
+                    l
+                } else {
+                    format!("{l} ({r})")
+                }
+            }));
+        }
+        out.extend(
+            self.leftover_workdirs()
+                .into_iter()
+                .map(|w| format!("workdir {w}")),
+        );
+        out.sort();
+        out
+    }
+
+    /// The target's regions, from the sandbox project's bakery.toml.
+    pub fn regions(&self) -> Vec<String> {
+        let text =
+            std::fs::read_to_string(self.project.path().join("bakery.toml")).expect("bakery.toml");
+        let t: toml::Table = toml::from_str(&text).expect("toml");
+        t["targets"]["sandbox"]["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Working directories of this sandbox's bakes still on the build host (this machine).
     pub fn leftover_workdirs(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(self.project.path().join(".bakery/bakes")) else {
