@@ -1,5 +1,7 @@
 //! What a bake reports while it runs. The runner emits `BakeEvent`s; the CLI renders them (text
-//! lines, JSON lines with `--log-format json`).
+//! lines; JSON lines with `--log-format json`, one object per event with an `event` field naming
+//! the variant in snake_case and the variant's fields, schema pinned by the test below; TeamCity
+//! service messages when `TEAMCITY_VERSION` is set).
 
 use std::sync::Arc;
 
@@ -44,6 +46,12 @@ pub enum BakeEvent {
         bake_id: String,
         message: String,
     },
+    /// The last event of a bake: `baked`, `failed`, `checks_failed` or `cancelled`.
+    Finished {
+        bake_id: String,
+        image: String,
+        outcome: &'static str,
+    },
 }
 
 /// Where events go. Cheap to clone.
@@ -68,5 +76,91 @@ impl Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::report::CheckResult;
+
+    /// The JSON event schema is a contract for log collectors: these are its exact shapes.
+    #[test]
+    fn json_event_schema() {
+        let b = || "bk-1".to_string();
+        let cases: Vec<(BakeEvent, &str)> = vec![
+            (
+                BakeEvent::Phase {
+                    bake_id: b(),
+                    image: "img".into(),
+                    phase: "launch",
+                },
+                r#"{"event":"phase","bake_id":"bk-1","image":"img","phase":"launch"}"#,
+            ),
+            (
+                BakeEvent::Step {
+                    bake_id: b(),
+                    index: 2,
+                    total: 5,
+                    recipe: "jdk".into(),
+                    name: "Install".into(),
+                },
+                r#"{"event":"step","bake_id":"bk-1","index":2,"total":5,"recipe":"jdk","name":"Install"}"#,
+            ),
+            (
+                BakeEvent::Output {
+                    bake_id: b(),
+                    stream: Stream::Stderr,
+                    line: "x".into(),
+                },
+                r#"{"event":"output","bake_id":"bk-1","stream":"stderr","line":"x"}"#,
+            ),
+            (
+                BakeEvent::Check {
+                    bake_id: b(),
+                    result: CheckResult {
+                        name: "n".into(),
+                        origin: "image".into(),
+                        kind: "file".into(),
+                        passed: true,
+                        detail: "exists".into(),
+                        duration: std::time::Duration::from_millis(1500),
+                    },
+                },
+                r#"{"event":"check","bake_id":"bk-1","result":{"name":"n","origin":"image","kind":"file","passed":true,"detail":"exists","duration":1.5}}"#,
+            ),
+            (
+                BakeEvent::Created {
+                    bake_id: b(),
+                    resource: "instance i-1".into(),
+                },
+                r#"{"event":"created","bake_id":"bk-1","resource":"instance i-1"}"#,
+            ),
+            (
+                BakeEvent::Removed {
+                    bake_id: b(),
+                    resource: "instance i-1".into(),
+                },
+                r#"{"event":"removed","bake_id":"bk-1","resource":"instance i-1"}"#,
+            ),
+            (
+                BakeEvent::Warning {
+                    bake_id: b(),
+                    message: "m".into(),
+                },
+                r#"{"event":"warning","bake_id":"bk-1","message":"m"}"#,
+            ),
+            (
+                BakeEvent::Finished {
+                    bake_id: b(),
+                    image: "img".into(),
+                    outcome: "baked",
+                },
+                r#"{"event":"finished","bake_id":"bk-1","image":"img","outcome":"baked"}"#,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(serde_json::to_string(&e).unwrap(), want);
+        }
     }
 }

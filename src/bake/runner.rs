@@ -1212,6 +1212,11 @@ impl Run<'_> {
                 message: format!("cleanup: {e}"),
             });
         }
+        self.events.emit(BakeEvent::Finished {
+            bake_id: self.bake_id.clone(),
+            image: self.image.name.to_string(),
+            outcome: "baked",
+        });
         Ok(self.artifact())
     }
 
@@ -1273,6 +1278,16 @@ impl Run<'_> {
                 State::Failed
             });
         }
+        let outcome = match f.kind {
+            FailKind::Failed => "failed",
+            FailKind::Checks => "checks_failed",
+            FailKind::Cancelled => "cancelled",
+        };
+        self.events.emit(BakeEvent::Finished {
+            bake_id: self.bake_id.clone(),
+            image: self.image.name.to_string(),
+            outcome,
+        });
         BakeError {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),

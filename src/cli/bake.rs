@@ -38,7 +38,16 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     });
+    let teamcity = std::env::var_os("TEAMCITY_VERSION")
+        .map(|_| Mutex::new(super::teamcity::TeamCity::default()));
     Events::new(move |e| {
+        if let Some(tc) = &teamcity {
+            if let Ok(mut tc) = tc.lock() {
+                for m in tc.messages(e) {
+                    println!("{m}");
+                }
+            }
+        }
         if let BakeEvent::Phase { bake_id, .. } = e {
             if let Ok(mut c) = current.lock() {
                 *c = Some(bake_id.clone());
@@ -81,6 +90,11 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
             BakeEvent::Created { resource, .. } => Some(format!("    + {resource}")),
             BakeEvent::Removed { resource, .. } => Some(format!("    - {resource}")),
             BakeEvent::Warning { message, .. } => Some(format!("warning: {message}")),
+            BakeEvent::Finished {
+                bake_id,
+                image,
+                outcome,
+            } => Some(format!("==> {image} [{bake_id}] {outcome}")),
         };
         if let Some(l) = line {
             match &bar {
@@ -160,6 +174,11 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
                 let s = serde_json::to_string_pretty(&art)
                     .map_err(|e| CliError::Failed(e.to_string()))?;
                 write(m, &s)?;
+            }
+            if std::env::var_os("TEAMCITY_VERSION").is_some() {
+                for m in super::teamcity::TeamCity::amis(&art.image, &art.version, &art.amis) {
+                    println!("{m}");
+                }
             }
             if a.json {
                 return print_json(&art);

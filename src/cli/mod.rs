@@ -5,6 +5,7 @@ mod lock;
 mod plan;
 mod registry;
 mod render;
+pub mod teamcity;
 mod validate;
 
 use std::path::PathBuf;

@@ -686,3 +686,43 @@ fn the_instance_profile_must_exist_before_anything_is_created() {
     }
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+#[test]
+fn teamcity_gets_service_messages() {
+    let sb = Sandbox::start();
+    let out = sb
+        .command(&["bake", "sandbox-demo", "--target", "sandbox"])
+        .env("TEAMCITY_VERSION", "2025.07")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let count = |p: &str| s.lines().filter(|l| l.starts_with(p)).count();
+    assert_eq!(
+        count("##teamcity[blockOpened "),
+        count("##teamcity[blockClosed "),
+        "blocks are balanced:\n{s}"
+    );
+    assert!(
+        count("##teamcity[blockOpened ") >= 9,
+        "a block per phase:\n{s}"
+    );
+    assert_eq!(
+        count("##teamcity[testFinished "),
+        6,
+        "a test per check:\n{s}"
+    );
+    assert!(
+        count("##teamcity[buildStatisticValue key='bakery.sandbox-demo.provision.ms'") == 1,
+        "{s}"
+    );
+    assert!(
+        s.contains("##teamcity[setParameter name='bakery.sandbox-demo.version' value='0.1.0']"),
+        "{s}"
+    );
+    assert!(
+        s.contains("##teamcity[setParameter name='bakery.sandbox-demo.ami.us-east-1' value='ami-"),
+        "{s}"
+    );
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
