@@ -120,6 +120,8 @@ struct Run<'a> {
     copies: BTreeMap<String, (Aws, ImageId)>,
     /// Channels moved to the new version.
     channels: Vec<String>,
+    /// Versions registered when this bake started (to tell a concurrent runner's from older).
+    known_versions: std::collections::BTreeSet<Version>,
     checks: Vec<CheckResult>,
     parameters: BTreeMap<String, String>,
 }
@@ -206,6 +208,7 @@ pub async fn bake(
         image_id: None,
         copies: BTreeMap::new(),
         channels: Vec::new(),
+        known_versions: Default::default(),
         checks: Vec::new(),
         parameters: BTreeMap::new(),
     };
@@ -549,6 +552,7 @@ impl Run<'_> {
             .into_iter()
             .map(|r| r.version)
             .collect();
+        self.known_versions = existing.iter().cloned().collect();
         let mut v = registry::next_version(&existing, self.image.version);
         let issued = registry::aws::issued_param(
             &self.target.ssm_prefix,
@@ -966,7 +970,44 @@ impl Run<'_> {
             "{} {} baked by bakery ({})",
             self.image.name, version, self.bake_id
         );
-        let ami = aws.create_image(&id, &name, &description, &tags).await?;
+        // AWS refuses a second AMI with a taken name (another runner chose the same version):
+        // re-read the registry and take the next patch.
+        let mut version = version;
+        let mut name = name;
+        let mut tags = tags;
+        let mut description = description;
+        let mut tries = 0;
+        let ami = loop {
+            match aws.create_image(&id, &name, &description, &tags).await {
+                Ok(a) => break a,
+                Err(e)
+                    if e.code() == Some("InvalidAMIName.Duplicate") && tries < MAX_NAME_TRIES =>
+                {
+                    tries += 1;
+                    let taken: Vec<Version> =
+                        registry::aws::versions(&aws, self.image.name.as_str())
+                            .await?
+                            .into_iter()
+                            .map(|r| r.version)
+                            .collect();
+                    version = registry::next_version(&taken, self.image.version).max(Version::new(
+                        version.major,
+                        version.minor,
+                        version.patch + 1,
+                    ));
+                    name = registry::ami_name(self.image.name.as_str(), &version);
+                    tags = self.image_tags(&name, &version);
+                    description = format!(
+                        "{} {} baked by bakery ({})",
+                        self.image.name, version, self.bake_id
+                    );
+                    self.version = Some(version.clone());
+                    self.journal.version = Some(version.to_string());
+                    self.journal.save()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.journal.push(
             Undo::DeregisterImage {
                 region: region.clone(),
@@ -998,10 +1039,22 @@ impl Run<'_> {
             .iter()
             .map(|(r, (a, i))| (r.clone(), a.clone(), i.clone()))
             .collect();
+        let registered = registry::aws::versions(&self.aws, &image).await?;
+        // Another runner baked the same inputs while this one ran: one version per fingerprint.
+        let fingerprint = self.fingerprint.clone().unwrap_or_default();
+        if let Some(other) = registered.iter().find(|r| {
+            r.published
+                && !self.known_versions.contains(&r.version)
+                && r.image.tags.get(tag::FINGERPRINT) == Some(&fingerprint)
+        }) {
+            return Err(Failure::new(format!(
+                "another runner published these exact inputs as {image} {} while this bake ran; this copy is removed",
+                other.version
+            )));
+        }
         // `latest` is the newest published release: a hotfix of an older line or a
         // pre-release does not move it.
-        let newest = registry::aws::versions(&self.aws, &image)
-            .await?
+        let newest = registered
             .into_iter()
             .filter(|r| r.published && r.revoked.is_none() && r.version.pre.is_empty())
             .map(|r| r.version)
@@ -1011,7 +1064,7 @@ impl Run<'_> {
             // The versioned parameter is the contract: never overwritten.
             if aws.get_parameter(&versioned).await?.is_some() {
                 return Err(Failure::new(format!(
-                    "{versioned} already exists in {region}: versions are immutable"
+                    "{versioned} already exists in {region}: another runner took this version while this bake ran (versions are immutable); this copy is removed"
                 )));
             }
             // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
@@ -1028,6 +1081,7 @@ impl Run<'_> {
                 if e.code() == Some("ParameterAlreadyExists") {
                     // Another runner took this version between our check and the put: not ours.
                     self.journal.forget(&undo)?;
+                    return Err(Failure::new(format!("{image} {version} was taken by another runner while this bake ran; this copy is removed")));
                 }
                 return Err(e.into());
             }

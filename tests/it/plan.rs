@@ -326,3 +326,80 @@ fn an_ami_filter_resolves_to_the_newest_match_and_bakes() {
     assert_eq!(art["source_ami"], newest);
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
+
+#[test]
+fn two_runners_on_one_image_never_publish_one_version_or_one_fingerprint_twice() {
+    // Every emulator call takes 100 ms, so the two bakes overlap all the way through.
+    let sb = Sandbox::start_with(Some(std::time::Duration::from_millis(100)));
+    let spawn = || {
+        sb.command(&["bake", "sandbox-demo", "--target", "sandbox", "--json"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    let codes = [a.status.code(), b.status.code()];
+    assert!(
+        codes.contains(&Some(0)),
+        "one of them bakes: {}\n{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    for o in [&a, &b] {
+        if !o.status.success() {
+            let err = text(&o.stderr);
+            assert!(
+                err.contains("another runner") && err.contains("nothing was left behind"),
+                "{err}"
+            );
+        }
+    }
+    let images = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let out = ec2
+            .describe_images()
+            .owners("self")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:bakery:image")
+                    .values("sandbox-demo")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages");
+        out.images()
+            .iter()
+            .map(|i| {
+                let tag = |k: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (tag("bakery:version"), tag("bakery:fingerprint"))
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut versions: Vec<&String> = images.iter().map(|(v, _)| v).collect();
+    let mut fingerprints: Vec<&String> = images.iter().map(|(_, f)| f).collect();
+    versions.sort();
+    versions.dedup();
+    fingerprints.sort();
+    fingerprints.dedup();
+    assert_eq!(versions.len(), images.len(), "no version twice: {images:?}");
+    assert_eq!(
+        fingerprints.len(),
+        images.len(),
+        "no fingerprint twice: {images:?}"
+    );
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
