@@ -125,10 +125,7 @@ pub fn versions(
                         .collect()
                 })
                 .unwrap_or_default();
-            let chans: Vec<&str> = r["channels"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
-                .unwrap_or_default();
+            let chans = strs(&r["channels"]);
             println!(
                 "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {}",
                 r["version"].as_str().unwrap_or(""),
@@ -256,10 +253,7 @@ pub fn channels(
             return print_json(&json!({ "image": image, "channels": out }));
         }
         for c in &out {
-            let hist: Vec<&str> = c["history"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
+            let hist = strs(&c["history"]);
             println!(
                 "{:<12} {:<10} history: {}",
                 c["channel"].as_str().unwrap_or(""),
@@ -351,4 +345,11 @@ pub fn prune_cmd(
         }
         Ok(())
     })
+}
+
+/// The strings of a JSON array (empty when it is not one).
+fn strs(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default()
 }

@@ -6,14 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::sandbox::{FileServer, Sandbox};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().expect("runtime")
-}
+use crate::support::{rt, text};
 
 /// Everything in the emulator a bake could have left behind (every region of the target).
 fn leftovers(sb: &Sandbox) -> Vec<String> {
@@ -93,17 +86,6 @@ fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitSta
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// sandbox-demo plus a recipe whose second step fails.
-fn add_failing_step(sb: &Sandbox) {
-    sb.project.write("recipes/fail-step/recipe.toml", "platforms = [\"linux\"]\n\n[[step]]\nname = \"fails on purpose\"\nshell = { inline = \"echo about to fail\\nexit 7\" }\n");
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let img = demo
-        .replace("name = \"sandbox-demo\"", "name = \"fail-step\"")
-        .replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]");
-    sb.project.write("images/fail-step.toml", &img);
 }
 
 /// sandbox-demo plus an image check that cannot pass.
@@ -245,7 +227,7 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
 #[test]
 fn a_failing_step_registers_nothing_and_leaves_nothing() {
     let sb = Sandbox::start();
-    add_failing_step(&sb);
+    sb.add_failing_step();
     let out = sb.bakery(&["bake", "fail-step", "--target", "sandbox"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -462,14 +444,7 @@ fn downloads_are_fetched_on_the_instance_and_verified() {
 #[test]
 fn a_layered_image_records_its_parent_version() {
     let sb = Sandbox::start();
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let child = demo
-        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
-        .replace("version = \"0.1\"", "version = \"2.0\"")
-        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
-    assert!(child.contains("sandbox-demo@^0.1"));
-    sb.project.write("images/demo-child.toml", &child);
+    sb.add_layered_image("demo-child", "sandbox-demo");
 
     let out = sb.bakery(&["bake", "demo-child", "--target", "sandbox"]);
     assert_eq!(

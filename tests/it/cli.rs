@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::text;
 use crate::support::{repo_root, Project};
 
 fn bakery(args: &[&str], project: &std::path::Path) -> Output {
@@ -14,10 +15,6 @@ fn bakery(args: &[&str], project: &std::path::Path) -> Output {
         .env_remove("BAKERY_PROJECT")
         .output()
         .expect("run bakery")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
 }
 
 #[test]

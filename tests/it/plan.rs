@@ -2,10 +2,7 @@
 //! parents before children, and how few calls a plan with nothing changed makes.
 
 use crate::support::sandbox::Sandbox;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+use crate::support::text;
 
 fn plan(sb: &Sandbox, images: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut args = vec!["plan", "--target", "sandbox", "--json", "--exit-code"];
@@ -51,13 +48,7 @@ fn nothing_changed_costs_two_calls_and_exits_0() {
 #[test]
 fn a_changed_script_is_named_and_children_follow_their_parent() {
     let sb = Sandbox::start();
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let child = demo
-        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
-        .replace("version = \"0.1\"", "version = \"2.0\"")
-        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
-    sb.project.write("images/demo-child.toml", &child);
+    sb.add_layered_image("demo-child", "sandbox-demo");
     bake(&sb, "sandbox-demo");
     bake(&sb, "demo-child");
     let (code, v) = plan(&sb, &["demo-child"]);
@@ -192,31 +183,9 @@ fn a_moved_source_ami_is_the_reason() {
 #[test]
 fn baking_many_goes_parents_first_and_a_failure_stops_only_its_descendants() {
     let sb = Sandbox::start();
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let layered = |name: &str, parent: &str| {
-        demo.replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
-            .replace("version = \"0.1\"", "version = \"2.0\"")
-            .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", &format!("image = \"{parent}@^0.1\""))
-    };
-    sb.project.write(
-        "images/demo-child.toml",
-        &layered("demo-child", "sandbox-demo"),
-    );
-    sb.project.write(
-        "recipes/fail-step/recipe.toml",
-        "platforms = [\"linux\"]\n\n[[step]]\nshell = { inline = \"exit 7\" }\n",
-    );
-    sb.project.write(
-        "images/fail-step.toml",
-        &demo
-            .replace("name = \"sandbox-demo\"", "name = \"fail-step\"")
-            .replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]"),
-    );
-    sb.project.write(
-        "images/fail-child.toml",
-        &layered("fail-child", "fail-step"),
-    );
+    sb.add_layered_image("demo-child", "sandbox-demo");
+    sb.add_failing_step();
+    sb.add_layered_image("fail-child", "fail-step");
 
     let out = sb.bakery(&[
         "bake",

@@ -4,17 +4,10 @@
 use std::process::Output;
 
 use crate::support::sandbox::Sandbox;
+use crate::support::{rt, text};
 
 const EU: &str = "eu-west-1";
 const US: &str = "us-east-1";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().expect("runtime")
-}
 
 fn ok(out: Output) -> String {
     assert_eq!(
@@ -436,13 +429,7 @@ fn lock_pins_versions_and_check_fails_when_one_is_revoked() {
 #[test]
 fn revoke_with_descendants_and_children_refuse_the_parent() {
     let sb = two_regions();
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let child = demo
-        .replace("name = \"sandbox-demo\"", "name = \"demo-child\"")
-        .replace("version = \"0.1\"", "version = \"2.0\"")
-        .replace("ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"", "image = \"sandbox-demo@^0.1\"");
-    sb.project.write("images/demo-child.toml", &child);
+    sb.add_layered_image("demo-child", "sandbox-demo");
     bake(&sb, "sandbox-demo");
     let c = bake(&sb, "demo-child");
     assert_eq!(c["parent"], "sandbox-demo@0.1.0");

@@ -6,3 +6,13 @@ pub mod fixtures;
 pub mod sandbox;
 
 pub use fixtures::*;
+
+/// A process's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// A runtime for the SDK calls tests make.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}

@@ -476,6 +476,38 @@ impl Sandbox {
             .collect()
     }
 
+    /// Writes `images/<name>.toml`: sandbox-demo layered on `parent@^0.1`, version 2.0.
+    pub fn add_layered_image(&self, name: &str, parent: &str) {
+        let demo = std::fs::read_to_string(self.project.path().join("images/sandbox-demo.toml"))
+            .expect("demo");
+        let child = demo
+            .replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
+            .replace("version = \"0.1\"", "version = \"2.0\"")
+            .replace(
+                "ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"",
+                &format!("image = \"{parent}@^0.1\""),
+            );
+        assert!(
+            child.contains(&format!("{parent}@^0.1")),
+            "sandbox-demo.toml changed shape"
+        );
+        self.project.write(&format!("images/{name}.toml"), &child);
+    }
+
+    /// `images/fail-step.toml`: sandbox-demo plus a recipe whose step fails (exit 7).
+    pub fn add_failing_step(&self) {
+        self.project.write(
+            "recipes/fail-step/recipe.toml",
+            "platforms = [\"linux\"]\n\n[[step]]\nname = \"fails on purpose\"\nshell = { inline = \"echo about to fail\\nexit 7\" }\n",
+        );
+        let demo = std::fs::read_to_string(self.project.path().join("images/sandbox-demo.toml"))
+            .expect("demo");
+        let img = demo
+            .replace("name = \"sandbox-demo\"", "name = \"fail-step\"")
+            .replace("[[check]]", "[[recipe]]\nuse = \"fail-step\"\n\n[[check]]");
+        self.project.write("images/fail-step.toml", &img);
+    }
+
     /// Working directories of this sandbox's bakes still on the build host (this machine).
     pub fn leftover_workdirs(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(self.project.path().join(".bakery/bakes")) else {
