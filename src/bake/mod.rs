@@ -35,6 +35,9 @@ pub struct BakeOptions {
     /// Deadline for undoing after a failure or cancellation (a fresh one, not what is left of
     /// the bake's).
     pub cleanup_timeout: Duration,
+    /// Clients shared by every bake of this process: one EC2 rate limiter and one set of
+    /// pollers per region.
+    pub fleet: crate::cloud::aws::Fleet,
 }
 
 impl Default for BakeOptions {
@@ -42,6 +45,7 @@ impl Default for BakeOptions {
         Self {
             on_error: OnError::Cleanup,
             cleanup_timeout: Duration::from_secs(15 * 60),
+            fleet: Default::default(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Artifact {
     /// Seconds per phase.
     pub timings: BTreeMap<String, f64>,
     pub checks: Vec<CheckResult>,
+    /// What the fingerprint covers, each with its own hash (`plan --offline --explain`).
+    pub inputs: Vec<crate::plan::FingerprintInput>,
 }
 
 /// How a bake ended badly.
@@ -92,6 +98,10 @@ pub struct BakeError {
     /// With `--on-error keep`: how to reach the instance.
     pub kept: Option<String>,
     pub journal: PathBuf,
+    /// Seconds per phase reached (the failed one included).
+    pub timings: BTreeMap<String, f64>,
+    /// What the fingerprint covers (empty when planning failed).
+    pub inputs: Vec<crate::plan::FingerprintInput>,
 }
 
 impl std::fmt::Display for BakeError {

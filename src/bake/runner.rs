@@ -149,6 +149,8 @@ pub async fn bake(
             cleanup_errors: Vec::new(),
             kept: None,
             journal: Default::default(),
+            timings: BTreeMap::new(),
+            inputs: Vec::new(),
         });
     };
     let bake_id = super::new_bake_id();
@@ -164,6 +166,8 @@ pub async fn bake(
         cleanup_errors: Vec::new(),
         kept: None,
         journal: journal_path.clone(),
+        timings: BTreeMap::new(),
+        inputs: Vec::new(),
     };
     let plan = Planner::new(catalog, target)
         .plan(image)
@@ -182,7 +186,7 @@ pub async fn bake(
     };
     let journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
         .map_err(|e| fail_early("preflight", format!("journal: {e}")))?;
-    let aws = Aws::connect(target, region).await;
+    let aws = opts.fleet.connect(target, region).await;
     let mut run = Run {
         image: img,
         target,
@@ -367,8 +371,11 @@ impl Run<'_> {
             .insert(build.clone(), (self.aws.clone(), ami.clone()));
         let mut started = Vec::new();
         for region in self.publish_regions().into_iter().skip(1) {
-            let aws =
-                Aws::connect(self.target, &crate::catalog::model::Region(region.clone())).await;
+            let aws = self
+                .opts
+                .fleet
+                .connect(self.target, &crate::catalog::model::Region(region.clone()))
+                .await;
             let existing = aws
                 .describe_images(&["self".into()], &[("name", vec![name.clone()])])
                 .await?;
@@ -1180,7 +1187,7 @@ impl Run<'_> {
     /// here, so problems are warnings.
     async fn after_publish(&mut self, version: &Version) {
         let image = self.image.name.to_string();
-        let mut reg = registry::aws::Registry::new(self.target);
+        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
         // The copies are known here: no need to re-read the registry (which may lag).
         let amis: BTreeMap<String, String> = self
             .copies
@@ -1239,13 +1246,14 @@ impl Run<'_> {
             parameters: self.parameters.clone(),
             timings: self.timings.clone(),
             checks: self.checks.clone(),
+            inputs: self.plan.inputs.clone(),
         }
     }
 
     async fn succeed(mut self) -> Result<Artifact, BakeError> {
         self.emit_phase("cleanup");
         let cancel = Cancel::new();
-        let mut regions = Regions::with(self.target, self.aws.clone());
+        let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
         let errors = match tokio::time::timeout(
             self.opts.cleanup_timeout,
             undo_all(&mut regions, &mut self.journal, false, self.events, &cancel),
@@ -1276,6 +1284,7 @@ impl Run<'_> {
 
     async fn fail(mut self, f: Failure) -> BakeError {
         let failed_phase = self.phase;
+        self.leave();
         if let Some(ssh) = self.ssh.take() {
             // Best effort, under a fresh cancel (the bake's own may be spent): a shared build
             // host (the sandbox) should not keep the workdir.
@@ -1298,7 +1307,7 @@ impl Run<'_> {
         if keep {
             // Keep what reaches the instance; the artifact (AMI, parameters) still goes.
             let cancel = Cancel::new();
-            let mut regions = Regions::with(self.target, self.aws.clone());
+            let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
             for u in self.journal.pending_when(When::OnFailure) {
                 match super::undo::run(&mut regions, &u, &self.bake_id, &cancel).await {
                     Ok(()) => {
@@ -1313,7 +1322,7 @@ impl Run<'_> {
             self.emit_phase("cleanup");
             // A fresh deadline and a fresh cancel: the bake's own are spent.
             let cancel = Cancel::new();
-            let mut regions = Regions::with(self.target, self.aws.clone());
+            let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
             cleanup_errors = match tokio::time::timeout(
                 self.opts.cleanup_timeout,
                 undo_all(&mut regions, &mut self.journal, true, self.events, &cancel),
@@ -1326,6 +1335,7 @@ impl Run<'_> {
                     self.opts.cleanup_timeout.as_secs()
                 )],
             };
+            self.leave();
             let _ = self.journal.set_state(if f.kind == FailKind::Cancelled {
                 State::Cancelled
             } else {
@@ -1353,6 +1363,8 @@ impl Run<'_> {
             cleanup_errors,
             kept,
             journal: self.journal.path().to_path_buf(),
+            timings: self.timings.clone(),
+            inputs: self.plan.inputs.clone(),
         }
     }
 
@@ -1453,7 +1465,7 @@ async fn wait_available(
         timeout,
     )
     .until(cancel, || async {
-        Ok(match aws.describe_image(ami).await? {
+        Ok(match aws.poll_image(ami).await? {
             Some(i) if i.state == "available" => Poll::Ready(i),
             Some(i)
                 if matches!(
@@ -1491,7 +1503,7 @@ async fn wait_instance(
 ) -> Result<crate::cloud::InstanceInfo, CloudError> {
     Wait::new(format!("instance {id} in {}", aws.region), want, timeout)
         .until(cancel, || async {
-            Ok(match aws.describe_instance(id).await? {
+            Ok(match aws.poll_instance(id).await? {
                 Some(i) if i.state == want => Poll::Ready(i),
                 Some(i) if fatal.contains(&i.state.as_str()) => Poll::Failed {
                     state: i.state,

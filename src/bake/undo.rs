@@ -29,18 +29,14 @@ async fn terminate_and_wait(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Resu
         TERMINATE_WAIT,
     )
     .until(cancel, || async {
-        let found = aws.describe_instances(std::slice::from_ref(id)).await;
-        Ok(match found {
-            Ok(v) => match v.first() {
-                None => Poll::Ready(()),
-                Some(i) if i.state == "terminated" => Poll::Ready(()),
-                Some(i) => Poll::Pending {
-                    state: i.state.clone(),
-                    reason: i.state_reason.clone(),
-                },
+        // Gone from DescribeInstances counts as terminated.
+        Ok(match aws.poll_instance(id).await? {
+            None => Poll::Ready(()),
+            Some(i) if i.state == "terminated" => Poll::Ready(()),
+            Some(i) => Poll::Pending {
+                state: i.state,
+                reason: i.state_reason,
             },
-            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Poll::Ready(()),
-            Err(e) => return Err(e),
         })
     })
     .await
@@ -94,7 +90,7 @@ pub async fn run(
                 IMAGE_VISIBLE_WAIT,
             )
             .until(cancel, || async {
-                Ok(match aws.describe_image(id).await? {
+                Ok(match aws.poll_image(id).await? {
                     Some(i) => Poll::Ready(Some(i)),
                     None => Poll::Pending {
                         state: "not visible".into(),

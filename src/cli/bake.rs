@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::report::{write, Recorder};
 use super::{load, print_json, CliError, LogFormat};
 use crate::bake::ledger::Journal;
 use crate::bake::{self, BakeOptions, FailKind, OnError};
@@ -24,23 +25,31 @@ pub struct BakeArgs<'a> {
     pub on_error: OnError,
     pub manifest: Option<&'a Path>,
     pub junit: Option<&'a Path>,
+    pub report: Option<&'a Path>,
     pub json: bool,
     pub log_format: LogFormat,
     pub verbose: u8,
 }
 
-/// Renders events: a spinner on a terminal, plain lines otherwise, JSON lines with
-/// `--log-format json`.
-fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String>>>) -> Events {
+/// Renders events: on a terminal one progress line per bake (phase, current step, elapsed)
+/// with log lines above them; plain lines otherwise; JSON lines with `--log-format json`;
+/// TeamCity service messages when `TEAMCITY_VERSION` is set. Every event also reaches
+/// `recorder` (for `--report`).
+fn renderer(
+    log_format: LogFormat,
+    verbose: u8,
+    current: Arc<Mutex<Option<String>>>,
+    recorder: Arc<Recorder>,
+) -> Events {
     let tty = std::io::stderr().is_terminal() && log_format == LogFormat::Text;
-    let bar = tty.then(|| {
-        let pb = indicatif::ProgressBar::new_spinner();
-        pb.enable_steady_tick(std::time::Duration::from_millis(120));
-        pb
+    let bars = tty.then(|| Bars {
+        multi: indicatif::MultiProgress::new(),
+        lines: Mutex::new(std::collections::HashMap::new()),
     });
     let teamcity = std::env::var_os("TEAMCITY_VERSION")
         .map(|_| Mutex::new(super::teamcity::TeamCity::default()));
     Events::new(move |e| {
+        recorder.record(e);
         if let Some(tc) = &teamcity {
             if let Ok(mut tc) = tc.lock() {
                 for m in tc.messages(e) {
@@ -59,6 +68,9 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
             }
             return;
         }
+        if let Some(b) = &bars {
+            b.update(e);
+        }
         let line = match e {
             BakeEvent::Phase {
                 bake_id,
@@ -73,10 +85,7 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
                 ..
             } => Some(format!("--> step {index}/{total}: {recipe} / {name}")),
             BakeEvent::Output { stream, line, .. } => {
-                if let Some(pb) = &bar {
-                    pb.set_message(line.chars().take(100).collect::<String>());
-                }
-                (bar.is_none() || verbose > 0).then(|| match stream {
+                (bars.is_none() || verbose > 0).then(|| match stream {
                     Stream::Stdout => format!("    | {line}"),
                     Stream::Stderr => format!("    ! {line}"),
                 })
@@ -97,12 +106,98 @@ fn renderer(log_format: LogFormat, verbose: u8, current: Arc<Mutex<Option<String
             } => Some(format!("==> {image} [{bake_id}] {outcome}")),
         };
         if let Some(l) = line {
-            match &bar {
-                Some(pb) => pb.println(l),
+            match &bars {
+                Some(b) => {
+                    let _ = b.multi.println(l);
+                }
                 None => eprintln!("{l}"),
             }
         }
     })
+}
+
+/// One progress line per bake on a terminal.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    /// bake id -> (line, image, phase, step)
+    lines: Mutex<std::collections::HashMap<String, BakeLine>>,
+}
+
+struct BakeLine {
+    bar: indicatif::ProgressBar,
+    image: String,
+    phase: String,
+    step: String,
+}
+
+impl Bars {
+    fn update(&self, e: &BakeEvent) {
+        let Ok(mut lines) = self.lines.lock() else {
+            return;
+        };
+        if let BakeEvent::Phase {
+            bake_id,
+            image,
+            phase,
+        } = e
+        {
+            let l = lines.entry(bake_id.clone()).or_insert_with(|| {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:<28} {elapsed:>5} {wide_msg}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(image.clone());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                BakeLine {
+                    bar,
+                    image: image.clone(),
+                    phase: String::new(),
+                    step: String::new(),
+                }
+            });
+            l.phase = phase.to_string();
+            l.step.clear();
+            l.bar.set_message(l.phase.clone());
+            return;
+        }
+        let id = match e {
+            BakeEvent::Step { bake_id, .. }
+            | BakeEvent::Output { bake_id, .. }
+            | BakeEvent::Check { bake_id, .. }
+            | BakeEvent::Created { bake_id, .. }
+            | BakeEvent::Removed { bake_id, .. }
+            | BakeEvent::Warning { bake_id, .. }
+            | BakeEvent::Finished { bake_id, .. } => bake_id,
+            BakeEvent::Phase { .. } => return,
+        };
+        let Some(l) = lines.get_mut(id) else {
+            return;
+        };
+        match e {
+            BakeEvent::Step {
+                index,
+                total,
+                recipe,
+                name,
+                ..
+            } => {
+                l.step = format!("step {index}/{total} {recipe} / {name}");
+                l.bar.set_message(format!("{}: {}", l.phase, l.step));
+            }
+            BakeEvent::Output { line, .. } => {
+                let tail: String = line.chars().take(80).collect();
+                l.bar
+                    .set_message(format!("{}: {} | {tail}", l.phase, l.step));
+            }
+            BakeEvent::Finished { outcome, .. } => {
+                l.bar
+                    .finish_with_message(format!("{outcome} ({})", l.image));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// First Ctrl-C/SIGTERM cancels (the runner cleans up); a second one exits at once and says
@@ -146,12 +241,14 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     let target = catalog.target(a.target)?.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     let current = Arc::new(Mutex::new(None));
-    let events = renderer(a.log_format, a.verbose, current.clone());
+    let recorder = Arc::new(Recorder::default());
+    let events = renderer(a.log_format, a.verbose, current.clone(), recorder.clone());
     let cancel = Cancel::new();
     let opts = BakeOptions {
         on_error: a.on_error,
         ..Default::default()
     };
+    let t0 = std::time::Instant::now();
     let result = rt.block_on(async {
         on_signals(cancel.clone(), current.clone());
         bake::bake(
@@ -165,6 +262,9 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
         )
         .await
     });
+    if let Some(dir) = a.report {
+        recorder.write(dir, &result, t0.elapsed().as_secs_f64())?;
+    }
     match result {
         Ok(art) => {
             if let Some(j) = a.junit {
@@ -226,7 +326,12 @@ pub fn run_cleanup(
     let catalog = load(project)?;
     let target = catalog.target(target.unwrap_or(&journal.target))?.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
-    let events = renderer(log_format, 0, Arc::new(Mutex::new(None)));
+    let events = renderer(
+        log_format,
+        0,
+        Arc::new(Mutex::new(None)),
+        Arc::new(Recorder::default()),
+    );
     let cancel = Cancel::new();
     let left = rt
         .block_on(bake::cleanup(project, &target, bake_id, &events, &cancel))
@@ -245,11 +350,6 @@ pub fn run_cleanup(
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), CliError> {
-    std::fs::write(path, text)
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
-}
-
 /// What `bake` does with several images.
 pub struct ManyArgs<'a> {
     pub images: &'a [String],
@@ -258,6 +358,7 @@ pub struct ManyArgs<'a> {
     pub jobs: usize,
     pub target: &'a str,
     pub on_error: OnError,
+    pub report: Option<&'a Path>,
     pub json: bool,
     pub log_format: LogFormat,
     pub verbose: u8,
@@ -286,13 +387,16 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     let current = Arc::new(Mutex::new(None));
-    let events = renderer(a.log_format, a.verbose, current.clone());
+    let recorder = Arc::new(Recorder::default());
+    let events = renderer(a.log_format, a.verbose, current.clone(), recorder.clone());
     let cancel = Cancel::new();
     let opts = BakeOptions {
         on_error: a.on_error,
         ..Default::default()
     };
-    let outcomes = rt.block_on(async {
+    let fleet = opts.fleet.clone();
+    let run_started = std::time::Instant::now();
+    let (outcomes, stats) = rt.block_on(async {
         on_signals(cancel.clone(), current.clone());
         let selected: Vec<ImageName> = if a.changed {
             let rows = changes::plan(&catalog, &target, &named)
@@ -368,6 +472,9 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                 break;
             };
             let (name, r, seconds) = done.map_err(|e| CliError::Failed(e.to_string()))?;
+            if let Some(dir) = a.report {
+                recorder.write(dir, &r, seconds)?;
+            }
             let o = match r {
                 Ok(art) => Outcome {
                     image: name.to_string(),
@@ -392,13 +499,35 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
             };
             state.insert(name, Some(o));
         }
-        Ok::<_, CliError>(
+        Ok::<_, CliError>((
             selected
                 .iter()
                 .filter_map(|n| state.get(n).cloned().flatten())
                 .collect::<Vec<Outcome>>(),
-        )
+            fleet.stats().await,
+        ))
     })?;
+    for (region, s) in &stats {
+        tracing::info!(
+            region = %region,
+            ec2_requests = s.ec2.requests,
+            rate_limited = s.ec2.delayed,
+            describe_calls = s.instances.calls + s.images.calls,
+            waits_answered = s.instances.answered + s.images.answered,
+            "AWS usage"
+        );
+    }
+    if let Some(dir) = a.report {
+        let summary = serde_json::json!({
+            "seconds": run_started.elapsed().as_secs_f64(),
+            "bakes": outcomes,
+            "aws": stats,
+        });
+        write(
+            &dir.join("summary.json"),
+            &serde_json::to_string_pretty(&summary).unwrap_or_default(),
+        )?;
+    }
     if a.json {
         print_json(&outcomes)?;
     } else {

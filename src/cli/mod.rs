@@ -5,6 +5,7 @@ mod lock;
 mod plan;
 mod registry;
 mod render;
+mod report;
 pub mod teamcity;
 mod validate;
 
@@ -98,7 +99,7 @@ pub enum Command {
     },
     /// Bake an image: launch, provision, verify, capture, register a new version.
     #[command(
-        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n  bakery bake --changed --target prod --jobs 4                # what `bakery plan` says changed, parents first\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
+        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n  bakery bake --changed --target prod --jobs 4                # what `bakery plan` says changed, parents first\n  bakery bake --changed --target prod --report out/           # a JSON report and JUnit XML per bake\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
     )]
     Bake {
         /// Image names (one for a single bake; several, or --changed / --all, to bake many).
@@ -124,6 +125,11 @@ pub enum Command {
         /// Write check results as JUnit XML to FILE.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Write a report per bake into DIR: <image>.json (timings per phase, fingerprint
+        /// inputs, resources created and removed, checks) and <image>.junit.xml; when baking
+        /// many, also summary.json (outcomes and AWS requests per region).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -341,6 +347,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             on_error,
             manifest,
             junit,
+            report,
             json,
         } if *changed || *all || images.len() != 1 => {
             if manifest.is_some() || junit.is_some() {
@@ -362,6 +369,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     jobs: *jobs,
                     target,
                     on_error: on_error_of(*on_error),
+                    report: report.as_deref(),
                     json: *json,
                     log_format: cli.log_format,
                     verbose: cli.verbose,
@@ -374,6 +382,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             on_error,
             manifest,
             junit,
+            report,
             json,
             ..
         } => bake::run_bake(
@@ -384,6 +393,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 on_error: on_error_of(*on_error),
                 manifest: manifest.as_deref(),
                 junit: junit.as_deref(),
+                report: report.as_deref(),
                 json: *json,
                 log_format: cli.log_format,
                 verbose: cli.verbose,

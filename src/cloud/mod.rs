@@ -1,8 +1,11 @@
 //! What a bake needs from AWS, in domain types. `aws/` implements it with the SDKs; SDK types
-//! never leave that module. `wait` is the one bounded, jittered, cancellable poller.
+//! never leave that module. `wait` is the one bounded, jittered, cancellable wait; `poller` batches
+//! the Describe calls of every wait in a region; `limit` keeps EC2 calls under AWS's buckets.
 
 pub mod aws;
 pub mod cancel;
+pub mod limit;
+pub mod poller;
 pub mod wait;
 
 use std::time::Duration;
@@ -82,7 +85,7 @@ pub struct LaunchSpec {
 }
 
 /// A failed AWS call, named by its operation (`RunInstances`), never a bare SDK error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
     #[error("{op} in {region} failed: {message}")]
     Api {

@@ -200,6 +200,14 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// A registry whose clients come from `fleet` (a bake's, sharing its rate limiter).
+    pub fn in_fleet(target: &'a Target, fleet: &crate::cloud::aws::Fleet) -> Self {
+        Self {
+            target,
+            regions: Regions::in_fleet(target, fleet),
+        }
+    }
+
     fn primary(&self) -> String {
         self.target
             .regions

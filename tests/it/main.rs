@@ -3,6 +3,7 @@ mod bake;
 mod catalog_errors;
 mod cli;
 mod fingerprint;
+mod many;
 mod plan;
 mod registry;
 #[path = "../support/mod.rs"]

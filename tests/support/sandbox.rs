@@ -28,6 +28,20 @@ fn setup_hint() -> String {
     "the sandbox needs root, openssh-server and moto: run `bash scripts/install-sandbox-deps` (scripts/test does) as root".to_string()
 }
 
+/// One call the emulator received.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EmulatorCall {
+    /// Seconds since the epoch.
+    pub t: f64,
+    pub service: String,
+    pub action: String,
+    /// Instance or image ids named as `InstanceId.N` / `ImageId.N`.
+    pub ids: Vec<String>,
+    /// Ids named in DescribeInstances' `instance-id` or DescribeImages' `image-id` filter (how
+    /// bakery's shared pollers ask).
+    pub filter_ids: Vec<String>,
+}
+
 pub struct Sandbox {
     host: Child,
     pub moto_port: u16,
@@ -214,6 +228,15 @@ impl Sandbox {
             aws_sdk_ec2::Client::new(&conf),
             aws_sdk_ssm::Client::new(&conf),
         )
+    }
+
+    /// Every call the emulator has received so far, in order (from the emulator's action log).
+    pub fn actions(&self) -> Vec<EmulatorCall> {
+        std::fs::read_to_string(self.state.path().join("actions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("action log {l}: {e}")))
+            .collect()
     }
 
     /// Requests the emulator has answered so far (one log line each).
@@ -492,6 +515,21 @@ impl Sandbox {
             "sandbox-demo.toml changed shape"
         );
         self.project.write(&format!("images/{name}.toml"), &child);
+    }
+
+    /// `images/<prefix>-NN.toml` for NN in 1..=n: copies of sandbox-demo under other names.
+    pub fn add_demo_copies(&self, prefix: &str, n: usize) -> Vec<String> {
+        let demo = std::fs::read_to_string(self.project.path().join("images/sandbox-demo.toml"))
+            .expect("demo");
+        (1..=n)
+            .map(|i| {
+                let name = format!("{prefix}-{i:02}");
+                let img = demo.replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""));
+                assert_ne!(img, demo, "sandbox-demo.toml changed shape");
+                self.project.write(&format!("images/{name}.toml"), &img);
+                name
+            })
+            .collect()
     }
 
     /// `images/fail-step.toml`: sandbox-demo plus a recipe whose step fails (exit 7).

@@ -80,6 +80,97 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
     })
 }
 
+fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
+    Some(InstanceInfo {
+        id: InstanceId(i.instance_id()?.to_string()),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_string),
+        public_ip: i.public_ip_address().map(str::to_string),
+        private_ip: i.private_ip_address().map(str::to_string),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// The EC2 client and region a shared poller describes with (see `cloud::poller`). Ids go in
+/// as a filter, so one that is not visible yet is simply missing from the answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Describer {
+    pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) region: crate::catalog::model::Region,
+}
+
+impl Describer {
+    fn err<E>(&self, op: &'static str, e: aws_sdk_ec2::error::SdkError<E>) -> CloudError
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        super::api_error(&self.region, op, e)
+    }
+
+    pub(crate) async fn instances(
+        &self,
+        ids: Vec<InstanceId>,
+    ) -> Result<Vec<(InstanceId, InstanceInfo)>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(ids.into_iter().map(|i| i.0).collect()))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeInstances", e))?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(instance_info)
+                    .map(|i| (i.id.clone(), i)),
+            );
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn images(
+        &self,
+        ids: Vec<ImageId>,
+    ) -> Result<Vec<(ImageId, ImageInfo)>, CloudError> {
+        let out = self
+            .ec2
+            .describe_images()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(ids.into_iter().map(|i| i.0).collect()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .filter_map(image_info)
+            .map(|i| (i.id.clone(), i))
+            .collect())
+    }
+}
+
 impl Aws {
     /// One AMI by id, `None` if it does not exist.
     pub async fn describe_image(&self, id: &ImageId) -> Result<Option<ImageInfo>, CloudError> {
@@ -163,26 +254,7 @@ impl Aws {
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                Some(InstanceInfo {
-                    id: InstanceId(i.instance_id()?.to_string()),
-                    state: i
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_default(),
-                    state_reason: i
-                        .state_reason()
-                        .and_then(|r| r.message())
-                        .map(str::to_string),
-                    public_ip: i.public_ip_address().map(str::to_string),
-                    private_ip: i.private_ip_address().map(str::to_string),
-                    instance_type: i
-                        .instance_type()
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
-                })
-            })
+            .filter_map(instance_info)
             .collect())
     }
 

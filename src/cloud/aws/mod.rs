@@ -4,6 +4,7 @@
 
 mod ec2;
 mod iam;
+mod limited;
 mod ssm;
 
 use std::time::Duration;
@@ -13,10 +14,15 @@ use aws_config::BehaviorVersion;
 use aws_smithy_http_client::tls;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::catalog::model::{Region, Target};
 
-use super::CloudError;
+use super::limit::{Limiter, LimiterStats};
+use super::poller::{self, PollStats, Poller};
+use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo};
+
+pub(crate) use ec2::Describer;
 
 /// Attempts per call in the SDK's standard retry mode (it retries throttling and transient
 /// errors with backoff; AWS's recommended default is 3, we allow a little more for long bakes).
@@ -25,14 +31,31 @@ const MAX_ATTEMPTS: u32 = 5;
 /// not eat the bake's deadline.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Clients for one region of one target.
+/// Clients for one region of one target, with that region's EC2 rate limiter and shared
+/// pollers. Clones share all of it; a `Fleet` hands the same one to every bake in a process.
 #[derive(Clone, Debug)]
 pub struct Aws {
     pub region: Region,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) iam: aws_sdk_iam::Client,
+    limiter: Arc<Limiter>,
+    pub(crate) instances: Arc<Poller<InstanceId, InstanceInfo>>,
+    pub(crate) images: Arc<Poller<ImageId, ImageInfo>>,
 }
+
+/// What one region's limiter and pollers did (for reports and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RegionStats {
+    pub ec2: LimiterStats,
+    pub instances: PollStats,
+    pub images: PollStats,
+}
+
+/// Ids per batched Describe call. DescribeInstances and DescribeImages take their ids here as an
+/// `instance-id` / `image-id` filter (an id that is not visible yet is left out rather than
+/// failing the whole call, as `InstanceIds` would); 200 values keeps the request small.
+const IDS_PER_CALL: usize = 200;
 
 impl Aws {
     /// Builds clients with the standard credential chain (or the target's profile), the region,
@@ -45,7 +68,7 @@ impl Aws {
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.as_str().to_string()))
-            .http_client(http)
+            .http_client(http.clone())
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
@@ -59,11 +82,68 @@ impl Aws {
             loader = loader.endpoint_url(e);
         }
         let conf = loader.load().await;
+        let limiter = Arc::new(Limiter::default());
+        // Every EC2 request (retries included) takes a token from its documented bucket first.
+        let ec2_conf = aws_sdk_ec2::config::Builder::from(&conf)
+            .http_client(limited::Limited::new(http, limiter.clone()))
+            .build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(ec2_conf);
+        let instances = {
+            let aws = Describer {
+                ec2: ec2.clone(),
+                region: region.clone(),
+            };
+            Poller::new(
+                "instance",
+                poller::TICK,
+                IDS_PER_CALL,
+                Arc::new(move |ids: Vec<InstanceId>| {
+                    let aws = aws.clone();
+                    Box::pin(async move { aws.instances(ids).await })
+                }),
+            )
+        };
+        let images = {
+            let aws = Describer {
+                ec2: ec2.clone(),
+                region: region.clone(),
+            };
+            Poller::new(
+                "image",
+                poller::TICK,
+                IDS_PER_CALL,
+                Arc::new(move |ids: Vec<ImageId>| {
+                    let aws = aws.clone();
+                    Box::pin(async move { aws.images(ids).await })
+                }),
+            )
+        };
         Self {
             region: region.clone(),
-            ec2: aws_sdk_ec2::Client::new(&conf),
+            ec2,
             ssm: aws_sdk_ssm::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
+            limiter,
+            instances: Arc::new(instances),
+            images: Arc::new(images),
+        }
+    }
+
+    /// The instance's state at the shared poller's next tick (`None`: not visible yet).
+    pub async fn poll_instance(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, CloudError> {
+        self.instances.observe(id.clone()).await
+    }
+
+    /// The image's state at the shared poller's next tick (`None`: not visible yet).
+    pub async fn poll_image(&self, id: &ImageId) -> Result<Option<ImageInfo>, CloudError> {
+        self.images.observe(id.clone()).await
+    }
+
+    pub fn stats(&self) -> RegionStats {
+        RegionStats {
+            ec2: self.limiter.stats(),
+            instances: self.instances.stats(),
+            images: self.images.stats(),
         }
     }
 
@@ -71,19 +151,7 @@ impl Aws {
     where
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        use aws_sdk_ec2::error::ProvideErrorMetadata;
-        let code = e.code().map(str::to_string);
-        let message = match (e.code(), e.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.to_string(),
-            _ => aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
-        };
-        CloudError::Api {
-            op,
-            region: self.region.to_string(),
-            code,
-            message,
-        }
+        api_error(&self.region, op, e)
     }
 
     fn bad(&self, op: &'static str, message: impl Into<String>) -> CloudError {
@@ -95,10 +163,31 @@ impl Aws {
     }
 }
 
-/// Clients per region, built on first use.
+/// An SDK error as a `CloudError` naming the operation and region, with AWS's code.
+fn api_error<E>(region: &Region, op: &'static str, e: aws_sdk_ec2::error::SdkError<E>) -> CloudError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    let code = e.code().map(str::to_string);
+    let message = match (e.code(), e.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_string(),
+        _ => aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+    };
+    CloudError::Api {
+        op,
+        region: region.to_string(),
+        code,
+        message,
+    }
+}
+
+/// Clients per region, built on first use (from a fleet, when given one).
 pub struct Regions<'a> {
     pub(crate) target: &'a Target,
     clients: BTreeMap<String, Aws>,
+    fleet: Option<Fleet>,
 }
 
 impl<'a> Regions<'a> {
@@ -106,20 +195,70 @@ impl<'a> Regions<'a> {
         Self {
             target,
             clients: BTreeMap::new(),
+            fleet: None,
         }
     }
 
-    pub fn with(target: &'a Target, aws: Aws) -> Self {
-        let mut r = Self::new(target);
-        r.clients.insert(aws.region.to_string(), aws);
-        r
+    /// Regions whose clients (and so rate limiters and pollers) come from `fleet`.
+    pub fn in_fleet(target: &'a Target, fleet: &Fleet) -> Self {
+        Self {
+            fleet: Some(fleet.clone()),
+            ..Self::new(target)
+        }
     }
 
     pub async fn get(&mut self, region: &str) -> &Aws {
         if !self.clients.contains_key(region) {
-            let aws = Aws::connect(self.target, &Region(region.to_string())).await;
+            let r = Region(region.to_string());
+            let aws = match &self.fleet {
+                Some(f) => f.connect(self.target, &r).await,
+                None => Aws::connect(self.target, &r).await,
+            };
             self.clients.insert(region.to_string(), aws);
         }
         &self.clients[region]
+    }
+}
+
+/// The clients every bake in one process shares, one set per target and region, so that they
+/// draw from one rate limiter and register with one poller per region.
+#[derive(Clone, Default, Debug)]
+pub struct Fleet {
+    clients: Arc<tokio::sync::Mutex<BTreeMap<String, Aws>>>,
+}
+
+impl Fleet {
+    pub async fn connect(&self, target: &Target, region: &Region) -> Aws {
+        let key = format!(
+            "{}|{:?}|{:?}|{}",
+            target.name, target.profile, target.endpoint_url, region
+        );
+        let mut clients = self.clients.lock().await;
+        if let Some(a) = clients.get(&key) {
+            return a.clone();
+        }
+        let aws = Aws::connect(target, region).await;
+        clients.insert(key, aws.clone());
+        aws
+    }
+
+    /// Per region: what its limiter and pollers did.
+    pub async fn stats(&self) -> BTreeMap<String, RegionStats> {
+        let clients = self.clients.lock().await;
+        let mut out: BTreeMap<String, RegionStats> = BTreeMap::new();
+        for a in clients.values() {
+            let s = a.stats();
+            let e = out.entry(a.region.to_string()).or_default();
+            e.ec2.requests += s.ec2.requests;
+            e.ec2.delayed += s.ec2.delayed;
+            e.ec2.waited_ms += s.ec2.waited_ms;
+            for (t, f) in [(&mut e.instances, s.instances), (&mut e.images, s.images)] {
+                t.ticks += f.ticks;
+                t.calls += f.calls;
+                t.answered += f.answered;
+                t.max_batch = t.max_batch.max(f.max_batch);
+            }
+        }
+        out
     }
 }

@@ -1,0 +1,183 @@
+//! `bake --report DIR`: per bake, `<image>.json` (outcome, timings per phase, fingerprint
+//! inputs, resources created and removed, check results) and `<image>.junit.xml`; for the run,
+//! `summary.json` (every bake's outcome and what the run cost in AWS requests per region).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::CliError;
+use crate::bake::{Artifact, BakeError, FailKind};
+use crate::checks::report::{self, CheckResult};
+use crate::events::BakeEvent;
+use crate::plan::FingerprintInput;
+
+/// What the events of one bake said that its result does not carry.
+#[derive(Debug, Default, Clone)]
+struct Trail {
+    created: Vec<String>,
+    removed: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Collects events per bake id (fed from the event sink).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    trails: Mutex<BTreeMap<String, Trail>>,
+}
+
+/// The JSON report of one bake.
+#[derive(Debug, Serialize)]
+pub struct BakeReport<'a> {
+    pub bake_id: &'a str,
+    pub image: &'a str,
+    /// `baked`, `failed`, `checks_failed` or `cancelled`.
+    pub outcome: &'static str,
+    pub version: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+    pub source_ami: Option<&'a str>,
+    pub parent: Option<&'a str>,
+    pub amis: BTreeMap<String, String>,
+    pub seconds: f64,
+    pub phase_seconds: &'a BTreeMap<String, f64>,
+    pub fingerprint_inputs: &'a [FingerprintInput],
+    pub resources: Resources,
+    pub checks: &'a [CheckResult],
+    pub warnings: Vec<String>,
+    /// The failed phase and cause.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Resources {
+    pub created: Vec<String>,
+    pub removed: Vec<String>,
+    pub left_behind: Vec<String>,
+}
+
+pub fn outcome_of(kind: FailKind) -> &'static str {
+    match kind {
+        FailKind::Failed => "failed",
+        FailKind::Checks => "checks_failed",
+        FailKind::Cancelled => "cancelled",
+    }
+}
+
+impl Recorder {
+    pub fn record(&self, e: &BakeEvent) {
+        let Ok(mut t) = self.trails.lock() else {
+            return;
+        };
+        match e {
+            BakeEvent::Created { bake_id, resource } => t
+                .entry(bake_id.clone())
+                .or_default()
+                .created
+                .push(resource.clone()),
+            BakeEvent::Removed { bake_id, resource } => t
+                .entry(bake_id.clone())
+                .or_default()
+                .removed
+                .push(resource.clone()),
+            BakeEvent::Warning { bake_id, message } => t
+                .entry(bake_id.clone())
+                .or_default()
+                .warnings
+                .push(message.clone()),
+            _ => {}
+        }
+    }
+
+    fn trail(&self, bake_id: &str) -> Trail {
+        self.trails
+            .lock()
+            .ok()
+            .and_then(|t| t.get(bake_id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Writes `<image>.json` and `<image>.junit.xml` for one bake into `dir`.
+    pub fn write(
+        &self,
+        dir: &Path,
+        result: &Result<Artifact, BakeError>,
+        seconds: f64,
+    ) -> Result<PathBuf, CliError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+        let (report, image, checks) = match result {
+            Ok(a) => {
+                let t = self.trail(&a.bake_id);
+                (
+                    BakeReport {
+                        bake_id: &a.bake_id,
+                        image: &a.image,
+                        outcome: "baked",
+                        version: Some(&a.version),
+                        fingerprint: Some(&a.fingerprint),
+                        source_ami: Some(&a.source_ami),
+                        parent: a.parent.as_deref(),
+                        amis: a.amis.clone(),
+                        seconds,
+                        phase_seconds: &a.timings,
+                        fingerprint_inputs: &a.inputs,
+                        resources: Resources {
+                            created: t.created,
+                            removed: t.removed,
+                            left_behind: Vec::new(),
+                        },
+                        checks: &a.checks,
+                        warnings: t.warnings,
+                        error: None,
+                    },
+                    &a.image,
+                    &a.checks,
+                )
+            }
+            Err(e) => {
+                let t = self.trail(&e.bake_id);
+                (
+                    BakeReport {
+                        bake_id: &e.bake_id,
+                        image: &e.image,
+                        outcome: outcome_of(e.kind),
+                        version: None,
+                        fingerprint: None,
+                        source_ami: None,
+                        parent: None,
+                        amis: BTreeMap::new(),
+                        seconds,
+                        phase_seconds: &e.timings,
+                        fingerprint_inputs: &e.inputs,
+                        resources: Resources {
+                            created: t.created,
+                            removed: t.removed,
+                            left_behind: e.left_behind.iter().map(|u| u.to_string()).collect(),
+                        },
+                        checks: &e.checks,
+                        warnings: t.warnings,
+                        error: Some(format!("{}: {}", e.phase, e.cause)),
+                    },
+                    &e.image,
+                    &e.checks,
+                )
+            }
+        };
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::Failed(format!("report: {e}")))?;
+        let path = dir.join(format!("{image}.json"));
+        write(&path, &json)?;
+        write(
+            &dir.join(format!("{image}.junit.xml")),
+            &report::junit(image, checks),
+        )?;
+        Ok(path)
+    }
+}
+
+pub fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+}
