@@ -10,6 +10,24 @@ action and the ids it named (InstanceId.N / ImageId.N, and the values of Describ
 `instance-id` / DescribeImages' `image-id` filter), so
 tests can count calls per action and see how many resources one call covered.
 
+Systems Manager Run Command, which moto 5.2.5 only stubs (every invocation Success at once, empty
+output, nothing run, DescribeInstanceInformation missing):
+- DescribeInstanceInformation lists the region's instances that have an instance profile (the SSM
+  agent needs a role to register): Online while running, ConnectionLost otherwise.
+- SendCommand needs InstanceIds of such Online instances (no "all instances" fallback). Its
+  invocation is Pending, then InProgress, then Success / Failed with the script's exit code, or
+  TimedOut (ExecutionTimedOut) past executionTimeout. AWS-RunShellScript commands run for real on
+  this host, as $BAKERY_EMULATOR_RUN_AS in a private directory; output is truncated like the API
+  (stdout 24,000 and stderr 8,000 characters). Exit 194 means "reboot and run again": the host
+  cannot reboot, so the script is simply run again (up to 5 times), the invocation staying
+  InProgress. AWS-RunPowerShellScript commands are accepted and recorded (ListCommands returns
+  them with their parameters) but not run, there being no PowerShell here: they end Success with
+  empty output, so a probe can never pass on one.
+- GetCommandInvocation answers InvocationDoesNotExist for the first 0.3 s after SendCommand (as
+  AWS may) and for a plugin name the document does not have.
+- A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
+  Windows_Server-2022-English-Full-Base (moto seeds neither and refuses writes under /aws/).
+
 Tests inject faults with BAKERY_EMULATOR_FAULTS="Action:region,..." (e.g. "CopyImage:eu-west-1"):
 each named call into that region fails once (with an error code the SDK does not retry).
 
@@ -134,6 +152,227 @@ def call_action(self):
 
 
 BaseResponse.call_action = call_action
+
+# --- Systems Manager Run Command ------------------------------------------------------------
+import hashlib
+import subprocess
+import tempfile
+import uuid
+
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ssm.models import Parameter, ParameterDict
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+RUN_AS = os.environ.get("BAKERY_EMULATOR_RUN_AS", "")
+STDOUT_LIMIT, STDERR_LIMIT = 24000, 8000
+REBOOT_EXIT, MAX_REBOOTS = 194, 5
+NOT_YET_VISIBLE = 0.3
+WINDOWS_PARAM = "/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base"
+_INVOCATIONS = {}  # (command id, instance id) -> invocation dict
+_SENT = {}  # command id -> time sent
+_LOCK = threading.Lock()
+
+
+class SsmError(ServiceException):
+    def __init__(self, code, message):
+        super().__init__(code, message)
+
+
+def windows_ami_id(region):
+    return "ami-0" + hashlib.sha256(f"windows-2022-{region}".encode()).hexdigest()[:16]
+
+
+_load_amis = AmiBackend._load_amis
+
+
+def load_amis(self):
+    _load_amis(self)
+    ami_id = windows_ami_id(self.region_name)
+    self.amis[ami_id] = Ami(
+        self, ami_id=ami_id, name="Windows_Server-2022-English-Full-Base-2026.11.12",
+        description="Microsoft Windows Server 2022 Full Locale English AMI provided by Amazon",
+        owner_id="801119661308", owner_alias="amazon", public=True, virtualization_type="hvm",
+        architecture="x86_64", platform="windows", root_device_type="ebs",
+        root_device_name="/dev/sda1", region_name=self.region_name)
+
+
+AmiBackend._load_amis = load_amis
+
+_check_loading = ParameterDict._check_loading_status
+
+
+def check_loading(self, key):
+    _check_loading(self, key)
+    if str(key or "").startswith("/aws/service/ami-windows-latest") and not getattr(self, "_bakery_windows", False):
+        self._bakery_windows = True
+        super(ParameterDict, self).__getitem__(WINDOWS_PARAM).append(Parameter(
+            account_id=self.account_id, name=WINDOWS_PARAM, value=windows_ami_id(self.region_name),
+            parameter_type="String", description=None, allowed_pattern=None, keyid=None,
+            last_modified_date=time.time(), version=1, data_type="aws:ec2:image"))
+
+
+ParameterDict._check_loading_status = check_loading
+
+
+def _instances(resp):
+    backend = ec2_backends[resp.current_account][resp.region]
+    return [i for r in backend.all_reservations() for i in r.instances]
+
+
+def _managed(resp):
+    """Instances the SSM agent would have registered: launched with an instance profile."""
+    backend = ec2_backends[resp.current_account][resp.region]
+    return {i.id: i for i in _instances(resp) if backend.iam_instance_profile_associations.get(i.id)}
+
+
+def describe_instance_information(self):
+    wanted = None
+    for f in (self._get_param("Filters") or []) + (self._get_param("InstanceInformationFilterList") or []):
+        key = f.get("Key") or f.get("key")
+        if key == "InstanceIds":
+            wanted = set(f.get("Values") or f.get("valueSet") or [])
+    out = []
+    for iid, inst in sorted(_managed(self).items()):
+        if wanted is not None and iid not in wanted:
+            continue
+        if inst.state == "terminated":
+            continue
+        windows = (inst.platform or "").lower() == "windows"
+        out.append({
+            "InstanceId": iid,
+            "PingStatus": "Online" if inst.state == "running" else "ConnectionLost",
+            "LastPingDateTime": time.time(),
+            "AgentVersion": "3.3.0.0",
+            "IsLatestVersion": True,
+            "PlatformType": "Windows" if windows else "Linux",
+            "PlatformName": "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
+            "ResourceType": "EC2Instance",
+            "IPAddress": inst.private_ip,
+        })
+    return json.dumps({"InstanceInformationList": out})
+
+
+def _truncate(text, limit):
+    return text[:limit]
+
+
+def _run_shell(command_id, instance_id, script, timeout):
+    key = (command_id, instance_id)
+    with _LOCK:
+        _INVOCATIONS[key].update(Status="InProgress", StatusDetails="InProgress")
+    workdir = tempfile.mkdtemp(prefix=f"ssm-{command_id[:8]}-")
+    os.chmod(workdir, 0o755)
+    path = os.path.join(workdir, "_script.sh")
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o755)
+    argv = ["bash", path]
+    if RUN_AS:
+        subprocess.run(["chown", "-R", RUN_AS, workdir], check=False)
+        argv = ["runuser", "-u", RUN_AS, "--"] + argv
+    status, details, code, out, err = "Failed", "Failed", -1, "", ""
+    try:
+        for _ in range(MAX_REBOOTS + 1):
+            try:
+                p = subprocess.run(argv, cwd=workdir, capture_output=True, timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                status, details, code = "TimedOut", "ExecutionTimedOut", -1
+                out = (e.stdout or b"").decode("utf-8", "replace")
+                err = (e.stderr or b"").decode("utf-8", "replace")
+                break
+            out = p.stdout.decode("utf-8", "replace")
+            err = p.stderr.decode("utf-8", "replace")
+            code = p.returncode
+            if code == REBOOT_EXIT:
+                with _LOCK:
+                    _INVOCATIONS[key]["Reboots"] = _INVOCATIONS[key].get("Reboots", 0) + 1
+                continue
+            status, details = ("Success", "Success") if code == 0 else ("Failed", "Failed")
+            break
+    finally:
+        subprocess.run(["rm", "-rf", workdir], check=False)
+    with _LOCK:
+        _INVOCATIONS[key].update(
+            Status=status, StatusDetails=details, ResponseCode=code,
+            StandardOutputContent=_truncate(out, STDOUT_LIMIT),
+            StandardErrorContent=_truncate(err, STDERR_LIMIT),
+            ExecutionEndDateTime=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()))
+
+
+_send_command = SimpleSystemManagerResponse.send_command
+
+
+def send_command(self):
+    ids = self._get_param("InstanceIds") or []
+    if not ids:
+        raise SsmError("ValidationException", "bakery's emulator needs InstanceIds (no Targets)")
+    managed = _managed(self)
+    for i in ids:
+        inst = managed.get(i)
+        if inst is None or inst.state != "running":
+            raise SsmError("InvalidInstanceId", f"Instances [[{i}]] not in a valid state for account")
+    document = self._get_param("DocumentName")
+    if document not in ("AWS-RunShellScript", "AWS-RunPowerShellScript"):
+        raise SsmError("InvalidDocument", f"bakery's emulator runs AWS-RunShellScript and AWS-RunPowerShellScript, not {document}")
+    params = self._get_param("Parameters") or {}
+    script = "\n".join(params.get("commands") or [])
+    timeout = int((params.get("executionTimeout") or ["3600"])[0])
+    result = _send_command(self)
+    command = self.ssm_backend._commands[-1]
+    plugin = "aws:runShellScript" if document == "AWS-RunShellScript" else "aws:runPowerShellScript"
+    command.status, command.status_details = "Pending", "Pending"
+    for i in ids:
+        inv = {
+            "CommandId": command.command_id, "InstanceId": i, "Comment": command.comment,
+            "DocumentName": document, "DocumentVersion": "$DEFAULT", "PluginName": plugin,
+            "ResponseCode": -1, "Status": "Pending", "StatusDetails": "Pending",
+            "StandardOutputContent": "", "StandardErrorContent": "",
+            "StandardOutputUrl": "", "StandardErrorUrl": "",
+            "ExecutionStartDateTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
+        with _LOCK:
+            _INVOCATIONS[(command.command_id, i)] = inv
+            _SENT[command.command_id] = time.time()
+        if plugin == "aws:runShellScript":
+            threading.Thread(target=_run_shell, args=(command.command_id, i, script, timeout), daemon=True).start()
+        else:
+            # No PowerShell here: recorded, not run.
+            inv.update(Status="Success", StatusDetails="Success", ResponseCode=0)
+    return result
+
+
+def get_command_invocation(self):
+    cid = self._get_param("CommandId")
+    iid = self._get_param("InstanceId")
+    plugin = self._get_param("PluginName")
+    with _LOCK:
+        inv = dict(_INVOCATIONS.get((cid, iid)) or {})
+        sent = _SENT.get(cid, 0)
+    if not inv or time.time() - sent < NOT_YET_VISIBLE or (plugin and plugin != inv["PluginName"]):
+        raise SsmError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist)")
+    inv.pop("Reboots", None)
+    return json.dumps(inv)
+
+
+_list_commands = SimpleSystemManagerResponse.list_commands
+
+
+def list_commands(self):
+    # Command-level status follows the invocations.
+    with _LOCK:
+        for c in self.ssm_backend._commands:
+            statuses = [v["Status"] for (cid, _), v in _INVOCATIONS.items() if cid == c.command_id]
+            if statuses:
+                c.status = statuses[0]
+                c.status_details = statuses[0]
+    return _list_commands(self)
+
+
+SimpleSystemManagerResponse.describe_instance_information = describe_instance_information
+SimpleSystemManagerResponse.send_command = send_command
+SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
+SimpleSystemManagerResponse.list_commands = list_commands
 
 if __name__ == "__main__":
     from moto.server import main

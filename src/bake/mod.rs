@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use runner::bake;
+pub use steps::windows_script_book;
 pub use undo::cleanup;
 
 use crate::checks::report::CheckResult;

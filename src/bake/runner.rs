@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use semver::Version;
 
 use super::ledger::{Journal, State, Undo, When};
-use super::steps::{Linux, StepError};
+use super::steps::{Host, StepError, SSM_INLINE_FILE_MAX};
 use super::undo::undo_all;
 use super::{Artifact, BakeError, BakeOptions, FailKind, OnError};
 use crate::catalog::model::{Communicator, Image, ImageName, Platform, Source, Target};
@@ -23,9 +23,11 @@ use crate::cloud::{
     CloudError, ImageId, ImageInfo, InstanceId, KeyName, LaunchSpec, SecurityGroupId, Tags,
 };
 use crate::events::{BakeEvent, Events};
-use crate::plan::{Plan, PlannedAction, Planner};
+use crate::plan::{Plan, PlannedAction, PlannedStep, Planner};
 use crate::registry::{self, tag};
 use crate::remote::ssh::{new_key, public_openssh, HostKeyPin, Ssh, SshTarget};
+use crate::remote::ssm::Ssm;
+use crate::remote::Conn;
 
 /// Time allowed for each probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -114,7 +116,9 @@ struct Run<'a> {
     instance: Option<InstanceId>,
     ssh_target: Option<SshTarget>,
     pin: HostKeyPin,
-    ssh: Option<Ssh>,
+    conn: Option<Conn>,
+    /// The working directory is gone (Windows finalize steps run in the system temp directory).
+    workdir_removed: bool,
     image_id: Option<ImageId>,
     /// Region -> (client, AMI): the build region's image and its copies.
     copies: BTreeMap<String, (Aws, ImageId)>,
@@ -172,11 +176,24 @@ pub async fn bake(
     let plan = Planner::new(catalog, target)
         .plan(image)
         .map_err(|d| fail_early("plan", d.to_string()))?;
-    if img.build.communicator != Communicator::Ssh || img.platform != Platform::Linux {
-        return Err(fail_early(
-            "preflight",
-            "only Linux images over the ssh communicator can be baked in this version (SSM and Windows come next)".into(),
-        ));
+    // What the communicator needs, checked before anything is created.
+    if img.build.communicator == Communicator::Ssm {
+        if target.instance_profile.is_none() {
+            return Err(fail_early(
+                "preflight",
+                format!("{image} uses the ssm communicator: set instance_profile in target {} to an instance profile whose role has the AmazonSSMManagedInstanceCore policy", target.name),
+            ));
+        }
+        for s in plan.steps.iter().chain(&plan.finalize) {
+            if let PlannedAction::Upload { files, source, .. } = &s.action {
+                if let Some(f) = files.iter().find(|f| f.size > SSM_INLINE_FILE_MAX) {
+                    return Err(fail_early(
+                        "preflight",
+                        format!("step {} / {}: {source}{}{} is {} bytes; over SSM bakery sends files of up to {SSM_INLINE_FILE_MAX} bytes inline, larger ones need S3 transfer, which this version does not have: use the ssh communicator or a download step", s.recipe, s.name, if f.rel.is_empty() { "" } else { "/" }, f.rel, f.size),
+                    ));
+                }
+            }
+        }
     }
     let Some(region) = target.regions.first() else {
         return Err(fail_early(
@@ -208,7 +225,8 @@ pub async fn bake(
         instance: None,
         ssh_target: None,
         pin: HostKeyPin::default(),
-        ssh: None,
+        conn: None,
+        workdir_removed: false,
         image_id: None,
         copies: BTreeMap::new(),
         channels: Vec::new(),
@@ -631,20 +649,26 @@ impl Run<'_> {
     async fn launch(&mut self) -> Result<(), Failure> {
         let tags = self.tags();
         let region = self.region();
-        // Key pair: generated here, only the public half goes to AWS.
-        let key = new_key().map_err(Failure::new)?;
-        let key_name = KeyName(format!("bakery-{}", self.bake_id));
-        let public = public_openssh(&key, &key_name.0).map_err(Failure::new)?;
-        self.aws.import_key_pair(&key_name, &public, &tags).await?;
-        self.journal.push(
-            Undo::DeleteKeyPair {
-                region: region.clone(),
-                name: key_name.clone(),
-            },
-            When::Always,
-        )?;
-        self.created(format!("key pair {key_name}"));
-        self.key = Some(Arc::new(key));
+        let ssm = self.ssm();
+        // Key pair (SSH only): generated here, only the public half goes to AWS.
+        let key_name = if ssm {
+            None
+        } else {
+            let key = new_key().map_err(Failure::new)?;
+            let key_name = KeyName(format!("bakery-{}", self.bake_id));
+            let public = public_openssh(&key, &key_name.0).map_err(Failure::new)?;
+            self.aws.import_key_pair(&key_name, &public, &tags).await?;
+            self.journal.push(
+                Undo::DeleteKeyPair {
+                    region: region.clone(),
+                    name: key_name.clone(),
+                },
+                When::Always,
+            )?;
+            self.created(format!("key pair {key_name}"));
+            self.key = Some(Arc::new(key));
+            Some(key_name)
+        };
 
         let port = self.target.ssh_port.unwrap_or(self.image.build.ssh.port);
         let sg = match &self.target.security_group {
@@ -658,9 +682,11 @@ impl Run<'_> {
                         ))
                     })?,
                 };
-                let cidr = match &self.target.ssh_cidr {
-                    Some(c) => c.clone(),
-                    None => caller_cidr().await.map_err(Failure::new)?,
+                // SSM needs no inbound port at all.
+                let cidr = match (&self.target.ssh_cidr, ssm) {
+                    (_, true) => None,
+                    (Some(c), false) => Some(c.clone()),
+                    (None, false) => Some(caller_cidr().await.map_err(Failure::new)?),
                 };
                 let mut sg_tags = tags.clone();
                 sg_tags.insert("Name".into(), format!("bakery-{}", self.bake_id));
@@ -676,9 +702,11 @@ impl Run<'_> {
                     When::Always,
                 )?;
                 self.created(format!("security group {id}"));
-                self.aws
-                    .authorize_ingress(&id, self.image.build.ssh.port, &cidr)
-                    .await?;
+                if let Some(cidr) = cidr {
+                    self.aws
+                        .authorize_ingress(&id, self.image.build.ssh.port, &cidr)
+                        .await?;
+                }
                 id
             }
         };
@@ -712,7 +740,7 @@ impl Run<'_> {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
-            key_name: Some(key_name),
+            key_name,
             security_group: Some(sg),
             subnet: self.target.subnet.clone(),
             instance_profile: self.target.instance_profile.clone(),
@@ -746,6 +774,9 @@ impl Run<'_> {
             &self.cancel,
         )
         .await?;
+        if ssm {
+            return Ok(());
+        }
         let host = self
             .target
             .ssh_host
@@ -766,7 +797,33 @@ impl Run<'_> {
         Ok(())
     }
 
+    fn ssm(&self) -> bool {
+        self.image.build.communicator == Communicator::Ssm
+    }
+
+    /// The SSM communicator for the build instance.
+    fn ssm_conn(&self) -> Result<Ssm, Failure> {
+        Ok(Ssm {
+            aws: self.aws.clone(),
+            instance: self
+                .instance
+                .clone()
+                .ok_or_else(|| Failure::new("no instance"))?,
+            platform: self.image.platform,
+            output_s3: None,
+            bake_id: self.bake_id.clone(),
+        })
+    }
+
     async fn connect(&mut self) -> Result<(), Failure> {
+        if self.ssm() {
+            let ssm = self.ssm_conn()?;
+            ssm.wait_online(self.image.build.timeouts.launch, &self.cancel)
+                .await?;
+            tracing::info!(instance = %ssm.instance, "online in Systems Manager");
+            self.conn = Some(Conn::Ssm(ssm));
+            return Ok(());
+        }
         let t = self
             .ssh_target
             .clone()
@@ -779,23 +836,41 @@ impl Run<'_> {
         )
         .await?;
         tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
-        self.ssh = Some(ssh);
+        self.conn = Some(Conn::Ssh(ssh));
         Ok(())
     }
 
     fn workdir(&self) -> String {
-        format!("/var/tmp/bakery-{}", self.bake_id)
+        match self.image.platform {
+            Platform::Windows if self.workdir_removed => "C:\\Windows\\Temp".to_string(),
+            Platform::Windows => format!("C:\\Windows\\Temp\\bakery-{}", self.bake_id),
+            Platform::Linux => format!("/var/tmp/bakery-{}", self.bake_id),
+        }
     }
 
-    fn linux<'b>(&'b self, ssh: &'b Ssh, workdir: &'b str) -> Linux<'b> {
-        Linux {
-            ssh,
+    fn host<'b>(&'b self, conn: &'b Conn, workdir: &'b str) -> Host<'b> {
+        Host {
+            conn,
+            platform: self.image.platform,
             workdir,
-            sudo: self.image.build.ssh.sudo,
+            // The SSM agent runs commands as root (SYSTEM on Windows): sudo is for SSH logins.
+            sudo: self.image.build.ssh.sudo && !self.ssm(),
             events: self.events,
             bake_id: &self.bake_id,
             cancel: &self.cancel,
         }
+    }
+
+    fn conn(&self) -> Result<&Conn, Failure> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| Failure::new("not connected"))
+    }
+
+    /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
+    /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
+    fn shuts_itself_down(&self) -> bool {
+        self.image.platform == Platform::Windows && !self.plan.finalize.is_empty()
     }
 
     async fn run_steps(&mut self, finalize: bool) -> Result<(), Failure> {
@@ -816,33 +891,129 @@ impl Run<'_> {
                 recipe: s.recipe.to_string(),
                 name: s.name.clone(),
             });
-            if let PlannedAction::Restart { timeout } = &s.action {
-                self.restart(timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT))
-                    .await?;
-                continue;
+            let named = |e: StepError| match e {
+                StepError::Cancelled => Failure::from(e),
+                e => Failure::new(format!("step {n}/{total} ({} / {}) {e}", s.recipe, s.name)),
+            };
+            match &s.action {
+                PlannedAction::Restart { timeout } => {
+                    self.restart(timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT))
+                        .await?;
+                }
+                PlannedAction::WindowsUpdate {
+                    categories,
+                    max_passes,
+                } => {
+                    self.windows_update(n, total, s, categories, *max_passes)
+                        .await?;
+                }
+                _ if finalize && i + 1 == steps.len() && self.shuts_itself_down() => {
+                    self.run_shutdown_step(s).await.map_err(named)?;
+                }
+                _ => {
+                    let conn = self.conn()?;
+                    self.host(conn, &workdir).step(n, s).await.map_err(named)?;
+                }
             }
-            let ssh = self
-                .ssh
-                .as_ref()
-                .ok_or_else(|| Failure::new("not connected"))?;
-            self.linux(ssh, &workdir)
-                .step(n, s)
-                .await
-                .map_err(|e| match e {
-                    StepError::Cancelled => Failure::from(e),
-                    e => Failure::new(format!("step {n}/{total} ({} / {}) {e}", s.recipe, s.name)),
-                })?;
         }
         Ok(())
     }
 
+    /// Runs a step that powers the instance off (sysprep --shutdown): done when the instance is
+    /// `stopped`; a non-zero exit before that fails the bake.
+    async fn run_shutdown_step(&mut self, s: &PlannedStep) -> Result<(), StepError> {
+        let id = self
+            .instance
+            .clone()
+            .ok_or_else(|| StepError::Unsupported("no instance".into()))?;
+        let workdir = self.workdir();
+        let timeout = s.timeout + self.image.build.timeouts.capture;
+        let conn = self.conn.as_ref().ok_or(StepError::Cancelled)?;
+        let host = self.host(conn, &workdir);
+        let step = host.step(usize::MAX, s);
+        let stopped = wait_instance(
+            &self.aws,
+            &id,
+            "stopped",
+            &["terminated", "shutting-down"],
+            timeout,
+            &self.cancel,
+        );
+        tokio::pin!(step);
+        tokio::pin!(stopped);
+        tokio::select! {
+            r = &mut step => {
+                match r {
+                    // The script returned before the power went: the instance is on its way down.
+                    Ok(()) => {}
+                    Err(StepError::Exit { code, tail }) => return Err(StepError::Exit { code, tail }),
+                    Err(StepError::Cancelled) => return Err(StepError::Cancelled),
+                    // The connection went with the power.
+                    Err(e) => tracing::info!(error = %e, "the shutdown step lost its connection"),
+                }
+                stopped.await.map_err(|e| StepError::Unsupported(e.to_string()))?;
+            }
+            r = &mut stopped => {
+                r.map_err(|e| StepError::Unsupported(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows Update passes until nothing was installed and no reboot is pending, restarting
+    /// between passes when one is, at most `max_passes` times.
+    async fn windows_update(
+        &mut self,
+        n: usize,
+        total: usize,
+        s: &PlannedStep,
+        categories: &[String],
+        max_passes: u32,
+    ) -> Result<(), Failure> {
+        let workdir = self.workdir();
+        for pass in 1..=max_passes.max(1) {
+            let conn = self.conn()?;
+            let result = self
+                .host(conn, &workdir)
+                .update_pass(categories, s.timeout)
+                .await
+                .map_err(|e| {
+                    Failure::new(format!(
+                        "step {n}/{total} ({} / {}) pass {pass}: {e}",
+                        s.recipe, s.name
+                    ))
+                })?;
+            for t in &result.installed {
+                self.events.emit(BakeEvent::Output {
+                    bake_id: self.bake_id.clone(),
+                    stream: crate::remote::Stream::Stdout,
+                    line: format!("windows update pass {pass}: installed {t}"),
+                });
+            }
+            if !result.failed.is_empty() {
+                return Err(Failure::new(format!(
+                    "step {n}/{total} ({} / {}) pass {pass}: updates failed to install: {}",
+                    s.recipe,
+                    s.name,
+                    result.failed.join(", ")
+                )));
+            }
+            if result.reboot_pending {
+                self.restart(DEFAULT_RESTART_TIMEOUT).await?;
+            }
+            if !result.again() {
+                return Ok(());
+            }
+        }
+        Err(Failure::new(format!(
+            "step {n}/{total} ({} / {}): updates still pending after {max_passes} passes",
+            s.recipe, s.name
+        )))
+    }
+
     async fn provision(&mut self) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self
-            .ssh
-            .as_ref()
-            .ok_or_else(|| Failure::new("not connected"))?;
-        self.linux(ssh, &workdir).prepare().await?;
+        self.host(self.conn()?, &workdir).prepare().await?;
         let deadline = self.image.build.timeouts.provision;
         match tokio::time::timeout(deadline, self.run_steps(false)).await {
             Ok(r) => r,
@@ -853,21 +1024,31 @@ impl Run<'_> {
         }
     }
 
-    /// Reboots and waits for a new boot id (not a sleep).
+    /// Reboots and waits for a new boot id (not a sleep): over SSH by reconnecting, over SSM
+    /// once the instance is Online again.
     async fn restart(&mut self, timeout: Duration) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self
-            .ssh
+        let conn = self
+            .conn
             .take()
             .ok_or_else(|| Failure::new("not connected"))?;
-        let before = self.linux(&ssh, &workdir).boot_id().await?;
-        self.linux(&ssh, &workdir).request_reboot().await?;
-        ssh.close().await;
-        let t = self
-            .ssh_target
-            .clone()
-            .ok_or_else(|| Failure::new("no address"))?;
+        let before = self.host(&conn, &workdir).boot_id().await?;
+        self.host(&conn, &workdir).request_reboot().await?;
         let started = Instant::now();
+        let ssh_target = match conn {
+            Conn::Ssh(ssh) => {
+                ssh.close().await;
+                Some(
+                    self.ssh_target
+                        .clone()
+                        .ok_or_else(|| Failure::new("no address"))?,
+                )
+            }
+            Conn::Ssm(ssm) => {
+                self.conn = Some(Conn::Ssm(ssm));
+                None
+            }
+        };
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -876,34 +1057,35 @@ impl Run<'_> {
                     timeout.as_secs()
                 )));
             }
-            let ssh = Ssh::connect(&t, &self.pin, left, &self.cancel).await?;
-            let now = self.linux(&ssh, &workdir).boot_id().await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = self.cancel.cancelled() => return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            }
+            let conn = match &ssh_target {
+                Some(t) => Conn::Ssh(Ssh::connect(t, &self.pin, left, &self.cancel).await?),
+                None => {
+                    let ssm = self.ssm_conn()?;
+                    ssm.wait_online(left, &self.cancel).await?;
+                    Conn::Ssm(ssm)
+                }
+            };
+            let now = self.host(&conn, &workdir).boot_id().await;
             match now {
                 Ok(id) if id != before && !id.is_empty() => {
-                    self.ssh = Some(ssh);
+                    self.conn = Some(conn);
                     return Ok(());
                 }
-                _ => {
-                    ssh.close().await;
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        () = self.cancel.cancelled() => return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
-                    }
-                }
+                _ => conn.close().await,
             }
         }
     }
 
     async fn verify(&mut self) -> Result<(), Failure> {
         let workdir = self.workdir();
-        let ssh = self
-            .ssh
-            .as_ref()
-            .ok_or_else(|| Failure::new("not connected"))?;
-        let lx = self.linux(ssh, &workdir);
+        let host = self.host(self.conn()?, &workdir);
         let mut results = Vec::new();
         for c in &self.plan.checks {
-            let r = lx.check(c, PROBE_TIMEOUT).await;
+            let r = host.check(c, PROBE_TIMEOUT).await;
             self.events.emit(BakeEvent::Check {
                 bake_id: self.bake_id.clone(),
                 result: r.clone(),
@@ -933,22 +1115,30 @@ impl Run<'_> {
                 ),
             });
         }
-        // Generalise: the working directory goes, then the finalize steps (after which the
-        // instance may not be reachable again).
-        self.run_steps(true).await?;
-        let ssh = self
-            .ssh
-            .as_ref()
-            .ok_or_else(|| Failure::new("not connected"))?;
-        if let Err(e) = self.linux(ssh, &workdir).remove_workdir().await {
-            return Err(Failure::new(format!("removing {workdir}: {e}")));
+        // Generalise. Linux: the finalize steps, then the working directory goes. Windows: the
+        // last finalize step powers the instance off, so the working directory goes first and
+        // the finalize steps run in the system's temporary directory.
+        if self.shuts_itself_down() {
+            self.remove_workdir(&workdir).await?;
+            self.workdir_removed = true;
+            self.run_steps(true).await?;
+        } else {
+            self.run_steps(true).await?;
+            self.remove_workdir(&workdir).await?;
         }
         Ok(())
     }
 
+    async fn remove_workdir(&self, workdir: &str) -> Result<(), Failure> {
+        self.host(self.conn()?, workdir)
+            .remove_workdir()
+            .await
+            .map_err(|e| Failure::new(format!("removing {workdir}: {e}")))
+    }
+
     async fn capture(&mut self) -> Result<(), Failure> {
-        if let Some(ssh) = self.ssh.take() {
-            ssh.close().await;
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
         }
         let id = self
             .instance
@@ -957,7 +1147,10 @@ impl Run<'_> {
         let region = self.region();
         let aws = self.aws.clone();
         let timeout = self.image.build.timeouts.capture;
-        aws.stop_instance(&id).await?;
+        // A Windows image's last finalize step already powered it off (and waited for it).
+        if !self.shuts_itself_down() {
+            aws.stop_instance(&id).await?;
+        }
         wait_instance(
             &aws,
             &id,
@@ -1285,19 +1478,19 @@ impl Run<'_> {
     async fn fail(mut self, f: Failure) -> BakeError {
         let failed_phase = self.phase;
         self.leave();
-        if let Some(ssh) = self.ssh.take() {
+        if let Some(conn) = self.conn.take() {
             // Best effort, under a fresh cancel (the bake's own may be spent): a shared build
             // host (the sandbox) should not keep the workdir.
-            if self.opts.on_error == OnError::Cleanup {
+            if self.opts.on_error == OnError::Cleanup && !self.workdir_removed {
                 let w = self.workdir();
                 let fresh = Cancel::new();
-                let lx = Linux {
+                let host = Host {
                     cancel: &fresh,
-                    ..self.linux(&ssh, &w)
+                    ..self.host(&conn, &w)
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(30), lx.remove_workdir()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(30), host.remove_workdir()).await;
             }
-            ssh.close().await;
+            conn.close().await;
         }
         let mut kept = None;
         let mut cleanup_errors = Vec::new();
@@ -1370,6 +1563,17 @@ impl Run<'_> {
 
     /// Writes the private key next to the journal (0600) and says how to log in.
     fn keep_for_debugging(&mut self) -> String {
+        if self.ssm() {
+            return format!(
+                "instance {id} : aws ssm start-session --target {id} --region {}",
+                self.region(),
+                id = self
+                    .instance
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            );
+        }
         let Some(t) = self.ssh_target.clone() else {
             return format!(
                 "instance {} (never reachable)",

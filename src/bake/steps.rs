@@ -1,15 +1,20 @@
-//! Running planned steps and check probes on a Linux build instance over SSH.
+//! Running planned steps and check probes on the build instance: Linux (bash) or Windows
+//! (PowerShell), over SSH or SSM.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::model::Platform;
 use crate::checks::report::CheckResult;
 use crate::checks::{eval, probe};
 use crate::cloud::cancel::Cancel;
 use crate::events::{BakeEvent, Events};
 use crate::plan::{PlannedAction, PlannedCheck, PlannedStep};
-use crate::remote::ssh::Ssh;
-use crate::remote::{sh_path, sh_quote, ExecOutput, RemoteError};
+use crate::remote::powershell::{self, ps_path, ps_quote, UpdatePass};
+use crate::remote::{sh_path, sh_quote, Conn, ExecError, ExecOutput, RemoteError};
 
 /// A step that did not succeed.
 #[derive(Debug)]
@@ -22,6 +27,8 @@ pub enum StepError {
     },
     Timeout(Duration),
     Cancelled,
+    /// The step cannot run here (wrong platform, too large for the communicator).
+    Unsupported(String),
 }
 
 impl std::fmt::Display for StepError {
@@ -32,6 +39,7 @@ impl std::fmt::Display for StepError {
             StepError::Exit { code, tail } => write!(f, "exited with {code}:\n{tail}"),
             StepError::Timeout(d) => write!(f, "timed out after {}s", d.as_secs()),
             StepError::Cancelled => f.write_str("cancelled"),
+            StepError::Unsupported(why) => f.write_str(why),
         }
     }
 }
@@ -45,8 +53,25 @@ impl From<RemoteError> for StepError {
     }
 }
 
+impl From<ExecError> for StepError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Remote(r) => r.into(),
+            ExecError::Timeout(d) => StepError::Timeout(d),
+        }
+    }
+}
+
 /// Lines of output quoted in a failing step's error.
 const TAIL_LINES: usize = 20;
+
+/// File bytes one SSM command carries inline (base64 adds a third). Larger files go in
+/// several commands, each appending its part; past `SSM_INLINE_FILE_MAX` a file needs S3.
+pub const SSM_INLINE_CHUNK: usize = 24 * 1024;
+/// The largest file bakery sends inline over SSM.
+pub const SSM_INLINE_FILE_MAX: usize = 512 * 1024;
+/// `-EncodedCommand` lines longer than this do not fit Windows' 32,767-character command line.
+const ENCODED_COMMAND_MAX: usize = 32_000;
 
 fn tail(out: &ExecOutput) -> String {
     let src = if out.stderr.trim().is_empty() {
@@ -58,9 +83,197 @@ fn tail(out: &ExecOutput) -> String {
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
-/// A Linux build instance reached over SSH, with the bake's working directory.
-pub struct Linux<'a> {
-    pub ssh: &'a Ssh,
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The commands bakery sends for a platform and working directory, without a connection (what
+/// `Host` runs, and what the golden tests pin).
+pub struct Scripts<'a> {
+    pub platform: Platform,
+    pub workdir: &'a str,
+    pub sudo: bool,
+}
+
+impl Scripts<'_> {
+    fn windows(&self) -> bool {
+        self.platform == Platform::Windows
+    }
+
+    fn as_root(&self, cmd: &str) -> String {
+        if self.sudo && !self.windows() {
+            format!("sudo -n {cmd}")
+        } else {
+            cmd.to_string()
+        }
+    }
+
+    /// A PowerShell script wrapped with the step's variables (see `powershell::wrap`).
+    pub fn ps(&self, env: &BTreeMap<String, String>, script: &str) -> String {
+        powershell::wrap(self.workdir, env, script)
+    }
+
+    /// Creates the working directory (private to the build user on Linux).
+    pub fn prepare(&self) -> String {
+        if self.windows() {
+            format!(
+                "$ErrorActionPreference = 'Stop'\nNew-Item -ItemType Directory -Force -Path {} | Out-Null\n",
+                ps_quote(&format!("{}\\.bakery", self.workdir))
+            )
+        } else {
+            let w = sh_quote(self.workdir);
+            format!("mkdir -p -m 700 {w} {w}/.bakery")
+        }
+    }
+
+    /// Removes the working directory.
+    pub fn remove_workdir(&self) -> String {
+        if self.windows() {
+            format!(
+                "Remove-Item -Recurse -Force -LiteralPath {} -ErrorAction SilentlyContinue\nexit 0\n",
+                ps_quote(self.workdir)
+            )
+        } else {
+            self.as_root(&format!("rm -rf {}", sh_quote(self.workdir)))
+        }
+    }
+
+    /// Prints the boot id (changes on every boot).
+    pub fn boot_id(&self) -> String {
+        if self.windows() {
+            powershell::BOOT_ID.to_string()
+        } else {
+            "cat /proc/sys/kernel/random/boot_id".to_string()
+        }
+    }
+
+    /// Reboots a moment after the command returned.
+    pub fn request_reboot(&self) -> String {
+        if self.windows() {
+            powershell::REQUEST_REBOOT.to_string()
+        } else {
+            format!(
+                "nohup sh -c 'sleep 2; {}' >/dev/null 2>&1 &",
+                self.as_root("systemctl reboot || reboot").replace('\'', "")
+            )
+        }
+    }
+
+    /// The prelude every Linux script and probe starts with: the workdir and the variables.
+    fn prelude(&self, env: &BTreeMap<String, String>) -> String {
+        let mut s = format!("export BAKERY_WORKDIR={}\n", sh_quote(self.workdir));
+        for (k, v) in env {
+            s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        }
+        s.push_str("cd \"$BAKERY_WORKDIR\"\n");
+        s
+    }
+
+    /// The command that runs one check's probe.
+    pub fn probe(&self, c: &PlannedCheck) -> String {
+        if self.windows() {
+            self.ps(&BTreeMap::new(), &probe::windows(&c.check.kind))
+        } else {
+            let script = format!(
+                "{}{}\n",
+                self.prelude(&BTreeMap::new()),
+                probe::linux(&c.check.kind)
+            );
+            self.as_root(&format!("bash -c {}", sh_quote(&script)))
+        }
+    }
+
+    /// On Windows: the scripts one step sends, in order (restarts and Windows Update passes are
+    /// the runner's).
+    pub fn windows_step(&self, s: &PlannedStep) -> Result<Vec<String>, StepError> {
+        Ok(match &s.action {
+            PlannedAction::PowerShell { script } => vec![self.ps(&s.env, script)],
+            PlannedAction::Upload {
+                destination,
+                is_dir,
+                files,
+                ..
+            } => files
+                .iter()
+                .map(|f| {
+                    let path = match (*is_dir, f.rel.is_empty()) {
+                        (true, false) => format!("{destination}\\{}", f.rel.replace('/', "\\")),
+                        _ => destination.clone(),
+                    };
+                    // NTFS has no mode bits: `mode` is for Linux.
+                    self.ps(&s.env, &powershell::write_file(&path, &f.bytes, &sha256_hex(&f.bytes)))
+                })
+                .collect(),
+            PlannedAction::Download {
+                url,
+                sha256,
+                destination,
+            } => vec![self.ps(
+                &s.env,
+                &format!(
+                    "$p = {dest}\n\
+New-Item -ItemType Directory -Force -Path (Split-Path -Parent $p) | Out-Null\n\
+Invoke-WebRequest -UseBasicParsing -Uri {url} -OutFile $p\n\
+$h = (Get-FileHash -Algorithm SHA256 -LiteralPath $p).Hash.ToLower()\n\
+if ($h -ne {sha}) {{ Remove-Item -Force -LiteralPath $p; throw \"sha256 of $p is $h, expected {raw}\" }}\n",
+                    dest = ps_path(destination),
+                    url = ps_quote(url),
+                    sha = ps_quote(&sha256.to_lowercase()),
+                    raw = sha256.to_lowercase(),
+                ),
+            )],
+            PlannedAction::WindowsUpdate { categories, .. } => vec![self.ps(
+                &BTreeMap::new(),
+                &powershell::windows_update_pass(categories),
+            )],
+            PlannedAction::Restart { .. } => vec![self.boot_id(), self.request_reboot()],
+            PlannedAction::Shell { .. } => {
+                return Err(StepError::Unsupported(
+                    "shell steps need a Linux build instance".into(),
+                ))
+            }
+        })
+    }
+}
+
+/// Every script a Windows bake of `plan` sends, labelled, in the order it sends them when all
+/// goes well: prepare, the steps (a restart as its boot id and reboot commands), the probes,
+/// removing the working directory, the finalize steps (in the system temp directory).
+pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(String, String)> {
+    let sc = Scripts {
+        platform: Platform::Windows,
+        workdir,
+        sudo: false,
+    };
+    let mut book = vec![("prepare".to_string(), sc.prepare())];
+    let label = |s: &PlannedStep| format!("step {} / {}", s.recipe, s.name);
+    for s in &plan.steps {
+        match sc.windows_step(s) {
+            Ok(v) => book.extend(v.into_iter().map(|c| (label(s), c))),
+            Err(e) => book.push((label(s), format!("# {e}"))),
+        }
+    }
+    for c in &plan.checks {
+        book.push((format!("check {}", c.check.name), sc.probe(c)));
+    }
+    book.push(("remove the working directory".into(), sc.remove_workdir()));
+    let temp = Scripts {
+        workdir: "C:\\Windows\\Temp",
+        ..sc
+    };
+    for s in &plan.finalize {
+        match temp.windows_step(s) {
+            Ok(v) => book.extend(v.into_iter().map(|c| (format!("finalize {}", label(s)), c))),
+            Err(e) => book.push((label(s), format!("# {e}"))),
+        }
+    }
+    book
+}
+
+/// The build instance, with the bake's working directory.
+pub struct Host<'a> {
+    pub conn: &'a Conn,
+    pub platform: Platform,
     pub workdir: &'a str,
     pub sudo: bool,
     pub events: &'a Events,
@@ -68,22 +281,27 @@ pub struct Linux<'a> {
     pub cancel: &'a Cancel,
 }
 
-impl Linux<'_> {
-    fn as_root(&self, cmd: &str) -> String {
-        if self.sudo {
-            format!("sudo -n {cmd}")
-        } else {
-            cmd.to_string()
+impl Host<'_> {
+    fn windows(&self) -> bool {
+        self.platform == Platform::Windows
+    }
+
+    pub fn scripts(&self) -> Scripts<'_> {
+        Scripts {
+            platform: self.platform,
+            workdir: self.workdir,
+            sudo: self.sudo,
         }
     }
 
-    /// Runs `cmd` with output streamed as events, bounded by `timeout` and cancellation.
-    async fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, StepError> {
-        self.exec_with(cmd, timeout, true).await
+    fn as_root(&self, cmd: &str) -> String {
+        self.scripts().as_root(cmd)
     }
 
-    /// `stream`: emit each output line as an event (probes keep their output to themselves).
-    async fn exec_with(
+    /// Runs `cmd` (a shell command on Linux, a PowerShell script on Windows) with output
+    /// streamed as events when `stream`, bounded by `timeout` and cancellation. The output is
+    /// raw (Windows: with the wrapper's marks).
+    async fn exec_raw(
         &self,
         cmd: &str,
         timeout: Duration,
@@ -91,22 +309,56 @@ impl Linux<'_> {
     ) -> Result<ExecOutput, StepError> {
         let events = self.events.clone();
         let bake_id = self.bake_id.to_string();
+        let windows = self.windows();
         let mut on_line = move |s, line: &str| {
-            if stream {
-                events.emit(BakeEvent::Output {
-                    bake_id: bake_id.clone(),
-                    stream: s,
-                    line: line.to_string(),
-                })
+            if !stream {
+                return;
             }
+            let line = if windows {
+                let l = powershell::unwrap(line);
+                if l.is_empty() && !line.is_empty() {
+                    return;
+                }
+                l
+            } else {
+                line.to_string()
+            };
+            events.emit(BakeEvent::Output {
+                bake_id: bake_id.clone(),
+                stream: s,
+                line,
+            })
         };
-        tokio::select! {
-            r = tokio::time::timeout(timeout, self.ssh.exec(cmd, &mut on_line)) => match r {
-                Ok(r) => Ok(r?),
-                Err(_) => Err(StepError::Timeout(timeout)),
-            },
-            () = self.cancel.cancelled() => Err(StepError::Cancelled),
+        let owned;
+        let command = if windows && !self.conn.is_ssm() {
+            owned = powershell::encoded_command(cmd);
+            if owned.len() > ENCODED_COMMAND_MAX {
+                return Err(StepError::Unsupported(format!(
+                    "the script is too long for powershell -EncodedCommand over SSH ({} characters); use the ssm communicator",
+                    owned.len()
+                )));
+            }
+            owned.as_str()
+        } else {
+            cmd
+        };
+        Ok(self
+            .conn
+            .exec(command, timeout, self.cancel, &mut on_line)
+            .await?)
+    }
+
+    /// Windows output without the wrapper's noise.
+    fn clean(&self, mut out: ExecOutput) -> ExecOutput {
+        if self.windows() {
+            out.stdout = powershell::unwrap(&out.stdout);
+            out.stderr = powershell::unwrap(&out.stderr);
         }
+        out
+    }
+
+    async fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, StepError> {
+        Ok(self.clean(self.exec_raw(cmd, timeout, true).await?))
     }
 
     /// Exits non-zero -> error with the output's tail.
@@ -121,32 +373,66 @@ impl Linux<'_> {
         Ok(out)
     }
 
-    /// Creates the working directory (private to the build user).
+    fn ps(&self, env: &BTreeMap<String, String>, script: &str) -> String {
+        self.scripts().ps(env, script)
+    }
+
+    /// Creates the working directory.
     pub async fn prepare(&self) -> Result<(), StepError> {
-        let w = sh_quote(self.workdir);
-        self.exec_ok(
-            &format!("mkdir -p -m 700 {w} {w}/.bakery"),
-            Duration::from_secs(60),
-        )
-        .await?;
+        self.exec_ok(&self.scripts().prepare(), Duration::from_secs(60))
+            .await?;
         Ok(())
     }
 
     /// Removes the working directory (before capture, so it is not in the image).
     pub async fn remove_workdir(&self) -> Result<(), StepError> {
-        let cmd = self.as_root(&format!("rm -rf {}", sh_quote(self.workdir)));
-        self.exec_ok(&cmd, Duration::from_secs(120)).await?;
+        self.exec_ok(&self.scripts().remove_workdir(), Duration::from_secs(120))
+            .await?;
         Ok(())
     }
 
-    /// The prelude every script and probe starts with: the workdir and the step's variables.
     fn prelude(&self, env: &BTreeMap<String, String>) -> String {
-        let mut s = format!("export BAKERY_WORKDIR={}\n", sh_quote(self.workdir));
-        for (k, v) in env {
-            s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        self.scripts().prelude(env)
+    }
+
+    /// Writes files (absolute path, bytes) on a Linux instance: SFTP over SSH, inline base64
+    /// over SSM (each file's sha256 checked on the instance).
+    async fn write_files(&self, files: &[(String, &[u8])]) -> Result<(), StepError> {
+        if let Conn::Ssh(ssh) = self.conn {
+            ssh.upload_all(files).await?;
+            return Ok(());
         }
-        s.push_str("cd \"$BAKERY_WORKDIR\"\n");
-        s
+        for (path, bytes) in files {
+            if bytes.len() > SSM_INLINE_FILE_MAX {
+                return Err(StepError::Unsupported(format!(
+                    "{path} is {} bytes: files over {SSM_INLINE_FILE_MAX} bytes need S3 transfer, which this version does not have",
+                    bytes.len()
+                )));
+            }
+            let sha = sha256_hex(bytes);
+            let p = sh_quote(path);
+            let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                vec![&[][..]]
+            } else {
+                bytes.chunks(SSM_INLINE_CHUNK).collect()
+            };
+            let last = chunks.len() - 1;
+            for (i, c) in chunks.iter().enumerate() {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+                let mut cmd = format!("set -e\nmkdir -p \"$(dirname {p})\"\n");
+                cmd.push_str(&format!(
+                    "printf '%s' '{b64}' | base64 -d {} {p}\n",
+                    if i == 0 { ">" } else { ">>" }
+                ));
+                if i == last {
+                    cmd.push_str(&format!(
+                        "printf '%s  %s\\n' '{sha}' {p} | sha256sum -c - >/dev/null\n"
+                    ));
+                }
+                self.exec_ok(&cmd, Duration::from_secs(300)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Uploads `script` (with the prelude) and runs it under `bash -euo pipefail`.
@@ -159,7 +445,7 @@ impl Linux<'_> {
     ) -> Result<ExecOutput, StepError> {
         let path = format!("{}/.bakery/step-{n}.sh", self.workdir);
         let body = format!("{}{script}", self.prelude(env));
-        self.ssh.upload(&path, body.as_bytes()).await?;
+        self.write_files(&[(path.clone(), body.as_bytes())]).await?;
         self.exec_ok(
             &self.as_root(&format!("bash -euo pipefail {}", sh_quote(&path))),
             timeout,
@@ -167,11 +453,31 @@ impl Linux<'_> {
         .await
     }
 
-    /// Runs one planned step (the `n`th of the bake).
+    /// Runs one planned step (the `n`th of the bake). Restarts and Windows Update are run by
+    /// the runner (they reconnect).
     pub async fn step(&self, n: usize, s: &PlannedStep) -> Result<(), StepError> {
+        if self.windows() {
+            if matches!(
+                s.action,
+                PlannedAction::Restart { .. } | PlannedAction::WindowsUpdate { .. }
+            ) {
+                return Err(StepError::Unsupported(
+                    "restart and windows_update steps are run by the runner".into(),
+                ));
+            }
+            for c in self.scripts().windows_step(s)? {
+                self.exec_ok(&c, s.timeout).await?;
+            }
+            return Ok(());
+        }
         match &s.action {
             PlannedAction::Shell { script } => {
                 self.run_script(n, script, &s.env, s.timeout).await?;
+            }
+            PlannedAction::PowerShell { .. } | PlannedAction::WindowsUpdate { .. } => {
+                return Err(StepError::Unsupported(
+                    "PowerShell steps need a Windows build instance".into(),
+                ))
             }
             PlannedAction::Upload {
                 destination,
@@ -192,7 +498,7 @@ impl Linux<'_> {
                         (p, f.bytes.as_slice())
                     })
                     .collect();
-                self.ssh.upload_all(&uploads).await?;
+                self.write_files(&uploads).await?;
                 let dest = sh_path(destination);
                 let mut script = if *is_dir {
                     format!("mkdir -p {dest}\ncp -R {}/. {dest}/\n", sh_quote(&stage))
@@ -225,49 +531,65 @@ impl Linux<'_> {
                 self.run_script(n, &script, &s.env, s.timeout).await?;
             }
             PlannedAction::Restart { .. } => {
-                // Handled by the runner (it owns the connection).
-                unreachable_restart()?;
-            }
-            PlannedAction::PowerShell { .. } | PlannedAction::WindowsUpdate { .. } => {
-                return Err(StepError::Remote(RemoteError::Ssh {
-                    op: "step",
-                    addr: String::new(),
-                    message: "PowerShell steps need a Windows build instance".into(),
-                }));
+                return Err(StepError::Unsupported(
+                    "restart steps are run by the runner".into(),
+                ));
             }
         }
         Ok(())
     }
 
+    /// One Windows Update pass (installs, then reports what and whether a reboot is pending).
+    pub async fn update_pass(
+        &self,
+        categories: &[String],
+        timeout: Duration,
+    ) -> Result<UpdatePass, StepError> {
+        let out = self
+            .exec_ok(
+                &self.ps(
+                    &BTreeMap::new(),
+                    &powershell::windows_update_pass(categories),
+                ),
+                timeout,
+            )
+            .await?;
+        UpdatePass::parse(&out.stdout).ok_or_else(|| StepError::Exit {
+            code: out.exit_code,
+            tail: "the Windows Update pass printed no result (no reboot_pending line)".into(),
+        })
+    }
+
     /// The instance's boot id (changes on every boot).
     pub async fn boot_id(&self) -> Result<String, StepError> {
         let out = self
-            .exec_ok(
-                "cat /proc/sys/kernel/random/boot_id",
-                Duration::from_secs(30),
-            )
+            .exec_ok(&self.scripts().boot_id(), Duration::from_secs(60))
             .await?;
         Ok(out.stdout.trim().to_string())
     }
 
     /// Asks the instance to reboot a moment after this command returns.
     pub async fn request_reboot(&self) -> Result<(), StepError> {
-        let cmd = format!(
-            "nohup sh -c 'sleep 2; {}' >/dev/null 2>&1 &",
-            self.as_root("systemctl reboot || reboot").replace('\'', "")
-        );
-        self.exec_ok(&cmd, Duration::from_secs(30)).await?;
+        self.exec_ok(&self.scripts().request_reboot(), Duration::from_secs(60))
+            .await?;
         Ok(())
     }
 
     /// Runs one check's probe and evaluates it.
     pub async fn check(&self, c: &PlannedCheck, timeout: Duration) -> CheckResult {
         let started = Instant::now();
-        let probe = probe::linux(&c.check.kind);
-        let script = format!("{}{probe}\n", self.prelude(&BTreeMap::new()));
-        let cmd = self.as_root(&format!("bash -c {}", sh_quote(&script)));
-        let outcome = match self.exec_with(&cmd, timeout, false).await {
-            Ok(out) => eval::evaluate(&c.check.kind, out.exit_code, &out.stdout),
+        let cmd = self.scripts().probe(c);
+        let outcome = match self.exec_raw(&cmd, timeout, false).await {
+            // A Windows probe that never started (the wrapper's mark is missing) has nothing to
+            // evaluate, whatever its exit code says.
+            Ok(out) if self.windows() && !powershell::ran(&out.stdout) => eval::Outcome {
+                passed: false,
+                detail: "no output to evaluate (the probe did not run)".into(),
+            },
+            Ok(out) => {
+                let out = self.clean(out);
+                eval::evaluate(&c.check.kind, out.exit_code, &out.stdout)
+            }
             Err(e) => eval::Outcome {
                 passed: false,
                 detail: format!("probe failed: {e}"),
@@ -282,12 +604,4 @@ impl Linux<'_> {
             duration: started.elapsed(),
         }
     }
-}
-
-fn unreachable_restart() -> Result<(), StepError> {
-    Err(StepError::Remote(RemoteError::Ssh {
-        op: "restart",
-        addr: String::new(),
-        message: "restart is run by the runner".into(),
-    }))
 }

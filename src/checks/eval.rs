@@ -103,6 +103,9 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
         }
         CheckKind::Service {
             state, start_mode, ..
+        } if field(stdout, "status").is_some() => windows_service(stdout, *state, *start_mode),
+        CheckKind::Service {
+            state, start_mode, ..
         } => {
             let (Some(active), Some(enabled)) = (field(stdout, "active"), field(stdout, "enabled"))
             else {
@@ -141,6 +144,9 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             pass(format!("{active}, {enabled}"))
         }
         CheckKind::Port { port, listening } => {
+            if !stdout.lines().any(|l| l.trim_end() == "probe=port") {
+                return fail("no output to evaluate");
+            }
             let mut saw = false;
             let mut open = false;
             for l in stdout.lines() {
@@ -215,16 +221,82 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             pass(format!("installed {got}"))
         }
-        CheckKind::Registry { .. }
-        | CheckKind::Hotfix { .. }
-        | CheckKind::WindowsFeature { .. } => {
-            if stdout.trim().is_empty() {
-                fail("no output to evaluate")
-            } else {
-                fail("Windows checks are evaluated by the Windows probes")
+        CheckKind::Registry { value, equals, .. } => {
+            let Some(key) = field(stdout, "key") else {
+                return fail("no output to evaluate");
+            };
+            if key.trim() != "1" {
+                return fail("no such key");
+            }
+            let Some(name) = value else {
+                return pass("key exists");
+            };
+            if field(stdout, "value_missing").is_some() {
+                return fail(format!("no value {name:?}"));
+            }
+            let got = field(stdout, "value").unwrap_or("").trim_end();
+            match equals {
+                Some(want) if got != want => fail(format!("{name} is {got:?}, expected {want:?}")),
+                _ => pass(format!("{name} = {got:?}")),
+            }
+        }
+        CheckKind::Hotfix { installed, .. } | CheckKind::WindowsFeature { installed, .. } => {
+            let Some(found) = field(stdout, "installed") else {
+                return fail("no output to evaluate");
+            };
+            if field(stdout, "unknown_feature").is_some() {
+                return fail("no such feature");
+            }
+            match (found.trim() == "1", *installed) {
+                (true, true) => pass("installed"),
+                (false, false) => pass("not installed"),
+                (true, false) => fail("installed, expected absent"),
+                (false, true) => fail("not installed"),
             }
         }
     }
+}
+
+/// A Windows service probe: `status=running|stopped|...|missing`, `start_mode=auto|manual|disabled`.
+fn windows_service(
+    stdout: &str,
+    state: Option<ServiceState>,
+    start_mode: Option<StartMode>,
+) -> Outcome {
+    let status = field(stdout, "status").unwrap_or("").trim_end();
+    if status == "missing" {
+        return fail("no such service");
+    }
+    let mode = field(stdout, "start_mode").unwrap_or("").trim_end();
+    if let Some(s) = state {
+        let running = status == "running";
+        let ok = match s {
+            ServiceState::Running => running,
+            ServiceState::Stopped => status == "stopped",
+        };
+        if !ok {
+            return fail(format!(
+                "is {status}, expected {}",
+                if matches!(s, ServiceState::Running) {
+                    "running"
+                } else {
+                    "stopped"
+                }
+            ));
+        }
+    }
+    if let Some(m) = start_mode {
+        let got = match mode {
+            "auto" => Some(StartMode::Auto),
+            "manual" => Some(StartMode::Manual),
+            "disabled" => Some(StartMode::Disabled),
+            _ => None,
+        };
+        if got != Some(m) {
+            return fail(format!("start mode is {mode}, expected {m:?}").to_lowercase());
+        }
+    }
+    pass(format!("{status}, {mode}"))
 }
 
 #[cfg(test)]
@@ -312,7 +384,7 @@ mod tests {
                     listening: true,
                 },
                 0,
-                "ss=0.0.0.0:22\nss=[::]:22\n",
+                "probe=port\nss=0.0.0.0:22\nss=[::]:22\n",
                 true,
             ),
             (
@@ -321,7 +393,7 @@ mod tests {
                     listening: false,
                 },
                 0,
-                "ss=0.0.0.0:22\n",
+                "probe=port\nss=0.0.0.0:22\n",
                 true,
             ),
             (
@@ -330,7 +402,7 @@ mod tests {
                     listening: true,
                 },
                 0,
-                "ss=0.0.0.0:22\n",
+                "probe=port\nss=0.0.0.0:22\n",
                 false,
             ),
             (
@@ -339,7 +411,7 @@ mod tests {
                     listening: true,
                 },
                 0,
-                "proc=00000000:0016\n",
+                "probe=port\nproc=00000000:0016\n",
                 true,
             ),
             (
@@ -405,6 +477,89 @@ mod tests {
         for (i, (k, code, out, want)) in cases.iter().enumerate() {
             let o = evaluate(k, *code, out);
             assert_eq!(o.passed, *want, "case {i}: {k:?} {out:?} -> {o:?}");
+        }
+    }
+
+    /// Windows probe output, and what each check makes of it; empty output never passes.
+    #[test]
+    fn windows_table() {
+        let svc = CheckKind::Service {
+            service: "AmazonSSMAgent".into(),
+            state: Some(ServiceState::Running),
+            start_mode: Some(StartMode::Auto),
+        };
+        let reg = CheckKind::Registry {
+            key: "HKLM:\\X".into(),
+            value: Some("ExecutionPolicy".into()),
+            equals: Some("RemoteSigned".into()),
+        };
+        let port = CheckKind::Port {
+            port: 3389,
+            listening: true,
+        };
+        let hotfix = CheckKind::Hotfix {
+            hotfix: "KB5030216".into(),
+            installed: true,
+        };
+        let feature = CheckKind::WindowsFeature {
+            feature: "Telnet-Client".into(),
+            installed: false,
+        };
+        let cases: Vec<(&CheckKind, &str, bool, &str)> = vec![
+            (
+                &svc,
+                "status=running\r\nstart_mode=auto\r\n",
+                true,
+                "running, auto",
+            ),
+            (
+                &svc,
+                "status=stopped\nstart_mode=auto\n",
+                false,
+                "is stopped",
+            ),
+            (
+                &svc,
+                "status=running\nstart_mode=manual\n",
+                false,
+                "start mode is manual",
+            ),
+            (&svc, "status=missing\n", false, "no such service"),
+            (&svc, "", false, "no output to evaluate"),
+            (&reg, "key=1\nvalue=RemoteSigned\n", true, "RemoteSigned"),
+            (
+                &reg,
+                "key=1\nvalue=Unrestricted\n",
+                false,
+                "expected \"RemoteSigned\"",
+            ),
+            (&reg, "key=1\nvalue_missing=1\n", false, "no value"),
+            (&reg, "key=0\n", false, "no such key"),
+            (&reg, "", false, "no output to evaluate"),
+            (
+                &port,
+                "probe=port\nss=0.0.0.0:3389\nss=:::3389\n",
+                true,
+                "listening",
+            ),
+            (&port, "probe=port\n", false, "nothing listens"),
+            (&port, "", false, "no output to evaluate"),
+            (&hotfix, "installed=1\n", true, "installed"),
+            (&hotfix, "installed=0\n", false, "not installed"),
+            (&hotfix, "", false, "no output to evaluate"),
+            (&feature, "installed=0\n", true, "not installed"),
+            (
+                &feature,
+                "installed=0\nunknown_feature=1\n",
+                false,
+                "no such feature",
+            ),
+            (&feature, "", false, "no output to evaluate"),
+        ];
+        for (kind, out, passed, needle) in cases {
+            let o = evaluate(kind, 0, out);
+            assert_eq!(o.passed, passed, "{kind:?} on {out:?}: {o:?}");
+            assert!(o.detail.contains(needle), "{kind:?} on {out:?}: {o:?}");
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Linux probe commands: one shell command per check whose output the pure evaluator reads.
-//! Probes print `key=value` lines (except `command`, whose own output is evaluated).
+//! Probe commands, Linux (shell) and Windows (PowerShell): one command per check whose output
+//! the pure evaluator reads. Probes print `key=value` lines (except `command`, whose own output
+//! is evaluated); a probe that printed nothing never passes.
 
 use super::CheckKind;
+use crate::remote::powershell::{ps_path, ps_quote};
 use crate::remote::{sh_path, sh_quote};
 
 /// The shell command that gathers what `kind` needs, on Linux.
@@ -31,7 +33,7 @@ pub fn linux(kind: &CheckKind) -> String {
         }
         CheckKind::Port { .. } => {
             // Listening TCP sockets; ss when present, the kernel tables otherwise.
-            "if command -v ss >/dev/null 2>&1; then ss -Hltn | awk '{print \"ss=\" $4}'; else cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4==\"0A\" {print \"proc=\" $2}'; fi".to_string()
+            "echo probe=port; if command -v ss >/dev/null 2>&1; then ss -Hltn | awk '{print \"ss=\" $4}'; else cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4==\"0A\" {print \"proc=\" $2}'; fi".to_string()
         }
         CheckKind::Http { url, .. } => format!(
             "b=$(mktemp); code=$(curl -s -o \"$b\" -w '%{{http_code}}' --max-time 30 {} || true); echo \"status=$code\"; echo body_begin; cat \"$b\"; rm -f \"$b\"",
@@ -49,6 +51,91 @@ else echo installed=0; fi"
         CheckKind::Registry { .. } | CheckKind::Hotfix { .. } | CheckKind::WindowsFeature { .. } => {
             "echo unsupported=1; exit 3".to_string()
         }
+    }
+}
+
+/// The PowerShell that gathers what `kind` needs, on Windows.
+pub fn windows(kind: &CheckKind) -> String {
+    match kind {
+        CheckKind::Command { command, .. } => command.clone(),
+        CheckKind::File {
+            path,
+            contains,
+            sha256,
+            ..
+        } => {
+            let mut s = format!(
+                "$f = {}\nif (Test-Path -LiteralPath $f) {{\n    'exists=1'\n",
+                ps_path(path)
+            );
+            if sha256.is_some() {
+                s.push_str(
+                    "    'sha256=' + (Get-FileHash -Algorithm SHA256 -LiteralPath $f).Hash.ToLower()\n",
+                );
+            }
+            if let Some(c) = contains {
+                s.push_str(&format!(
+                    "    if (Select-String -LiteralPath $f -SimpleMatch -Quiet -Pattern {}) {{ 'contains=1' }} else {{ 'contains=0' }}\n",
+                    ps_quote(c)
+                ));
+            }
+            s.push_str("} else {\n    'exists=0'\n}\n");
+            s
+        }
+        CheckKind::Service { service, .. } => format!(
+            "$s = Get-Service -Name {} -ErrorAction SilentlyContinue\n\
+if ($null -eq $s) {{ 'status=missing' }} else {{\n\
+    'status=' + $s.Status.ToString().ToLower()\n\
+    'start_mode=' + $(switch ($s.StartType.ToString()) {{ 'Automatic' {{ 'auto' }} 'Manual' {{ 'manual' }} 'Disabled' {{ 'disabled' }} default {{ $_.ToLower() }} }})\n\
+}}\n",
+            ps_quote(service)
+        ),
+        CheckKind::Port { port, .. } => format!(
+            "'probe=port'\nGet-NetTCPConnection -State Listen -LocalPort {port} -ErrorAction SilentlyContinue | ForEach-Object {{ 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }}\n"
+        ),
+        CheckKind::Http { url, .. } => format!(
+            "try {{\n\
+    $r = Invoke-WebRequest -UseBasicParsing -TimeoutSec 30 -Uri {}\n\
+    'status=' + [int]$r.StatusCode\n\
+    'body_begin'\n\
+    $r.Content\n\
+}} catch {{\n\
+    if ($_.Exception.Response) {{ 'status=' + [int]$_.Exception.Response.StatusCode }} else {{ 'status=0' }}\n\
+}}\n",
+            ps_path(url)
+        ),
+        CheckKind::Package { package, .. } => format!(
+            "$name = {}\n\
+$keys = 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*', 'HKLM:\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*'\n\
+$hit = Get-ItemProperty -Path $keys -ErrorAction SilentlyContinue | Where-Object {{ $_.PSObject.Properties['DisplayName'] -and $_.DisplayName -like \"$name*\" }} | Select-Object -First 1\n\
+if ($hit) {{ 'installed=1'; 'version=' + $hit.DisplayVersion }}\n\
+elseif ((Get-Command choco -ErrorAction SilentlyContinue) -and ($c = choco list --exact $name --limit-output | Select-Object -First 1)) {{ 'installed=1'; 'version=' + ($c -split '\\|')[1] }}\n\
+else {{ 'installed=0' }}\n",
+            ps_quote(package)
+        ),
+        CheckKind::Registry { key, value, .. } => {
+            let mut s = format!(
+                "$k = {}\nif (Test-Path -LiteralPath $k) {{\n    'key=1'\n",
+                ps_quote(key)
+            );
+            if let Some(v) = value {
+                s.push_str(&format!(
+                    "    $p = Get-ItemProperty -LiteralPath $k -Name {q} -ErrorAction SilentlyContinue\n    if ($null -ne $p) {{ 'value=' + $p.{q} }} else {{ 'value_missing=1' }}\n",
+                    q = ps_quote(v)
+                ));
+            }
+            s.push_str("} else {\n    'key=0'\n}\n");
+            s
+        }
+        CheckKind::Hotfix { hotfix, .. } => format!(
+            "if (Get-HotFix -Id {} -ErrorAction SilentlyContinue) {{ 'installed=1' }} else {{ 'installed=0' }}\n",
+            ps_quote(hotfix)
+        ),
+        CheckKind::WindowsFeature { feature, .. } => format!(
+            "$f = Get-WindowsFeature -Name {} -ErrorAction SilentlyContinue\n\
+if ($null -eq $f) {{ 'installed=0'; 'unknown_feature=1' }} else {{ 'installed=' + [int]$f.Installed }}\n",
+            ps_quote(feature)
+        ),
     }
 }
 

@@ -84,6 +84,34 @@ pub struct LaunchSpec {
     pub client_token: Option<String>,
 }
 
+/// One command invocation on one instance, as GetCommandInvocation reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Invocation {
+    /// Pending, InProgress, Delayed, Success, Cancelled, TimedOut, Failed, Cancelling.
+    pub status: String,
+    /// The finer status (`Undeliverable`, `ExecutionTimedOut`, ...).
+    pub details: String,
+    /// The script's exit code (-1 while it has none).
+    pub response_code: i32,
+    /// At most 24,000 characters (the API truncates).
+    pub stdout: String,
+    /// At most 8,000 characters.
+    pub stderr: String,
+    /// Where the full output is when the command wrote it to S3.
+    pub stdout_url: Option<String>,
+    pub stderr_url: Option<String>,
+}
+
+/// An instance as Systems Manager knows it (DescribeInstanceInformation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedNode {
+    pub id: InstanceId,
+    /// Online, ConnectionLost, Inactive.
+    pub ping_status: String,
+    /// Windows, Linux, MacOS.
+    pub platform: String,
+}
+
 /// A failed AWS call, named by its operation (`RunInstances`), never a bare SDK error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {

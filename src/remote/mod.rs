@@ -1,7 +1,57 @@
-//! Running commands and uploading files on the build instance. `ssh` is the SSH communicator
-//! (russh); the SSM communicator comes with Windows support.
+//! Running commands and uploading files on the build instance: `ssh` (russh) and `ssm` (Run
+//! Command) communicators; `powershell` builds what runs on Windows.
 
+pub mod powershell;
 pub mod ssh;
+pub mod ssm;
+
+/// A connection to the build instance, over either communicator.
+pub enum Conn {
+    Ssh(ssh::Ssh),
+    Ssm(ssm::Ssm),
+}
+
+impl Conn {
+    /// Runs `command` (a shell command line over SSH; a whole script over SSM) to its end,
+    /// bounded by `timeout` (SSM: the agent's `executionTimeout`) and cancellation.
+    pub async fn exec(
+        &self,
+        command: &str,
+        timeout: std::time::Duration,
+        cancel: &crate::cloud::cancel::Cancel,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExecOutput, ExecError> {
+        match self {
+            Conn::Ssh(s) => tokio::select! {
+                r = tokio::time::timeout(timeout, s.exec(command, on_line)) => match r {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(ExecError::Timeout(timeout)),
+                },
+                () = cancel.cancelled() => Err(ExecError::Remote(RemoteError::Cancelled)),
+            },
+            Conn::Ssm(s) => Ok(s.exec(command, timeout, cancel, on_line).await?),
+        }
+    }
+
+    pub fn is_ssm(&self) -> bool {
+        matches!(self, Conn::Ssm(_))
+    }
+
+    pub async fn close(self) {
+        if let Conn::Ssh(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+/// Why a command did not produce an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("timed out after {}s", .0.as_secs())]
+    Timeout(std::time::Duration),
+}
 
 /// Which stream a line of remote output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +104,8 @@ pub enum RemoteError {
         addr: String,
         message: String,
     },
+    #[error("ssm {op}: {message}")]
+    Ssm { op: &'static str, message: String },
     #[error("`{command}` ended without an exit status (connection lost?)")]
     NoExitStatus { command: String },
     #[error("cancelled")]

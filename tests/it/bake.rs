@@ -594,10 +594,12 @@ fn interrupting_the_cleanup_of_a_published_bake_keeps_the_version() {
 fn the_instance_profile_must_exist_before_anything_is_created() {
     let sb = Sandbox::start();
     let toml = std::fs::read_to_string(sb.project.path().join("bakery.toml")).expect("bakery.toml");
-    sb.project.write(
-        "bakery.toml",
-        &format!("{toml}instance_profile = \"bakery-build\"\n"),
+    let named = toml.replace(
+        "instance_profile = \"bakery-sandbox\"",
+        "instance_profile = \"bakery-build\"",
     );
+    assert_ne!(named, toml, "the sandbox target names an instance profile");
+    sb.project.write("bakery.toml", &named);
     let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

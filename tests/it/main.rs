@@ -6,5 +6,6 @@ mod fingerprint;
 mod many;
 mod plan;
 mod registry;
+mod ssm;
 #[path = "../support/mod.rs"]
 mod support;

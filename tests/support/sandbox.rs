@@ -140,7 +140,7 @@ impl Sandbox {
         project.write(
             "bakery.toml",
             &format!(
-                "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\n"
+                "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\ninstance_profile = \"bakery-sandbox\"\n"
             ),
         );
         let host = guard.0.take().expect("host");

@@ -20,9 +20,10 @@ use crate::catalog::model::{Region, Target};
 
 use super::limit::{Limiter, LimiterStats};
 use super::poller::{self, PollStats, Poller};
-use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo};
+use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, Invocation, ManagedNode};
 
 pub(crate) use ec2::Describer;
+pub use ssm::CommandSpec;
 
 /// Attempts per call in the SDK's standard retry mode (it retries throttling and transient
 /// errors with backoff; AWS's recommended default is 3, we allow a little more for long bakes).
@@ -42,6 +43,11 @@ pub struct Aws {
     limiter: Arc<Limiter>,
     pub(crate) instances: Arc<Poller<InstanceId, InstanceInfo>>,
     pub(crate) images: Arc<Poller<ImageId, ImageInfo>>,
+    /// Run Command invocations (command id, instance): GetCommandInvocation takes one at a
+    /// time, so a tick sends one per waiter, all at the same moment.
+    pub(crate) invocations: Arc<Poller<(String, InstanceId), Invocation>>,
+    /// Systems Manager's view of instances (DescribeInstanceInformation, 50 ids per call).
+    pub(crate) nodes: Arc<Poller<InstanceId, ManagedNode>>,
 }
 
 /// What one region's limiter and pollers did (for reports and benchmarks).
@@ -50,12 +56,18 @@ pub struct RegionStats {
     pub ec2: LimiterStats,
     pub instances: PollStats,
     pub images: PollStats,
+    pub invocations: PollStats,
+    pub nodes: PollStats,
 }
 
 /// Ids per batched Describe call. DescribeInstances and DescribeImages take their ids here as an
 /// `instance-id` / `image-id` filter (an id that is not visible yet is left out rather than
 /// failing the whole call, as `InstanceIds` would); 200 values keeps the request small.
 const IDS_PER_CALL: usize = 200;
+/// DescribeInstanceInformation's `InstanceIds` filter takes at most 50 values (SSM API reference).
+const NODES_PER_CALL: usize = 50;
+/// GetCommandInvocation calls per batch of one tick (sent one after another).
+const INVOCATIONS_PER_TICK: usize = 50;
 
 impl Aws {
     /// Builds clients with the standard credential chain (or the target's profile), the region,
@@ -118,7 +130,7 @@ impl Aws {
                 }),
             )
         };
-        Self {
+        let mut aws = Self {
             region: region.clone(),
             ec2,
             ssm: aws_sdk_ssm::Client::new(&conf),
@@ -126,7 +138,72 @@ impl Aws {
             limiter,
             instances: Arc::new(instances),
             images: Arc::new(images),
-        }
+            invocations: Arc::new(Poller::new(
+                "invocation",
+                poller::TICK,
+                1,
+                Arc::new(|_| Box::pin(async { Ok(Vec::new()) })),
+            )),
+            nodes: Arc::new(Poller::new(
+                "managed node",
+                poller::TICK,
+                1,
+                Arc::new(|_| Box::pin(async { Ok(Vec::new()) })),
+            )),
+        };
+        // The SSM pollers describe with this client (a clone without pollers of its own).
+        let plain = aws.clone();
+        aws.invocations = Arc::new(Poller::new(
+            "invocation",
+            poller::TICK,
+            INVOCATIONS_PER_TICK,
+            Arc::new(move |keys: Vec<(String, InstanceId)>| {
+                let aws = plain.clone();
+                Box::pin(async move {
+                    let mut out = Vec::new();
+                    for (cmd, id) in keys {
+                        if let Some(i) = aws.get_invocation(&cmd, &id).await? {
+                            out.push(((cmd, id), i));
+                        }
+                    }
+                    Ok(out)
+                })
+            }),
+        ));
+        let plain = aws.clone();
+        aws.nodes = Arc::new(Poller::new(
+            "managed node",
+            poller::TICK,
+            NODES_PER_CALL,
+            Arc::new(move |ids: Vec<InstanceId>| {
+                let aws = plain.clone();
+                Box::pin(async move {
+                    Ok(aws
+                        .managed_nodes(&ids)
+                        .await?
+                        .into_iter()
+                        .map(|n| (n.id.clone(), n))
+                        .collect())
+                })
+            }),
+        ));
+        aws
+    }
+
+    /// The invocation's state at the shared poller's next tick (`None`: not known yet).
+    pub async fn poll_invocation(
+        &self,
+        command_id: &str,
+        id: &InstanceId,
+    ) -> Result<Option<Invocation>, CloudError> {
+        self.invocations
+            .observe((command_id.to_string(), id.clone()))
+            .await
+    }
+
+    /// Systems Manager's view of the instance at the next tick (`None`: not registered).
+    pub async fn poll_node(&self, id: &InstanceId) -> Result<Option<ManagedNode>, CloudError> {
+        self.nodes.observe(id.clone()).await
     }
 
     /// The instance's state at the shared poller's next tick (`None`: not visible yet).
@@ -144,6 +221,8 @@ impl Aws {
             ec2: self.limiter.stats(),
             instances: self.instances.stats(),
             images: self.images.stats(),
+            invocations: self.invocations.stats(),
+            nodes: self.nodes.stats(),
         }
     }
 
@@ -252,7 +331,12 @@ impl Fleet {
             e.ec2.requests += s.ec2.requests;
             e.ec2.delayed += s.ec2.delayed;
             e.ec2.waited_ms += s.ec2.waited_ms;
-            for (t, f) in [(&mut e.instances, s.instances), (&mut e.images, s.images)] {
+            for (t, f) in [
+                (&mut e.instances, s.instances),
+                (&mut e.images, s.images),
+                (&mut e.invocations, s.invocations),
+                (&mut e.nodes, s.nodes),
+            ] {
                 t.ticks += f.ticks;
                 t.calls += f.calls;
                 t.answered += f.answered;

@@ -1,9 +1,10 @@
-//! SSM Parameter Store: source AMIs from parameters, and the registry's version parameters.
+//! SSM Parameter Store (source AMIs from parameters, the registry's version parameters) and Run
+//! Command (SendCommand, GetCommandInvocation, DescribeInstanceInformation).
 
-use aws_sdk_ssm::types::ParameterType;
+use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterType};
 
 use super::Aws;
-use crate::cloud::CloudError;
+use crate::cloud::{CloudError, InstanceId, Invocation, ManagedNode};
 
 /// The data type that makes SSM validate a value as an AMI id (SSM PutParameter docs).
 pub const AMI_DATA_TYPE: &str = "aws:ec2:image";
@@ -160,6 +161,145 @@ impl Aws {
                     out.insert(n.to_string(), v.to_string());
                 }
             }
+        }
+        Ok(out)
+    }
+}
+
+/// What SendCommand should run.
+#[derive(Debug, Clone)]
+pub struct CommandSpec<'a> {
+    /// `AWS-RunShellScript` or `AWS-RunPowerShellScript`.
+    pub document: &'a str,
+    pub commands: Vec<String>,
+    /// The document's `executionTimeout` (how long the script may run on the instance).
+    pub execution_timeout: std::time::Duration,
+    /// How long the command may wait to be delivered (`TimeoutSeconds`).
+    pub delivery_timeout: std::time::Duration,
+    pub comment: String,
+    /// Full output goes here (`OutputS3BucketName` / `OutputS3KeyPrefix`).
+    pub output_s3: Option<(String, String)>,
+}
+
+/// SendCommand's `TimeoutSeconds` bounds (SSM API reference).
+pub const DELIVERY_TIMEOUT_MIN: u64 = 30;
+pub const DELIVERY_TIMEOUT_MAX: u64 = 2_592_000;
+/// `executionTimeout` bounds of AWS-RunShellScript / AWS-RunPowerShellScript (document schema).
+pub const EXECUTION_TIMEOUT_MAX: u64 = 172_800;
+
+impl Aws {
+    /// Sends one command to one instance; the command id.
+    pub async fn send_command(
+        &self,
+        instance: &InstanceId,
+        spec: &CommandSpec<'_>,
+    ) -> Result<String, CloudError> {
+        let exec = spec
+            .execution_timeout
+            .as_secs()
+            .clamp(1, EXECUTION_TIMEOUT_MAX);
+        let delivery = spec
+            .delivery_timeout
+            .as_secs()
+            .clamp(DELIVERY_TIMEOUT_MIN, DELIVERY_TIMEOUT_MAX);
+        let mut comment: String = spec.comment.chars().take(100).collect();
+        comment.truncate(100);
+        let mut req = self
+            .ssm
+            .send_command()
+            .document_name(spec.document)
+            .instance_ids(instance.as_str())
+            .parameters("commands", spec.commands.clone())
+            .parameters("executionTimeout", vec![exec.to_string()])
+            .timeout_seconds(delivery as i32)
+            .comment(comment);
+        if let Some((bucket, prefix)) = &spec.output_s3 {
+            req = req
+                .output_s3_bucket_name(bucket)
+                .output_s3_key_prefix(prefix)
+                .output_s3_region(self.region.as_str());
+        }
+        let out = req.send().await.map_err(|e| self.err("SendCommand", e))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| self.bad("SendCommand", "no command id in the answer"))
+    }
+
+    /// One invocation; `None` while SSM does not know it yet (`InvocationDoesNotExist` is
+    /// normal for a moment right after SendCommand).
+    pub async fn get_invocation(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<Invocation>, CloudError> {
+        match self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance.as_str())
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(Invocation {
+                status: o
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                details: o.status_details().unwrap_or_default().to_string(),
+                response_code: o.response_code(),
+                stdout: o.standard_output_content().unwrap_or_default().to_string(),
+                stderr: o.standard_error_content().unwrap_or_default().to_string(),
+                stdout_url: o
+                    .standard_output_url()
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+                stderr_url: o
+                    .standard_error_url()
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+            })),
+            Err(e) => {
+                let e = self.err("GetCommandInvocation", e);
+                if e.code() == Some("InvocationDoesNotExist") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The instances Systems Manager knows, of `ids` (at most 50 per call).
+    pub async fn managed_nodes(&self, ids: &[InstanceId]) -> Result<Vec<ManagedNode>, CloudError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .ssm
+            .describe_instance_information()
+            .filters(
+                InstanceInformationStringFilter::builder()
+                    .key("InstanceIds")
+                    .set_values(Some(ids.iter().map(|i| i.0.clone()).collect()))
+                    .build()
+                    .map_err(|e| self.bad("DescribeInstanceInformation", e.to_string()))?,
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeInstanceInformation", e))?;
+            out.extend(page.instance_information_list().iter().filter_map(|i| {
+                Some(ManagedNode {
+                    id: InstanceId(i.instance_id()?.to_string()),
+                    ping_status: i
+                        .ping_status()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                    platform: i
+                        .platform_type()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                })
+            }));
         }
         Ok(out)
     }

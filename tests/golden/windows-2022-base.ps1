@@ -1,0 +1,863 @@
+# ==== prepare
+$ErrorActionPreference = 'Stop'
+New-Item -ItemType Directory -Force -Path 'C:\Windows\Temp\bakery-bk-golden\.bakery' | Out-Null
+
+# ==== step windows-base / Set the time zone
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+$env:TIMEZONE_ID = 'UTC'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Sets the Windows time zone to $env:TIMEZONE_ID (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$timeZoneId = $env:TIMEZONE_ID
+if ([string]::IsNullOrWhiteSpace($timeZoneId)) {
+    throw 'TIMEZONE_ID is not set'
+}
+
+$known = @(Get-TimeZone -ListAvailable | Where-Object { $_.Id -eq $timeZoneId })
+if ($known.Count -eq 0) {
+    throw "Unknown time zone id '$timeZoneId': use an Id from Get-TimeZone -ListAvailable"
+}
+
+if ((Get-TimeZone).Id -eq $timeZoneId) {
+    Write-Output "Time zone is already '$timeZoneId'"
+}
+else {
+    Set-TimeZone -Id $timeZoneId
+    Write-Output "Time zone set to '$timeZoneId'"
+}
+
+# When EC2Launch v2's sysprep answer file names a TimeZone, sysprep's specialize pass applies it to every
+# instance launched from the image: keep it in step with the zone set above.
+$unattendFile = Join-Path $env:ProgramData 'Amazon\EC2Launch\sysprep\unattend.xml'
+if (Test-Path -LiteralPath $unattendFile) {
+    $unattend = New-Object System.Xml.XmlDocument
+    $unattend.PreserveWhitespace = $true
+    $unattend.Load($unattendFile)
+    $namespaces = New-Object System.Xml.XmlNamespaceManager($unattend.NameTable)
+    $namespaces.AddNamespace('u', 'urn:schemas-microsoft-com:unattend')
+    $changed = $false
+    foreach ($node in @($unattend.SelectNodes('//u:component[@name="Microsoft-Windows-Shell-Setup"]/u:TimeZone', $namespaces))) {
+        if ($node.InnerText -ne $timeZoneId) {
+            $node.InnerText = $timeZoneId
+            $changed = $true
+        }
+    }
+    if ($changed) {
+        $unattend.Save($unattendFile)
+        Write-Output "Time zone set to '$timeZoneId' in $unattendFile"
+    }
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 10) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Set the LocalMachine execution policy to RemoteSigned
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Sets the LocalMachine PowerShell execution policy to RemoteSigned (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$desired = 'RemoteSigned'
+
+if ((Get-ExecutionPolicy -Scope LocalMachine) -eq $desired) {
+    Write-Output "LocalMachine execution policy is already $desired"
+}
+else {
+    try {
+        Set-ExecutionPolicy -ExecutionPolicy $desired -Scope LocalMachine -Force
+    }
+    catch {
+        # This session runs with its own -ExecutionPolicy (Process scope), which takes precedence over
+        # LocalMachine, so Set-ExecutionPolicy reports an override after having written the new value.
+        # Anything else is a real failure.
+        if ($_.FullyQualifiedErrorId -notlike 'ExecutionPolicyOverride*') {
+            throw
+        }
+        Write-Output "Note: $($_.Exception.Message.Trim())"
+    }
+}
+
+$actual = Get-ExecutionPolicy -Scope LocalMachine
+if ($actual -ne $desired) {
+    throw "LocalMachine execution policy is '$actual', expected '$desired'"
+}
+Write-Output "LocalMachine execution policy: $actual"
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Disable IE Enhanced Security Configuration
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Turns off Internet Explorer Enhanced Security Configuration for administrators and users (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$components = [ordered]@{
+    'Administrators' = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A7-37EF-4b3f-8CFC-4F3A74704073}'
+    'Users'          = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A8-37EF-4b3f-8CFC-4F3A74704073}'
+}
+
+foreach ($component in $components.GetEnumerator()) {
+    $key = $component.Value
+    if (-not (Test-Path -LiteralPath $key)) {
+        New-Item -Path $key -Force | Out-Null
+    }
+    New-ItemProperty -LiteralPath $key -Name 'IsInstalled' -Value 0 -PropertyType DWord -Force | Out-Null
+    Write-Output "IE Enhanced Security Configuration disabled for $($component.Key)"
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Size the event logs
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+$env:EVENT_LOG_SIZE_MB = '512'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Sets the maximum size of the Application, System and Security event logs to $env:EVENT_LOG_SIZE_MB (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$sizeMb = 0
+if (-not [int]::TryParse($env:EVENT_LOG_SIZE_MB, [ref]$sizeMb) -or $sizeMb -lt 1) {
+    throw "EVENT_LOG_SIZE_MB must be a positive whole number of megabytes, got '$env:EVENT_LOG_SIZE_MB'"
+}
+# A whole number of megabytes is always a multiple of the 64 KB the event log service requires.
+$sizeBytes = [int64]$sizeMb * 1MB
+
+foreach ($logName in 'Application', 'System', 'Security') {
+    $current = (Get-WinEvent -ListLog $logName).MaximumSizeInBytes
+    if ($current -eq $sizeBytes) {
+        Write-Output "$logName log maximum size is already $sizeMb MB"
+        continue
+    }
+    & wevtutil.exe set-log $logName "/maxsize:$sizeBytes"
+    if ($LASTEXITCODE -ne 0) {
+        throw "wevtutil set-log $logName failed with exit code $LASTEXITCODE"
+    }
+    Write-Output "$logName log maximum size set to $sizeMb MB (was $([math]::Round($current / 1MB)) MB)"
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 10) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Do not open Server Manager at logon
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Keeps Server Manager from opening at logon, for every user (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+function Set-RegistryDword {
+    param(
+        [Parameter(Mandatory)][string]$Path,
+        [Parameter(Mandatory)][string]$Name,
+        [Parameter(Mandatory)][int]$Value
+    )
+    if (-not (Test-Path -LiteralPath $Path)) {
+        New-Item -Path $Path -Force | Out-Null
+    }
+    New-ItemProperty -LiteralPath $Path -Name $Name -Value $Value -PropertyType DWord -Force | Out-Null
+}
+
+# Machine policy (what the "Do not display Server Manager automatically at logon" GPO sets).
+Set-RegistryDword -Path 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\Server\ServerManager' -Name 'DoNotOpenAtLogon' -Value 1
+# Machine preference, honoured by Server Manager itself.
+Set-RegistryDword -Path 'HKLM:\SOFTWARE\Microsoft\ServerManager' -Name 'DoNotOpenServerManagerAtLogon' -Value 1
+
+# The logon task that starts Server Manager.
+$task = Get-ScheduledTask -TaskPath '\Microsoft\Windows\Server Manager\' -TaskName 'ServerManager' -ErrorAction SilentlyContinue
+if ($null -ne $task -and $task.State -ne 'Disabled') {
+    $task | Disable-ScheduledTask | Out-Null
+    Write-Output 'Disabled the ServerManager logon task'
+}
+
+Write-Output 'Server Manager will not open at logon'
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Enable strong cryptography (TLS 1.2) for .NET
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Makes .NET Framework applications use the OS TLS defaults (TLS 1.2 and later) instead of SSL3/TLS 1.0 (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$frameworkKeys = @(
+    'HKLM:\SOFTWARE\Microsoft\.NETFramework\v4.0.30319'
+    'HKLM:\SOFTWARE\WOW6432Node\Microsoft\.NETFramework\v4.0.30319'
+    'HKLM:\SOFTWARE\Microsoft\.NETFramework\v2.0.50727'
+    'HKLM:\SOFTWARE\WOW6432Node\Microsoft\.NETFramework\v2.0.50727'
+)
+
+foreach ($key in $frameworkKeys) {
+    if (-not (Test-Path -LiteralPath $key)) {
+        New-Item -Path $key -Force | Out-Null
+    }
+    foreach ($name in 'SchUseStrongCrypto', 'SystemDefaultTlsVersions') {
+        New-ItemProperty -LiteralPath $key -Name $name -Value 1 -PropertyType DWord -Force | Out-Null
+    }
+    Write-Output "Strong cryptography enabled under $key"
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step windows-base / Activate the High performance power plan
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Activates the built-in High performance power plan (recipe windows-base).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+# GUID of the built-in "High performance" scheme (SCHEME_MIN), identical on every Windows installation.
+$highPerformance = '8c5e7fda-e8bf-4a96-9a85-a6e23a8c635c'
+
+$active = (& powercfg.exe /getactivescheme | Out-String)
+if ($LASTEXITCODE -ne 0) {
+    throw "powercfg /getactivescheme failed with exit code $LASTEXITCODE"
+}
+
+if ($active -match $highPerformance) {
+    Write-Output 'High performance power plan is already active'
+}
+else {
+    & powercfg.exe /setactive $highPerformance
+    if ($LASTEXITCODE -ne 0) {
+        throw "powercfg /setactive $highPerformance failed with exit code $LASTEXITCODE"
+    }
+    Write-Output 'High performance power plan activated'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step chocolatey / Install Chocolatey
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+$env:CHOCOLATEY_FEED_USERNAME = ''
+$env:CHOCOLATEY_NUPKG_SHA256 = ''
+$env:CHOCOLATEY_NUPKG_URL = 'https://community.chocolatey.org/api/v2/package/chocolatey/2.4.3'
+$env:CHOCOLATEY_VERSION = '2.4.3'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Installs Chocolatey $env:CHOCOLATEY_VERSION from its nupkg, the way the official install.ps1 does (recipe chocolatey).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+$ProgressPreference = 'SilentlyContinue'
+[Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+
+$version = $env:CHOCOLATEY_VERSION
+$nupkgUrl = $env:CHOCOLATEY_NUPKG_URL
+$expectedSha256 = $env:CHOCOLATEY_NUPKG_SHA256
+if ([string]::IsNullOrWhiteSpace($version)) { throw 'CHOCOLATEY_VERSION is not set' }
+if ([string]::IsNullOrWhiteSpace($nupkgUrl)) { throw 'CHOCOLATEY_NUPKG_URL is not set' }
+
+$chocoRoot = Join-Path $env:ProgramData 'chocolatey'
+$chocoExe = Join-Path $chocoRoot 'bin\choco.exe'
+
+function Get-ChocolateyVersion {
+    if (-not (Test-Path -LiteralPath $chocoExe)) { return $null }
+    $output = (& $chocoExe --version | Out-String).Trim()
+    if ($LASTEXITCODE -ne 0) { throw "choco --version failed with exit code $LASTEXITCODE" }
+    return $output
+}
+
+$headers = @{}
+
+$installed = Get-ChocolateyVersion
+if ($installed -eq $version) {
+    Write-Output "Chocolatey $version is already installed"
+}
+elseif ($null -ne $installed) {
+    Write-Output "Chocolatey $installed is installed; moving it to $version"
+    & $chocoExe upgrade chocolatey "--version=$version" --allow-downgrade --yes --no-progress
+    if ($LASTEXITCODE -ne 0) { throw "choco upgrade chocolatey failed with exit code $LASTEXITCODE" }
+}
+else {
+    $staging = Join-Path "$env:BAKERY_WORKDIR" 'chocolatey'
+    if (Test-Path -LiteralPath $staging) { Remove-Item -LiteralPath $staging -Recurse -Force }
+    New-Item -ItemType Directory -Path $staging -Force | Out-Null
+
+    # A nupkg is a zip archive; the .zip name keeps the .NET zip APIs happy.
+    $nupkg = Join-Path $staging "chocolatey.$version.zip"
+    Write-Output "Downloading Chocolatey $version from $nupkgUrl"
+    Invoke-WebRequest -Uri $nupkgUrl -OutFile $nupkg -Headers $headers -UseBasicParsing
+
+    if (-not [string]::IsNullOrWhiteSpace($expectedSha256)) {
+        $actualSha256 = (Get-FileHash -LiteralPath $nupkg -Algorithm SHA256).Hash
+        if ($actualSha256 -ne $expectedSha256) {
+            throw "sha256 mismatch for $nupkgUrl`: expected $expectedSha256, got $actualSha256"
+        }
+    }
+
+    $packageDir = Join-Path $staging 'package'
+    Add-Type -AssemblyName System.IO.Compression.FileSystem
+    [IO.Compression.ZipFile]::ExtractToDirectory($nupkg, $packageDir)
+
+    # The package's own installer, in a fresh process: outside this script's strict mode.
+    $env:ChocolateyInstall = $chocoRoot
+    & powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File (Join-Path $packageDir 'tools\chocolateyInstall.ps1')
+    if ($LASTEXITCODE -ne 0) { throw "chocolateyInstall.ps1 failed with exit code $LASTEXITCODE" }
+
+    # Register Chocolatey as an installed package of itself, so that it can upgrade itself later.
+    $libDir = Join-Path $chocoRoot 'lib\chocolatey'
+    New-Item -ItemType Directory -Path $libDir -Force | Out-Null
+    Copy-Item -LiteralPath $nupkg -Destination (Join-Path $libDir 'chocolatey.nupkg') -Force
+
+    Remove-Item -LiteralPath $staging -Recurse -Force
+}
+
+$installed = Get-ChocolateyVersion
+if ($installed -ne $version) {
+    throw "Chocolatey reports version '$installed', expected '$version'"
+}
+Write-Output "Chocolatey $installed is installed in $chocoRoot"
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 13) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step chocolatey / Configure Chocolatey features and sources
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+$env:CHOCOLATEY_FEED_USERNAME = ''
+$env:CHOCOLATEY_SOURCE_URL = ''
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Sets Chocolatey features for unattended use and points it at the internal feed when one is configured (recipe chocolatey).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$choco = Join-Path $env:ProgramData 'chocolatey\bin\choco.exe'
+
+function Invoke-Choco {
+    param([Parameter(Mandatory)][string[]]$Arguments)
+    & $choco @Arguments
+    if ($LASTEXITCODE -ne 0) {
+        throw "choco $($Arguments -join ' ') failed with exit code $LASTEXITCODE"
+    }
+}
+
+# Progress bars only bloat non-interactive logs.
+Invoke-Choco -Arguments @('feature', 'disable', '--name=showDownloadProgress', '--limit-output')
+
+Write-Output 'No internal feed configured: keeping the community repository'
+
+Invoke-Choco -Arguments @('source', 'list', '--limit-output')
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 11) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step chocolatey / Install Chocolatey packages
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Installs (or upgrades to) the Chocolatey packages listed in the recipe's packages parameter (recipe chocolatey).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$choco = Join-Path $env:ProgramData 'chocolatey\bin\choco.exe'
+
+# Each entry is a package id, optionally pinned as "id@version".
+$packages = @(
+    '7zip.install'
+)
+
+if ($packages.Count -eq 0) {
+    Write-Output 'No Chocolatey packages requested'
+}
+
+# Exit codes that mean success; 1641 and 3010 also ask for a reboot.
+$successCodes = @(0, 1641, 3010)
+$rebootRequested = $false
+
+foreach ($entry in $packages) {
+    $id, $pinnedVersion = $entry -split '@', 2
+    # "upgrade" installs missing packages too, so re-running this step is harmless.
+    $chocoArguments = @('upgrade', $id, '--yes', '--no-progress')
+    if ($pinnedVersion) {
+        $chocoArguments += "--version=$pinnedVersion"
+        $chocoArguments += '--allow-downgrade'
+    }
+    Write-Output "choco $($chocoArguments -join ' ')"
+    & $choco @chocoArguments
+    $exitCode = $LASTEXITCODE
+    if ($successCodes -notcontains $exitCode) {
+        throw "choco upgrade $id failed with exit code $exitCode"
+    }
+    if ($exitCode -ne 0) { $rebootRequested = $true }
+}
+
+if ($rebootRequested) {
+    Write-Output 'A package asked for a reboot: the image is generalised and rebooted before first use'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check time zone
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+(Get-TimeZone).Id
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check execution policy
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+Get-ExecutionPolicy -Scope LocalMachine
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check IE ESC is off for administrators
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$k = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A7-37EF-4b3f-8CFC-4F3A74704073}'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'IsInstalled' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'IsInstalled' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check IE ESC is off for users
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$k = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A8-37EF-4b3f-8CFC-4F3A74704073}'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'IsInstalled' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'IsInstalled' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check Security event log size
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+(Get-WinEvent -ListLog Security).MaximumSizeInBytes
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check Server Manager does not open at logon
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$k = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\Server\ServerManager'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'DoNotOpenAtLogon' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'DoNotOpenAtLogon' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check .NET 4 uses strong cryptography
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$k = 'HKLM:\SOFTWARE\Microsoft\.NETFramework\v4.0.30319'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'SchUseStrongCrypto' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'SchUseStrongCrypto' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check High performance power plan is active
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+powercfg.exe /getactivescheme
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check choco runs at the pinned version
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+& "$env:ProgramData\chocolatey\bin\choco.exe" --version
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check requested packages are installed
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$missing = @(@('7zip.install') | Where-Object { -not (Test-Path -LiteralPath (Join-Path $env:ProgramData "chocolatey\lib\$_")) })
+if ($missing.Count -gt 0) { Write-Output "missing: $($missing -join ', ')"; exit 1 }
+Write-Output 'all requested packages are installed'
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check SSM agent
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
+if ($null -eq $s) { 'status=missing' } else {
+'status=' + $s.Status.ToString().ToLower()
+'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check RDP listener
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+'probe=port'
+Get-NetTCPConnection -State Listen -LocalPort 3389 -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check PowerShell execution policy
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$k = 'HKLM:\SOFTWARE\Microsoft\PowerShell\1\ShellIds\Microsoft.PowerShell'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'ExecutionPolicy' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'ExecutionPolicy' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check 7-Zip
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$f = 'C:\Program Files\7-Zip\7z.exe'
+if (Test-Path -LiteralPath $f) {
+    'exists=1'
+} else {
+    'exists=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== remove the working directory
+Remove-Item -Recurse -Force -LiteralPath 'C:\Windows\Temp\bakery-bk-golden' -ErrorAction SilentlyContinue
+exit 0
+
+# ==== finalize step ec2launch-sysprep / EC2Launch v2 reset and sysprep (powers the instance off)
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+# Resets EC2Launch v2 and runs sysprep, which generalises Windows and shuts the instance down (recipe ec2launch-sysprep).
+# This is the last thing that runs on the build instance: the connection drops when it powers off.
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$ec2launch = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'
+if (-not (Test-Path -LiteralPath $ec2launch)) {
+    throw "$ec2launch not found: this recipe needs EC2Launch v2 (shipped on Amazon's Windows Server 2022 AMIs)"
+}
+
+# Forget this instance: EC2Launch state, run-once markers and logs, so that the next boot runs every
+# first-boot task (and the instance's user data) again.
+& $ec2launch reset --clean
+if ($LASTEXITCODE -ne 0) { throw "EC2Launch reset --clean failed with exit code $LASTEXITCODE" }
+
+Write-Output 'Running sysprep: the instance powers off when it is done'
+& $ec2launch sysprep --shutdown
+if ($LASTEXITCODE -ne 0) { throw "EC2Launch sysprep failed with exit code $LASTEXITCODE" }
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== step restart-only / restart
+(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
+# ==== step restart-only / restart
+shutdown.exe /r /t 5 /c 'bakery restart' /d p:4:1

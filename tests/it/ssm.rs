@@ -1,0 +1,317 @@
+//! The SSM communicator against the emulator's Run Command (scripts/emulator.py): shell commands
+//! run for real on this host, PowerShell commands are recorded but not run (there is no
+//! PowerShell here), and every command is readable back with ListCommands.
+
+use bakery::catalog::model::{ImageName, Target};
+use bakery::catalog::Catalog;
+use bakery::plan::Planner;
+
+use crate::support::fixtures::repo_root;
+use crate::support::sandbox::Sandbox;
+use crate::support::{rt, text};
+
+/// The image over SSM: the communicator, and no SSH settings (they only apply to SSH).
+fn ssm_toml(toml: &str) -> String {
+    toml.replace("communicator = \"ssh\"", "communicator = \"ssm\"")
+        .lines()
+        .filter(|l| !l.starts_with("ssh = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Switches `images/<image>.toml` to the ssm communicator.
+fn use_ssm(sb: &Sandbox, image: &str) {
+    let path = sb.project.path().join(format!("images/{image}.toml"));
+    let toml = std::fs::read_to_string(&path).expect("image");
+    let ssm = ssm_toml(&toml);
+    assert_ne!(ssm, toml, "{image} uses ssh");
+    std::fs::write(&path, ssm).expect("write");
+}
+
+/// Every command sent (in order): (document, commands parameter joined, executionTimeout).
+fn commands(sb: &Sandbox) -> Vec<(String, String, String)> {
+    rt().block_on(async {
+        let (_, ssm) = sb.clients().await;
+        let out = ssm.list_commands().send().await.expect("ListCommands");
+        out.commands()
+            .iter()
+            .map(|c| {
+                let p = c.parameters();
+                let get = |k: &str| {
+                    p.and_then(|p| p.get(k))
+                        .map(|v| v.join("\n"))
+                        .unwrap_or_default()
+                };
+                (
+                    c.document_name().unwrap_or_default().to_string(),
+                    get("commands"),
+                    get("executionTimeout"),
+                )
+            })
+            .collect()
+    })
+}
+
+fn bake_id_of(json_lines: &str) -> String {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["bake_id"].as_str().map(str::to_string))
+        .expect("a bake_id in the event stream")
+}
+
+#[test]
+fn sandbox_demo_bakes_over_ssm_for_real() {
+    let sb = Sandbox::start();
+    use_ssm(&sb, "sandbox-demo");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(art["version"], "0.1.0");
+    // The checks ran on this host and passed: the uploaded files and the executable are real.
+    let checks = art["checks"].as_array().expect("checks");
+    assert!(checks.len() >= 4, "{checks:?}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    // No key pair and no inbound rule: SSM needs neither.
+    assert!(!err.contains("+ key pair"), "{err}");
+    let sent = commands(&sb);
+    assert!(sent.len() > 5, "{sent:?}");
+    assert!(
+        sent.iter().all(|(d, _, _)| d == "AWS-RunShellScript"),
+        "{sent:?}"
+    );
+    // A step's executionTimeout is its timeout (sandbox-demo: 2m).
+    assert!(
+        sent.iter()
+            .any(|(_, c, t)| c.contains("bash -euo pipefail") && t == "120"),
+        "{sent:?}"
+    );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+    assert_eq!(sb.leftover_workdirs(), Vec::<String>::new());
+}
+
+/// `images/ssm-step.toml`: sandbox-demo over SSM plus one step running `script`.
+fn add_ssm_step(sb: &Sandbox, name: &str, script: &str) {
+    sb.project.write(
+        &format!("recipes/{name}/recipe.toml"),
+        &format!(
+            "platforms = [\"linux\"]\n\n[[step]]\nname = \"{name}\"\nshell = {{ inline = '''\n{script}\n''' }}\n"
+        ),
+    );
+    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
+        .expect("demo")
+        .replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
+        .replace(
+            "[[check]]",
+            &format!("[[recipe]]\nuse = \"{name}\"\n\n[[check]]"),
+        );
+    sb.project
+        .write(&format!("images/{name}.toml"), &ssm_toml(&demo));
+}
+
+#[test]
+fn a_failing_ssm_step_reports_its_exit_code_and_output() {
+    let sb = Sandbox::start();
+    add_ssm_step(&sb, "ssm-fails", "echo about to fail >&2\nexit 7");
+    let out = sb.bakery(&["bake", "ssm-fails", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("(ssm-fails / ssm-fails) exited with 7"),
+        "{err}"
+    );
+    assert!(err.contains("about to fail"), "{err}");
+    assert!(err.contains("nothing was left behind"), "{err}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn exit_194_reboots_and_runs_the_script_again() {
+    let sb = Sandbox::start();
+    // First run: asks for a reboot. Second run (after it): carries on.
+    add_ssm_step(
+        &sb,
+        "ssm-reboot",
+        "if [ -e \"$BAKERY_WORKDIR/asked-for-reboot\" ]; then echo second run; else touch \"$BAKERY_WORKDIR/asked-for-reboot\"; echo first run; exit 194; fi",
+    );
+    let out = sb.bakery(&["bake", "ssm-reboot", "--target", "sandbox", "-v"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // Only the final run's output reaches bakery (the invocation stayed InProgress across it).
+    assert!(err.contains("second run"), "{err}");
+    assert!(!err.contains("first run"), "{err}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn output_beyond_the_api_limit_is_reported_as_truncated() {
+    let sb = Sandbox::start();
+    add_ssm_step(
+        &sb,
+        "ssm-chatty",
+        "head -c 30000 /dev/zero | tr '\\0' x; echo; echo the-end",
+    );
+    let out = sb.bakery(&[
+        "bake",
+        "ssm-chatty",
+        "--target",
+        "sandbox",
+        "--log-format",
+        "json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("output truncated by SSM"), "{err}");
+    // The API kept the first 24,000 characters: the end is gone.
+    assert!(!err.contains("the-end"), "{err}");
+}
+
+fn windows_book(bake_id: &str) -> Vec<(String, String)> {
+    let catalog = Catalog::load(&repo_root()).expect("shipped catalog");
+    let target = Target::offline();
+    let plan = Planner::new(&catalog, &target)
+        .plan(&ImageName::new_unchecked("windows-2022-base"))
+        .expect("plan");
+    bakery::bake::windows_script_book(&plan, &format!("C:\\Windows\\Temp\\bakery-{bake_id}"))
+}
+
+fn book_text(book: &[(String, String)]) -> String {
+    book.iter()
+        .map(|(label, script)| format!("# ==== {label}\n{script}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every PowerShell script a windows-2022-base bake sends, pinned (wrapper, steps, a restart's
+/// commands, probes, sysprep). Regenerate with BAKERY_UPDATE_GOLDEN=1 after a deliberate change.
+#[test]
+fn the_powershell_of_windows_2022_base_is_pinned() {
+    let mut book = windows_book("bk-golden");
+    // windows-2022-base has no restart step; pin what any restart sends too.
+    let restart =
+        bakery::bake::windows_script_book(&restart_plan(), "C:\\Windows\\Temp\\bakery-bk-golden");
+    book.extend(restart.into_iter().filter(|(l, _)| l.contains("restart")));
+    let got = book_text(&book);
+    let path = repo_root().join("tests/golden/windows-2022-base.ps1");
+    if std::env::var_os("BAKERY_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "the PowerShell changed; if that is intended, run with BAKERY_UPDATE_GOLDEN=1 and review {}\n{}",
+        path.display(),
+        first_difference(&want, &got)
+    );
+    for must in [
+        "$ErrorActionPreference = 'Stop'",
+        "##bakery-ran##",
+        "if ($LASTEXITCODE) { exit $LASTEXITCODE }",
+        "Get-Service -Name 'AmazonSSMAgent'",
+        "Get-NetTCPConnection -State Listen -LocalPort 3389",
+        "& $ec2launch sysprep --shutdown",
+        "LastBootUpTime",
+        "shutdown.exe /r",
+    ] {
+        assert!(got.contains(must), "{must}");
+    }
+}
+
+/// A one-step plan whose step is a restart (for the restart's commands).
+fn restart_plan() -> bakery::plan::Plan {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("images")).expect("mkdir");
+    std::fs::create_dir_all(root.join("recipes/restart-only")).expect("mkdir");
+    std::fs::write(
+        root.join("recipes/restart-only/recipe.toml"),
+        "platforms = [\"windows\"]\n\n[[step]]\nname = \"restart\"\nrestart = {}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.join("images/restart-only.toml"),
+        "name = \"restart-only\"\nversion = \"1.0\"\nplatform = \"windows\"\narchitecture = \"x86_64\"\n\n[source]\nami = \"ami-0123456789abcdef0\"\n\n[build]\ninstance_types = [\"m6i.large\"]\ncommunicator = \"ssm\"\n\n[[recipe]]\nuse = \"restart-only\"\n",
+    )
+    .expect("write");
+    let catalog = Catalog::load(root).unwrap_or_else(|d| panic!("{d}"));
+    Planner::new(&catalog, &Target::offline())
+        .plan(&ImageName::new_unchecked("restart-only"))
+        .expect("plan")
+}
+
+fn first_difference(want: &str, got: &str) -> String {
+    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+        if w != g {
+            return format!("line {}:\n  golden: {w}\n  now:    {g}", i + 1);
+        }
+    }
+    format!(
+        "lengths differ: golden {} lines, now {}",
+        want.lines().count(),
+        got.lines().count()
+    )
+}
+
+#[test]
+fn windows_2022_base_is_provisioned_over_ssm_and_fails_verification_cleanly() {
+    let sb = Sandbox::start();
+    let out = sb.bakery(&[
+        "bake",
+        "windows-2022-base",
+        "--target",
+        "sandbox",
+        "--log-format",
+        "json",
+    ]);
+    let err = text(&out.stderr);
+    // Provisioning went through (the emulator accepts PowerShell without running it); every
+    // probe then had no output to evaluate, so nothing was registered.
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let bake_id = bake_id_of(&err);
+    let checks: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "check")
+        .map(|v| v["result"].clone())
+        .collect();
+    assert!(checks.len() >= 4, "{checks:?}");
+    for c in &checks {
+        assert_eq!(c["passed"], false, "{c}");
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no output to evaluate"),
+            "{c}"
+        );
+    }
+    // What bakery sent, read back from the emulator, is exactly the pinned book up to the
+    // checks, then the working directory's removal (sysprep never ran: verification failed).
+    let sent = commands(&sb);
+    assert!(
+        sent.iter().all(|(d, _, _)| d == "AWS-RunPowerShellScript"),
+        "{sent:?}"
+    );
+    let book = windows_book("bk-golden");
+    let until_finalize: Vec<&(String, String)> = book
+        .iter()
+        .take_while(|(l, _)| !l.starts_with("finalize"))
+        .collect();
+    let got: Vec<String> = sent
+        .iter()
+        .map(|(_, c, _)| c.replace(&bake_id, "bk-golden"))
+        .collect();
+    let want: Vec<String> = until_finalize.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "labels: {:?}",
+        until_finalize.iter().map(|(l, _)| l).collect::<Vec<_>>()
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "command {i} ({})", until_finalize[i].0);
+    }
+    assert!(err.contains("nothing was left behind"), "{err}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
