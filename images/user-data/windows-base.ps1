@@ -18,5 +18,20 @@ if ($service.Status -ne 'Running') {
     (Get-Service -Name $serviceName).WaitForStatus('Running', [TimeSpan]::FromMinutes(2))
 }
 Write-Output "$serviceName is running"
+{% if image.communicator == "ssh" %}
+# This image is provisioned over SSH: install and start OpenSSH Server (a Windows capability on
+# Windows Server 2019 and later), start it at boot, and open port 22 in Windows Firewall.
+$capability = Get-WindowsCapability -Online -Name 'OpenSSH.Server*' | Select-Object -First 1
+if ($null -eq $capability) { throw 'OpenSSH Server is not available as a Windows capability here' }
+if ($capability.State -ne 'Installed') { Add-WindowsCapability -Online -Name $capability.Name | Out-Null }
+Set-Service -Name sshd -StartupType Automatic
+Start-Service -Name sshd
+if (-not (Get-NetFirewallRule -Name 'OpenSSH-Server-In-TCP' -ErrorAction SilentlyContinue)) {
+    New-NetFirewallRule -Name 'OpenSSH-Server-In-TCP' -DisplayName 'OpenSSH Server (sshd)' -Enabled True -Direction Inbound -Protocol TCP -Action Allow -LocalPort 22 | Out-Null
+}
+# PowerShell as the default shell for SSH sessions.
+New-ItemProperty -Path 'HKLM:\SOFTWARE\OpenSSH' -Name DefaultShell -Value "$env:SystemRoot\System32\WindowsPowerShell\v1.0\powershell.exe" -PropertyType String -Force | Out-Null
+Write-Output 'OpenSSH Server is running'
+{% endif %}
 </powershell>
 <persist>false</persist>

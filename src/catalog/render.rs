@@ -66,6 +66,10 @@ impl RenderEnv {
                 "version": image.version.to_string(),
                 "platform": platform.as_str(),
                 "architecture": image.architecture.as_str(),
+                "communicator": match image.build.communicator {
+                    crate::catalog::model::Communicator::Ssh => "ssh",
+                    crate::catalog::model::Communicator::Ssm => "ssm",
+                },
             }),
         );
         context.insert(
