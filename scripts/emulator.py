@@ -23,6 +23,11 @@ output, nothing run, DescribeInstanceInformation missing):
   InProgress. AWS-RunPowerShellScript commands are accepted and recorded (ListCommands returns
   them with their parameters) but not run, there being no PowerShell here: they end Success with
   empty output, so a probe can never pass on one.
+- With OutputS3BucketName, the full stdout and stderr are also written to S3 under
+  <prefix>/<command id>/<instance id>/awsrunShellScript/0.awsrunShellScript/, and the invocation's
+  StandardOutputUrl / StandardErrorUrl name them (as the agent does).
+- Commands find an `aws` on their PATH that stands in for the AWS CLI of a real instance: it does
+  `aws s3 cp s3://bucket/key file` against this emulator (the instance role's credentials).
 - GetCommandInvocation answers InvocationDoesNotExist for the first 0.3 s after SendCommand (as
   AWS may) and for a plugin name the document does not have.
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
@@ -160,6 +165,7 @@ import tempfile
 import uuid
 
 from moto.ec2.models import ec2_backends
+from moto.s3.models import s3_backends
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ssm.models import Parameter, ParameterDict
 from moto.ssm.responses import SimpleSystemManagerResponse
@@ -169,6 +175,30 @@ STDOUT_LIMIT, STDERR_LIMIT = 24000, 8000
 REBOOT_EXIT, MAX_REBOOTS = 194, 5
 NOT_YET_VISIBLE = 0.3
 WINDOWS_PARAM = "/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base"
+PORT = sys.argv[2] if len(sys.argv) > 2 else "5000"
+_BIN = tempfile.mkdtemp(prefix="bakery-emulator-bin-")
+os.chmod(_BIN, 0o755)
+with open(os.path.join(_BIN, "aws"), "w") as f:
+    # bash and curl: the build user cannot read this emulator's Python.
+    f.write(f"""#!/bin/bash
+# Stands in for the AWS CLI on an emulated instance: aws s3 cp s3://bucket/key FILE.
+set -euo pipefail
+args=()
+region=us-east-1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only-show-errors) shift ;;
+    --region) region="$2"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ "${{#args[@]}}" -ne 4 ] || [ "${{args[0]}}" != s3 ] || [ "${{args[1]}}" != cp ] || [ "${{args[2]#s3://}}" = "${{args[2]}}" ]; then
+  echo "this stand-in only does: aws s3 cp s3://bucket/key FILE" >&2; exit 2
+fi
+curl -fsS -o "${{args[3]}}" "http://127.0.0.1:{PORT}/${{args[2]#s3://}}" \\
+  -H "Authorization: AWS4-HMAC-SHA256 Credential=instance-role/20240101/$region/s3/aws4_request, SignedHeaders=host, Signature=0"
+""")
+os.chmod(os.path.join(_BIN, "aws"), 0o755)
 _INVOCATIONS = {}  # (command id, instance id) -> invocation dict
 _SENT = {}  # command id -> time sent
 _LOCK = threading.Lock()
@@ -257,7 +287,23 @@ def _truncate(text, limit):
     return text[:limit]
 
 
-def _run_shell(command_id, instance_id, script, timeout):
+def _write_output(account, region, command, instance_id, plugin_dir, out, err):
+    """What the agent does with OutputS3BucketName: the full streams, in S3."""
+    bucket = command.output_s3_bucket_name
+    if not bucket:
+        return {}
+    prefix = (command.output_s3_key_prefix or "").rstrip("/")
+    urls = {}
+    for name, text, field in (("stdout", out, "StandardOutputUrl"), ("stderr", err, "StandardErrorUrl")):
+        if not text:
+            continue
+        key = f"{prefix}/{command.command_id}/{instance_id}/{plugin_dir}/0.{plugin_dir}/{name}".lstrip("/")
+        s3_backends[account]["aws"].put_object(bucket, key, text.encode())
+        urls[field] = f"https://s3.{region}.amazonaws.com/{bucket}/{key}"
+    return urls
+
+
+def _run_shell(command_id, instance_id, script, timeout, account=None, region=None, command=None):
     key = (command_id, instance_id)
     with _LOCK:
         _INVOCATIONS[key].update(Status="InProgress", StatusDetails="InProgress")
@@ -267,7 +313,7 @@ def _run_shell(command_id, instance_id, script, timeout):
     with open(path, "w") as f:
         f.write(script)
     os.chmod(path, 0o755)
-    argv = ["bash", path]
+    argv = ["env", f"PATH={_BIN}:/usr/local/bin:/usr/bin:/bin", "bash", path]
     if RUN_AS:
         subprocess.run(["chown", "-R", RUN_AS, workdir], check=False)
         argv = ["runuser", "-u", RUN_AS, "--"] + argv
@@ -292,7 +338,14 @@ def _run_shell(command_id, instance_id, script, timeout):
             break
     finally:
         subprocess.run(["rm", "-rf", workdir], check=False)
+    urls = {}
+    if command is not None:
+        try:
+            urls = _write_output(account, region, command, instance_id, "awsrunShellScript", out, err)
+        except Exception as e:
+            print(f"command output to S3: {e}", file=sys.stderr)
     with _LOCK:
+        _INVOCATIONS[key].update(urls)
         _INVOCATIONS[key].update(
             Status=status, StatusDetails=details, ResponseCode=code,
             StandardOutputContent=_truncate(out, STDOUT_LIMIT),
@@ -335,7 +388,9 @@ def send_command(self):
             _INVOCATIONS[(command.command_id, i)] = inv
             _SENT[command.command_id] = time.time()
         if plugin == "aws:runShellScript":
-            threading.Thread(target=_run_shell, args=(command.command_id, i, script, timeout), daemon=True).start()
+            threading.Thread(target=_run_shell, args=(command.command_id, i, script, timeout),
+                             kwargs=dict(account=self.current_account, region=self.region, command=command),
+                             daemon=True).start()
         else:
             # No PowerShell here: recorded, not run.
             inv.update(Status="Success", StatusDetails="Success", ResponseCode=0)
@@ -375,6 +430,12 @@ SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
 SimpleSystemManagerResponse.list_commands = list_commands
 
 if __name__ == "__main__":
+    import atexit
+    import shutil
+
     from moto.server import main
+
+    # moto's server exits through sys.exit on SIGTERM/SIGINT: atexit handlers run.
+    atexit.register(shutil.rmtree, _BIN, True)
 
     main(["-H", sys.argv[1], "-p", sys.argv[2]])

@@ -43,6 +43,13 @@ pub enum Undo {
     DeleteKeyFile {
         path: PathBuf,
     },
+    /// Deletes every object under the bake's prefix of the target's bucket (files sent to the
+    /// instance, command output).
+    DeleteS3Prefix {
+        region: String,
+        bucket: String,
+        prefix: String,
+    },
 }
 
 impl std::fmt::Display for Undo {
@@ -68,6 +75,9 @@ impl std::fmt::Display for Undo {
                 write!(f, "parameter {name} ({region}, to be restored)")
             }
             Undo::DeleteKeyFile { path } => write!(f, "key file {}", path.display()),
+            Undo::DeleteS3Prefix { bucket, prefix, .. } => {
+                write!(f, "objects under s3://{bucket}/{prefix}")
+            }
         }
     }
 }

@@ -185,11 +185,14 @@ pub async fn bake(
             ));
         }
         for s in plan.steps.iter().chain(&plan.finalize) {
+            if target.s3_bucket.is_some() {
+                break;
+            }
             if let PlannedAction::Upload { files, source, .. } = &s.action {
                 if let Some(f) = files.iter().find(|f| f.size > SSM_INLINE_FILE_MAX) {
                     return Err(fail_early(
                         "preflight",
-                        format!("step {} / {}: {source}{}{} is {} bytes; over SSM bakery sends files of up to {SSM_INLINE_FILE_MAX} bytes inline, larger ones need S3 transfer, which this version does not have: use the ssh communicator or a download step", s.recipe, s.name, if f.rel.is_empty() { "" } else { "/" }, f.rel, f.size),
+                        format!("step {} / {}: {source}{}{} is {} bytes; over SSM bakery sends files of up to {SSM_INLINE_FILE_MAX} bytes inline, larger ones go through S3: set s3_bucket in target {}", s.recipe, s.name, if f.rel.is_empty() { "" } else { "/" }, f.rel, f.size, target.name),
                     ));
                 }
             }
@@ -635,6 +638,14 @@ impl Run<'_> {
                 return Err(Failure::new(format!("instance profile {p} does not exist")));
             }
         }
+        if let (true, Some(b)) = (self.ssm(), &self.target.s3_bucket) {
+            if !self.aws.bucket_exists(b).await? {
+                return Err(Failure::new(format!(
+                    "S3 bucket {b} (s3_bucket of target {}) does not exist or is not reachable",
+                    self.target.name
+                )));
+            }
+        }
         if let Some(sg) = &self.target.security_group {
             if !self.aws.security_group_exists(sg).await? {
                 return Err(Failure::new(format!(
@@ -797,6 +808,11 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// This bake's prefix in the target's bucket.
+    fn s3_prefix(&self) -> String {
+        format!("bakery/{}", self.bake_id)
+    }
+
     fn ssm(&self) -> bool {
         self.image.build.communicator == Communicator::Ssm
     }
@@ -810,7 +826,11 @@ impl Run<'_> {
                 .clone()
                 .ok_or_else(|| Failure::new("no instance"))?,
             platform: self.image.platform,
-            output_s3: None,
+            s3: self
+                .target
+                .s3_bucket
+                .as_ref()
+                .map(|b| (b.clone(), self.s3_prefix())),
             bake_id: self.bake_id.clone(),
         })
     }
@@ -818,6 +838,17 @@ impl Run<'_> {
     async fn connect(&mut self) -> Result<(), Failure> {
         if self.ssm() {
             let ssm = self.ssm_conn()?;
+            if let Some((bucket, prefix)) = &ssm.s3 {
+                // Whatever the bake puts there (files, command output) goes with it.
+                self.journal.push(
+                    Undo::DeleteS3Prefix {
+                        region: self.region(),
+                        bucket: bucket.clone(),
+                        prefix: format!("{prefix}/"),
+                    },
+                    When::Always,
+                )?;
+            }
             ssm.wait_online(self.image.build.timeouts.launch, &self.cancel)
                 .await?;
             tracing::info!(instance = %ssm.instance, "online in Systems Manager");

@@ -183,6 +183,40 @@ impl Scripts<'_> {
         }
     }
 
+    /// Fetches `s3://bucket/key` to `path` with the instance's role, then checks its sha256.
+    pub fn s3_fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        region: &str,
+        path: &str,
+        sha256: &str,
+    ) -> String {
+        if self.windows() {
+            self.ps(
+                &BTreeMap::new(),
+                &format!(
+                    "$p = {path}\n\
+New-Item -ItemType Directory -Force -Path (Split-Path -Parent $p) | Out-Null\n\
+Read-S3Object -BucketName {b} -Key {k} -Region {r} -File $p | Out-Null\n\
+$h = (Get-FileHash -Algorithm SHA256 -LiteralPath $p).Hash.ToLower()\n\
+if ($h -ne '{sha256}') {{ throw \"sha256 of $p is $h, expected {sha256}\" }}\n",
+                    path = ps_path(path),
+                    b = ps_quote(bucket),
+                    k = ps_quote(key),
+                    r = ps_quote(region),
+                ),
+            )
+        } else {
+            let p = sh_quote(path);
+            format!(
+                "set -e\nmkdir -p \"$(dirname {p})\"\naws s3 cp --only-show-errors --region {} {} {p}\nprintf '%s  %s\\n' '{sha256}' {p} | sha256sum -c - >/dev/null\n",
+                sh_quote(region),
+                sh_quote(&format!("s3://{bucket}/{key}")),
+            )
+        }
+    }
+
     /// On Windows: the scripts one step sends, in order (restarts and Windows Update passes are
     /// the runner's).
     pub fn windows_step(&self, s: &PlannedStep) -> Result<Vec<String>, StepError> {
@@ -196,10 +230,7 @@ impl Scripts<'_> {
             } => files
                 .iter()
                 .map(|f| {
-                    let path = match (*is_dir, f.rel.is_empty()) {
-                        (true, false) => format!("{destination}\\{}", f.rel.replace('/', "\\")),
-                        _ => destination.clone(),
-                    };
+                    let path = windows_destination(destination, *is_dir, &f.rel);
                     // NTFS has no mode bits: `mode` is for Linux.
                     self.ps(&s.env, &powershell::write_file(&path, &f.bytes, &sha256_hex(&f.bytes)))
                 })
@@ -233,6 +264,15 @@ if ($h -ne {sha}) {{ Remove-Item -Force -LiteralPath $p; throw \"sha256 of $p is
                 ))
             }
         })
+    }
+}
+
+/// Where a Windows upload's file goes: the destination, or below it for a directory.
+fn windows_destination(destination: &str, is_dir: bool, rel: &str) -> String {
+    if is_dir && !rel.is_empty() {
+        format!("{destination}\\{}", rel.replace('/', "\\"))
+    } else {
+        destination.to_string()
     }
 }
 
@@ -395,6 +435,36 @@ impl Host<'_> {
         self.scripts().prelude(env)
     }
 
+    /// Over SSM with a bucket, a file larger than one inline chunk goes through S3: the command
+    /// that fetches it (after putting it under the bake's prefix), or `None` to inline it.
+    async fn via_s3(&self, path: &str, bytes: &[u8]) -> Result<Option<String>, StepError> {
+        let Conn::Ssm(ssm) = self.conn else {
+            return Ok(None);
+        };
+        let Some((bucket, prefix)) = &ssm.s3 else {
+            return Ok(None);
+        };
+        if bytes.len() <= SSM_INLINE_CHUNK {
+            return Ok(None);
+        }
+        let sha = sha256_hex(bytes);
+        let key = format!("{prefix}/files/{sha}");
+        ssm.aws
+            .put_object(bucket, &key, bytes)
+            .await
+            .map_err(|e| RemoteError::Ssm {
+                op: "PutObject",
+                message: e.to_string(),
+            })?;
+        Ok(Some(self.scripts().s3_fetch(
+            bucket,
+            &key,
+            ssm.aws.region.as_str(),
+            path,
+            &sha,
+        )))
+    }
+
     /// Writes files (absolute path, bytes) on a Linux instance: SFTP over SSH, inline base64
     /// over SSM (each file's sha256 checked on the instance).
     async fn write_files(&self, files: &[(String, &[u8])]) -> Result<(), StepError> {
@@ -403,9 +473,13 @@ impl Host<'_> {
             return Ok(());
         }
         for (path, bytes) in files {
+            if let Some(cmd) = self.via_s3(path, bytes).await? {
+                self.exec_ok(&cmd, Duration::from_secs(600)).await?;
+                continue;
+            }
             if bytes.len() > SSM_INLINE_FILE_MAX {
                 return Err(StepError::Unsupported(format!(
-                    "{path} is {} bytes: files over {SSM_INLINE_FILE_MAX} bytes need S3 transfer, which this version does not have",
+                    "{path} is {} bytes: over SSM, files over {SSM_INLINE_FILE_MAX} bytes go through S3 (set s3_bucket in the target)",
                     bytes.len()
                 )));
             }
@@ -464,6 +538,26 @@ impl Host<'_> {
                 return Err(StepError::Unsupported(
                     "restart and windows_update steps are run by the runner".into(),
                 ));
+            }
+            if let PlannedAction::Upload {
+                destination,
+                is_dir,
+                files,
+                ..
+            } = &s.action
+            {
+                for f in files {
+                    let path = windows_destination(destination, *is_dir, &f.rel);
+                    let cmd = match self.via_s3(&path, &f.bytes).await? {
+                        Some(c) => c,
+                        None => self.ps(
+                            &s.env,
+                            &powershell::write_file(&path, &f.bytes, &sha256_hex(&f.bytes)),
+                        ),
+                    };
+                    self.exec_ok(&cmd, s.timeout).await?;
+                }
+                return Ok(());
             }
             for c in self.scripts().windows_step(s)? {
                 self.exec_ok(&c, s.timeout).await?;

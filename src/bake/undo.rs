@@ -126,6 +126,17 @@ pub async fn run(
                 None => aws.delete_parameter(name).await,
             }
         }
+        Undo::DeleteS3Prefix {
+            region,
+            bucket,
+            prefix,
+        } => {
+            regions
+                .get(region)
+                .await
+                .delete_prefix(bucket, prefix)
+                .await
+        }
         Undo::DeleteKeyFile { path } => match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -157,7 +168,8 @@ pub async fn undo_all(
             | Undo::DeleteSecurityGroup { region, .. }
             | Undo::DeregisterImage { region, .. }
             | Undo::DeleteSnapshot { region, .. }
-            | Undo::RestoreParameter { region, .. } => Some(region.clone()),
+            | Undo::RestoreParameter { region, .. }
+            | Undo::DeleteS3Prefix { region, .. } => Some(region.clone()),
             Undo::DeleteKeyFile { .. } => None,
         })
         .chain(regions.target.regions.first().map(|r| r.to_string()))

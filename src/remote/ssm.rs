@@ -105,13 +105,27 @@ pub fn truncation_note(out: &ExecOutput) -> Option<String> {
     })
 }
 
+/// The object key of an S3 URL of `bucket` (path style `https://s3.<region>.amazonaws.com/
+/// <bucket>/<key>` or virtual-hosted `https://<bucket>.s3.<region>.amazonaws.com/<key>`).
+pub fn key_of_url(url: &str, bucket: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (host, path) = rest.split_once('/')?;
+    let key = if host.starts_with(&format!("{bucket}.")) {
+        path
+    } else {
+        path.strip_prefix(&format!("{bucket}/"))?
+    };
+    (!key.is_empty()).then(|| key.to_string())
+}
+
 /// One build instance reached through SSM.
 pub struct Ssm {
     pub aws: Aws,
     pub instance: InstanceId,
     pub platform: Platform,
-    /// The target's bucket: full command output goes there (`bucket`, `key prefix`).
-    pub output_s3: Option<(String, String)>,
+    /// The target's bucket and this bake's prefix in it: full command output goes under
+    /// `<prefix>/output`, files too large to inline under `<prefix>/files`.
+    pub s3: Option<(String, String)>,
     pub bake_id: String,
 }
 
@@ -162,7 +176,10 @@ impl Ssm {
             execution_timeout: timeout,
             delivery_timeout: Duration::from_secs(10 * 60),
             comment: format!("bakery {} {comment}", self.bake_id),
-            output_s3: self.output_s3.clone(),
+            output_s3: self
+                .s3
+                .as_ref()
+                .map(|(b, p)| (b.clone(), format!("{p}/output"))),
         };
         self.aws
             .send_command(&self.instance, &spec)
@@ -210,14 +227,17 @@ impl Ssm {
                 }
                 Stage::Exited(_) => {
                     let inv = inv.unwrap_or_default();
-                    let out = output_of(&inv);
+                    let mut out = output_of(&inv);
+                    if out.truncated {
+                        self.full_output(id, &inv, &mut out).await;
+                    }
                     for l in out.stdout.lines() {
                         on_line(Stream::Stdout, l);
                     }
                     for l in out.stderr.lines() {
                         on_line(Stream::Stderr, l);
                     }
-                    if let Some(n) = truncation_note(&out).filter(|_| inv.stdout_url.is_none()) {
+                    if let Some(n) = truncation_note(&out) {
                         on_line(Stream::Stderr, &n);
                     }
                     return Ok(out);
@@ -231,6 +251,44 @@ impl Ssm {
             }
             // No sleep here: the next look waits for the shared poller's next tick.
         }
+    }
+
+    /// Replaces API-truncated output with the full copy the command wrote to S3.
+    async fn full_output(&self, id: &str, inv: &Invocation, out: &mut ExecOutput) {
+        let Some((bucket, prefix)) = &self.s3 else {
+            return;
+        };
+        let plugin = match self.platform {
+            Platform::Windows => "awsrunPowerShellScript",
+            Platform::Linux => "awsrunShellScript",
+        };
+        let mut complete = true;
+        for (url, name, field) in [
+            (&inv.stdout_url, "stdout", &mut out.stdout),
+            (&inv.stderr_url, "stderr", &mut out.stderr),
+        ] {
+            let key = url
+                .as_deref()
+                .and_then(|u| key_of_url(u, bucket))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{prefix}/output/{id}/{}/{plugin}/0.{plugin}/{name}",
+                        self.instance
+                    )
+                });
+            match self.aws.get_object(bucket, &key).await {
+                Ok(Some(bytes)) => *field = String::from_utf8_lossy(&bytes).into_owned(),
+                // No object: the stream was empty or is complete in the API's copy.
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "full command output not readable from S3");
+                    complete = false;
+                }
+            }
+        }
+        out.truncated = !complete
+            && (out.stdout.chars().count() >= STDOUT_LIMIT
+                || out.stderr.chars().count() >= STDERR_LIMIT);
     }
 
     /// Runs `script` to its end.
@@ -337,6 +395,20 @@ mod tests {
             stage(Some(&rebooting), Duration::from_secs(5)),
             Stage::Running("InProgress".into())
         );
+    }
+
+    #[test]
+    fn output_urls_name_their_key() {
+        assert_eq!(
+            key_of_url("https://s3.eu-west-1.amazonaws.com/b/bakery/x/output/c/i/awsrunShellScript/0.awsrunShellScript/stdout", "b").as_deref(),
+            Some("bakery/x/output/c/i/awsrunShellScript/0.awsrunShellScript/stdout")
+        );
+        assert_eq!(
+            key_of_url("https://b.s3.amazonaws.com/k/stdout", "b").as_deref(),
+            Some("k/stdout")
+        );
+        assert_eq!(key_of_url("https://s3.amazonaws.com/other/k", "b"), None);
+        assert_eq!(key_of_url("", "b"), None);
     }
 
     #[test]

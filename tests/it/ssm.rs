@@ -145,13 +145,40 @@ fn exit_194_reboots_and_runs_the_script_again() {
 }
 
 #[test]
-fn output_beyond_the_api_limit_is_reported_as_truncated() {
+fn output_beyond_the_api_limit_comes_from_s3_or_is_reported_as_truncated() {
     let sb = Sandbox::start();
     add_ssm_step(
         &sb,
         "ssm-chatty",
         "head -c 30000 /dev/zero | tr '\\0' x; echo; echo the-end",
     );
+    // With the target's bucket: the command's full output is read back from S3.
+    let out = sb.bakery(&[
+        "bake",
+        "ssm-chatty",
+        "--target",
+        "sandbox",
+        "--log-format",
+        "json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the-end"), "{err}");
+    assert!(!err.contains("output truncated by SSM"), "{err}");
+    assert_eq!(
+        sb.leftovers(),
+        Vec::<String>::new(),
+        "the output objects went with the bake"
+    );
+
+    // Without one: the API's first 24,000 characters, and a note saying so.
+    let toml = std::fs::read_to_string(sb.project.path().join("bakery.toml")).expect("toml");
+    let no_bucket: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("s3_bucket"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sb.project.write("bakery.toml", &no_bucket);
     let out = sb.bakery(&[
         "bake",
         "ssm-chatty",
@@ -163,8 +190,61 @@ fn output_beyond_the_api_limit_is_reported_as_truncated() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("output truncated by SSM"), "{err}");
-    // The API kept the first 24,000 characters: the end is gone.
     assert!(!err.contains("the-end"), "{err}");
+}
+
+#[test]
+fn a_large_file_goes_through_s3_and_its_objects_are_removed() {
+    let sb = Sandbox::start();
+    // 100 KB: more than one inline chunk.
+    let big: String = (0..3000)
+        .map(|i| format!("line {i:05} of a file too big to inline\n"))
+        .collect();
+    assert!(big.len() > 90_000);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(big.as_bytes()))
+    };
+    sb.project.write("recipes/big-file/files/big.txt", &big);
+    sb.project.write(
+        "recipes/big-file/recipe.toml",
+        "platforms = [\"linux\"]\n\n[[step]]\nname = \"big file\"\nfile = { source = \"files/big.txt\", destination = \"{{ workdir }}/big.txt\" }\n",
+    );
+    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
+        .expect("demo")
+        .replace("name = \"sandbox-demo\"", "name = \"big-file\"")
+        .replace(
+            "[[check]]",
+            &format!("[[recipe]]\nuse = \"big-file\"\n\n[[check]]\nname = \"the big file arrived whole\"\nfile = \"{{{{ workdir }}}}/big.txt\"\nsha256 = \"{sha}\"\n\n[[check]]"),
+        );
+    sb.project.write("images/big-file.toml", &ssm_toml(&demo));
+    let out = sb.bakery(&["bake", "big-file", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        art["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .any(|c| c["name"] == "the big file arrived whole" && c["passed"] == true),
+        "{art}"
+    );
+    // The instance fetched it from the bake's prefix (and checked its sha256).
+    let fetch = commands(&sb)
+        .into_iter()
+        .find(|(_, c, _)| c.contains("aws s3 cp"))
+        .expect("a command fetching from S3");
+    assert!(
+        fetch.1.contains("s3://bakery-sandbox/bakery/bk-"),
+        "{}",
+        fetch.1
+    );
+    assert!(fetch.1.contains(&sha), "{}", fetch.1);
+    assert_eq!(
+        sb.leftovers(),
+        Vec::<String>::new(),
+        "nothing left, in S3 neither"
+    );
 }
 
 fn windows_book(bake_id: &str) -> Vec<(String, String)> {

@@ -15,6 +15,8 @@ use super::fixtures::{repo_root, shipped_copy, Project};
 
 pub const REGION: &str = "us-east-1";
 pub const BUILD_USER: &str = "bakery-build";
+/// The sandbox target's bucket (scripts/sandbox-host creates it).
+pub const BUCKET: &str = "bakery-sandbox";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -140,7 +142,7 @@ impl Sandbox {
         project.write(
             "bakery.toml",
             &format!(
-                "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\ninstance_profile = \"bakery-sandbox\"\n"
+                "[targets.sandbox]\nregions = [\"{REGION}\"]\nendpoint_url = \"{endpoint}\"\nssh_host = \"127.0.0.1\"\nssh_port = {ssh_port}\nssh_user = \"{BUILD_USER}\"\nssh_cidr = \"127.0.0.1/32\"\ninstance_profile = \"bakery-sandbox\"\ns3_bucket = \"{BUCKET}\"\n"
             ),
         );
         let host = guard.0.take().expect("host");
@@ -482,8 +484,37 @@ impl Sandbox {
                 .into_iter()
                 .map(|w| format!("workdir {w}")),
         );
+        out.extend(
+            self.leftover_objects()
+                .into_iter()
+                .map(|k| format!("s3 object {k}")),
+        );
         out.sort();
         out
+    }
+
+    /// Objects in the sandbox bucket.
+    pub fn leftover_objects(&self) -> Vec<String> {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                let conf = self.sdk_config().await;
+                let s3 = aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(&conf)
+                        .force_path_style(true)
+                        .build(),
+                );
+                let out = s3
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .send()
+                    .await
+                    .expect("ListObjectsV2");
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string))
+                    .collect()
+            })
     }
 
     /// The target's regions, from the sandbox project's bakery.toml.

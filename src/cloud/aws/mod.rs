@@ -5,6 +5,7 @@
 mod ec2;
 mod iam;
 mod limited;
+mod s3;
 mod ssm;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub struct Aws {
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) iam: aws_sdk_iam::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
     limiter: Arc<Limiter>,
     pub(crate) instances: Arc<Poller<InstanceId, InstanceInfo>>,
     pub(crate) images: Arc<Poller<ImageId, ImageInfo>>,
@@ -135,6 +137,13 @@ impl Aws {
             ec2,
             ssm: aws_sdk_ssm::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
+            // A custom endpoint (the emulator, a VPC endpoint) is addressed by path, not by a
+            // bucket subdomain.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&conf)
+                    .force_path_style(conf.endpoint_url().is_some())
+                    .build(),
+            ),
             limiter,
             instances: Arc::new(instances),
             images: Arc::new(images),
