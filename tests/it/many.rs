@@ -55,9 +55,10 @@ fn twenty_concurrent_bakes_share_one_describe_call_per_tick() {
             .filter(|c| c.action == action && !c.filter_ids.is_empty())
             .collect();
         assert!(!polls.is_empty(), "{action}: no poller calls");
-        // At most one call per tick (1 s) however many bakes wait. The emulator's clock stamps
-        // a call when it starts serving it, after queueing behind the other bakes' calls, so
-        // allow half a tick of slack per gap, and count calls against the ticks elapsed.
+        // At most one call per tick (ticks are at least 1 s apart) however many bakes wait:
+        // no more calls than seconds elapsed. (Counted at the emulator, whose clock stamps a
+        // call when it gets to it, so gaps between two calls are not compared: under load a
+        // call can wait its turn in the emulator.)
         let span = polls.last().map_or(0.0, |l| l.t) - polls[0].t;
         assert!(
             polls.len() as f64 <= span + 2.0,
@@ -68,15 +69,6 @@ fn twenty_concurrent_bakes_share_one_describe_call_per_tick() {
                 .map(|c| (c.t - polls[0].t, c.filter_ids.len()))
                 .collect::<Vec<_>>()
         );
-        for w in polls.windows(2) {
-            let gap = w[1].t - w[0].t;
-            assert!(
-                gap >= 0.5,
-                "{action}: two poller calls {gap:.3}s apart ({:?} then {:?})",
-                w[0].filter_ids,
-                w[1].filter_ids
-            );
-        }
         let widest = polls.iter().map(|c| c.filter_ids.len()).max().unwrap_or(0);
         assert!(widest > 1, "{action}: no call covered more than one bake");
     }
