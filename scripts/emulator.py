@@ -18,14 +18,16 @@ output, nothing run, DescribeInstanceInformation missing):
   invocation is Pending, then InProgress, then Success / Failed with the script's exit code, or
   TimedOut (ExecutionTimedOut) past executionTimeout. AWS-RunShellScript commands run for real on
   this host, as $BAKERY_EMULATOR_RUN_AS in a private directory; output is truncated like the API
-  (stdout 24,000 and stderr 8,000 characters). Exit 194 means "reboot and run again": the host
-  cannot reboot, so the script is simply run again (up to 5 times), the invocation staying
-  InProgress. AWS-RunPowerShellScript commands are accepted and recorded (ListCommands returns
+  (stdout 24,000 and stderr 8,000 characters). Exit 194 means "reboot and run again": the instance
+  reboots (below) and the script runs again (up to 5 times), the invocation staying InProgress. AWS-RunPowerShellScript commands are accepted and recorded (ListCommands returns
   them with their parameters) but not run, there being no PowerShell here: they end Success with
   empty output, so a probe can never pass on one.
 - With OutputS3BucketName, the full stdout and stderr are also written to S3 under
   <prefix>/<command id>/<instance id>/awsrunShellScript/0.awsrunShellScript/, and the invocation's
   StandardOutputUrl / StandardErrorUrl name them (as the agent does).
+- Reboots: each instance has its own boot id, seen by its commands at
+  /proc/sys/kernel/random/boot_id; `reboot`, `shutdown` and `systemctl reboot` make it
+  ConnectionLost for a moment and give it a new one (see "Reboots" below).
 - Commands find an `aws` on their PATH that stands in for the AWS CLI of a real instance: it does
   `aws s3 cp s3://bucket/key file` against this emulator (the instance role's credentials).
 - GetCommandInvocation answers InvocationDoesNotExist for the first 0.3 s after SendCommand (as
@@ -199,6 +201,64 @@ curl -fsS -o "${{args[3]}}" "http://127.0.0.1:{PORT}/${{args[2]#s3://}}" \\
   -H "Authorization: AWS4-HMAC-SHA256 Credential=instance-role/20240101/$region/s3/aws4_request, SignedHeaders=host, Signature=0"
 """)
 os.chmod(os.path.join(_BIN, "aws"), 0o755)
+
+# Reboots. This host cannot reboot, so an emulated instance has its own boot id, which its
+# commands see at /proc/sys/kernel/random/boot_id (bind-mounted in a private mount namespace),
+# and `reboot`, `shutdown` and `systemctl reboot` on their PATH ask the emulator for a reboot: the
+# instance is ConnectionLost to Systems Manager for REBOOT_SECONDS, then back with a new boot id.
+# Exit 194 reboots the same way before the script runs again.
+REBOOT_SECONDS = 2.0
+_REQUESTS = os.path.join(_BIN, "reboot-requests")
+os.makedirs(_REQUESTS)
+os.chmod(_REQUESTS, 0o1777)
+for _name in ("reboot", "shutdown", "systemctl"):
+    with open(os.path.join(_BIN, _name), "w") as f:
+        f.write(f"""#!/bin/bash
+# Stands in for {_name} on an emulated instance: asks the emulator to reboot this instance.
+if [ "$(basename "$0")" = systemctl ] && [ "${{1:-}}" != reboot ]; then exec /usr/bin/systemctl "$@"; fi
+touch "{_REQUESTS}/$BAKERY_INSTANCE_ID"
+""")
+    os.chmod(os.path.join(_BIN, _name), 0o755)
+_BOOT_FILES = {}  # instance id -> file holding its boot id
+_DOWN_UNTIL = {}  # instance id -> when a rebooting instance is back
+
+
+def _boot_file(iid):
+    with _LOCK:
+        if iid not in _BOOT_FILES:
+            path = os.path.join(_BIN, f"boot-{iid}")
+            with open(path, "w") as f:
+                f.write(str(uuid.uuid4()) + "\n")
+            os.chmod(path, 0o644)
+            _BOOT_FILES[iid] = path
+        return _BOOT_FILES[iid]
+
+
+def _reboot(iid):
+    path = _boot_file(iid)
+    with _LOCK:
+        _DOWN_UNTIL[iid] = time.time() + REBOOT_SECONDS
+        with open(path, "w") as f:
+            f.write(str(uuid.uuid4()) + "\n")
+
+
+def _wait_up(iid):
+    while time.time() < _DOWN_UNTIL.get(iid, 0):
+        time.sleep(0.1)
+
+
+def _watch_reboot_requests():
+    while True:
+        for name in os.listdir(_REQUESTS):
+            try:
+                os.remove(os.path.join(_REQUESTS, name))
+            except FileNotFoundError:
+                continue
+            _reboot(name)
+        time.sleep(0.1)
+
+
+threading.Thread(target=_watch_reboot_requests, daemon=True).start()
 _INVOCATIONS = {}  # (command id, instance id) -> invocation dict
 _SENT = {}  # command id -> time sent
 _LOCK = threading.Lock()
@@ -271,7 +331,7 @@ def describe_instance_information(self):
         windows = (inst.platform or "").lower() == "windows"
         out.append({
             "InstanceId": iid,
-            "PingStatus": "Online" if inst.state == "running" else "ConnectionLost",
+            "PingStatus": "Online" if inst.state == "running" and time.time() >= _DOWN_UNTIL.get(iid, 0) else "ConnectionLost",
             "LastPingDateTime": time.time(),
             "AgentVersion": "3.3.0.0",
             "IsLatestVersion": True,
@@ -313,13 +373,17 @@ def _run_shell(command_id, instance_id, script, timeout, account=None, region=No
     with open(path, "w") as f:
         f.write(script)
     os.chmod(path, 0o755)
-    argv = ["env", f"PATH={_BIN}:/usr/local/bin:/usr/bin:/bin", "bash", path]
+    argv = ["env", f"PATH={_BIN}:/usr/local/bin:/usr/bin:/bin", f"BAKERY_INSTANCE_ID={instance_id}", "bash", path]
     if RUN_AS:
         subprocess.run(["chown", "-R", RUN_AS, workdir], check=False)
         argv = ["runuser", "-u", RUN_AS, "--"] + argv
+    # The instance's own boot id.
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"', _boot_file(instance_id)] + argv
     status, details, code, out, err = "Failed", "Failed", -1, "", ""
     try:
         for _ in range(MAX_REBOOTS + 1):
+            _wait_up(instance_id)
             try:
                 p = subprocess.run(argv, cwd=workdir, capture_output=True, timeout=timeout)
             except subprocess.TimeoutExpired as e:
@@ -331,8 +395,7 @@ def _run_shell(command_id, instance_id, script, timeout, account=None, region=No
             err = p.stderr.decode("utf-8", "replace")
             code = p.returncode
             if code == REBOOT_EXIT:
-                with _LOCK:
-                    _INVOCATIONS[key]["Reboots"] = _INVOCATIONS[key].get("Reboots", 0) + 1
+                _reboot(instance_id)
                 continue
             status, details = ("Success", "Success") if code == 0 else ("Failed", "Failed")
             break
@@ -406,7 +469,6 @@ def get_command_invocation(self):
         sent = _SENT.get(cid, 0)
     if not inv or time.time() - sent < NOT_YET_VISIBLE or (plugin and plugin != inv["PluginName"]):
         raise SsmError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist)")
-    inv.pop("Reboots", None)
     return json.dumps(inv)
 
 

@@ -133,14 +133,47 @@ fn exit_194_reboots_and_runs_the_script_again() {
     add_ssm_step(
         &sb,
         "ssm-reboot",
-        "if [ -e \"$BAKERY_WORKDIR/asked-for-reboot\" ]; then echo second run; else touch \"$BAKERY_WORKDIR/asked-for-reboot\"; echo first run; exit 194; fi",
+        "b=/proc/sys/kernel/random/boot_id; m=\"$BAKERY_WORKDIR/asked-for-reboot\"\nif [ -e \"$m\" ]; then test \"$(cat $b)\" != \"$(cat \"$m\")\" && echo second run after a reboot; else cat $b > \"$m\"; echo first run; exit 194; fi",
     );
     let out = sb.bakery(&["bake", "ssm-reboot", "--target", "sandbox", "-v"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     // Only the final run's output reaches bakery (the invocation stayed InProgress across it).
-    assert!(err.contains("second run"), "{err}");
+    assert!(err.contains("second run after a reboot"), "{err}");
     assert!(!err.contains("first run"), "{err}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_restart_step_over_ssm_waits_for_a_new_boot() {
+    let sb = Sandbox::start();
+    // The emulator gives each instance its own boot id and reboots it on `systemctl reboot`.
+    sb.project.write(
+        "recipes/reboots/recipe.toml",
+        r#"platforms = ["linux"]
+
+[[step]]
+name = "note the boot"
+shell = { inline = 'cat /proc/sys/kernel/random/boot_id > "$BAKERY_WORKDIR/boot-before"' }
+
+[[step]]
+name = "restart"
+restart = {}
+
+[[step]]
+name = "a new boot"
+shell = { inline = '''test "$(cat /proc/sys/kernel/random/boot_id)" != "$(cat "$BAKERY_WORKDIR/boot-before")" && echo booted again''' }
+"#,
+    );
+    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
+        .expect("demo")
+        .replace("name = \"sandbox-demo\"", "name = \"reboots\"")
+        .replace("[[check]]", "[[recipe]]\nuse = \"reboots\"\n\n[[check]]");
+    sb.project.write("images/reboots.toml", &ssm_toml(&demo));
+    let out = sb.bakery(&["bake", "reboots", "--target", "sandbox", "-v"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("booted again"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new());
 }
 
