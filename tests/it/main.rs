@@ -9,3 +9,4 @@ mod registry;
 mod ssm;
 #[path = "../support/mod.rs"]
 mod support;
+mod teamcity;
