@@ -42,6 +42,16 @@ fn nothing_changed_costs_two_calls_and_exits_0() {
     assert_eq!(row(&v, "sandbox-demo")["version"], "0.1.0");
     // One DescribeImages for the registry, one GetParameters for the source: nothing per version.
     assert_eq!(calls, 2, "requests the plan made");
+
+    // Nor per image: 25 images sharing one source parameter still cost the same two calls.
+    let mut names = sb.add_demo_copies("copy", 24);
+    names.push("sandbox-demo".into());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let before = sb.requests();
+    let (code, v) = plan(&sb, &refs);
+    assert_eq!(code, Some(10), "{v}");
+    assert_eq!(v["images"].as_array().map(Vec::len), Some(25));
+    assert_eq!(sb.requests() - before, 2, "requests the plan of 25 made");
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 

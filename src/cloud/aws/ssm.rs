@@ -148,7 +148,14 @@ impl Aws {
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, String>, CloudError> {
         let mut out = std::collections::BTreeMap::new();
-        for chunk in names.chunks(GET_PARAMETERS_BATCH) {
+        // Many images share a source parameter: ask for each name once.
+        let unique: Vec<String> = names
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        for chunk in unique.chunks(GET_PARAMETERS_BATCH) {
             let page = self
                 .ssm
                 .get_parameters()
