@@ -30,6 +30,7 @@ output, nothing run, DescribeInstanceInformation missing):
   ConnectionLost for a moment and give it a new one (see "Reboots" below).
 - Commands find an `aws` on their PATH that stands in for the AWS CLI of a real instance: it does
   `aws s3 cp s3://bucket/key file` against this emulator (the instance role's credentials).
+- CancelCommand stops a running script (its process group); the invocation ends Cancelled.
 - GetCommandInvocation answers InvocationDoesNotExist for the first 0.3 s after SendCommand (as
   AWS may) and for a plugin name the document does not have.
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
@@ -363,6 +364,16 @@ def _write_output(account, region, command, instance_id, plugin_dir, out, err):
     return urls
 
 
+_PROCS = {}  # (command id, instance id) -> the running script
+
+
+def _kill(p):
+    try:
+        os.killpg(p.pid, 9)
+    except ProcessLookupError:
+        pass
+
+
 def _run_shell(command_id, instance_id, script, timeout, account=None, region=None, command=None):
     key = (command_id, instance_id)
     with _LOCK:
@@ -384,16 +395,31 @@ def _run_shell(command_id, instance_id, script, timeout, account=None, region=No
     try:
         for _ in range(MAX_REBOOTS + 1):
             _wait_up(instance_id)
+            # Its own session, so CancelCommand can stop the whole process group.
+            p = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+            with _LOCK:
+                _PROCS[key] = p
             try:
-                p = subprocess.run(argv, cwd=workdir, capture_output=True, timeout=timeout)
-            except subprocess.TimeoutExpired as e:
+                o, e = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill(p)
+                o, e = p.communicate()
                 status, details, code = "TimedOut", "ExecutionTimedOut", -1
-                out = (e.stdout or b"").decode("utf-8", "replace")
-                err = (e.stderr or b"").decode("utf-8", "replace")
+                out = o.decode("utf-8", "replace")
+                err = e.decode("utf-8", "replace")
                 break
-            out = p.stdout.decode("utf-8", "replace")
-            err = p.stderr.decode("utf-8", "replace")
+            finally:
+                with _LOCK:
+                    _PROCS.pop(key, None)
+            out = o.decode("utf-8", "replace")
+            err = e.decode("utf-8", "replace")
             code = p.returncode
+            with _LOCK:
+                cancelled = _INVOCATIONS[key]["Status"] in ("Cancelling", "Cancelled")
+            if cancelled:
+                status, details, code = "Cancelled", "Cancelled", -1
+                break
             if code == REBOOT_EXIT:
                 _reboot(instance_id)
                 continue
@@ -472,6 +498,26 @@ def get_command_invocation(self):
     return json.dumps(inv)
 
 
+def cancel_command(self):
+    """CancelCommand: stops the script (its whole process group); the invocation ends Cancelled."""
+    cid = self._get_param("CommandId")
+    ids = self._get_param("InstanceIds") or []
+    with _LOCK:
+        keys = [k for k in _INVOCATIONS if k[0] == cid and (not ids or k[1] in ids)]
+        if not keys:
+            raise SsmError("InvalidCommandId", f"no command {cid}")
+        for k in keys:
+            inv = _INVOCATIONS[k]
+            if inv["Status"] in ("Pending", "InProgress", "Delayed"):
+                inv.update(Status="Cancelling", StatusDetails="Cancelling")
+                p = _PROCS.get(k)
+                if p is not None:
+                    _kill(p)
+                else:
+                    inv.update(Status="Cancelled", StatusDetails="Cancelled")
+    return json.dumps({})
+
+
 _list_commands = SimpleSystemManagerResponse.list_commands
 
 
@@ -490,6 +536,7 @@ SimpleSystemManagerResponse.describe_instance_information = describe_instance_in
 SimpleSystemManagerResponse.send_command = send_command
 SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
 SimpleSystemManagerResponse.list_commands = list_commands
+SimpleSystemManagerResponse.cancel_command = cancel_command
 
 if __name__ == "__main__":
     import atexit
@@ -499,5 +546,7 @@ if __name__ == "__main__":
 
     # moto's server exits through sys.exit on SIGTERM/SIGINT: atexit handlers run.
     atexit.register(shutil.rmtree, _BIN, True)
+    # Scripts still running stop with the emulator (a test stops what it started).
+    atexit.register(lambda: [_kill(p) for p in list(_PROCS.values())])
 
     main(["-H", sys.argv[1], "-p", sys.argv[2]])

@@ -832,6 +832,7 @@ impl Run<'_> {
                 .as_ref()
                 .map(|b| (b.clone(), self.s3_prefix())),
             bake_id: self.bake_id.clone(),
+            in_flight: Default::default(),
         })
     }
 
@@ -959,7 +960,10 @@ impl Run<'_> {
             .ok_or_else(|| StepError::Unsupported("no instance".into()))?;
         let workdir = self.workdir();
         let timeout = s.timeout + self.image.build.timeouts.capture;
-        let conn = self.conn.as_ref().ok_or(StepError::Cancelled)?;
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| StepError::Unsupported("not connected".into()))?;
         let host = self.host(conn, &workdir);
         let step = host.step(usize::MAX, s);
         let stopped = wait_instance(
@@ -1509,6 +1513,10 @@ impl Run<'_> {
     async fn fail(mut self, f: Failure) -> BakeError {
         let failed_phase = self.phase;
         self.leave();
+        if let Some(Conn::Ssm(ssm)) = &self.conn {
+            // An interrupt dropped the step while its command ran: stop it on the instance.
+            ssm.cancel_in_flight().await;
+        }
         if let Some(conn) = self.conn.take() {
             // Best effort, under a fresh cancel (the bake's own may be spent): a shared build
             // host (the sandbox) should not keep the workdir.

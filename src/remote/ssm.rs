@@ -28,6 +28,8 @@ pub const STDOUT_LIMIT: usize = 24_000;
 pub const STDERR_LIMIT: usize = 8_000;
 /// How long an invocation may stay unknown after SendCommand before that is an error.
 pub const APPEAR_GRACE: Duration = Duration::from_secs(60);
+/// How long an interrupted bake waits for CancelCommand before it cleans up anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 /// Exit codes that ask the agent to reboot and run the script again.
 pub const REBOOT_EXIT_LINUX: i32 = 194;
 pub const REBOOT_EXIT_WINDOWS: i32 = 3010;
@@ -127,6 +129,9 @@ pub struct Ssm {
     /// `<prefix>/output`, files too large to inline under `<prefix>/files`.
     pub s3: Option<(String, String)>,
     pub bake_id: String,
+    /// The command sent and not yet finished (for CancelCommand when the bake is interrupted
+    /// while it runs).
+    pub in_flight: std::sync::Mutex<Option<String>>,
 }
 
 impl Ssm {
@@ -181,14 +186,43 @@ impl Ssm {
                 .as_ref()
                 .map(|(b, p)| (b.clone(), format!("{p}/output"))),
         };
-        self.aws
+        let id = self
+            .aws
             .send_command(&self.instance, &spec)
             .await
-            .map_err(|e| ssm_error("SendCommand", e))
+            .map_err(|e| ssm_error("SendCommand", e))?;
+        if let Ok(mut f) = self.in_flight.lock() {
+            *f = Some(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Cancels the command still running, if any (best effort, bounded).
+    pub async fn cancel_in_flight(&self) {
+        let id = self.in_flight.lock().ok().and_then(|mut f| f.take());
+        if let Some(id) = id {
+            self.cancel_command(&id).await;
+        }
     }
 
     /// Watches command `id` until it ends; output lines go to `on_line` once it has.
     pub async fn finish(
+        &self,
+        id: &str,
+        timeout: Duration,
+        cancel: &Cancel,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExecOutput, RemoteError> {
+        let r = self.watch(id, timeout, cancel, on_line).await;
+        if !matches!(r, Err(RemoteError::Cancelled)) {
+            if let Ok(mut f) = self.in_flight.lock() {
+                f.take_if(|c| c == id);
+            }
+        }
+        r
+    }
+
+    async fn watch(
         &self,
         id: &str,
         timeout: Duration,
@@ -200,6 +234,8 @@ impl Ssm {
         let deadline = timeout + Duration::from_secs(10 * 60);
         let mut last = String::new();
         loop {
+            // On cancellation the command stays in flight: whoever owns the connection cancels it
+            // (the runner does, when it cleans up; a future dropped here could not finish that).
             if cancel.is_cancelled() {
                 return Err(RemoteError::Cancelled);
             }
@@ -250,6 +286,18 @@ impl Ssm {
                 }
             }
             // No sleep here: the next look waits for the shared poller's next tick.
+        }
+    }
+
+    /// Best effort, bounded: the agent stops the command (the instance is about to go anyway,
+    /// but a kept instance should not carry on with a cancelled step).
+    async fn cancel_command(&self, id: &str) {
+        let r =
+            tokio::time::timeout(CANCEL_WAIT, self.aws.cancel_command(id, &self.instance)).await;
+        match r {
+            Ok(Ok(())) => tracing::info!(command = id, "command cancelled"),
+            Ok(Err(e)) => tracing::warn!(command = id, error = %e, "CancelCommand failed"),
+            Err(_) => tracing::warn!(command = id, "CancelCommand did not answer in time"),
         }
     }
 

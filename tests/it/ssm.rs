@@ -178,6 +178,81 @@ shell = { inline = '''test "$(cat /proc/sys/kernel/random/boot_id)" != "$(cat "$
 }
 
 #[test]
+fn an_interrupt_during_an_ssm_step_cancels_the_command_and_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let sb = Sandbox::start();
+    add_ssm_step(&sb, "ssm-slow", "echo started\nsleep 120\necho not reached");
+    let mut child = sb
+        .command(&[
+            "bake",
+            "ssm-slow",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        if line.contains("\"event\":\"step\"") && line.contains("\"recipe\":\"ssm-slow\"") {
+            // Let the command reach the instance, then interrupt.
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("wait");
+    let all = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("was cancelled in provision"), "{all}");
+    assert!(all.contains("nothing was left behind"), "{all}");
+    // The command was cancelled on the instance, not left running.
+    let sleeping = rt().block_on(async {
+        let (_, ssm) = sb.clients().await;
+        let out = ssm.list_commands().send().await.expect("ListCommands");
+        out.commands()
+            .iter()
+            .filter(|c| {
+                c.parameters()
+                    .and_then(|p| p.get("commands"))
+                    .is_some_and(|v| v.join("\n").contains("bash -euo pipefail"))
+            })
+            .map(|c| {
+                c.status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    });
+    let cancels = sb
+        .actions()
+        .iter()
+        .filter(|c| c.action == "CancelCommand")
+        .count();
+    assert_eq!(cancels, 1, "one CancelCommand: {all}");
+    assert_eq!(
+        sleeping.last().map(String::as_str),
+        Some("Cancelled"),
+        "{sleeping:?}"
+    );
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn output_beyond_the_api_limit_comes_from_s3_or_is_reported_as_truncated() {
     let sb = Sandbox::start();
     add_ssm_step(

@@ -233,6 +233,22 @@ impl Aws {
             .ok_or_else(|| self.bad("SendCommand", "no command id in the answer"))
     }
 
+    /// Asks the agent to stop command `command_id` on `instance` (CancelCommand).
+    pub async fn cancel_command(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+    ) -> Result<(), CloudError> {
+        self.ssm
+            .cancel_command()
+            .command_id(command_id)
+            .instance_ids(instance.as_str())
+            .send()
+            .await
+            .map_err(|e| self.err("CancelCommand", e))?;
+        Ok(())
+    }
+
     /// One invocation; `None` while SSM does not know it yet (`InvocationDoesNotExist` is
     /// normal for a moment right after SendCommand).
     pub async fn get_invocation(
