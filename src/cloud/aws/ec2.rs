@@ -101,11 +101,12 @@ fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
     })
 }
 
-/// The EC2 client and region a shared poller describes with (see `cloud::poller`). Ids go in
+/// The clients and region the shared pollers describe with (see `cloud::poller`). EC2 ids go in
 /// as a filter, so one that is not visible yet is simply missing from the answer.
 #[derive(Clone, Debug)]
 pub(crate) struct Describer {
     pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) region: crate::catalog::model::Region,
 }
 
@@ -118,7 +119,7 @@ impl Describer {
     }
 
     pub(crate) async fn instances(
-        &self,
+        self,
         ids: Vec<InstanceId>,
     ) -> Result<Vec<(InstanceId, InstanceInfo)>, CloudError> {
         let mut pages = self
@@ -147,7 +148,7 @@ impl Describer {
     }
 
     pub(crate) async fn images(
-        &self,
+        self,
         ids: Vec<ImageId>,
     ) -> Result<Vec<(ImageId, ImageInfo)>, CloudError> {
         let out = self

@@ -71,6 +71,28 @@ const NODES_PER_CALL: usize = 50;
 /// GetCommandInvocation calls per batch of one tick (sent one after another).
 const INVOCATIONS_PER_TICK: usize = 50;
 
+/// A shared poller whose batches `describe` answers with the region's clients.
+fn shared<K, V, F, Fut>(
+    what: &'static str,
+    chunk: usize,
+    d: &Describer,
+    describe: F,
+) -> Arc<Poller<K, V>>
+where
+    K: Clone + Eq + std::hash::Hash + Ord + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(Describer, Vec<K>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<(K, V)>, CloudError>> + Send + 'static,
+{
+    let d = d.clone();
+    Arc::new(Poller::new(
+        what,
+        poller::TICK,
+        chunk,
+        Arc::new(move |keys: Vec<K>| Box::pin(describe(d.clone(), keys))),
+    ))
+}
+
 impl Aws {
     /// Builds clients with the standard credential chain (or the target's profile), the region,
     /// and the target's endpoint or `AWS_ENDPOINT_URL`.
@@ -102,40 +124,16 @@ impl Aws {
             .http_client(limited::Limited::new(http, limiter.clone()))
             .build();
         let ec2 = aws_sdk_ec2::Client::from_conf(ec2_conf);
-        let instances = {
-            let aws = Describer {
-                ec2: ec2.clone(),
-                region: region.clone(),
-            };
-            Poller::new(
-                "instance",
-                poller::TICK,
-                IDS_PER_CALL,
-                Arc::new(move |ids: Vec<InstanceId>| {
-                    let aws = aws.clone();
-                    Box::pin(async move { aws.instances(ids).await })
-                }),
-            )
+        let ssm = aws_sdk_ssm::Client::new(&conf);
+        let d = Describer {
+            ec2: ec2.clone(),
+            ssm: ssm.clone(),
+            region: region.clone(),
         };
-        let images = {
-            let aws = Describer {
-                ec2: ec2.clone(),
-                region: region.clone(),
-            };
-            Poller::new(
-                "image",
-                poller::TICK,
-                IDS_PER_CALL,
-                Arc::new(move |ids: Vec<ImageId>| {
-                    let aws = aws.clone();
-                    Box::pin(async move { aws.images(ids).await })
-                }),
-            )
-        };
-        let mut aws = Self {
+        Self {
             region: region.clone(),
             ec2,
-            ssm: aws_sdk_ssm::Client::new(&conf),
+            ssm,
             iam: aws_sdk_iam::Client::new(&conf),
             // A custom endpoint (the emulator, a VPC endpoint) is addressed by path, not by a
             // bucket subdomain.
@@ -145,58 +143,16 @@ impl Aws {
                     .build(),
             ),
             limiter,
-            instances: Arc::new(instances),
-            images: Arc::new(images),
-            invocations: Arc::new(Poller::new(
+            instances: shared("instance", IDS_PER_CALL, &d, Describer::instances),
+            images: shared("image", IDS_PER_CALL, &d, Describer::images),
+            invocations: shared(
                 "invocation",
-                poller::TICK,
-                1,
-                Arc::new(|_| Box::pin(async { Ok(Vec::new()) })),
-            )),
-            nodes: Arc::new(Poller::new(
-                "managed node",
-                poller::TICK,
-                1,
-                Arc::new(|_| Box::pin(async { Ok(Vec::new()) })),
-            )),
-        };
-        // The SSM pollers describe with this client (a clone without pollers of its own).
-        let plain = aws.clone();
-        aws.invocations = Arc::new(Poller::new(
-            "invocation",
-            poller::TICK,
-            INVOCATIONS_PER_TICK,
-            Arc::new(move |keys: Vec<(String, InstanceId)>| {
-                let aws = plain.clone();
-                Box::pin(async move {
-                    let mut out = Vec::new();
-                    for (cmd, id) in keys {
-                        if let Some(i) = aws.get_invocation(&cmd, &id).await? {
-                            out.push(((cmd, id), i));
-                        }
-                    }
-                    Ok(out)
-                })
-            }),
-        ));
-        let plain = aws.clone();
-        aws.nodes = Arc::new(Poller::new(
-            "managed node",
-            poller::TICK,
-            NODES_PER_CALL,
-            Arc::new(move |ids: Vec<InstanceId>| {
-                let aws = plain.clone();
-                Box::pin(async move {
-                    Ok(aws
-                        .managed_nodes(&ids)
-                        .await?
-                        .into_iter()
-                        .map(|n| (n.id.clone(), n))
-                        .collect())
-                })
-            }),
-        ));
-        aws
+                INVOCATIONS_PER_TICK,
+                &d,
+                Describer::invocations,
+            ),
+            nodes: shared("managed node", NODES_PER_CALL, &d, Describer::nodes),
+        }
     }
 
     /// The invocation's state at the shared poller's next tick (`None`: not known yet).

@@ -3,7 +3,7 @@
 
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterType};
 
-use super::Aws;
+use super::{Aws, Describer};
 use crate::cloud::{CloudError, InstanceId, Invocation, ManagedNode};
 
 /// The data type that makes SSM validate a value as an AMI id (SSM PutParameter docs).
@@ -248,10 +248,27 @@ impl Aws {
             .map_err(|e| self.err("CancelCommand", e))?;
         Ok(())
     }
+}
+
+/// Run Command for the shared pollers (see `ec2::Describer`).
+impl Describer {
+    /// Invocations (command id, instance), one GetCommandInvocation each (the API takes one).
+    pub(crate) async fn invocations(
+        self,
+        keys: Vec<(String, InstanceId)>,
+    ) -> Result<Vec<((String, InstanceId), Invocation)>, CloudError> {
+        let mut out = Vec::new();
+        for (cmd, id) in keys {
+            if let Some(i) = self.invocation(&cmd, &id).await? {
+                out.push(((cmd, id), i));
+            }
+        }
+        Ok(out)
+    }
 
     /// One invocation; `None` while SSM does not know it yet (`InvocationDoesNotExist` is
     /// normal for a moment right after SendCommand).
-    pub async fn get_invocation(
+    async fn invocation(
         &self,
         command_id: &str,
         instance: &InstanceId,
@@ -283,7 +300,7 @@ impl Aws {
                     .map(str::to_string),
             })),
             Err(e) => {
-                let e = self.err("GetCommandInvocation", e);
+                let e = super::api_error(&self.region, "GetCommandInvocation", e);
                 if e.code() == Some("InvocationDoesNotExist") {
                     Ok(None)
                 } else {
@@ -294,7 +311,10 @@ impl Aws {
     }
 
     /// The instances Systems Manager knows, of `ids` (at most 50 per call).
-    pub async fn managed_nodes(&self, ids: &[InstanceId]) -> Result<Vec<ManagedNode>, CloudError> {
+    pub(crate) async fn nodes(
+        self,
+        ids: Vec<InstanceId>,
+    ) -> Result<Vec<(InstanceId, ManagedNode)>, CloudError> {
         let mut out = Vec::new();
         let mut pages = self
             .ssm
@@ -304,24 +324,33 @@ impl Aws {
                     .key("InstanceIds")
                     .set_values(Some(ids.iter().map(|i| i.0.clone()).collect()))
                     .build()
-                    .map_err(|e| self.bad("DescribeInstanceInformation", e.to_string()))?,
+                    .map_err(|e| CloudError::BadAnswer {
+                        op: "DescribeInstanceInformation",
+                        region: self.region.to_string(),
+                        message: e.to_string(),
+                    })?,
             )
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("DescribeInstanceInformation", e))?;
+            let page =
+                page.map_err(|e| super::api_error(&self.region, "DescribeInstanceInformation", e))?;
             out.extend(page.instance_information_list().iter().filter_map(|i| {
-                Some(ManagedNode {
-                    id: InstanceId(i.instance_id()?.to_string()),
-                    ping_status: i
-                        .ping_status()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_default(),
-                    platform: i
-                        .platform_type()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_default(),
-                })
+                let id = InstanceId(i.instance_id()?.to_string());
+                Some((
+                    id.clone(),
+                    ManagedNode {
+                        id,
+                        ping_status: i
+                            .ping_status()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                        platform: i
+                            .platform_type()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                    },
+                ))
             }));
         }
         Ok(out)
