@@ -200,6 +200,45 @@ impl Bars {
     }
 }
 
+/// What a bake command sets up: a runtime, the event renderer (feeding the `--report`
+/// recorder), cancellation, and the bakes' options.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    current: Arc<Mutex<Option<String>>>,
+    recorder: Arc<Recorder>,
+    events: Events,
+    cancel: Cancel,
+    opts: BakeOptions,
+}
+
+impl Session {
+    fn new(log_format: LogFormat, verbose: u8, on_error: OnError) -> Result<Self, CliError> {
+        let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+        let current = Arc::new(Mutex::new(None));
+        let recorder = Arc::new(Recorder::default());
+        let events = renderer(log_format, verbose, current.clone(), recorder.clone());
+        Ok(Self {
+            rt,
+            current,
+            recorder,
+            events,
+            cancel: Cancel::new(),
+            opts: BakeOptions {
+                on_error,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Runs `f` on the runtime, with Ctrl-C/SIGTERM handled.
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(async {
+            on_signals(self.cancel.clone(), self.current.clone());
+            f.await
+        })
+    }
+}
+
 /// First Ctrl-C/SIGTERM cancels (the runner cleans up); a second one exits at once and says
 /// what is left.
 fn on_signals(cancel: Cancel, current: Arc<Mutex<Option<String>>>) {
@@ -239,31 +278,20 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     let catalog = load(project)?;
     catalog.image(a.image)?;
     let target = catalog.target(a.target)?.clone();
-    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
-    let current = Arc::new(Mutex::new(None));
-    let recorder = Arc::new(Recorder::default());
-    let events = renderer(a.log_format, a.verbose, current.clone(), recorder.clone());
-    let cancel = Cancel::new();
-    let opts = BakeOptions {
-        on_error: a.on_error,
-        ..Default::default()
-    };
+    let se = Session::new(a.log_format, a.verbose, a.on_error)?;
     let t0 = std::time::Instant::now();
-    let result = rt.block_on(async {
-        on_signals(cancel.clone(), current.clone());
-        bake::bake(
-            project,
-            &catalog,
-            &ImageName::new_unchecked(a.image),
-            &target,
-            &opts,
-            &events,
-            &cancel,
-        )
-        .await
-    });
+    let result = se.block_on(bake::bake(
+        project,
+        &catalog,
+        &ImageName::new_unchecked(a.image),
+        &target,
+        &se.opts,
+        &se.events,
+        &se.cancel,
+    ));
     if let Some(dir) = a.report {
-        recorder.write(dir, &result, t0.elapsed().as_secs_f64())?;
+        se.recorder
+            .write(dir, &result, t0.elapsed().as_secs_f64())?;
     }
     match result {
         Ok(art) => {
@@ -385,19 +413,11 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     for n in a.images {
         named.push(catalog.image(n)?.name.clone());
     }
-    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
-    let current = Arc::new(Mutex::new(None));
-    let recorder = Arc::new(Recorder::default());
-    let events = renderer(a.log_format, a.verbose, current.clone(), recorder.clone());
-    let cancel = Cancel::new();
-    let opts = BakeOptions {
-        on_error: a.on_error,
-        ..Default::default()
-    };
+    let se = Session::new(a.log_format, a.verbose, a.on_error)?;
+    let (events, cancel, opts, recorder) = (&se.events, &se.cancel, &se.opts, &se.recorder);
     let fleet = opts.fleet.clone();
     let run_started = std::time::Instant::now();
-    let (outcomes, stats) = rt.block_on(async {
-        on_signals(cancel.clone(), current.clone());
+    let (outcomes, stats) = se.block_on(async {
         let selected: Vec<ImageName> = if a.changed {
             let rows = changes::plan(&catalog, &target, &named)
                 .await
