@@ -87,6 +87,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The shell line that fails unless the file at `quoted_path` has the sha256 `sha` (hex).
+fn sh_sha_check(quoted_path: &str, sha: &str) -> String {
+    format!("printf '%s  %s\\n' '{sha}' {quoted_path} | sha256sum -c - >/dev/null\n")
+}
+
 /// The commands bakery sends for a platform and working directory, without a connection (what
 /// `Host` runs, and what the golden tests pin).
 pub struct Scripts<'a> {
@@ -210,9 +215,10 @@ if ($h -ne '{sha256}') {{ throw \"sha256 of $p is $h, expected {sha256}\" }}\n",
         } else {
             let p = sh_quote(path);
             format!(
-                "set -e\nmkdir -p \"$(dirname {p})\"\naws s3 cp --only-show-errors --region {} {} {p}\nprintf '%s  %s\\n' '{sha256}' {p} | sha256sum -c - >/dev/null\n",
+                "set -e\nmkdir -p \"$(dirname {p})\"\naws s3 cp --only-show-errors --region {} {} {p}\n{}",
                 sh_quote(region),
                 sh_quote(&format!("s3://{bucket}/{key}")),
+                sh_sha_check(&p, sha256),
             )
         }
     }
@@ -499,9 +505,7 @@ impl Host<'_> {
                     if i == 0 { ">" } else { ">>" }
                 ));
                 if i == last {
-                    cmd.push_str(&format!(
-                        "printf '%s  %s\\n' '{sha}' {p} | sha256sum -c - >/dev/null\n"
-                    ));
+                    cmd.push_str(&sh_sha_check(&p, &sha));
                 }
                 self.exec_ok(&cmd, Duration::from_secs(300)).await?;
             }
