@@ -1,12 +1,10 @@
 //! Bakes against the real SDK and a real SSH build host: the emulator and a private sshd,
 //! started per test. After each test the emulator must hold nothing the test did not keep.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::sandbox::{FileServer, Sandbox};
-use crate::support::{rt, text};
+use crate::support::{bake_id_of, rt, text};
 
 /// Everything in the emulator a bake could have left behind (every region of the target).
 fn leftovers(sb: &Sandbox) -> Vec<String> {
@@ -71,21 +69,6 @@ fn parameter(sb: &Sandbox, name: &str) -> Option<(String, String)> {
             Err(e) => panic!("GetParameter {name}: {e:?}"),
         }
     })
-}
-
-/// Waits for a child, killing it (and failing the test) if it takes longer than `secs`.
-fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
-    let end = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if std::time::Instant::now() > end {
-            let _ = child.kill();
-            panic!("bakery did not exit within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// sandbox-demo plus an image check that cannot pass.
@@ -314,14 +297,6 @@ fn on_error_keep_keeps_the_instance_until_cleanup() {
     assert!(registered(&sb, "fail-check").is_empty());
 }
 
-fn bake_id_of(json_lines: &str) -> String {
-    json_lines
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["bake_id"].as_str().map(str::to_string))
-        .expect("a bake_id in the event stream")
-}
-
 #[test]
 fn sigint_in_every_phase_leaves_nothing() {
     // Every emulator call takes 300 ms, so each phase lasts long enough to be interrupted in.
@@ -335,41 +310,9 @@ fn sigint_in_every_phase_leaves_nothing() {
         "capture",
         "publish",
     ] {
-        let mut child = sb
-            .command(&[
-                "bake",
-                "sandbox-demo",
-                "--target",
-                "sandbox",
-                "--log-format",
-                "json",
-            ])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.expect("line");
-            seen.push(line.clone());
-            let v: serde_json::Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
-            if v["event"] == "phase" && v["phase"] == phase {
-                std::process::Command::new("kill")
-                    .arg("-INT")
-                    .arg(child.id().to_string())
-                    .status()
-                    .expect("kill");
-                break;
-            }
-        }
-        seen.extend(lines.map_while(Result::ok));
-        let status = wait_for(&mut child, 120);
-        let all = seen.join("\n");
+        let (status, all) = sb.bake_interrupted("sandbox-demo", |v| {
+            usize::from(v["event"] == "phase" && v["phase"] == phase)
+        });
         assert_eq!(status.code(), Some(130), "interrupt in {phase}: {all}");
         assert!(
             all.contains(&format!("was cancelled in {phase}")),
@@ -474,44 +417,16 @@ fn a_layered_image_records_its_parent_version() {
 #[test]
 fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
     let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
-    let mut child = sb
-        .command(&[
-            "bake",
-            "sandbox-demo",
-            "--target",
-            "sandbox",
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut seen = Vec::new();
+    // First interrupt once the instance exists, the second as soon as cleanup starts.
     let mut interrupts = 0;
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        seen.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        // First interrupt once the instance exists, the second as soon as cleanup starts.
+    let (status, all) = sb.bake_interrupted("sandbox-demo", |v| {
         let first = interrupts == 0 && v["event"] == "phase" && v["phase"] == "connect";
         let second = interrupts == 1 && v["event"] == "phase" && v["phase"] == "cleanup";
-        if first || second {
-            std::process::Command::new("kill")
-                .arg("-INT")
-                .arg(child.id().to_string())
-                .status()
-                .expect("kill");
-            interrupts += 1;
-            if second {
-                break;
-            }
-        }
-    }
-    seen.extend(lines.map_while(Result::ok));
-    assert_eq!(wait_for(&mut child, 120).code(), Some(130));
-    let all = seen.join("\n");
+        let now = usize::from(first || second);
+        interrupts += now;
+        now
+    });
+    assert_eq!(status.code(), Some(130), "{all}");
     assert!(all.contains("cleanup skipped"), "{all}");
     let bake_id = bake_id_of(&all);
     assert!(all.contains(&format!("bakery cleanup {bake_id}")), "{all}");
@@ -534,46 +449,16 @@ fn a_second_interrupt_skips_cleanup_and_cleanup_removes_the_rest() {
 #[test]
 fn interrupting_the_cleanup_of_a_published_bake_keeps_the_version() {
     let sb = Sandbox::start_with(Some(Duration::from_millis(300)));
-    let mut child = sb
-        .command(&[
-            "bake",
-            "sandbox-demo",
-            "--target",
-            "sandbox",
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        seen.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    // Published; now interrupt twice: the second one exits at once.
+    let (status, all) = sb.bake_interrupted("sandbox-demo", |v| {
         if v["event"] == "phase" && v["phase"] == "cleanup" {
-            // Published; now interrupt twice: the second one exits at once.
-            for _ in 0..2 {
-                std::process::Command::new("kill")
-                    .arg("-INT")
-                    .arg(child.id().to_string())
-                    .status()
-                    .expect("kill");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            break;
+            2
+        } else {
+            0
         }
-    }
-    seen.extend(lines.map_while(Result::ok));
-    assert_eq!(
-        wait_for(&mut child, 120).code(),
-        Some(130),
-        "{}",
-        seen.join("\n")
-    );
-    let bake_id = bake_id_of(&seen.join("\n"));
+    });
+    assert_eq!(status.code(), Some(130), "{all}");
+    let bake_id = bake_id_of(&all);
     let out = sb.bakery(&["cleanup", &bake_id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // The version was published: cleanup removed only the temporary things.

@@ -8,7 +8,7 @@ use bakery::plan::Planner;
 
 use crate::support::fixtures::repo_root;
 use crate::support::sandbox::Sandbox;
-use crate::support::{rt, text};
+use crate::support::{bake_id_of, rt, text};
 
 /// The image over SSM: the communicator, and no SSH settings (they only apply to SSH).
 fn ssm_toml(toml: &str) -> String {
@@ -50,14 +50,6 @@ fn commands(sb: &Sandbox) -> Vec<(String, String, String)> {
             })
             .collect()
     })
-}
-
-fn bake_id_of(json_lines: &str) -> String {
-    json_lines
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["bake_id"].as_str().map(str::to_string))
-        .expect("a bake_id in the event stream")
 }
 
 #[test]
@@ -179,44 +171,17 @@ shell = { inline = '''test "$(cat /proc/sys/kernel/random/boot_id)" != "$(cat "$
 
 #[test]
 fn an_interrupt_during_an_ssm_step_cancels_the_command_and_leaves_nothing() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let sb = Sandbox::start();
     add_ssm_step(&sb, "ssm-slow", "echo started\nsleep 120\necho not reached");
-    let mut child = sb
-        .command(&[
-            "bake",
-            "ssm-slow",
-            "--target",
-            "sandbox",
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        seen.push(line.clone());
-        if line.contains("\"event\":\"step\"") && line.contains("\"recipe\":\"ssm-slow\"") {
+    let (status, all) = sb.bake_interrupted("ssm-slow", |v| {
+        if v["event"] == "step" && v["recipe"] == "ssm-slow" {
             // Let the command reach the instance, then interrupt.
             std::thread::sleep(std::time::Duration::from_secs(2));
-            std::process::Command::new("kill")
-                .arg("-INT")
-                .arg(child.id().to_string())
-                .status()
-                .expect("kill");
-            break;
+            1
+        } else {
+            0
         }
-    }
-    seen.extend(lines.map_while(Result::ok));
-    let status = child.wait().expect("wait");
-    let all = seen.join("\n");
+    });
     assert_eq!(status.code(), Some(130), "{all}");
     assert!(all.contains("was cancelled in provision"), "{all}");
     assert!(all.contains("nothing was left behind"), "{all}");
@@ -260,17 +225,21 @@ fn output_beyond_the_api_limit_comes_from_s3_or_is_reported_as_truncated() {
         "ssm-chatty",
         "head -c 30000 /dev/zero | tr '\\0' x; echo; echo the-end",
     );
+    let bake = || {
+        let out = sb.bakery(&[
+            "bake",
+            "ssm-chatty",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        err
+    };
     // With the target's bucket: the command's full output is read back from S3.
-    let out = sb.bakery(&[
-        "bake",
-        "ssm-chatty",
-        "--target",
-        "sandbox",
-        "--log-format",
-        "json",
-    ]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let err = bake();
     assert!(err.contains("the-end"), "{err}");
     assert!(!err.contains("output truncated by SSM"), "{err}");
     assert_eq!(
@@ -287,16 +256,7 @@ fn output_beyond_the_api_limit_comes_from_s3_or_is_reported_as_truncated() {
         .map(|l| format!("{l}\n"))
         .collect();
     sb.project.write("bakery.toml", &no_bucket);
-    let out = sb.bakery(&[
-        "bake",
-        "ssm-chatty",
-        "--target",
-        "sandbox",
-        "--log-format",
-        "json",
-    ]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let err = bake();
     assert!(err.contains("output truncated by SSM"), "{err}");
     assert!(!err.contains("the-end"), "{err}");
 }

@@ -16,3 +16,12 @@ pub fn text(b: &[u8]) -> String {
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
+
+/// The first bake id in a stream of JSON event lines.
+pub fn bake_id_of(json_lines: &str) -> String {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["bake_id"].as_str().map(str::to_string))
+        .expect("a bake_id in the event stream")
+}

@@ -232,6 +232,51 @@ impl Sandbox {
         )
     }
 
+    /// Runs `bakery bake <image> --target sandbox --log-format json`, showing every event to
+    /// `interrupts`, which answers how many SIGINTs to send right then (100 ms apart). Returns
+    /// the exit status (the bake must exit within two minutes) and everything it printed on
+    /// stderr.
+    pub fn bake_interrupted(
+        &self,
+        image: &str,
+        mut interrupts: impl FnMut(&serde_json::Value) -> usize,
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = self
+            .command(&["bake", image, "--target", "sandbox", "--log-format", "json"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn bakery");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            seen.push(line);
+            for i in 0..interrupts(&v) {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Command::new("kill")
+                    .arg("-INT")
+                    .arg(child.id().to_string())
+                    .status()
+                    .expect("kill");
+            }
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if std::time::Instant::now() > end {
+                let _ = child.kill();
+                panic!("bakery did not exit within 120s:\n{}", seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, seen.join("\n"))
+    }
+
     /// Every call the emulator has received so far, in order (from the emulator's action log).
     pub fn actions(&self) -> Vec<EmulatorCall> {
         std::fs::read_to_string(self.state.path().join("actions.log"))
