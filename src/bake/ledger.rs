@@ -33,11 +33,14 @@ pub enum Undo {
         region: String,
         id: SnapshotId,
     },
-    /// Puts a parameter back as it was (`previous: None` deletes it).
+    /// Puts a parameter back as it was (`previous: None` deletes it), but only while it still
+    /// holds `ours`, what this bake wrote (a newer runner's write is left alone).
     RestoreParameter {
         region: String,
         name: String,
         previous: Option<String>,
+        #[serde(default)]
+        ours: Option<String>,
     },
     /// Deletes the private key file kept for `--on-error keep`.
     DeleteKeyFile {
@@ -50,6 +53,38 @@ pub enum Undo {
         bucket: String,
         prefix: String,
     },
+}
+
+impl Undo {
+    /// The region the resource is in (none for a local file).
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            Undo::TerminateInstance { region, .. }
+            | Undo::DeleteKeyPair { region, .. }
+            | Undo::DeleteSecurityGroup { region, .. }
+            | Undo::DeregisterImage { region, .. }
+            | Undo::DeleteSnapshot { region, .. }
+            | Undo::RestoreParameter { region, .. }
+            | Undo::DeleteS3Prefix { region, .. } => Some(region),
+            Undo::DeleteKeyFile { .. } => None,
+        }
+    }
+
+    /// Where a sweep runs this undo: instances first (they hold security groups), then
+    /// parameters (nothing may go on naming an AMI about to be removed), groups, key pairs,
+    /// images, snapshots, objects, files.
+    pub fn order(&self) -> u8 {
+        match self {
+            Undo::TerminateInstance { .. } => 0,
+            Undo::RestoreParameter { .. } => 1,
+            Undo::DeleteSecurityGroup { .. } => 2,
+            Undo::DeleteKeyPair { .. } => 3,
+            Undo::DeregisterImage { .. } => 4,
+            Undo::DeleteSnapshot { .. } => 5,
+            Undo::DeleteS3Prefix { .. } => 6,
+            Undo::DeleteKeyFile { .. } => 7,
+        }
+    }
 }
 
 impl std::fmt::Display for Undo {
@@ -66,11 +101,13 @@ impl std::fmt::Display for Undo {
                 region,
                 name,
                 previous: None,
+                ..
             } => write!(f, "parameter {name} ({region})"),
             Undo::RestoreParameter {
                 region,
                 name,
                 previous: Some(_),
+                ..
             } => {
                 write!(f, "parameter {name} ({region}, to be restored)")
             }
@@ -154,7 +191,12 @@ impl Journal {
     }
 
     pub fn load(project: &Path, bake_id: &str) -> std::io::Result<Self> {
-        let path = Self::path_for(project, bake_id);
+        Self::read(&Self::path_for(project, bake_id))
+    }
+
+    /// Reads a journal file.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let path = path.to_path_buf();
         let text = std::fs::read_to_string(&path)?;
         let mut j: Journal = serde_json::from_str(&text).map_err(|e| {
             std::io::Error::new(

@@ -2,9 +2,11 @@
 //! onto the ledger the moment AWS returns an id; on failure or cancellation it undoes in reverse
 //! with a fresh deadline. The result is an `Artifact` (a version with one AMI per region).
 
+pub mod gc;
 pub mod ledger;
 mod runner;
 mod steps;
+pub mod sweep;
 pub mod undo;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,13 @@ pub use undo::cleanup;
 
 use crate::checks::report::CheckResult;
 use ledger::Undo;
+
+/// Top folder of what bakes put in the target's bucket (`bakery/<bake-id>/...`).
+pub const S3_PREFIX: &str = "bakery";
+
+/// How long a bake's resources count as live without a heartbeat (`bakery:expires`); a running
+/// bake renews it every third of this. Long enough to outlast a few failed renewals.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30 * 60);
 
 /// What to do with the build instance when a bake fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +48,8 @@ pub struct BakeOptions {
     /// Clients shared by every bake of this process: one EC2 rate limiter and one set of
     /// pollers per region.
     pub fleet: crate::cloud::aws::Fleet,
+    /// How far ahead each renewal of `bakery:expires` reaches (`bake --lease`).
+    pub lease: Duration,
 }
 
 impl Default for BakeOptions {
@@ -47,6 +58,7 @@ impl Default for BakeOptions {
             on_error: OnError::Cleanup,
             cleanup_timeout: Duration::from_secs(15 * 60),
             fleet: Default::default(),
+            lease: DEFAULT_LEASE,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::catalog::model::{Communicator, Image, ImageName, Platform, Source, Ta
 use crate::catalog::Catalog;
 use crate::checks::report::CheckResult;
 use crate::cloud::aws::Aws;
-use crate::cloud::aws::Regions;
+use crate::cloud::aws::{Fleet, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{
@@ -29,6 +29,8 @@ use crate::remote::ssh::{new_key, public_openssh, HostKeyPin, Ssh, SshTarget};
 use crate::remote::ssm::Ssm;
 use crate::remote::Conn;
 
+/// Renew the lease no more often than this (a short `--lease` in tests).
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Time allowed for each probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A restart waits this long for the new boot unless the step says otherwise.
@@ -37,10 +39,16 @@ const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_NAME_TRIES: u64 = 20;
 /// SSM validates `aws:ec2:image` parameters asynchronously (PutParameter docs, "DataType").
 const PARAMETER_VISIBLE_WAIT: Duration = Duration::from_secs(120);
+/// Writes of a pointer (`latest`) before giving up when other runners keep changing it.
+const POINTER_TRIES: usize = 5;
 /// Hex digits of each input hash kept in the inputs parameter (enough to tell inputs apart).
 const INPUT_HASH_LEN: usize = 16;
-/// Extra lifetime in `bakery:expires` beyond the bake's own timeouts, for a sweep to act on.
-const EXPIRY_SLACK: Duration = Duration::from_secs(3600);
+/// How long EC2 may answer `InvalidGroup.NotFound` / `InvalidKeyPair.NotFound` for a group or key
+/// pair it just created ("Eventual consistency in the Amazon EC2 API"; the SDK does not retry
+/// these codes).
+const CREATED_VISIBLE_WAIT: Duration = Duration::from_secs(60);
+/// Error codes that mean "just created, not visible yet" right after a create.
+const NOT_YET_VISIBLE: [&str; 2] = ["InvalidGroup.NotFound", "InvalidKeyPair.NotFound"];
 
 /// Why a phase stopped.
 struct Failure {
@@ -239,18 +247,82 @@ pub async fn bake(
     };
     let outcome = {
         let c = cancel.clone();
+        let beat = heartbeat(journal_path.clone(), target, &opts.fleet, opts.lease);
         tokio::select! {
             r = run.phases() => r,
             () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            () = beat => Err(Failure::new("the heartbeat stopped")),
         }
     };
+    // An interrupt or error that landed after the commit does not undo the version.
+    let outcome = match outcome {
+        Err(f) if run.phase == "publish" => run.committed_anyway(f).await,
+        o => o,
+    };
     match outcome {
-        Ok(()) => run.succeed().await,
+        Ok(()) => {
+            run.after_publish().await;
+            run.succeed().await
+        }
         Err(f) => Err(run.fail(f).await),
     }
 }
 
+/// Renews `bakery:expires` on the bake's instance and security group every third of the lease
+/// while the bake runs, so `bakery gc` on another machine never takes a slow bake for a dead
+/// one. It reads the journal on disk (what exists is what the journal says); a failed renewal is
+/// a warning, retried at the next beat. Never returns.
+async fn heartbeat(journal: std::path::PathBuf, target: &Target, fleet: &Fleet, lease: Duration) {
+    let every = (lease / 3).max(MIN_HEARTBEAT);
+    let mut regions = Regions::in_fleet(target, fleet);
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(j) = Journal::read(&journal) else {
+            continue;
+        };
+        let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in j.entries.iter().filter(|e| !e.done) {
+            match &e.undo {
+                Undo::TerminateInstance { region, id } => {
+                    ids.entry(region.clone()).or_default().push(id.to_string())
+                }
+                Undo::DeleteSecurityGroup { region, id } => {
+                    ids.entry(region.clone()).or_default().push(id.to_string())
+                }
+                _ => {}
+            }
+        }
+        let mut tags = Tags::new();
+        tags.insert(tag::EXPIRES.into(), expiry(lease));
+        for (region, ids) in ids {
+            if let Err(e) = regions.get(&region).await.tag_resources(&ids, &tags).await {
+                tracing::warn!(bake_id = %j.bake_id, error = %e, "cannot renew the lease (bakery:expires)");
+            }
+        }
+    }
+}
+
 impl Run<'_> {
+    /// A publish that failed or was interrupted after the commit (the AMIs marked published)
+    /// succeeded: the version stands, only temporary things are removed.
+    async fn committed_anyway(&mut self, f: Failure) -> Result<(), Failure> {
+        let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
+        match super::undo::committed(&mut regions, &self.journal).await {
+            Ok(true) => {
+                if let Err(e) = self.journal.set_state(State::Published) {
+                    tracing::warn!(error = %e, "journal");
+                }
+                self.warn(format!(
+                    "{} after the version was published: the version stands",
+                    f.cause
+                ));
+                self.leave();
+                Ok(())
+            }
+            _ => Err(f),
+        }
+    }
+
     fn emit_phase(&mut self, phase: &'static str) {
         self.phase = phase;
         self.phase_started = Instant::now();
@@ -309,23 +381,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Tags of everything the bake creates: the bake id, and a lease (`bakery:expires`) that
+    /// the heartbeat renews while the bake runs, so `bakery gc` can tell a live bake from a dead one.
     fn tags(&self) -> Tags {
         let mut t: Tags = self.target.tags.clone();
-        let timeouts = &self.image.build.timeouts;
-        let life = timeouts.launch + timeouts.provision + timeouts.capture + EXPIRY_SLACK;
         t.insert(tag::BAKE_ID.into(), self.bake_id.clone());
         t.insert(tag::IMAGE.into(), self.image.name.to_string());
-        t.insert(
-            tag::EXPIRES.into(),
-            humantime::format_rfc3339_seconds(SystemTime::now() + life).to_string(),
-        );
+        t.insert(tag::EXPIRES.into(), expiry(self.opts.lease));
         t
     }
 
     /// Tags of the AMI and its snapshots (in every region).
     fn image_tags(&self, name: &str, version: &Version) -> Tags {
+        // `bakery:expires` stays until the version is published (then it is removed).
         let mut tags = self.tags();
-        tags.remove(tag::EXPIRES);
         tags.insert("Name".into(), name.to_string());
         tags.insert(tag::VERSION.into(), version.to_string());
         tags.insert(
@@ -434,8 +503,18 @@ impl Run<'_> {
                         .get(&region)
                         .or(self.target.kms_key.as_ref())
                         .cloned();
-                    aws.copy_image(&build, &ami, &name, &description, kms.as_deref(), &tags)
-                        .await?
+                    // The same token on a retry after a lost answer returns the same copy.
+                    let token = format!("{}-{region}", self.bake_id);
+                    aws.copy_image(
+                        &build,
+                        &ami,
+                        &name,
+                        &description,
+                        kms.as_deref(),
+                        &tags,
+                        &token,
+                    )
+                    .await?
                 }
             };
             self.journal.push(
@@ -459,9 +538,7 @@ impl Run<'_> {
         }
         while let Some(done) = waits.join_next().await {
             let (aws, id, info) = done.map_err(|e| Failure::new(format!("copy wait: {e}")))?;
-            let info = info?;
-            let snaps: Vec<String> = info.snapshots.iter().map(|s| s.to_string()).collect();
-            aws.tag_resources(&snaps, &tags).await?;
+            info?;
             self.copies.insert(aws.region.to_string(), (aws, id));
         }
         let share = &self.image.publish.share;
@@ -714,9 +791,15 @@ impl Run<'_> {
                 )?;
                 self.created(format!("security group {id}"));
                 if let Some(cidr) = cidr {
-                    self.aws
-                        .authorize_ingress(&id, self.image.build.ssh.port, &cidr)
-                        .await?;
+                    let (aws, port) = (&self.aws, self.image.build.ssh.port);
+                    once_visible(&format!("security group {id}"), &self.cancel, || async {
+                        match aws.authorize_ingress(&id, port, &cidr).await {
+                            // A retry after a lost answer finds the rule in place.
+                            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+                            r => r,
+                        }
+                    })
+                    .await?;
                 }
                 id
             }
@@ -766,7 +849,11 @@ impl Run<'_> {
                 .or_else(|| self.target.kms_key.clone()),
             tags: itags,
         };
-        let (id, itype) = self.aws.run_instance(&spec).await?;
+        let aws = &self.aws;
+        let (id, itype) = once_visible("the new security group and key pair", &self.cancel, || {
+            aws.run_instance(&spec)
+        })
+        .await?;
         self.journal.push(
             Undo::TerminateInstance {
                 region: region.clone(),
@@ -810,7 +897,7 @@ impl Run<'_> {
 
     /// This bake's prefix in the target's bucket.
     fn s3_prefix(&self) -> String {
-        format!("bakery/{}", self.bake_id)
+        format!("{}/{}", super::S3_PREFIX, self.bake_id)
     }
 
     fn ssm(&self) -> bool {
@@ -1252,11 +1339,7 @@ impl Run<'_> {
         )?;
         self.created(format!("image {ami} ({name})"));
         self.image_id = Some(ami.clone());
-        let info = wait_available(&aws, &ami, timeout, &self.cancel).await?;
-        // Snapshot tags after the fact: the emulator answers 500 to a snapshot TagSpecification
-        // on CreateImage; AWS accepts both ways.
-        let snaps: Vec<String> = info.snapshots.iter().map(|s| s.to_string()).collect();
-        aws.tag_resources(&snaps, &tags).await?;
+        wait_available(&aws, &ami, timeout, &self.cancel).await?;
         Ok(())
     }
 
@@ -1288,7 +1371,7 @@ impl Run<'_> {
             )));
         }
         // `latest` is the newest published release: a hotfix of an older line or a
-        // pre-release does not move it.
+        // pre-release does not move it (and `point` never moves it back past a newer one).
         let newest = registered
             .into_iter()
             .filter(|r| r.published && r.revoked.is_none() && r.version.pre.is_empty())
@@ -1297,7 +1380,11 @@ impl Run<'_> {
         let moves_latest = version.pre.is_empty() && newest.as_ref().is_none_or(|n| &version > n);
         for (region, aws, ami) in &copies {
             // The versioned parameter is the contract: never overwritten.
-            if aws.get_parameter(&versioned).await?.is_some() {
+            if aws
+                .get_parameter(&versioned)
+                .await?
+                .is_some_and(|v| v != ami.as_str())
+            {
                 return Err(Failure::new(format!(
                     "{versioned} already exists in {region}: another runner took this version while this bake ran (versions are immutable); this copy is removed"
                 )));
@@ -1307,65 +1394,37 @@ impl Run<'_> {
                 region: region.clone(),
                 name: versioned.clone(),
                 previous: None,
+                ours: Some(ami.to_string()),
             };
             self.journal.push(undo.clone(), When::OnFailure)?;
             if let Err(e) = aws
                 .put_image_parameter(&versioned, ami.as_str(), false)
                 .await
             {
-                if e.code() == Some("ParameterAlreadyExists") {
-                    // Another runner took this version between our check and the put: not ours.
+                if e.code() != Some("ParameterAlreadyExists") {
+                    return Err(e.into());
+                }
+                // Our own write, retried by the SDK after a lost answer, reads back as our AMI;
+                // anything else is another runner's version.
+                if aws.get_parameter(&versioned).await?.as_deref() != Some(ami.as_str()) {
                     self.journal.forget(&undo)?;
                     return Err(Failure::new(format!("{image} {version} was taken by another runner while this bake ran; this copy is removed")));
                 }
-                return Err(e.into());
             }
-            if !moves_latest {
-                continue;
-            }
-            let previous = aws.get_parameter(&latest).await?;
-            self.journal.push(
-                Undo::RestoreParameter {
-                    region: region.clone(),
-                    name: latest.clone(),
-                    previous,
-                },
-                When::OnFailure,
-            )?;
-            aws.put_image_parameter(&latest, ami.as_str(), true).await?;
         }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
         // validation passed, so read back until it shows (bounded).
         for (region, aws, ami) in &copies {
-            let check: Vec<&String> = if moves_latest {
-                vec![&versioned, &latest]
-            } else {
-                vec![&versioned]
-            };
-            for p in check {
-                Wait::new(
-                    format!("parameter {p} in {region}"),
-                    format!("= {ami}"),
-                    PARAMETER_VISIBLE_WAIT,
-                )
-                .until(&self.cancel, || async {
-                    let back = aws.get_parameter(p).await?;
-                    Ok(if back.as_deref() == Some(ami.as_str()) {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending {
-                            state: format!("{back:?}"),
-                            reason: None,
-                        }
-                    })
-                })
-                .await?;
-            }
+            read_back(aws, &versioned, ami, &self.cancel).await?;
             self.parameters
                 .insert(format!("{region}:{versioned}"), ami.to_string());
-            if moves_latest {
-                self.parameters
-                    .insert(format!("{region}:{latest}"), ami.to_string());
+        }
+        if moves_latest {
+            for (region, aws, ami) in &copies {
+                if self.point(aws, &latest, ami, &version).await? {
+                    self.parameters
+                        .insert(format!("{region}:{latest}"), ami.to_string());
+                }
             }
         }
         // What this version was baked from, for `plan` to say what changed since.
@@ -1396,7 +1455,8 @@ impl Run<'_> {
         self.aws
             .put_string_parameter(&issued, &version.patch.to_string())
             .await?;
-        // Only now is this a version others may resolve.
+        // The commit: marked published, this is a version others may resolve, and nothing
+        // (failure, interrupt, cleanup, gc) may undo it.
         let mut published = Tags::new();
         published.insert(
             tag::PUBLISHED.into(),
@@ -1405,16 +1465,96 @@ impl Run<'_> {
         for (_, aws, ami) in &copies {
             aws.tag_resources(&[ami.to_string()], &published).await?;
         }
-        // From here on the version exists: nothing may undo it.
         self.journal.set_state(State::Published)?;
-        self.after_publish(&version).await;
         Ok(())
     }
 
-    /// Channels and retention after a successful publish. The version stands whatever happens
-    /// here, so problems are warnings.
-    async fn after_publish(&mut self, version: &Version) {
+    /// Points `name` (in the region of `aws`) at `ami` unless it already names a newer version of
+    /// the image: pointers never move backwards. Reads back after writing; when another runner
+    /// wrote in between, decides again against its value. Returns whether it names `ami` now.
+    async fn point(
+        &mut self,
+        aws: &Aws,
+        name: &str,
+        ami: &ImageId,
+        version: &Version,
+    ) -> Result<bool, Failure> {
+        let mut journaled = false;
+        for _ in 0..POINTER_TRIES {
+            let current = aws.get_parameter(name).await?;
+            if current.as_deref() == Some(ami.as_str()) {
+                return Ok(true);
+            }
+            if let Some(cur) = &current {
+                if let Some(theirs) = version_of(aws, cur).await?.filter(|v| v > version) {
+                    tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
+                    return Ok(false);
+                }
+            }
+            if !journaled {
+                self.journal.push(
+                    Undo::RestoreParameter {
+                        region: aws.region.to_string(),
+                        name: name.to_string(),
+                        previous: current.clone(),
+                        ours: Some(ami.to_string()),
+                    },
+                    When::OnFailure,
+                )?;
+                journaled = true;
+            }
+            aws.put_image_parameter(name, ami.as_str(), true).await?;
+            // The write shows once SSM validated it; a value that is neither the old one nor
+            // ours was written by another runner after us.
+            let back = Wait::brief(
+                format!("parameter {name} in {}", aws.region),
+                format!("= {ami}"),
+                PARAMETER_VISIBLE_WAIT,
+            )
+            .until(&self.cancel, || async {
+                let b = aws.get_parameter(name).await?;
+                Ok(if b == current {
+                    Poll::Pending {
+                        state: format!("{b:?}"),
+                        reason: None,
+                    }
+                } else {
+                    Poll::Ready(b)
+                })
+            })
+            .await?;
+            if back.as_deref() == Some(ami.as_str()) {
+                return Ok(true);
+            }
+        }
+        Err(Failure::new(format!(
+            "{name} in {} kept changing while this bake moved it to {ami}",
+            aws.region
+        )))
+    }
+
+    /// Channels and retention after the commit. The version stands whatever happens here, so
+    /// problems are warnings; an interrupt stops what is left, and each move or prune that did
+    /// not happen is named with the command that finishes it.
+    async fn after_publish(&mut self) {
+        let Some(version) = self.version.clone() else {
+            return;
+        };
+        self.emit_phase("promote");
+        // The lease was the bake's: a version does not expire.
+        for (aws, ami) in self.copies.values() {
+            let mut ids = vec![ami.to_string()];
+            match aws.describe_image(ami).await {
+                Ok(Some(i)) => ids.extend(i.snapshots.iter().map(|s| s.to_string())),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot list the snapshots of {ami}"),
+            }
+            if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
+                tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
+            }
+        }
         let image = self.image.name.to_string();
+        let target = &self.target.name;
         let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
         // The copies are known here: no need to re-read the registry (which may lag).
         let amis: BTreeMap<String, String> = self
@@ -1423,30 +1563,52 @@ impl Run<'_> {
             .map(|(r, (_, a))| (r.clone(), a.to_string()))
             .collect();
         for ch in self.image.publish.channels.clone() {
-            match reg.promote(&image, version, &amis, &ch).await {
-                Ok(()) => self.channels.push(ch),
-                Err(e) => self.events.emit(BakeEvent::Warning {
-                    bake_id: self.bake_id.clone(),
-                    message: format!("channel {ch} not moved: {e}"),
-                }),
+            if self.cancel.is_cancelled() {
+                self.warn(format!("interrupted: channel {ch} not moved to {version}; finish with: bakery promote {image}@{version} {ch} --target {target}"));
+                continue;
+            }
+            match reg.promote_if_newer(&image, &version, &amis, &ch).await {
+                Ok(true) => self.channels.push(ch),
+                Ok(false) => self.warn(format!(
+                    "channel {ch} already names a newer version than {version}: left there"
+                )),
+                Err(e) => self.warn(format!("channel {ch} not moved: {e}; finish with: bakery promote {image}@{version} {ch} --target {target}")),
             }
         }
         if let Some(keep) = self.image.publish.keep {
-            match registry::prune::prune(&mut reg, &image, keep as usize, None, false).await {
-                Ok(report) => {
-                    for d in report.iter().filter(|d| d.pruned) {
-                        self.events.emit(BakeEvent::Removed {
-                            bake_id: self.bake_id.clone(),
-                            resource: format!("{image} {} (retention: keep {keep})", d.version),
-                        });
+            let finish = format!("bakery prune {image} --keep {keep} --target {target}");
+            if self.cancel.is_cancelled() {
+                self.warn(format!(
+                    "interrupted: retention not applied; finish with: {finish}"
+                ));
+            } else {
+                let pruned = tokio::select! {
+                    r = registry::prune::prune(&mut reg, &image, keep as usize, None, false) => r,
+                    () = self.cancel.cancelled() => Err(CloudError::Cancelled),
+                };
+                match pruned {
+                    Ok(report) => {
+                        for d in report.iter().filter(|d| d.pruned) {
+                            self.events.emit(BakeEvent::Removed {
+                                bake_id: self.bake_id.clone(),
+                                resource: format!("{image} {} (retention: keep {keep})", d.version),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.warn(format!("retention not applied: {e}; finish with: {finish}"))
                     }
                 }
-                Err(e) => self.events.emit(BakeEvent::Warning {
-                    bake_id: self.bake_id.clone(),
-                    message: format!("retention not applied: {e}"),
-                }),
             }
         }
+        self.leave();
+    }
+
+    fn warn(&self, message: String) {
+        self.events.emit(BakeEvent::Warning {
+            bake_id: self.bake_id.clone(),
+            message,
+        });
     }
 
     fn artifact(&self) -> Artifact {
@@ -1693,6 +1855,71 @@ async fn caller_cidr() -> Result<String, String> {
         format!("checkip.amazonaws.com answered {ip:?}; set ssh_cidr in the target")
     })?;
     Ok(format!("{ip}/32"))
+}
+
+/// Runs `call` until EC2 stops answering that what it needs was not found: right after a create,
+/// EC2 may not see a new group or key pair for a few seconds, and the SDK does not retry that.
+async fn once_visible<T, F, Fut>(what: &str, cancel: &Cancel, mut call: F) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    Wait::brief(what, "visible to EC2", CREATED_VISIBLE_WAIT)
+        .until(cancel, || {
+            let f = call();
+            async move {
+                match f.await {
+                    Ok(v) => Ok(Poll::Ready(v)),
+                    Err(e) if e.code().is_some_and(|c| NOT_YET_VISIBLE.contains(&c)) => {
+                        Ok(Poll::Pending {
+                            state: e.code().unwrap_or_default().to_string(),
+                            reason: None,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+}
+
+/// Reads `name` back until it names `ami` (SSM validates `aws:ec2:image` values asynchronously).
+async fn read_back(
+    aws: &Aws,
+    name: &str,
+    ami: &ImageId,
+    cancel: &Cancel,
+) -> Result<(), CloudError> {
+    Wait::new(
+        format!("parameter {name} in {}", aws.region),
+        format!("= {ami}"),
+        PARAMETER_VISIBLE_WAIT,
+    )
+    .until(cancel, || async {
+        let back = aws.get_parameter(name).await?;
+        Ok(if back.as_deref() == Some(ami.as_str()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending {
+                state: format!("{back:?}"),
+                reason: None,
+            }
+        })
+    })
+    .await
+}
+
+/// The version an AMI of bakery's is (`None` for an AMI that is gone or not a version).
+async fn version_of(aws: &Aws, ami: &str) -> Result<Option<Version>, CloudError> {
+    Ok(aws
+        .describe_image(&ImageId(ami.to_string()))
+        .await?
+        .and_then(|i| Version::parse(i.tags.get(tag::VERSION)?).ok()))
+}
+
+/// `bakery:expires` for a lease starting now.
+fn expiry(lease: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + lease).to_string()
 }
 
 /// Waits until an AMI is available (failing fast on failed states).

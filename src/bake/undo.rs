@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::ledger::{Journal, State, Undo};
+use super::sweep::{self, Scope};
 use crate::catalog::model::Target;
 use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
@@ -61,8 +62,8 @@ async fn delete_sg(aws: &Aws, id: &SecurityGroupId, cancel: &Cancel) -> Result<(
     .await
 }
 
-/// Carries out one undo.
-/// Carries out one undo for bake `bake_id` (an image is only removed while it carries that id).
+/// Carries out one undo for bake `bake_id`. An image is only removed while it carries that id
+/// and is not published: a published version is never undone here, whoever asks.
 pub async fn run(
     regions: &mut Regions<'_>,
     u: &Undo,
@@ -79,7 +80,13 @@ pub async fn run(
         Undo::DeleteSecurityGroup { region, id } => {
             delete_sg(regions.get(region).await, id, cancel).await
         }
-        Undo::DeleteSnapshot { region, id } => regions.get(region).await.delete_snapshot(id).await,
+        Undo::DeleteSnapshot { region, id } => {
+            regions
+                .get(region)
+                .await
+                .delete_snapshot_released(id, cancel)
+                .await
+        }
         Undo::DeregisterImage { region, id } => {
             let aws = regions.get(region).await;
             // An image we just created may not be visible yet (DescribeImages is eventually
@@ -105,13 +112,17 @@ pub async fn run(
                     tracing::info!(image = %id, owner = ?i.tags.get(tag::BAKE_ID), "image belongs to another bake now");
                     return Ok(());
                 }
+                Ok(Some(i)) if i.tags.contains_key(tag::PUBLISHED) => {
+                    tracing::warn!(image = %id, "image is a published version: only prune or revoke remove it");
+                    return Ok(());
+                }
                 Ok(i) => i.map(|i| i.snapshots).unwrap_or_default(),
                 Err(CloudError::Timeout { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             };
             aws.deregister_image(id).await?;
             for s in &snapshots {
-                aws.delete_snapshot(s).await?;
+                aws.delete_snapshot_released(s, cancel).await?;
             }
             Ok(())
         }
@@ -119,8 +130,16 @@ pub async fn run(
             region,
             name,
             previous,
+            ours,
         } => {
             let aws = regions.get(region).await;
+            // Only while it still holds what this bake wrote: a newer runner's value stays.
+            if let Some(o) = ours {
+                if aws.get_parameter(name).await?.as_deref() != Some(o.as_str()) {
+                    tracing::info!(parameter = %name, "changed since this bake wrote it: left as is");
+                    return Ok(());
+                }
+            }
             match previous {
                 Some(v) => aws.put_image_parameter(name, v, true).await,
                 None => aws.delete_parameter(name).await,
@@ -148,9 +167,64 @@ pub async fn run(
     }
 }
 
-/// Undoes the journal's pending entries in reverse, then sweeps what is tagged with the bake id.
-/// Instances tagged with the bake go first (an instance the journal missed would hold the
-/// security group). Returns the errors; every entry is attempted even if an earlier one failed.
+/// Whether the bake's version was published: the journal says so, or (when the process died or
+/// was interrupted between marking the AMIs and writing the journal) one of its AMIs carries
+/// `bakery:published`. Once it was, only temporary things may be undone.
+pub async fn committed(regions: &mut Regions<'_>, journal: &Journal) -> Result<bool, CloudError> {
+    if journal.published() {
+        return Ok(true);
+    }
+    for e in &journal.entries {
+        if let Undo::DeregisterImage { region, id } = &e.undo {
+            let aws = regions.get(region).await;
+            if aws
+                .describe_image(id)
+                .await?
+                .is_some_and(|i| i.tags.contains_key(tag::PUBLISHED))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Every region a journal names, and every region of the target.
+fn regions_of(regions: &Regions<'_>, journal: &Journal) -> Vec<String> {
+    journal
+        .entries
+        .iter()
+        .filter_map(|e| e.undo.region().map(str::to_string))
+        .chain(regions.target.regions.iter().map(|r| r.to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Scans `regions_list` for what carries `bake` (or any bake) within `scope`.
+pub async fn scan(
+    regions: &mut Regions<'_>,
+    regions_list: &[String],
+    bake: Option<&str>,
+    scope: Scope,
+) -> Result<sweep::Scan, String> {
+    let mut all = sweep::Scan::default();
+    let target = regions.target;
+    for region in regions_list {
+        let aws = regions.get(region).await;
+        let s = sweep::scan_region(aws, target, bake, scope)
+            .await
+            .map_err(|e| format!("sweep of {region}: {e}"))?;
+        all.merge(s);
+    }
+    Ok(all)
+}
+
+/// Undoes the journal's pending entries in reverse, then sweeps every region of the target for
+/// what carries the bake id. Instances tagged with the bake go first (an instance the journal
+/// missed would hold the security group). `failed` asks for the artifact to go too, which is
+/// refused once the version was published (see `committed`). Returns the errors; every entry is
+/// attempted even if an earlier one failed.
 pub async fn undo_all(
     regions: &mut Regions<'_>,
     journal: &mut Journal,
@@ -159,38 +233,60 @@ pub async fn undo_all(
     cancel: &Cancel,
 ) -> Vec<String> {
     let mut errors = Vec::new();
-    let regions_seen: Vec<String> = journal
-        .entries
-        .iter()
-        .filter_map(|e| match &e.undo {
-            Undo::TerminateInstance { region, .. }
-            | Undo::DeleteKeyPair { region, .. }
-            | Undo::DeleteSecurityGroup { region, .. }
-            | Undo::DeregisterImage { region, .. }
-            | Undo::DeleteSnapshot { region, .. }
-            | Undo::RestoreParameter { region, .. }
-            | Undo::DeleteS3Prefix { region, .. } => Some(region.clone()),
-            Undo::DeleteKeyFile { .. } => None,
-        })
-        .chain(regions.target.regions.first().map(|r| r.to_string()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for region in &regions_seen {
-        match tagged(regions, region, &journal.bake_id, false, true).await {
-            Ok(found) => apply(regions, journal, found, events, cancel, &mut errors).await,
-            Err(e) => errors.push(format!("sweep of {region}: {e}")),
+    let failed = failed
+        && match committed(regions, journal).await {
+            Ok(c) => !c,
+            Err(e) => {
+                // Unknown: keep the artifact (a leftover AMI is cheaper than an undone version).
+                errors.push(format!(
+                    "cannot tell whether the version was published: {e}"
+                ));
+                false
+            }
+        };
+    let bake_id = journal.bake_id.clone();
+    let in_regions = regions_of(regions, journal);
+    match scan(regions, &in_regions, Some(&bake_id), Scope::Instances).await {
+        Ok(s) => {
+            apply(
+                regions,
+                journal,
+                found_undos(s),
+                events,
+                cancel,
+                &mut errors,
+            )
+            .await
         }
+        Err(e) => errors.push(e),
     }
     let pending = journal.pending(failed);
     apply(regions, journal, pending, events, cancel, &mut errors).await;
-    for region in &regions_seen {
-        match tagged(regions, region, &journal.bake_id, failed, false).await {
-            Ok(found) => apply(regions, journal, found, events, cancel, &mut errors).await,
-            Err(e) => errors.push(format!("sweep of {region}: {e}")),
+    let scope = if failed { Scope::All } else { Scope::Temporary };
+    match scan(regions, &in_regions, Some(&bake_id), scope).await {
+        Ok(s) => {
+            apply(
+                regions,
+                journal,
+                found_undos(s),
+                events,
+                cancel,
+                &mut errors,
+            )
+            .await
         }
+        Err(e) => errors.push(e),
     }
     errors
+}
+
+/// The undos of a scan, in the order they must run: instances (they hold groups), parameters
+/// (nothing may name an AMI about to go), groups, key pairs, images, snapshots, objects.
+pub fn found_undos(s: sweep::Scan) -> Vec<Undo> {
+    let mut v: Vec<Undo> = s.into_found().into_iter().map(|f| f.undo).collect();
+    v.sort_by_key(Undo::order);
+    v.dedup();
+    v
 }
 
 /// Carries out `undos` in order, marking matching journal entries done; errors are collected.
@@ -221,63 +317,8 @@ async fn apply(
     }
 }
 
-/// What carries this bake's id in `region`: instances only (`instances_only`), or everything
-/// else (images and snapshots only when the bake failed).
-async fn tagged(
-    regions: &mut Regions<'_>,
-    region: &str,
-    id: &str,
-    failed: bool,
-    instances_only: bool,
-) -> Result<Vec<Undo>, CloudError> {
-    let aws = regions.get(region).await.clone();
-    let mut found = Vec::new();
-    if instances_only {
-        for i in aws.instances_tagged(tag::BAKE_ID, id).await? {
-            found.push(Undo::TerminateInstance {
-                region: region.to_string(),
-                id: i.id,
-            });
-        }
-        return Ok(found);
-    }
-    for g in aws.security_groups_tagged(tag::BAKE_ID, id).await? {
-        found.push(Undo::DeleteSecurityGroup {
-            region: region.to_string(),
-            id: g,
-        });
-    }
-    for k in aws.key_pairs_tagged(tag::BAKE_ID, id).await? {
-        found.push(Undo::DeleteKeyPair {
-            region: region.to_string(),
-            name: k,
-        });
-    }
-    if failed {
-        let images = aws
-            .describe_images(
-                &["self".to_string()],
-                &[(&format!("tag:{}", tag::BAKE_ID), vec![id.to_string()])],
-            )
-            .await?;
-        for i in images {
-            found.push(Undo::DeregisterImage {
-                region: region.to_string(),
-                id: i.id,
-            });
-        }
-        for s in aws.snapshots_tagged(tag::BAKE_ID, id).await? {
-            found.push(Undo::DeleteSnapshot {
-                region: region.to_string(),
-                id: s,
-            });
-        }
-    }
-    Ok(found)
-}
-
-/// `bakery cleanup <bake-id>`: replays a journal (everything not done, as after a failure unless
-/// the bake succeeded) and sweeps the bake's tags.
+/// `bakery cleanup <bake-id>` with the journal: replays it (everything not done, as after a
+/// failure unless the version was published) and sweeps the bake's tags in every region.
 pub async fn cleanup(
     project: &Path,
     target: &Target,
@@ -287,9 +328,16 @@ pub async fn cleanup(
 ) -> Result<Vec<Undo>, String> {
     let mut journal = Journal::load(project, bake_id)
         .map_err(|e| format!("no journal for bake {bake_id}: {e}"))?;
-    // Once the artifact is registered, `cleanup` only removes temporary things.
-    let failed = !journal.published();
     let mut regions = Regions::new(target);
+    let published = committed(&mut regions, &journal)
+        .await
+        .map_err(|e| format!("cannot tell whether bake {bake_id} published: {e}"))?;
+    if published && !journal.published() {
+        journal
+            .set_state(State::Published)
+            .map_err(|e| e.to_string())?;
+    }
+    let failed = !published;
     let errors = undo_all(&mut regions, &mut journal, failed, events, cancel).await;
     if !errors.is_empty() {
         return Err(errors.join("\n"));

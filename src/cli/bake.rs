@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::report::{write, Recorder};
 use super::{load, print_json, CliError, LogFormat};
@@ -23,6 +24,8 @@ pub struct BakeArgs<'a> {
     pub image: &'a str,
     pub target: &'a str,
     pub on_error: OnError,
+    pub lease: Duration,
+    pub force_after: Duration,
     pub manifest: Option<&'a Path>,
     pub junit: Option<&'a Path>,
     pub report: Option<&'a Path>,
@@ -209,10 +212,19 @@ struct Session {
     events: Events,
     cancel: Cancel,
     opts: BakeOptions,
+    target: String,
+    force_after: Duration,
 }
 
 impl Session {
-    fn new(log_format: LogFormat, verbose: u8, on_error: OnError) -> Result<Self, CliError> {
+    fn new(
+        log_format: LogFormat,
+        verbose: u8,
+        on_error: OnError,
+        target: &str,
+        lease: Duration,
+        force_after: Duration,
+    ) -> Result<Self, CliError> {
         let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
         let current = Arc::new(Mutex::new(None));
         let recorder = Arc::new(Recorder::default());
@@ -225,50 +237,88 @@ impl Session {
             cancel: Cancel::new(),
             opts: BakeOptions {
                 on_error,
+                lease,
                 ..Default::default()
             },
+            target: target.to_string(),
+            force_after,
         })
     }
 
-    /// Runs `f` on the runtime, with Ctrl-C/SIGTERM handled.
+    /// Runs `f` on the runtime, with SIGINT/SIGTERM/SIGHUP handled.
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.rt.block_on(async {
-            on_signals(self.cancel.clone(), self.current.clone());
+            on_signals(Signals {
+                cancel: self.cancel.clone(),
+                current: self.current.clone(),
+                target: self.target.clone(),
+                force_after: self.force_after,
+            });
             f.await
         })
     }
 }
 
-/// First Ctrl-C/SIGTERM cancels (the runner cleans up); a second one exits at once and says
-/// what is left.
-fn on_signals(cancel: Cancel, current: Arc<Mutex<Option<String>>>) {
+/// What the signal handler needs.
+struct Signals {
+    cancel: Cancel,
+    current: Arc<Mutex<Option<String>>>,
+    target: String,
+    force_after: Duration,
+}
+
+/// SIGINT, SIGTERM and SIGHUP all start the same cleanup (CI systems cancel with any of them:
+/// GitHub Actions sends SIGINT, then SIGTERM, then SIGKILL; TeamCity SIGTERM). A further signal
+/// skips the cleanup only after `force_after` (so a CI's SIGTERM hard on the heels of its SIGINT
+/// does not), or at once for a second Ctrl-C typed on a terminal. Messages go through `write`,
+/// never `eprintln!`: after SIGHUP the terminal may be gone, and a failed write must not panic.
+fn on_signals(s: Signals) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        let mut count = 0;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                _ = term.recv() => {}
+        use std::io::{IsTerminal, Write};
+        use tokio::signal::unix::{signal, SignalKind};
+        let say = |m: String| {
+            let _ = writeln!(std::io::stderr(), "{m}");
+        };
+        let (mut int, mut term, mut hup) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+            _ => {
+                tracing::warn!("cannot listen for signals");
+                return;
             }
-            count += 1;
-            if count == 1 {
-                eprintln!("interrupted: cleaning up what this bake created (interrupt again to skip cleanup)");
-                cancel.cancel();
-            } else {
-                let id = current
-                    .lock()
-                    .ok()
-                    .and_then(|c| c.clone())
-                    .unwrap_or_default();
-                eprintln!("cleanup skipped: resources may be left behind; remove them with: bakery cleanup {id}");
-                std::process::exit(EXIT_CANCELLED);
+        };
+        let terminal = std::io::stdin().is_terminal();
+        let mut first: Option<Instant> = None;
+        loop {
+            let name = tokio::select! {
+                Some(()) = int.recv() => "SIGINT",
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = hup.recv() => "SIGHUP",
+                else => return,
+            };
+            let grace = s.force_after.as_secs();
+            match first {
+                None => {
+                    first = Some(Instant::now());
+                    say(format!("{name}: cleaning up what this bake created (another signal after {grace}s{} skips the cleanup)", if terminal { ", or Ctrl-C again," } else { "" }));
+                    s.cancel.cancel();
+                }
+                Some(t) if (terminal && name == "SIGINT") || t.elapsed() >= s.force_after => {
+                    let id = s
+                        .current
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.clone())
+                        .unwrap_or_default();
+                    say(format!("{name}: cleanup skipped: resources may be left behind; remove them with: bakery cleanup {id} --target {target} (or, for every bake, bakery gc --target {target})", target = s.target));
+                    std::process::exit(EXIT_CANCELLED);
+                }
+                Some(_) => say(format!(
+                    "{name}: still cleaning up (signals in the first {grace}s after the first one do not stop the cleanup)"
+                )),
             }
         }
     });
@@ -278,7 +328,14 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     let catalog = load(project)?;
     catalog.image(a.image)?;
     let target = catalog.target(a.target)?.clone();
-    let se = Session::new(a.log_format, a.verbose, a.on_error)?;
+    let se = Session::new(
+        a.log_format,
+        a.verbose,
+        a.on_error,
+        a.target,
+        a.lease,
+        a.force_after,
+    )?;
     let t0 = std::time::Instant::now();
     let result = se.block_on(bake::bake(
         project,
@@ -343,14 +400,33 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     }
 }
 
+/// `bakery cleanup <bake-id>`: replays the journal when this machine has it, else sweeps the
+/// bake's tags in every region of the target (refusing a bake whose lease still runs, unless
+/// `force`).
 pub fn run_cleanup(
     project: &Path,
     bake_id: &str,
     target: Option<&str>,
+    force: bool,
     log_format: LogFormat,
 ) -> Result<(), CliError> {
-    let journal = Journal::load(project, bake_id)
-        .map_err(|e| CliError::Failed(format!("no journal for bake {bake_id}: {e}")))?;
+    if !crate::bake::sweep::is_bake_id(bake_id) {
+        return Err(CliError::Exit(
+            super::EXIT_INVALID,
+            format!("`{bake_id}` is not a bake id (they look like bk-t4m2xa-1f2e3d4c; bakes print theirs, and `bakery gc --dry-run` lists them)"),
+        ));
+    }
+    let journal = match Journal::load(project, bake_id) {
+        Ok(j) => j,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return cleanup_by_tags(project, bake_id, target, force)
+        }
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "cannot read the journal of bake {bake_id}: {e}"
+            )))
+        }
+    };
     let catalog = load(project)?;
     let target = catalog.target(target.unwrap_or(&journal.target))?.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
@@ -378,6 +454,31 @@ pub fn run_cleanup(
     }
 }
 
+/// `cleanup` on a machine without the journal: what carries the bake id, in every region.
+fn cleanup_by_tags(
+    project: &Path,
+    bake_id: &str,
+    target: Option<&str>,
+    force: bool,
+) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    let target = super::registry::pick_target(&catalog, target)?.clone();
+    let o = crate::bake::gc::Options {
+        bake: Some(bake_id.to_string()),
+        dry_run: false,
+        older_than: Duration::ZERO,
+        ignore_lease: force,
+    };
+    let report = super::gc::collect(&target, &o)?;
+    if let Some(kept) = report.items.iter().find(|i| i.action == "kept") {
+        return Err(CliError::Failed(format!(
+            "no journal of bake {bake_id} here, and {}: it may still be running on another machine; if it is not, rerun with --force",
+            kept.detail.as_deref().unwrap_or("it is live")
+        )));
+    }
+    super::gc::print(&report, false, &target.name)
+}
+
 /// What `bake` does with several images.
 pub struct ManyArgs<'a> {
     pub images: &'a [String],
@@ -386,6 +487,8 @@ pub struct ManyArgs<'a> {
     pub jobs: usize,
     pub target: &'a str,
     pub on_error: OnError,
+    pub lease: Duration,
+    pub force_after: Duration,
     pub report: Option<&'a Path>,
     pub json: bool,
     pub log_format: LogFormat,
@@ -413,7 +516,14 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     for n in a.images {
         named.push(catalog.image(n)?.name.clone());
     }
-    let se = Session::new(a.log_format, a.verbose, a.on_error)?;
+    let se = Session::new(
+        a.log_format,
+        a.verbose,
+        a.on_error,
+        a.target,
+        a.lease,
+        a.force_after,
+    )?;
     let (events, cancel, opts, recorder) = (&se.events, &se.cancel, &se.opts, &se.recorder);
     let fleet = opts.fleet.clone();
     let run_started = std::time::Instant::now();

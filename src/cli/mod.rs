@@ -1,6 +1,7 @@
 //! The command line: clap definitions, and output for humans (text) and scripts (`--json`).
 
 mod bake;
+mod gc;
 mod lock;
 mod plan;
 mod registry;
@@ -99,7 +100,7 @@ pub enum Command {
     },
     /// Bake an image: launch, provision, verify, capture, register a new version.
     #[command(
-        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n  bakery bake --changed --target prod --jobs 4                # what `bakery plan` says changed, parents first\n  bakery bake --changed --target prod --report out/           # a JSON report and JUnit XML per bake\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted."
+        after_help = "Examples:\n  bakery bake sandbox-demo --target sandbox\n  bakery bake teamcity-agent-linux --target prod --manifest out/manifest.json --junit out/checks.xml\n  bakery bake sandbox-demo --target sandbox --on-error keep   # keep a failed instance to debug it\n  bakery bake --changed --target prod --jobs 4                # what `bakery plan` says changed, parents first\n  bakery bake --changed --target prod --report out/           # a JSON report and JUnit XML per bake\n\nExit codes: 0 baked, 1 failed, 2 invalid input, 3 checks failed (nothing registered), 130 interrupted\n(SIGINT, SIGTERM or SIGHUP: the bake cleaned up, or says what `bakery gc` / `bakery cleanup` must remove)."
     )]
     Bake {
         /// Image names (one for a single bake; several, or --changed / --all, to bake many).
@@ -119,6 +120,15 @@ pub enum Command {
         /// On failure: remove everything (cleanup) or keep the instance for debugging (keep).
         #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
         on_error: OnErrorArg,
+        /// How long the bake's resources count as live without a renewal of their
+        /// `bakery:expires` tag (renewed every third of it while the bake runs); `bakery gc`
+        /// removes a killed bake's resources once it has run out.
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "30m")]
+        lease: std::time::Duration,
+        /// After the first SIGINT/SIGTERM/SIGHUP the bake cleans up; a further signal skips the
+        /// cleanup only once this long has passed (a second Ctrl-C on a terminal skips it at once).
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "10s")]
+        force_after: std::time::Duration,
         /// Write a JSON manifest (image, version, fingerprint, AMIs, timings) to FILE.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
@@ -134,15 +144,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove what a bake left behind, from its journal (.bakery/bakes/<bake-id>.json).
+    /// Remove what a bake left behind: from its journal (.bakery/bakes/<bake-id>.json) when
+    /// this machine has it, else found by the bake's tags in every region of the target.
     #[command(
-        after_help = "Examples:\n  bakery cleanup bk-t4m2xa-1f2e3d4c\n  bakery cleanup bk-t4m2xa-1f2e3d4c --target sandbox"
+        after_help = "Examples:\n  bakery cleanup bk-t4m2xa-1f2e3d4c\n  bakery cleanup bk-t4m2xa-1f2e3d4c --target sandbox   # on another machine: by tags\n\nA published version is never removed (only prune and revoke do that).\nExit codes: 0 nothing left, 1 something could not be removed, 2 not a bake id or no such target."
     )]
     Cleanup {
         bake_id: String,
-        /// Target (default: the one the bake used).
+        /// Target (default: the one the bake used; needed without a journal when bakery.toml
+        /// has several).
         #[arg(long)]
         target: Option<String>,
+        /// Without a journal: remove even while the bake's lease (`bakery:expires`) runs, i.e.
+        /// you know it is no longer running anywhere.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove what bakes left behind in every region of a target, found by their tags alone (no
+    /// journal needed): instances, security groups, key pairs, AMIs never published, their
+    /// snapshots, S3 objects and parameters naming AMIs that are gone.
+    #[command(
+        after_help = "Examples:\n  bakery gc --target prod --dry-run        # what would go, and why\n  bakery gc --target prod\n  bakery gc --target prod --older-than 2h --json\n\nA bake is live while its bakery:expires tag is in the future (a running bake renews it,\nsee `bake --lease`): gc leaves it alone, as it leaves anything untagged or published.\nExit codes: 0 done, 1 something could not be scanned or removed (rerun to retry), 2 invalid input."
+    )]
+    Gc {
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        /// List what would be removed, with the reason for each; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only bakes whose lease ran out at least this long ago (90s, 20m, 2h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
+        older_than: std::time::Duration,
+        #[arg(long)]
+        json: bool,
     },
     /// Every registered version of an image: AMIs per region, created, fingerprint, parent,
     /// channels, state.
@@ -345,6 +379,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             all,
             jobs,
             on_error,
+            lease,
+            force_after,
             manifest,
             junit,
             report,
@@ -369,6 +405,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     jobs: *jobs,
                     target,
                     on_error: on_error_of(*on_error),
+                    lease: *lease,
+                    force_after: *force_after,
                     report: report.as_deref(),
                     json: *json,
                     log_format: cli.log_format,
@@ -380,6 +418,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             images,
             target,
             on_error,
+            lease,
+            force_after,
             manifest,
             junit,
             report,
@@ -391,6 +431,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 image: &images[0],
                 target,
                 on_error: on_error_of(*on_error),
+                lease: *lease,
+                force_after: *force_after,
                 manifest: manifest.as_deref(),
                 junit: junit.as_deref(),
                 report: report.as_deref(),
@@ -399,9 +441,31 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 verbose: cli.verbose,
             },
         ),
-        Command::Cleanup { bake_id, target } => {
-            bake::run_cleanup(&cli.project, bake_id, target.as_deref(), cli.log_format)
-        }
+        Command::Cleanup {
+            bake_id,
+            target,
+            force,
+        } => bake::run_cleanup(
+            &cli.project,
+            bake_id,
+            target.as_deref(),
+            *force,
+            cli.log_format,
+        ),
+        Command::Gc {
+            target,
+            dry_run,
+            older_than,
+            json,
+        } => gc::run(
+            &cli.project,
+            &gc::GcArgs {
+                target: target.as_deref(),
+                dry_run: *dry_run,
+                older_than: *older_than,
+                json: *json,
+            },
+        ),
         Command::Versions {
             image,
             region,
@@ -500,6 +564,11 @@ fn target_for<'a>(
         Some(n) => Ok(catalog.target(n)?),
         None => Ok(offline),
     }
+}
+
+/// A duration flag (`90s`, `20m`, `2h`, `7d`); clap reports a bad one with exit 2.
+fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::catalog::values::duration(s)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {

@@ -281,10 +281,12 @@ pub fn revoke(
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let mut queue = vec![(image.clone(), version.clone())];
+        let mut side_errors = Vec::new();
         while let Some((img, v)) = queue.pop() {
-            let moved = reg.revoke(&img, &v, reason).await.map_err(fail)?;
+            let done = reg.revoke(&img, &v, reason).await.map_err(fail)?;
             println!("revoked {img} {v}");
-            for (ch, back) in moved {
+            side_errors.extend(done.side_errors);
+            for (ch, back) in done.moved {
                 match back {
                     Some(b) => println!("  channel {ch} moved back to {b}"),
                     None => println!("  channel {ch} removed (no earlier version)"),
@@ -305,6 +307,16 @@ pub fn revoke(
                     queue.push((child, cv));
                 }
             }
+        }
+        if !side_errors.is_empty() {
+            // The registry is done (marks, channels, latest); only these calls are missing.
+            return Err(fail(format!(
+                "{}\nthe revocation stands; finish it with: bakery revoke {spec} --reason {:?}{} --target {}",
+                side_errors.join("\n"),
+                reason,
+                if descendants { " --descendants" } else { "" },
+                target.name
+            )));
         }
         Ok(())
     })

@@ -62,6 +62,23 @@ pub struct InstanceInfo {
     pub public_ip: Option<String>,
     pub private_ip: Option<String>,
     pub instance_type: String,
+    pub tags: Tags,
+}
+
+/// A snapshot as the sweep sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub id: SnapshotId,
+    /// AWS writes `Created by CreateImage(i-...) for ami-...` on the snapshots of CreateImage.
+    pub description: String,
+    pub tags: Tags,
+}
+
+/// A resource found by its tags (security groups, key pairs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedResource<Id> {
+    pub id: Id,
+    pub tags: Tags,
 }
 
 /// What to launch.

@@ -43,6 +43,10 @@ pub struct Wait {
 /// off to 15 s.
 pub const FIRST_DELAY: Duration = Duration::from_secs(2);
 pub const MAX_DELAY: Duration = Duration::from_secs(15);
+/// Spacing for `Wait::brief`: EC2's eventual consistency after a create settles within seconds
+/// ("Eventual consistency in the Amazon EC2 API"), so look again sooner.
+pub const BRIEF_FIRST_DELAY: Duration = Duration::from_millis(250);
+pub const BRIEF_MAX_DELAY: Duration = Duration::from_secs(5);
 
 impl Wait {
     pub fn new(resource: impl Into<String>, want: impl Into<String>, timeout: Duration) -> Self {
@@ -52,6 +56,16 @@ impl Wait {
             timeout,
             first_delay: FIRST_DELAY,
             max_delay: MAX_DELAY,
+        }
+    }
+
+    /// A wait for something that settles in seconds (eventual consistency right after a create
+    /// or a delete), so it looks again sooner: 250 ms, backing off to 5 s.
+    pub fn brief(resource: impl Into<String>, want: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            first_delay: BRIEF_FIRST_DELAY,
+            max_delay: BRIEF_MAX_DELAY,
+            ..Self::new(resource, want, timeout)
         }
     }
 

@@ -145,6 +145,17 @@ pub async fn resolve_parent(
     Ok(r)
 }
 
+/// Moves of a pointer before giving up when other runners keep changing it.
+const POINTER_TRIES: usize = 5;
+
+/// What `revoke` did: the channels moved (and where to), and the side effects that failed.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    pub moved: Vec<(String, Option<Version>)>,
+    /// Best-effort calls after the registry was updated (deprecation) that failed.
+    pub side_errors: Vec<String>,
+}
+
 /// One version across the target's regions.
 #[derive(Debug, Clone)]
 pub struct VersionView {
@@ -510,16 +521,17 @@ impl<'a> Registry<'a> {
         Ok(out)
     }
 
-    /// Revokes a version: tags its AMIs with the reason, deprecates them (a minute from now:
-    /// EnableImageDeprecation refuses past times), moves every channel that points at it back
-    /// (removing it when there is nothing earlier), and re-points `latest`. Returns the
-    /// channels moved (and where to).
+    /// Revokes a version. Registry first: tags its AMIs with the reason, moves every channel that
+    /// points at it back (removing it when there is nothing earlier) and re-points `latest`;
+    /// only then deprecates the AMIs (a minute from now: EnableImageDeprecation refuses past
+    /// times), a side effect whose failures are returned, not raised, so that a missing
+    /// permission never leaves `latest` on a revoked version. Rerunning finishes it.
     pub async fn revoke(
         &mut self,
         image: &str,
         version: &Version,
         reason: &str,
-    ) -> Result<Vec<(String, Option<Version>)>, CloudError> {
+    ) -> Result<Revoked, CloudError> {
         let all = self.versions(image, None).await?;
         let v = all
             .iter()
@@ -534,9 +546,8 @@ impl<'a> Registry<'a> {
             let mut ids = vec![ami.id.to_string()];
             ids.extend(ami.snapshots.iter().map(|s| s.to_string()));
             aws.tag_resources(&ids, &tags).await?;
-            aws.enable_image_deprecation(&ami.id, SystemTime::now() + Duration::from_secs(60))
-                .await?;
         }
+        let amis = v.amis.clone();
         let mut moved = Vec::new();
         for ch in self.channel_names(image).await? {
             if self.channel(image, &ch).await?.as_ref() != Some(version) {
@@ -562,6 +573,44 @@ impl<'a> Registry<'a> {
             }
         }
         self.refresh_latest(image).await?;
-        Ok(moved)
+        let mut side_errors = Vec::new();
+        for (region, ami) in &amis {
+            let aws = self.regions.get(region).await;
+            if let Err(e) = aws
+                .enable_image_deprecation(&ami.id, SystemTime::now() + Duration::from_secs(60))
+                .await
+            {
+                side_errors.push(format!("deprecating {} in {region}: {e}", ami.id));
+            }
+        }
+        Ok(Revoked { moved, side_errors })
+    }
+
+    /// A bake's channel move: `promote` only when the channel does not name a newer version,
+    /// read back after the move; when another runner moved it to an older one in between, moved
+    /// again (bounded), and a newer one stays. Returns whether the channel names `version`.
+    pub async fn promote_if_newer(
+        &mut self,
+        image: &str,
+        version: &Version,
+        amis: &BTreeMap<String, String>,
+        channel: &str,
+    ) -> Result<bool, CloudError> {
+        for _ in 0..POINTER_TRIES {
+            match self.channel(image, channel).await? {
+                Some(v) if &v == version => return Ok(true),
+                Some(v) if &v > version => return Ok(false),
+                _ => {}
+            }
+            self.promote(image, version, amis, channel).await?;
+            match self.channel(image, channel).await? {
+                Some(v) if &v == version => return Ok(true),
+                Some(v) if &v > version => return Ok(false),
+                _ => {}
+            }
+        }
+        Err(CloudError::NotFound(format!(
+            "channel {channel} of {image} kept changing while it was moved to {version}"
+        )))
     }
 }

@@ -145,22 +145,45 @@ pub async fn prune(
         return Ok(decisions);
     }
     let prefix = reg.target.ssm_prefix.clone();
-    for d in decisions.iter().filter(|d| d.pruned) {
-        let Some(v) = all.iter().find(|v| v.version == d.version) else {
-            continue;
-        };
-        for (region, ami) in &v.amis {
+    let pruned: Vec<&VersionView> = decisions
+        .iter()
+        .filter(|d| d.pruned)
+        .filter_map(|d| all.iter().find(|v| v.version == d.version))
+        .collect();
+    // Registry first: nothing names a pruned version any more (its parameter, `latest`) before
+    // its AMIs go, so a failure halfway never leaves a parameter naming a removed AMI.
+    for v in &pruned {
+        for region in v.amis.keys() {
             let aws = reg.regions.get(region).await;
-            aws.deregister_image(&ami.id).await?;
-            for s in &ami.snapshots {
-                aws.delete_snapshot(s).await?;
-            }
-            aws.delete_parameter(&version_param(&prefix, image, &d.version))
+            aws.delete_parameter(&version_param(&prefix, image, &v.version))
                 .await?;
         }
     }
-    if decisions.iter().any(|d| d.pruned) {
+    if !pruned.is_empty() {
         reg.refresh_latest(image).await?;
+    }
+    // Then the AMIs and snapshots: every one is tried; snapshots wait out `InUse`.
+    let cancel = crate::cloud::cancel::Cancel::new();
+    let mut errors = Vec::new();
+    for v in &pruned {
+        for (region, ami) in &v.amis {
+            let aws = reg.regions.get(region).await;
+            if let Err(e) = aws.deregister_image(&ami.id).await {
+                errors.push(e.to_string());
+                continue;
+            }
+            for s in &ami.snapshots {
+                if let Err(e) = aws.delete_snapshot_released(s, &cancel).await {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(CloudError::NotFound(format!(
+            "pruning {image}: {}; run the same prune again to finish",
+            errors.join("; ")
+        )));
     }
     Ok(decisions)
 }

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{
 use super::Aws;
 use crate::cloud::{
     CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, KeyName, LaunchSpec, SecurityGroupId,
-    SnapshotId, Tags,
+    SnapshotId, SnapshotInfo, TaggedResource, Tags,
 };
 
 /// RunInstances error codes that mean "try another instance type" (EC2 API error codes).
@@ -18,6 +18,9 @@ const CAPACITY_CODES: [&str; 3] = [
     "Unsupported",
     "InstanceTypeNotSupported",
 ];
+
+/// How long a deregistered image's snapshot may stay `InvalidSnapshot.InUse`.
+const SNAPSHOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2 * 60);
 
 fn tags_of(ts: &[Tag]) -> Tags {
     ts.iter()
@@ -30,12 +33,15 @@ fn tags_of(ts: &[Tag]) -> Tags {
         .collect()
 }
 
-/// The filter for resources carrying `tag` = `value`.
-fn tag_filter(tag: &str, value: &str) -> Filter {
-    Filter::builder()
-        .name(format!("tag:{tag}"))
-        .values(value)
-        .build()
+/// The filter for resources carrying `tag` = `value`, or `tag` with any value.
+fn tag_filter(tag: &str, value: Option<&str>) -> Filter {
+    match value {
+        Some(v) => Filter::builder()
+            .name(format!("tag:{tag}"))
+            .values(v)
+            .build(),
+        None => Filter::builder().name("tag-key").values(tag).build(),
+    }
 }
 
 fn tag_spec(kind: ResourceType, tags: &Tags) -> TagSpecification {
@@ -98,6 +104,7 @@ fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
             .instance_type()
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
+        tags: tags_of(i.tags()),
     })
 }
 
@@ -272,34 +279,30 @@ impl Aws {
         }
     }
 
-    /// Instance ids carrying `tag` = `value`, in any state but terminated.
+    /// Instances carrying `tag` (= `value`, or with any value), terminated ones included (EC2
+    /// lists them for about an hour; the sweep reads their ids), all pages.
     pub async fn instances_tagged(
         &self,
         tag: &str,
-        value: &str,
+        value: Option<&str>,
     ) -> Result<Vec<InstanceInfo>, CloudError> {
-        let out = self
+        let mut pages = self
             .ec2
             .describe_instances()
             .filters(tag_filter(tag, value))
-            .send()
-            .await
-            .map_err(|e| self.err("DescribeInstances", e))?;
-        let ids: Vec<InstanceId> = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id().map(|s| InstanceId(s.to_string())))
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeInstances", e))?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(instance_info),
+            );
         }
-        Ok(self
-            .describe_instances(&ids)
-            .await?
-            .into_iter()
-            .filter(|i| i.state != "terminated")
-            .collect())
+        Ok(out)
     }
 
     pub async fn subnet_vpc(&self, subnet: &str) -> Result<String, CloudError> {
@@ -383,12 +386,12 @@ impl Aws {
         Ok(())
     }
 
-    /// Key pair names carrying `tag` = `value`.
+    /// Key pairs carrying `tag` (= `value`, or any value). DescribeKeyPairs has no pages.
     pub async fn key_pairs_tagged(
         &self,
         tag: &str,
-        value: &str,
-    ) -> Result<Vec<KeyName>, CloudError> {
+        value: Option<&str>,
+    ) -> Result<Vec<TaggedResource<KeyName>>, CloudError> {
         let out = self
             .ec2
             .describe_key_pairs()
@@ -399,8 +402,12 @@ impl Aws {
         Ok(out
             .key_pairs()
             .iter()
-            .filter_map(|k| k.key_name())
-            .map(|k| KeyName(k.to_string()))
+            .filter_map(|k| {
+                Some(TaggedResource {
+                    id: KeyName(k.key_name()?.to_string()),
+                    tags: tags_of(k.tags()),
+                })
+            })
             .collect())
     }
 
@@ -475,25 +482,29 @@ impl Aws {
         }
     }
 
-    /// Security group ids carrying `tag` = `value`.
+    /// Security groups carrying `tag` (= `value`, or any value), all pages.
     pub async fn security_groups_tagged(
         &self,
         tag: &str,
-        value: &str,
-    ) -> Result<Vec<SecurityGroupId>, CloudError> {
-        let out = self
+        value: Option<&str>,
+    ) -> Result<Vec<TaggedResource<SecurityGroupId>>, CloudError> {
+        let mut pages = self
             .ec2
             .describe_security_groups()
             .filters(tag_filter(tag, value))
-            .send()
-            .await
-            .map_err(|e| self.err("DescribeSecurityGroups", e))?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id())
-            .map(|g| SecurityGroupId(g.to_string()))
-            .collect())
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeSecurityGroups", e))?;
+            out.extend(page.security_groups().iter().filter_map(|g| {
+                Some(TaggedResource {
+                    id: SecurityGroupId(g.group_id()?.to_string()),
+                    tags: tags_of(g.tags()),
+                })
+            }));
+        }
+        Ok(out)
     }
 
     /// Launches one instance: IMDSv2 required, encrypted root volume, tags on instance and
@@ -602,8 +613,9 @@ impl Aws {
         }
     }
 
-    /// CreateImage with tags on the image at creation (snapshots are tagged afterwards with
-    /// `tag_resources`: the emulator rejects a snapshot TagSpecification, AWS accepts both).
+    /// CreateImage with tags on the image and its snapshots at creation (CreateImage API
+    /// reference: TagSpecifications of `image` and `snapshot`), so an interrupt at any moment
+    /// leaves nothing untagged for the sweep to miss.
     pub async fn create_image(
         &self,
         instance: &InstanceId,
@@ -618,6 +630,7 @@ impl Aws {
             .name(name)
             .description(description)
             .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
             .send()
             .await
             .map_err(|e| self.err("CreateImage", e))?;
@@ -679,33 +692,75 @@ impl Aws {
         }
     }
 
-    /// Snapshot ids carrying `tag` = `value` (owned by this account).
-    pub async fn snapshots_tagged(
+    /// Deletes a snapshot, waiting out `InvalidSnapshot.InUse`: EC2 answers it for a few seconds
+    /// after the snapshot's image was deregistered.
+    pub async fn delete_snapshot_released(
         &self,
-        tag: &str,
-        value: &str,
-    ) -> Result<Vec<SnapshotId>, CloudError> {
-        let out = self
+        id: &SnapshotId,
+        cancel: &crate::cloud::cancel::Cancel,
+    ) -> Result<(), CloudError> {
+        use crate::cloud::wait::{Poll, Wait};
+        Wait::brief(
+            format!("snapshot {id} in {}", self.region),
+            "deletable",
+            SNAPSHOT_RELEASE_WAIT,
+        )
+        .until(cancel, || async {
+            match self.delete_snapshot(id).await {
+                Ok(()) => Ok(Poll::Ready(())),
+                Err(e) if e.code() == Some("InvalidSnapshot.InUse") => Ok(Poll::Pending {
+                    state: "in use".into(),
+                    reason: None,
+                }),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Every snapshot this account owns, all pages (the sweep also needs untagged ones, whose
+    /// description names the instance they were made from).
+    pub async fn own_snapshots(&self) -> Result<Vec<SnapshotInfo>, CloudError> {
+        let mut pages = self
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(tag_filter(tag, value))
-            .send()
-            .await
-            .map_err(|e| self.err("DescribeSnapshots", e))?;
-        Ok(out
-            .snapshots()
-            .iter()
-            .filter_map(|s| s.snapshot_id())
-            .map(|s| SnapshotId(s.to_string()))
-            .collect())
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeSnapshots", e))?;
+            out.extend(page.snapshots().iter().filter_map(|s| {
+                Some(SnapshotInfo {
+                    id: SnapshotId(s.snapshot_id()?.to_string()),
+                    description: s.description().unwrap_or_default().to_string(),
+                    tags: tags_of(s.tags()),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Removes tag keys from resources.
+    pub async fn untag_resources(&self, ids: &[String], keys: &[&str]) -> Result<(), CloudError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut req = self.ec2.delete_tags().set_resources(Some(ids.to_vec()));
+        for k in keys {
+            req = req.tags(Tag::builder().key(*k).build());
+        }
+        req.send().await.map_err(|e| self.err("DeleteTags", e))?;
+        Ok(())
     }
 }
 
 /// Registry operations: distribution, sharing, deprecation, usage.
 impl Aws {
-    /// Copies `source` (in `source_region`) into this region, tags at creation, encrypted with
-    /// `kms_key` when given. Returns the new AMI id.
+    /// Copies `source` (in `source_region`) into this region, tags image and snapshots at
+    /// creation, encrypted with `kms_key` when given. `client_token` makes a retry after a lost
+    /// answer return the same copy instead of starting a second one. Returns the new AMI id.
+    #[allow(clippy::too_many_arguments)]
     pub async fn copy_image(
         &self,
         source_region: &str,
@@ -714,6 +769,7 @@ impl Aws {
         description: &str,
         kms_key: Option<&str>,
         tags: &Tags,
+        client_token: &str,
     ) -> Result<ImageId, CloudError> {
         let mut req = self
             .ec2
@@ -722,8 +778,10 @@ impl Aws {
             .source_image_id(source.as_str())
             .name(name)
             .description(description)
+            .client_token(client_token)
             .copy_image_tags(true)
-            .tag_specifications(tag_spec(ResourceType::Image, tags));
+            .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags));
         if let Some(k) = kms_key {
             req = req.encrypted(true).kms_key_id(k);
         }

@@ -54,8 +54,8 @@ impl Aws {
         }
     }
 
-    /// Deletes every object under `prefix`.
-    pub async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<(), CloudError> {
+    /// Keys of every object under `prefix` (all pages, 1,000 keys each).
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, CloudError> {
         let mut keys = Vec::new();
         let mut pages = self
             .s3
@@ -72,6 +72,12 @@ impl Aws {
                     .filter_map(|o| o.key().map(str::to_string)),
             );
         }
+        Ok(keys)
+    }
+
+    /// Deletes every object under `prefix`.
+    pub async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<(), CloudError> {
+        let keys = self.list_keys(bucket, prefix).await?;
         for chunk in keys.chunks(DELETE_BATCH) {
             let objects = chunk
                 .iter()
