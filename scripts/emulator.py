@@ -1,14 +1,27 @@
 """The sandbox's AWS emulator: moto's server, with documented AWS behaviour that bakery relies on
 and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself):
 
-- CopyImage applies its TagSpecifications to the new image (AWS does; moto ignores them).
+- CreateImage applies TagSpecifications of ResourceType "snapshot" to every snapshot of the new
+  image, as well as those of ResourceType "image" to the image (AWS documents both; moto
+  answers 500 for "snapshot").
+- CopyImage applies its TagSpecifications to the new image ("image") and to each of its new
+  snapshots ("snapshot"); any other ResourceType is refused (InvalidParameterValue), as AWS does.
+  moto ignores them all.
+- CopyImage is idempotent on ClientToken, per account and destination region: a repeat with the
+  same token returns the first call's ImageId and creates nothing; a repeat whose other
+  parameters differ fails with IdempotentParameterMismatch (moto ignores the token, so a retried
+  CopyImage made a second image).
 - EnableImageDeprecation / DisableImageDeprecation set the image's DeprecationTime, which
   DescribeImages then reports (moto implements neither).
 
 Every call is appended to $BAKERY_EMULATOR_ACTIONS (when set) as a JSON line: time, service,
 action and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
 `instance-id` / DescribeImages' `image-id` filter), so
-tests can count calls per action and see how many resources one call covered.
+tests can count calls per action and see how many resources one call covered. S3 calls are logged
+too (service "s3", the action as moto names it for IAM: GetObject, PutObject, ListBucket, ...;
+no ids). A call that got an injected fault (below) has one line all the same, with an extra field
+"fault": the fault's code (InjectedFault, LostResponse, RequestLimitExceeded, ...); other lines
+have no "fault" field.
 
 Systems Manager Run Command, which moto 5.2.5 only stubs (every invocation Success at once, empty
 output, nothing run, DescribeInstanceInformation missing):
@@ -36,56 +49,177 @@ output, nothing run, DescribeInstanceInformation missing):
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
   Windows_Server-2022-English-Full-Base (moto seeds neither and refuses writes under /aws/).
 
-Tests inject faults with BAKERY_EMULATOR_FAULTS="Action:region,..." (e.g. "CopyImage:eu-west-1"):
-each named call into that region fails once (with an error code the SDK does not retry).
+Fault injection (the failures real AWS has and moto never does):
+- BAKERY_EMULATOR_FAULTS="Action:region[:Code],..." (e.g. "CopyImage:eu-west-1,
+  DeleteSnapshot:us-east-1:InvalidSnapshot.InUse"): the first call of that action into that
+  region fails, once per entry (an entry listed twice fails two calls), before it is carried out.
+  Any action (EC2, SSM, IAM, ...; S3 by its IAM action name); DryRun calls are let through.
+  Code defaults to InjectedFault, which the SDK does not retry, so the fault reaches bakery.
+  Status 400, but 503 for RequestLimitExceeded / SlowDown / Unavailable / ServiceUnavailable and
+  500 for InternalError / InternalServerError, as AWS answers those.
+- Code LostResponse (e.g. "CopyImage:eu-west-1:LostResponse"): the call IS carried out (the
+  copy is made, its ClientToken recorded) but the answer is lost: the client gets HTTP 500
+  InternalError (InternalServerError from SSM), which the SDK retries.
+- BAKERY_EMULATOR_FAULT_RATE=0.2 (with BAKERY_EMULATOR_FAULT_SEED=<int> for a reproducible
+  sequence: one draw per request subject to it): each EC2, SSM and S3 request fails with that
+  probability before it is handled, half as throttling (EC2 RequestLimitExceeded, HTTP 503; SSM
+  ThrottlingException, 400; S3 SlowDown, 503), half as a server error (EC2 InternalError, 500;
+  SSM InternalServerError, 500; S3 InternalError, 500): all of them what the SDK's standard
+  retry retries.
+Error bodies are each protocol's own (EC2 <Response><Errors><Error><Code>; SSM JSON with __type
+and an X-Amzn-ErrorType header; S3 <Error><Code>, none for HEAD). Faults of either kind only hit
+requests from an AWS SDK or CLI (by User-Agent): never the harness's own curl / urllib requests
+(sandbox-host's setup, sshd's AuthorizedKeysCommand), nor the instances' `aws` stand-in
+(instance-role credentials), none of which retries.
 
 Usage: python emulator.py HOST PORT
 """
 
 import json
 import os
+import random
 import sys
 import threading
 import time
+import uuid
 
 from moto.core.exceptions import ServiceException
-
-_FAULTS = [f.split(":", 1) for f in os.environ.get("BAKERY_EMULATOR_FAULTS", "").split(",") if ":" in f]
-
-
-class InjectedFault(ServiceException):
-    # Not a code the SDK retries: the fault must reach bakery.
-    code = "InjectedFault"
-
-
-def _fault(self, action):
-    region = self.region
-    for f in _FAULTS:
-        if f == [action, region]:
-            _FAULTS.remove(f)
-            raise InjectedFault(f"fault injected by the test harness: {action} in {region}")
-
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, BaseResponse
+from moto.ec2.exceptions import InvalidTaggableResourceType
+from moto.ec2.models.amis import AmiBackend
 from moto.ec2.responses.amis import AmisResponse
 
+# --- Faults ----------------------------------------------------------------------------------
+# [action, region, code] entries, each removed when it fires.
+_FAULTS = [[p.strip() for p in f.split(":", 2)] for f in os.environ.get("BAKERY_EMULATOR_FAULTS", "").split(",")
+           if ":" in f]
+_FAULTS = [f if len(f) == 3 and f[2] else f[:2] + ["InjectedFault"] for f in _FAULTS]
+_FAULT_RATE = float(os.environ.get("BAKERY_EMULATOR_FAULT_RATE") or 0)
+_SEED = os.environ.get("BAKERY_EMULATOR_FAULT_SEED")
+_RNG = random.Random(int(_SEED)) if _SEED not in (None, "") else random.Random()
+_FAULT_LOCK = threading.Lock()
+LOST_RESPONSE = "LostResponse"
+_STATUS = {"RequestLimitExceeded": 503, "SlowDown": 503, "Unavailable": 503,
+           "ServiceUnavailable": 503, "InternalError": 500, "InternalServerError": 500,
+           "AccessDenied": 403, "NoSuchKey": 404, "NoSuchBucket": 404}
+# What each service answers when throttling / failing inside: (code, HTTP status, message).
+_THROTTLE = {"ec2": ("RequestLimitExceeded", 503, "Request limit exceeded."),
+             "ssm": ("ThrottlingException", 400, "Rate exceeded"),
+             "s3": ("SlowDown", 503, "Please reduce your request rate.")}
+_INTERNAL = {"ec2": ("InternalError", 500, "An internal error has occurred."),
+             "ssm": ("InternalServerError", 500, "An error occurred on the server side."),
+             "s3": ("InternalError", 500, "We encountered an internal error. Please try again.")}
+_SDK_AGENTS = ("aws-sdk-", "boto3/", "botocore/", "aws-cli/")
 
+
+class EmulatorError(ServiceException):
+    # Defined here, not in moto: moto looks an exception's code up in the model of the service
+    # its module is named after.
+    def __init__(self, code, message):
+        super().__init__(code, message)
+
+
+def _from_sdk(headers):
+    """Requests an AWS SDK or CLI made (they retry), not the harness's curl / urllib nor an
+    instance's `aws` stand-in (instance-role credentials)."""
+    if "Credential=instance-role/" in (headers.get("Authorization") or ""):
+        return False
+    agents = ((headers.get("User-Agent") or "") + " " + (headers.get("X-Amz-User-Agent") or "")).lower()
+    return any(a in agents for a in _SDK_AGENTS)
+
+
+def _pick_fault(service, action, region, headers, dry_run=False):
+    """The fault this request gets, if any: (code, HTTP status, message)."""
+    if not _from_sdk(headers):
+        return None
+    with _FAULT_LOCK:
+        if not dry_run:
+            for f in _FAULTS:
+                if f[0] == action and f[1] == region:
+                    _FAULTS.remove(f)
+                    code = f[2]
+                    if code == LOST_RESPONSE:
+                        return (code,) + _INTERNAL.get(service, _INTERNAL["ec2"])[1:]
+                    msg = f"fault injected by the test harness: {action} in {region}"
+                    return code, _STATUS.get(code, 400), msg
+        if _FAULT_RATE > 0 and service in _THROTTLE:
+            u = _RNG.random()
+            if u < _FAULT_RATE:
+                return (_THROTTLE if u < _FAULT_RATE / 2 else _INTERNAL)[service]
+    return None
+
+
+# --- AMIs ------------------------------------------------------------------------------------
 def _image(self):
     return self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
 
 
+def _snapshots(ami):
+    """The snapshots of an image's block device mappings."""
+    backend = ami.ec2_backend
+    out = []
+    for m in ami.block_device_mappings:
+        sid = (m.get("Ebs") or {}).get("SnapshotId")
+        if sid and sid in backend.snapshots:
+            out.append(backend.snapshots[sid])
+    return out
+
+
+def _spec_tags(specs, resource_type):
+    return [t for s in specs or [] if s.get("ResourceType") == resource_type for t in s.get("Tags") or []]
+
+
+_create_image = AmiBackend.create_image
+
+
+def create_image(self, instance_id, name, description, tag_specifications):
+    # moto tags the image itself and raises NotImplementedError for "snapshot": tag those here.
+    specs = tag_specifications or []
+    ami = _create_image(self, instance_id, name, description,
+                        [s for s in specs if s.get("ResourceType") != "snapshot"])
+    for snap in _snapshots(ami):
+        for tag in _spec_tags(specs, "snapshot"):
+            snap.add_tag(tag["Key"], tag["Value"])
+    return ami
+
+
+AmiBackend.create_image = create_image
+
+_COPIES = {}  # (account, region, client token) -> (image id, the call's other parameters)
+_COPY_LOCK = threading.Lock()
+_NOT_PARAMETERS = {"Action", "Version", "ClientToken", "DryRun"}
+
+
 def copy_image(self):
     self.error_on_dryrun()
-    _fault(self, "CopyImage")
-    image = self.ec2_backend.copy_image(
-        self._get_param("SourceImageId"),
-        self._get_param("SourceRegion"),
-        self._get_param("Name"),
-        self._get_param("Description"),
-    )
-    for spec in self._get_param("TagSpecifications", []) or []:
-        if spec.get("ResourceType") == "image":
-            for tag in spec.get("Tags", []):
-                image.add_tag(tag["Key"], tag["Value"])
+    specs = self._get_param("TagSpecifications", []) or []
+    for spec in specs:
+        if spec.get("ResourceType") not in ("image", "snapshot"):
+            raise InvalidTaggableResourceType(spec.get("ResourceType"))
+    token = self._get_param("ClientToken")
+    params = sorted((k, v) for k, v in (self.querystring or {}).items() if k not in _NOT_PARAMETERS)
+    key = (self.current_account, self.region, token)
+    with _COPY_LOCK:
+        if token and key in _COPIES:
+            image_id, first = _COPIES[key]
+            if first != params:
+                raise EmulatorError(
+                    "IdempotentParameterMismatch",
+                    "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+            return ActionResult({"ImageId": image_id})
+        image = self.ec2_backend.copy_image(
+            self._get_param("SourceImageId"),
+            self._get_param("SourceRegion"),
+            self._get_param("Name"),
+            self._get_param("Description"),
+        )
+        for tag in _spec_tags(specs, "image"):
+            image.add_tag(tag["Key"], tag["Value"])
+        for snap in _snapshots(image):
+            for tag in _spec_tags(specs, "snapshot"):
+                snap.add_tag(tag["Key"], tag["Value"])
+        if token:
+            _COPIES[key] = (image.id, params)
     return ActionResult({"ImageId": image.id})
 
 
@@ -101,21 +235,11 @@ def disable_image_deprecation(self):
     return ActionResult({"Return": True})
 
 
-_deregister = AmisResponse.deregister_image
-
-
-def deregister_image(self):
-    _fault(self, "DeregisterImage")
-    return _deregister(self)
-
-
 AmisResponse.copy_image = copy_image
-AmisResponse.deregister_image = deregister_image
 AmisResponse.enable_image_deprecation = enable_image_deprecation
 AmisResponse.disable_image_deprecation = disable_image_deprecation
 
-from moto.core.responses import BaseResponse
-
+# --- The action log, and faults for every service moto answers through call_action ----------
 _ACTIONS_LOG = os.environ.get("BAKERY_EMULATOR_ACTIONS")
 _ACTIONS_LOCK = threading.Lock()
 _call_action = BaseResponse.call_action
@@ -140,26 +264,121 @@ def _named_ids(action, qs):
     return ids, filter_ids
 
 
+def _log(service, action, ids=(), filter_ids=(), fault=None):
+    if not _ACTIONS_LOG:
+        return
+    try:
+        entry = {
+            "t": time.time(),
+            "service": service,
+            "action": action,
+            "ids": list(ids),
+            "filter_ids": list(filter_ids),
+        }
+        if fault:
+            entry["fault"] = fault
+        with _ACTIONS_LOCK, open(_ACTIONS_LOG, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    except Exception as e:  # the log must never change an answer
+        print(f"action log: {e}", file=sys.stderr)
+
+
+def _dry_run(self):
+    return str((self.querystring or {}).get("DryRun", [""])[0]).lower() == "true" or \
+        str(self._get_param("DryRun") or "").lower() == "true"
+
+
+def _error_response(self, code, status, message):
+    """The error as this service's protocol puts it (moto's serializer), with AWS's status."""
+    _, headers, body = self.serialized(ActionResult(EmulatorError(code, message)))
+    headers = dict(headers)
+    headers.pop("status", None)
+    headers, body = self._enrich_response(headers, body)
+    if isinstance(body, str):  # moto leaves EC2's RequestID a placeholder
+        body = body.replace("<RequestID>request-id</RequestID>", f"<RequestID>{uuid.uuid4()}</RequestID>")
+    return status, headers, body
+
+
 def call_action(self):
+    action = self._get_action()
+    fault = None
+    try:
+        fault = _pick_fault(self.service_name, action, self.region, self.headers or {}, _dry_run(self))
+    except Exception as e:  # fault injection must never break an answer by accident
+        print(f"fault injection: {e}", file=sys.stderr)
     if _ACTIONS_LOG:
         try:
-            action = self._get_action()
             ids, filter_ids = _named_ids(action, self.querystring)
-            entry = {
-                "t": time.time(),
-                "service": self.service_name,
-                "action": action,
-                "ids": ids,
-                "filter_ids": filter_ids,
-            }
-            with _ACTIONS_LOCK, open(_ACTIONS_LOG, "a") as f:
-                f.write(json.dumps(entry) + "\n")
-        except Exception as e:  # the log must never change an answer
+        except Exception as e:
             print(f"action log: {e}", file=sys.stderr)
-    return _call_action(self)
+            ids, filter_ids = [], []
+        _log(self.service_name, action, ids, filter_ids, fault and fault[0])
+    if fault is None:
+        return _call_action(self)
+    code, status, message = fault
+    if code == LOST_RESPONSE:
+        try:
+            _call_action(self)  # carried out; its answer is lost
+        except Exception as e:
+            print(f"lost response: {action}: {e!r}", file=sys.stderr)
+        code = _INTERNAL.get(self.service_name, _INTERNAL["ec2"])[0]
+    return _error_response(self, code, status, message)
 
 
 BaseResponse.call_action = call_action
+
+# --- S3 (moto answers it without call_action) ------------------------------------------------
+from urllib.parse import urlparse
+from xml.sax.saxutils import escape
+
+from moto.s3.responses import ACTION_MAP as _S3_ACTIONS, S3Response
+
+
+def _s3_action(self, request, full_url, kind):
+    """The action as moto names S3 requests (for IAM): GetObject, PutObject, ListBucket, ..."""
+    if kind == "BUCKET" and not urlparse(full_url).path.strip("/") and not self.subdomain_based_buckets(request):
+        return "ListAllMyBuckets"
+    by_query = _S3_ACTIONS.get(kind, {}).get(request.method, {})
+    action = by_query.get("DEFAULT", request.method)
+    for q, a in by_query.items():
+        if q != "DEFAULT" and q in request.args:
+            action = a
+    return action
+
+
+def _s3_error(code, status, message):
+    request_id = uuid.uuid4().hex[:16].upper()
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+            f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>")
+    return status, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, body.encode()
+
+
+def _s3_faulty(kind, respond):
+    def handler(self, request, full_url, headers):
+        action, fault = kind, None
+        try:
+            action = _s3_action(self, request, full_url, kind)
+            region = BaseResponse.get_region_from_url(self, request, full_url)
+            fault = _pick_fault("s3", action, region, request.headers)
+        except Exception as e:
+            print(f"fault injection: {e}", file=sys.stderr)
+        _log("s3", action, fault=fault and fault[0])
+        if fault is None:
+            return respond(self, request, full_url, headers)
+        code, status, message = fault
+        if code == LOST_RESPONSE:
+            try:
+                respond(self, request, full_url, headers)  # carried out; its answer is lost
+            except Exception as e:
+                print(f"lost response: {action}: {e!r}", file=sys.stderr)
+            code = _INTERNAL["s3"][0]
+        return _s3_error(code, status, message)
+    return handler
+
+
+S3Response.bucket_response = _s3_faulty("BUCKET", S3Response.bucket_response)
+S3Response.key_response = _s3_faulty("KEY", S3Response.key_response)
 
 # --- Systems Manager Run Command ------------------------------------------------------------
 import hashlib

@@ -2,6 +2,7 @@
 mod bake;
 mod catalog_errors;
 mod cli;
+mod crash;
 mod fingerprint;
 mod many;
 mod plan;

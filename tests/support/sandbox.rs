@@ -18,6 +18,15 @@ pub const BUILD_USER: &str = "bakery-build";
 /// The sandbox target's bucket (scripts/sandbox-host creates it).
 pub const BUCKET: &str = "bakery-sandbox";
 
+/// Sends `sig` (`INT`, `TERM`, `KILL`, ...) to a process.
+pub fn signal(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -232,17 +241,35 @@ impl Sandbox {
         )
     }
 
-    /// Runs `bakery bake <image> --target sandbox --log-format json`, showing every event to
-    /// `interrupts`, which answers how many SIGINTs to send right then (100 ms apart). Returns
-    /// the exit status (the bake must exit within two minutes) and everything it printed on
-    /// stderr.
+    /// Runs `bakery bake <image> --target sandbox --log-format json --force-after 0s`, showing
+    /// every event to `interrupts`, which answers how many SIGINTs to send right then (100 ms
+    /// apart; with no grace period a second one skips the cleanup). Returns the exit status (the
+    /// bake must exit within two minutes) and everything it printed on stderr.
     pub fn bake_interrupted(
         &self,
         image: &str,
         mut interrupts: impl FnMut(&serde_json::Value) -> usize,
     ) -> (std::process::ExitStatus, String) {
+        self.bake_signalled(image, &["--force-after", "0s"], |v| {
+            vec!["INT"; interrupts(v)]
+        })
+    }
+
+    /// Runs `bakery bake <image> --target sandbox --log-format json ARGS` with no terminal on
+    /// stdin (as under CI), showing every event to `signals`, which answers which signals to send
+    /// right then (`"INT"`, `"TERM"`, `"HUP"`, `"KILL"`, `"STOP"`, `"CONT"`, 100 ms apart).
+    /// Returns the exit status (within two minutes) and everything printed on stderr.
+    pub fn bake_signalled(
+        &self,
+        image: &str,
+        args: &[&str],
+        mut signals: impl FnMut(&serde_json::Value) -> Vec<&'static str>,
+    ) -> (std::process::ExitStatus, String) {
+        let mut all = vec!["bake", image, "--target", "sandbox", "--log-format", "json"];
+        all.extend_from_slice(args);
         let mut child = self
-            .command(&["bake", image, "--target", "sandbox", "--log-format", "json"])
+            .command(&all)
+            .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -252,15 +279,11 @@ impl Sandbox {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             seen.push(line);
-            for i in 0..interrupts(&v) {
+            for (i, sig) in signals(&v).into_iter().enumerate() {
                 if i > 0 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Command::new("kill")
-                    .arg("-INT")
-                    .arg(child.id().to_string())
-                    .status()
-                    .expect("kill");
+                signal(child.id(), sig);
             }
         }
         let end = std::time::Instant::now() + Duration::from_secs(120);
@@ -413,8 +436,8 @@ impl Drop for FileServer {
 
 impl Sandbox {
     /// Everything in the emulator (in `region`) a bake could have left behind: instances not
-    /// terminated, key pairs, security groups but the default, tagged snapshots no image uses,
-    /// parameters naming AMIs that are not registered; and working directories on the host.
+    /// terminated, key pairs, security groups but the default, snapshots no image uses (tagged
+    /// or not), AMIs never published, parameters naming an AMI that is not a published version.
     pub fn leftovers_in(&self, region: &str) -> Vec<String> {
         let sb = self;
         tokio::runtime::Runtime::new()
@@ -463,14 +486,20 @@ impl Sandbox {
                         ));
                     }
                 }
-                // Snapshots of this account that no registered image uses.
+                // Snapshots of this account that no registered image uses (the emulator's own
+                // public AMIs use the snapshots it seeds).
                 let images = ec2
                     .describe_images()
                     .owners("self")
                     .send()
                     .await
                     .expect("DescribeImages");
-                let used: Vec<String> = images
+                let every = ec2
+                    .describe_images()
+                    .send()
+                    .await
+                    .expect("DescribeImages");
+                let used: Vec<String> = every
                     .images()
                     .iter()
                     .flat_map(|i| i.block_device_mappings())
@@ -482,17 +511,28 @@ impl Sandbox {
                     .send()
                     .await
                     .expect("DescribeSnapshots");
+                // Any snapshot no image uses, tagged or not (the emulator seeds none).
                 for s in snaps.snapshots() {
                     let id = s.snapshot_id().unwrap_or_default().to_string();
-                    let ours = s.tags().iter().any(|t| t.key() == Some("bakery:bake-id"));
-                    if ours && !used.contains(&id) {
+                    if !used.contains(&id) {
                         out.push(format!("snapshot {id}"));
                     }
                 }
-                // Parameters under the registry prefix that name an AMI that is not registered.
+                // Images never published (a version is only ever a published AMI).
+                for i in images.images() {
+                    if !i.tags().iter().any(|t| t.key() == Some("bakery:published")) {
+                        out.push(format!(
+                            "image {} never published",
+                            i.image_id().unwrap_or_default()
+                        ));
+                    }
+                }
+                // Parameters under the registry prefix that name an AMI that is not a
+                // published version.
                 let registered: Vec<String> = images
                     .images()
                     .iter()
+                    .filter(|i| i.tags().iter().any(|t| t.key() == Some("bakery:published")))
                     .filter_map(|i| i.image_id().map(str::to_string))
                     .collect();
                 let params = ssm
