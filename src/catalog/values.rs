@@ -37,8 +37,16 @@ static ACCOUNT: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{12}$"));
 /// No duration in the formats needs more than ten years (deprecation dates included).
 const MAX_DURATION_SECS: u64 = 10 * 366 * 86_400;
 
-/// `90s`, `20m`, `2h`, `365d`.
+/// `90s`, `20m`, `2h`, `365d`: a timeout, so never zero.
 pub fn duration(s: &str) -> Result<Duration, String> {
+    match duration_or_zero(s)? {
+        d if d.is_zero() => Err(format!("`{s}` is zero; a timeout must be positive")),
+        d => Ok(d),
+    }
+}
+
+/// A duration that may be zero (`0s`: a grace period or an age limit of none).
+pub fn duration_or_zero(s: &str) -> Result<Duration, String> {
     let hint = "write a number and a unit: 90s, 20m, 2h or 365d";
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -55,9 +63,6 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     let Some(secs) = secs else {
         return Err(format!("`{s}` is longer than ten years"));
     };
-    if secs == 0 {
-        return Err(format!("`{s}` is zero; a timeout must be positive"));
-    }
     Ok(Duration::from_secs(secs))
 }
 

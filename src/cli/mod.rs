@@ -127,7 +127,7 @@ pub enum Command {
         lease: std::time::Duration,
         /// After the first SIGINT/SIGTERM/SIGHUP the bake cleans up; a further signal skips the
         /// cleanup only once this long has passed (a second Ctrl-C on a terminal skips it at once).
-        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "10s")]
+        #[arg(long, value_name = "DURATION", value_parser = duration_or_zero_arg, default_value = "10s")]
         force_after: std::time::Duration,
         /// Write a JSON manifest (image, version, fingerprint, AMIs, timings) to FILE.
         #[arg(long, value_name = "FILE")]
@@ -173,7 +173,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Only bakes whose lease ran out at least this long ago (90s, 20m, 2h, 7d).
-        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
+        #[arg(long, value_name = "DURATION", value_parser = duration_or_zero_arg, default_value = "0s")]
         older_than: std::time::Duration,
         #[arg(long)]
         json: bool,
@@ -569,6 +569,11 @@ fn target_for<'a>(
 /// A duration flag (`90s`, `20m`, `2h`, `7d`); clap reports a bad one with exit 2.
 fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::catalog::values::duration(s)
+}
+
+/// A duration flag that may be zero (`0s`).
+fn duration_or_zero_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::catalog::values::duration_or_zero(s)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {

@@ -246,8 +246,8 @@ fn add_slow_image(sb: &Sandbox, secs: u32) {
             "platforms = [\"linux\"]\n\n[[step]]\nname = \"sleeps\"\nshell = {{ inline = \"sleep {secs}\" }}\n"
         ),
     );
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
-        .expect("demo");
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     let img = demo
         .replace("name = \"sandbox-demo\"", "name = \"slow\"")
         .replace("[[check]]", "[[recipe]]\nuse = \"slow\"\n\n[[check]]");
@@ -287,7 +287,14 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
     });
     // Live: a bake running in another process, caught in its sleeping step.
     let mut live = sb
-        .command(&["bake", "slow", "--target", "sandbox", "--log-format", "json"])
+        .command(&[
+            "bake",
+            "slow",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -417,7 +424,10 @@ fn two_runners_publishing_in_the_opposite_order_leave_latest_and_channels_on_the
         // Wait until A is stopped (its AMI 0.1.0 exists), then bake B with other inputs.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while amis(&sb, REGION, "slow").is_empty() {
-            assert!(std::time::Instant::now() < deadline, "runner A never captured");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runner A never captured"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -465,16 +475,18 @@ fn two_runners_publishing_in_the_opposite_order_leave_latest_and_channels_on_the
 fn revoke_with_deprecation_failing_still_moves_latest_and_a_rerun_finishes() {
     let sb = Sandbox::start_opts(None, "EnableImageDeprecation:us-east-1");
     add_slow_image(&sb, 0);
-    let first: serde_json::Value =
-        serde_json::from_str(&ok(sb.bakery(&["bake", "slow", "--target", "sandbox", "--json"])))
-            .expect("json");
+    let first: serde_json::Value = serde_json::from_str(&ok(
+        sb.bakery(&["bake", "slow", "--target", "sandbox", "--json"])
+    ))
+    .expect("json");
     sb.project.write(
         "recipes/slow/recipe.toml",
         "platforms = [\"linux\"]\n\n[[step]]\nname = \"sleeps\"\nshell = { inline = \"sleep 0 # 2\" }\n",
     );
-    let second: serde_json::Value =
-        serde_json::from_str(&ok(sb.bakery(&["bake", "slow", "--target", "sandbox", "--json"])))
-            .expect("json");
+    let second: serde_json::Value = serde_json::from_str(&ok(
+        sb.bakery(&["bake", "slow", "--target", "sandbox", "--json"])
+    ))
+    .expect("json");
     assert_eq!(
         param(&sb, REGION, "/bakery/slow/latest"),
         second["amis"][REGION].as_str().map(str::to_string)

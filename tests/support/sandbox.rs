@@ -494,11 +494,7 @@ impl Sandbox {
                     .send()
                     .await
                     .expect("DescribeImages");
-                let every = ec2
-                    .describe_images()
-                    .send()
-                    .await
-                    .expect("DescribeImages");
+                let every = ec2.describe_images().send().await.expect("DescribeImages");
                 let used: Vec<String> = every
                     .images()
                     .iter()
