@@ -522,3 +522,95 @@ fn revoke_with_deprecation_failing_still_moves_latest_and_a_rerun_finishes() {
     });
     assert!(deprecated.is_some());
 }
+
+#[test]
+fn under_injected_faults_every_bake_succeeds_or_fails_cleanly_and_nothing_leaks() {
+    // Named faults, each once, in the order they are met: the first copy fails outright (so the
+    // bake removes its AMI, and the first DeleteSnapshot finds the snapshot still in use); the
+    // first launch finds neither its new group nor its new key pair; a later copy's answer is
+    // lost after EC2 made it. On top, 20% of all EC2, SSM and S3 calls are throttled or fail
+    // with a 5xx (seeded, so a failure reproduces).
+    let named = [
+        "CopyImage:eu-west-1",
+        "DeleteSnapshot:us-east-1:InvalidSnapshot.InUse",
+        "AuthorizeSecurityGroupIngress:us-east-1:InvalidGroup.NotFound",
+        "RunInstances:us-east-1:InvalidGroup.NotFound",
+        "RunInstances:us-east-1:InvalidKeyPair.NotFound",
+        "CopyImage:eu-west-1:LostResponse",
+    ]
+    .join(",");
+    let sb = Sandbox::start_env(
+        None,
+        &[
+            ("BAKERY_EMULATOR_FAULTS", &named),
+            ("BAKERY_EMULATOR_FAULT_RATE", "0.2"),
+            ("BAKERY_EMULATOR_FAULT_SEED", "10"),
+        ],
+    );
+    sb.set_regions(&[REGION, EU]);
+    sb.add_failing_step();
+    let mut outcomes = Vec::new();
+    for image in ["sandbox-demo", "sandbox-demo", "fail-step"] {
+        let out = sb.bakery(&["bake", image, "--target", "sandbox", "--lease", "2s"]);
+        let err = text(&out.stderr);
+        match out.status.code() {
+            Some(0) => outcomes.push(format!("{image}: baked")),
+            Some(1) => {
+                // A clean failure: it says where, and that it removed what it made.
+                assert!(err.contains("failed in"), "{image}: {err}");
+                assert!(err.contains("nothing was left behind"), "{image}: {err}");
+                outcomes.push(format!("{image}: failed cleanly"));
+            }
+            c => panic!("{image}: exit {c:?}\n{err}"),
+        }
+    }
+    // Whatever a cleanup could not do under faults, gc finishes once the leases ran out.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = gc(&sb, &[]);
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new(), "{report:#}");
+    // The lost CopyImage answer made no second copy: one AMI per published version per region.
+    let eu = amis(&sb, EU, "sandbox-demo");
+    assert!(eu.iter().all(|(_, _, p)| *p), "{eu:?}");
+    assert_eq!(eu.len(), amis(&sb, REGION, "sandbox-demo").len(), "{eu:?}");
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for c in sb.actions() {
+        if let Some(f) = c.fault {
+            *counts.entry(f).or_default() += 1;
+        }
+    }
+    eprintln!(
+        "outcomes: {outcomes:?}\nfaults injected ({} calls in all): {counts:?}",
+        sb.actions().len()
+    );
+    for code in [
+        "InjectedFault",
+        "InvalidSnapshot.InUse",
+        "InvalidGroup.NotFound",
+        "InvalidKeyPair.NotFound",
+        "LostResponse",
+    ] {
+        assert!(
+            counts.contains_key(code),
+            "{code} was never injected: {counts:?}"
+        );
+    }
+    let random: usize = counts
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "RequestLimitExceeded"
+                    | "ThrottlingException"
+                    | "SlowDown"
+                    | "InternalError"
+                    | "InternalServerError"
+            )
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(random > 10, "{counts:?}");
+    assert!(
+        outcomes.iter().any(|o| o.ends_with("baked")),
+        "{outcomes:?}"
+    );
+}

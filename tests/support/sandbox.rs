@@ -51,6 +51,9 @@ pub struct EmulatorCall {
     /// Ids named in DescribeInstances' `instance-id` or DescribeImages' `image-id` filter (how
     /// bakery's shared pollers ask).
     pub filter_ids: Vec<String>,
+    /// The error code the emulator injected instead of (or, `LostResponse`, after) answering.
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 pub struct Sandbox {
@@ -77,6 +80,12 @@ impl Sandbox {
 
     /// With injected emulator faults: `"CopyImage:eu-west-1,..."` (each fails once).
     pub fn start_opts(delay: Option<Duration>, faults: &str) -> Sandbox {
+        Self::start_env(delay, &[("BAKERY_EMULATOR_FAULTS", faults)])
+    }
+
+    /// With these variables for the emulator (`BAKERY_EMULATOR_FAULTS`,
+    /// `BAKERY_EMULATOR_FAULT_RATE`, `BAKERY_EMULATOR_FAULT_SEED`; see scripts/emulator.py).
+    pub fn start_env(delay: Option<Duration>, env: &[(&str, &str)]) -> Sandbox {
         let root = repo_root();
         let venv = std::env::var("BAKERY_SANDBOX_VENV")
             .map(PathBuf::from)
@@ -109,7 +118,10 @@ impl Sandbox {
             .arg(BUILD_USER)
             .arg(REGION)
             .env("BAKERY_SANDBOX_VENV", &venv)
-            .env("BAKERY_EMULATOR_FAULTS", faults)
+            .env_remove("BAKERY_EMULATOR_FAULTS")
+            .env_remove("BAKERY_EMULATOR_FAULT_RATE")
+            .env_remove("BAKERY_EMULATOR_FAULT_SEED")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -183,10 +195,12 @@ impl Sandbox {
         self.command(args).output().expect("run bakery")
     }
 
-    /// SDK configuration for the emulator itself (not the proxy).
+    /// SDK configuration for the emulator itself (not the proxy). Ten attempts per call: the
+    /// harness's own reads must see through a test's injected fault rate.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
             .endpoint_url(format!("http://127.0.0.1:{}", self.moto_port))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "sandbox", "sandbox", None, None, "test",
