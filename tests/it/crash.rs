@@ -257,7 +257,7 @@ fn add_slow_image(sb: &Sandbox, secs: u32) {
 #[test]
 fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
     let sb = Sandbox::start();
-    add_slow_image(&sb, 30);
+    add_slow_image(&sb, 40);
     // Published.
     ok(sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]));
     let published = amis(&sb, REGION, "sandbox-demo");
@@ -285,7 +285,8 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
             .expect("RunInstances");
         out.instances()[0].instance_id().expect("id").to_string()
     });
-    // Live: a bake running in another process, caught in its sleeping step.
+    // Live: a bake running in another process, caught in its sleeping step. Its lease is 3 s,
+    // so only the heartbeat's renewals keep it live by the time gc looks.
     let mut live = sb
         .command(&[
             "bake",
@@ -294,6 +295,8 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
             "sandbox",
             "--log-format",
             "json",
+            "--lease",
+            "3s",
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -311,6 +314,7 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
         }
     }
     let live_id = bake_id_of(&seen.join("\n"));
+    std::thread::sleep(Duration::from_secs(5));
 
     let report = gc(&sb, &[]);
     let items = report["items"].as_array().expect("items").clone();
@@ -613,4 +617,30 @@ fn under_injected_faults_every_bake_succeeds_or_fails_cleanly_and_nothing_leaks(
         outcomes.iter().any(|o| o.ends_with("baked")),
         "{outcomes:?}"
     );
+}
+
+#[test]
+fn cleanup_without_the_journal_finds_a_killed_bake_by_its_tags() {
+    let sb = Sandbox::start();
+    let (status, all) = sb.bake_signalled("sandbox-demo", &["--lease", "2s"], |v| {
+        if v["event"] == "phase" && v["phase"] == "verify" {
+            vec!["KILL"]
+        } else {
+            vec![]
+        }
+    });
+    assert_eq!(status.code(), None, "{all}");
+    let bake = bake_id_of(&all);
+    assert!(
+        !leftovers_in_aws(&sb).is_empty(),
+        "the kill left the build resources"
+    );
+    // Another machine: no journal.
+    std::fs::remove_file(sb.project.path().join(format!(".bakery/bakes/{bake}.json")))
+        .expect("journal");
+    std::thread::sleep(Duration::from_secs(3));
+    let out = ok(sb.bakery(&["cleanup", &bake, "--target", "sandbox"]));
+    assert!(out.contains("removed"), "{out}");
+    assert!(out.contains(&bake), "{out}");
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 }
