@@ -635,6 +635,44 @@ fn cleanup_without_the_journal_finds_a_killed_bake_by_its_tags() {
         !leftovers_in_aws(&sb).is_empty(),
         "the kill left the build resources"
     );
+    // An untagged snapshot EC2 made from the bake's instance (as CreateImage without a snapshot
+    // tag specification leaves), whose image is gone: found by its description.
+    rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let inst = ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:bakery:bake-id")
+                    .values(&bake)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe");
+        let id = inst.reservations()[0].instances()[0]
+            .instance_id()
+            .expect("id")
+            .to_string();
+        let image = ec2
+            .create_image()
+            .instance_id(id)
+            .name("untagged-by-hand")
+            .send()
+            .await
+            .expect("CreateImage");
+        ec2.deregister_image()
+            .image_id(image.image_id().expect("ami"))
+            .send()
+            .await
+            .expect("DeregisterImage");
+    });
+    assert!(
+        leftovers_in_aws(&sb)
+            .iter()
+            .any(|l| l.starts_with("snapshot")),
+        "the untagged snapshot is left"
+    );
     // Another machine: no journal.
     std::fs::remove_file(sb.project.path().join(format!(".bakery/bakes/{bake}.json")))
         .expect("journal");
@@ -642,5 +680,24 @@ fn cleanup_without_the_journal_finds_a_killed_bake_by_its_tags() {
     let out = ok(sb.bakery(&["cleanup", &bake, "--target", "sandbox"]));
     assert!(out.contains("removed"), "{out}");
     assert!(out.contains(&bake), "{out}");
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn a_lost_answer_to_our_own_parameter_write_is_recognised_as_ours() {
+    // The first PutParameter (the versioned parameter) is carried out, its answer lost; the SDK
+    // retries and gets ParameterAlreadyExists, which is this bake's own write, not a rival's.
+    let sb = Sandbox::start_opts(None, "PutParameter:us-east-1:LostResponse");
+    let out = ok(sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]));
+    let art: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let ami = art["amis"][REGION].as_str().expect("ami");
+    assert_eq!(
+        param(&sb, REGION, "/bakery/sandbox-demo/0.1.0").as_deref(),
+        Some(ami)
+    );
+    assert!(sb
+        .actions()
+        .iter()
+        .any(|c| c.action == "PutParameter" && c.fault.as_deref() == Some("LostResponse")));
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 }
