@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::ledger::Undo;
 use super::sweep::{self, Scope};
 use super::undo;
 use crate::catalog::model::Target;
 use crate::cloud::aws::Regions;
 use crate::cloud::cancel::Cancel;
+
+/// Removals in flight at once (each level waits for the one before: instances release groups).
+const PARALLEL_REMOVALS: usize = 32;
 
 /// What gc decided for one resource.
 #[derive(Debug, Clone, Serialize)]
@@ -111,19 +113,45 @@ pub async fn gc(target: &Target, o: &Options, cancel: &Cancel) -> Report {
         }
         report.items.push(item);
     }
-    // Terminate every instance first, in one go: they stop in parallel in AWS, and the waits
-    // below then find them mostly gone.
-    for (_, f) in &todo {
-        if let Undo::TerminateInstance { region, id } = &f.undo {
-            if let Err(e) = regions.get(region).await.terminate_instance(id).await {
-                tracing::warn!(instance = %id, error = %e, "terminate");
-            }
-        }
+    // Level by level (instances, parameters, groups, key pairs, images, snapshots, objects),
+    // each level's removals at once: the waits share one poller tick per region, and the EC2
+    // rate limiter keeps the calls within AWS's buckets.
+    let mut clients = std::collections::BTreeMap::new();
+    for region in &names {
+        clients.insert(region.clone(), regions.get(region).await.clone());
     }
-    for (i, f) in todo {
-        if let Err(e) = undo::run(&mut regions, &f.undo, &f.bake_id, cancel).await {
-            report.items[i].action = "failed";
-            report.items[i].detail = Some(e.to_string());
+    let mut level: Vec<(usize, sweep::Found)> = Vec::new();
+    let mut todo = todo.into_iter().peekable();
+    while let Some((i, f)) = todo.next() {
+        let order = f.undo.order();
+        level.push((i, f));
+        if todo.peek().is_some_and(|(_, n)| n.undo.order() == order) {
+            continue;
+        }
+        let mut running = tokio::task::JoinSet::new();
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_REMOVALS));
+        for (i, f) in level.drain(..) {
+            let Some(aws) = f.undo.region().and_then(|r| clients.get(r)).cloned() else {
+                continue;
+            };
+            let (cancel, limit) = (cancel.clone(), limit.clone());
+            running.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (i, undo::run_in(&aws, &f.undo, &f.bake_id, &cancel).await)
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            let (i, r) = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    report.errors.push(format!("removal task: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = r {
+                report.items[i].action = "failed";
+                report.items[i].detail = Some(e.to_string());
+            }
         }
     }
     report

@@ -29,6 +29,9 @@ use crate::remote::ssh::{new_key, public_openssh, HostKeyPin, Ssh, SshTarget};
 use crate::remote::ssm::Ssm;
 use crate::remote::Conn;
 
+/// How long `--on-error keep` keeps a failed build instance out of `bakery gc`'s reach (a working
+/// day to debug it; `bakery cleanup <bake-id>` removes it any time).
+const KEPT_LEASE: Duration = Duration::from_secs(24 * 3600);
 /// Renew the lease no more often than this (a short `--lease` in tests).
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Time allowed for each probe.
@@ -1712,6 +1715,7 @@ impl Run<'_> {
             }
             kept = Some(self.keep_for_debugging());
             let _ = self.journal.set_state(State::Kept);
+            self.extend_lease_of_kept(KEPT_LEASE).await;
         } else {
             self.emit_phase("cleanup");
             // A fresh deadline and a fresh cancel: the bake's own are spent.
@@ -1759,6 +1763,26 @@ impl Run<'_> {
             journal: self.journal.path().to_path_buf(),
             timings: self.timings.clone(),
             inputs: self.plan.inputs.clone(),
+        }
+    }
+
+    /// A kept instance (and its group) stays out of `bakery gc`'s reach for `lease`: there is no
+    /// heartbeat once this process ends.
+    async fn extend_lease_of_kept(&self, lease: Duration) {
+        let mut tags = Tags::new();
+        tags.insert(tag::EXPIRES.into(), expiry(lease));
+        let ids: Vec<String> = self
+            .journal
+            .pending_when(When::Always)
+            .iter()
+            .filter_map(|u| match u {
+                Undo::TerminateInstance { id, .. } => Some(id.to_string()),
+                Undo::DeleteSecurityGroup { id, .. } => Some(id.to_string()),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = self.aws.tag_resources(&ids, &tags).await {
+            self.warn(format!("cannot extend the lease of the kept instance: {e}"));
         }
     }
 

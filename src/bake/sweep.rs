@@ -269,8 +269,23 @@ async fn stale_parameters(
 ) -> Result<Vec<Found>, CloudError> {
     let region = aws.region.to_string();
     let prefix = format!("{}/", target.ssm_prefix.trim_end_matches('/'));
+    // GetParametersByPath returns 10 parameters a call (SSM API reference): one bake's sweep
+    // reads only the images whose AMIs it removes; gc reads the whole registry.
+    let paths: BTreeSet<String> = match bake {
+        None => BTreeSet::from([prefix.trim_end_matches('/').to_string()]),
+        Some(_) => images
+            .iter()
+            .filter(|i| removed.contains_key(i.id.as_str()))
+            .filter_map(|i| i.tags.get(tag::IMAGE))
+            .map(|image| format!("{prefix}{image}"))
+            .collect(),
+    };
+    let mut params = Vec::new();
+    for path in &paths {
+        params.extend(aws.parameters_by_path(path).await?);
+    }
     let mut out = Vec::new();
-    for (name, value) in aws.parameters_by_path(prefix.trim_end_matches('/')).await? {
+    for (name, value) in params {
         if !value.starts_with("ami-") {
             continue;
         }

@@ -70,25 +70,21 @@ pub async fn run(
     bake_id: &str,
     cancel: &Cancel,
 ) -> Result<(), CloudError> {
+    match u.region() {
+        Some(region) => run_in(regions.get(region).await, u, bake_id, cancel).await,
+        None => run_local(u),
+    }
+}
+
+/// `run` for an undo in the region of `aws`.
+pub async fn run_in(aws: &Aws, u: &Undo, bake_id: &str, cancel: &Cancel) -> Result<(), CloudError> {
+    let region = &aws.region;
     match u {
-        Undo::TerminateInstance { region, id } => {
-            terminate_and_wait(regions.get(region).await, id, cancel).await
-        }
-        Undo::DeleteKeyPair { region, name } => {
-            regions.get(region).await.delete_key_pair(name).await
-        }
-        Undo::DeleteSecurityGroup { region, id } => {
-            delete_sg(regions.get(region).await, id, cancel).await
-        }
-        Undo::DeleteSnapshot { region, id } => {
-            regions
-                .get(region)
-                .await
-                .delete_snapshot_released(id, cancel)
-                .await
-        }
-        Undo::DeregisterImage { region, id } => {
-            let aws = regions.get(region).await;
+        Undo::TerminateInstance { id, .. } => terminate_and_wait(aws, id, cancel).await,
+        Undo::DeleteKeyPair { name, .. } => aws.delete_key_pair(name).await,
+        Undo::DeleteSecurityGroup { id, .. } => delete_sg(aws, id, cancel).await,
+        Undo::DeleteSnapshot { id, .. } => aws.delete_snapshot_released(id, cancel).await,
+        Undo::DeregisterImage { id, .. } => {
             // An image we just created may not be visible yet (DescribeImages is eventually
             // consistent); its snapshots are only known once it is.
             let info = Wait::new(
@@ -127,12 +123,11 @@ pub async fn run(
             Ok(())
         }
         Undo::RestoreParameter {
-            region,
             name,
             previous,
             ours,
+            ..
         } => {
-            let aws = regions.get(region).await;
             // Only while it still holds what this bake wrote: a newer runner's value stays.
             if let Some(o) = ours {
                 if aws.get_parameter(name).await?.as_deref() != Some(o.as_str()) {
@@ -145,17 +140,14 @@ pub async fn run(
                 None => aws.delete_parameter(name).await,
             }
         }
-        Undo::DeleteS3Prefix {
-            region,
-            bucket,
-            prefix,
-        } => {
-            regions
-                .get(region)
-                .await
-                .delete_prefix(bucket, prefix)
-                .await
-        }
+        Undo::DeleteS3Prefix { bucket, prefix, .. } => aws.delete_prefix(bucket, prefix).await,
+        Undo::DeleteKeyFile { .. } => run_local(u),
+    }
+}
+
+/// The undos that touch this machine only.
+fn run_local(u: &Undo) -> Result<(), CloudError> {
+    match u {
         Undo::DeleteKeyFile { path } => match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -164,6 +156,7 @@ pub async fn run(
                 path.display()
             ))),
         },
+        _ => Ok(()),
     }
 }
 

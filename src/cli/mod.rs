@@ -123,7 +123,7 @@ pub enum Command {
         /// How long the bake's resources count as live without a renewal of their
         /// `bakery:expires` tag (renewed every third of it while the bake runs); `bakery gc`
         /// removes a killed bake's resources once it has run out.
-        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "30m")]
+        #[arg(long, value_name = "DURATION", value_parser = lease_arg, default_value = "30m")]
         lease: std::time::Duration,
         /// After the first SIGINT/SIGTERM/SIGHUP the bake cleans up; a further signal skips the
         /// cleanup only once this long has passed (a second Ctrl-C on a terminal skips it at once).
@@ -566,12 +566,18 @@ fn target_for<'a>(
     }
 }
 
-/// A duration flag (`90s`, `20m`, `2h`, `7d`); clap reports a bad one with exit 2.
-fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    crate::catalog::values::duration(s)
+/// `bake --lease`: renewed every third of it, but at most once a second, so it must be longer
+/// than a second to be renewed before it runs out.
+fn lease_arg(s: &str) -> Result<std::time::Duration, String> {
+    match crate::catalog::values::duration(s)? {
+        d if d < std::time::Duration::from_secs(2) => {
+            Err(format!("`{s}` is too short for a lease; at least 2s"))
+        }
+        d => Ok(d),
+    }
 }
 
-/// A duration flag that may be zero (`0s`).
+/// A duration flag that may be zero (`0s`); clap reports a bad one with exit 2.
 fn duration_or_zero_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::catalog::values::duration_or_zero(s)
 }

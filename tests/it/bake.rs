@@ -266,6 +266,8 @@ fn on_error_keep_keeps_the_instance_until_cleanup() {
         "keep",
         "--log-format",
         "json",
+        "--lease",
+        "2s",
     ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -283,6 +285,25 @@ fn on_error_keep_keeps_the_instance_until_cleanup() {
             .any(|l| l.starts_with("instance ") && l.ends_with("running")),
         "{left:?}"
     );
+
+    // Long after the bake's own 2 s lease ran out, gc still keeps the kept instance: keeping
+    // extends its lease by a day.
+    std::thread::sleep(Duration::from_secs(3));
+    let gc = sb.bakery(&["gc", "--target", "sandbox", "--json"]);
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc.stderr));
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    let instance = gc["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| {
+            i["resource"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("instance "))
+        })
+        .unwrap_or_else(|| panic!("{gc:#}"))
+        .clone();
+    assert_eq!(instance["action"], "kept", "{gc:#}");
 
     let out = sb.bakery(&["cleanup", &bake_id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

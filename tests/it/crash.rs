@@ -701,3 +701,46 @@ fn a_lost_answer_to_our_own_parameter_write_is_recognised_as_ours() {
         .any(|c| c.action == "PutParameter" && c.fault.as_deref() == Some("LostResponse")));
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 }
+
+#[test]
+fn gc_removes_more_than_the_ec2_mutating_bucket_holds() {
+    // 120 key pairs of a dead bake: more deletions than EC2's mutating-action bucket (50, then
+    // 5 a second) lets through at once, so later ones wait for tokens in bakery's limiter for
+    // many seconds before their request is sent. None may fail for having waited.
+    let sb = Sandbox::start();
+    let expired =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - Duration::from_secs(60))
+            .to_string();
+    rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        for i in 0..120 {
+            ec2.create_key_pair()
+                .key_name(format!("dead-{i}"))
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::KeyPair)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("bakery:bake-id")
+                                .value("bk-dead-0000abcd")
+                                .build(),
+                        )
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("bakery:expires")
+                                .value(&expired)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CreateKeyPair");
+        }
+    });
+    let report = gc(&sb, &[]);
+    let items = report["items"].as_array().expect("items");
+    assert_eq!(items.len(), 120, "{report:#}");
+    assert!(items.iter().all(|i| i["action"] == "removed"), "{report:#}");
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}

@@ -120,8 +120,16 @@ impl Aws {
         let conf = loader.load().await;
         let limiter = Arc::new(Limiter::default());
         // Every EC2 request (retries included) takes a token from its documented bucket first.
+        // A request waiting for its token has not started its upload yet; the SDK's upload
+        // stall protection would count that wait as a stalled body (0 B/s past its 5 s grace)
+        // and fail the call. EC2 bodies are a few hundred bytes: only downloads are watched.
         let ec2_conf = aws_sdk_ec2::config::Builder::from(&conf)
             .http_client(limited::Limited::new(http, limiter.clone()))
+            .stalled_stream_protection(
+                aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
+                    .upload_enabled(false)
+                    .build(),
+            )
             .build();
         let ec2 = aws_sdk_ec2::Client::from_conf(ec2_conf);
         let ssm = aws_sdk_ssm::Client::new(&conf);
