@@ -30,6 +30,23 @@ macro_rules! string_id {
     };
 }
 
+/// `println!` / `eprintln!` that do not panic when the stream is gone (a terminal closed with
+/// SIGHUP, a closed pipe): a bake's cleanup and exit code must not depend on its audience.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod bake;
 pub mod catalog;
 pub mod checks;

@@ -13,10 +13,10 @@ fn main() {
         Err(e) => {
             match &e {
                 CliError::Invalid(d) if d.is_empty() => {}
-                CliError::Invalid(d) => eprintln!("{d}"),
-                CliError::Failed(m) => eprintln!("error: {m}"),
+                CliError::Invalid(d) => bakery::errln!("{d}"),
+                CliError::Failed(m) => bakery::errln!("error: {m}"),
                 CliError::Exit(_, m) if m.is_empty() => {}
-                CliError::Exit(_, m) => eprintln!("error: {m}"),
+                CliError::Exit(_, m) => bakery::errln!("error: {m}"),
             }
             std::process::exit(e.exit_code());
         }

@@ -71,6 +71,9 @@ pub async fn gc(target: &Target, o: &Options, cancel: &Cancel) -> Report {
             Err(e) => report.errors.push(format!("scan of {region}: {e}")),
         }
     }
+    // A bake's lease may be renewed on a resource in the region that could not be read: without
+    // every region, no bake can be called dead.
+    let blind = !report.errors.is_empty();
     let now = SystemTime::now();
     let live: Vec<(String, SystemTime)> = scan.expires.clone().into_iter().collect();
     let live_until = |bake: &str| {
@@ -108,7 +111,16 @@ pub async fn gc(target: &Target, o: &Options, cancel: &Cancel) -> Report {
                 )
             }),
         };
-        if kept.is_none() && !o.dry_run {
+        let item = if blind && kept.is_none() {
+            Item {
+                action: "kept",
+                detail: Some("not every region could be read: nothing is removed".into()),
+                ..item
+            }
+        } else {
+            item
+        };
+        if item.action == "removed" {
             todo.push((report.items.len(), f));
         }
         report.items.push(item);

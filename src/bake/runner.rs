@@ -257,10 +257,11 @@ pub async fn bake(
             () = beat => Err(Failure::new("the heartbeat stopped")),
         }
     };
-    // An interrupt or error that landed after the commit does not undo the version.
+    // The commit is not cancellable: once it starts, it finishes, so that no interrupt leaves
+    // a version half marked (and its parameters undone).
     let outcome = match outcome {
-        Err(f) if run.phase == "publish" => run.committed_anyway(f).await,
-        o => o,
+        Ok(()) => run.commit().await,
+        Err(f) => Err(f),
     };
     match outcome {
         Ok(()) => {
@@ -306,24 +307,50 @@ async fn heartbeat(journal: std::path::PathBuf, target: &Target, fleet: &Fleet, 
 }
 
 impl Run<'_> {
-    /// A publish that failed or was interrupted after the commit (the AMIs marked published)
-    /// succeeded: the version stands, only temporary things are removed.
-    async fn committed_anyway(&mut self, f: Failure) -> Result<(), Failure> {
-        let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
-        match super::undo::committed(&mut regions, &self.journal).await {
-            Ok(true) => {
-                if let Err(e) = self.journal.set_state(State::Published) {
-                    tracing::warn!(error = %e, "journal");
-                }
-                self.warn(format!(
-                    "{} after the version was published: the version stands",
-                    f.cause
-                ));
-                self.leave();
-                Ok(())
-            }
-            _ => Err(f),
+    /// The commit: every copy tagged `bakery:published`, then the journal says Published. From
+    /// here on this is a version others may resolve, and nothing (failure, interrupt, cleanup,
+    /// gc) undoes it. A copy that could not be marked (past the SDK's retries) is reported with
+    /// the command that finishes the commit; the version stands.
+    async fn commit(&mut self) -> Result<(), Failure> {
+        if self.cancel.is_cancelled() {
+            return Err(CloudError::Cancelled.into());
         }
+        let mut published = Tags::new();
+        published.insert(
+            tag::PUBLISHED.into(),
+            humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        );
+        let mut marked = 0;
+        let mut unmarked = Vec::new();
+        for (region, (aws, ami)) in &self.copies {
+            match aws.tag_resources(&[ami.to_string()], &published).await {
+                Ok(()) => marked += 1,
+                Err(e) => unmarked.push(format!("{ami} in {region} ({e})")),
+            }
+        }
+        if marked == 0 {
+            // None marked, as far as the answers go: a lost answer may still have marked one.
+            let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
+            if !super::undo::committed(&mut regions, &self.journal)
+                .await
+                .unwrap_or(true)
+            {
+                return Err(Failure::new(format!(
+                    "could not mark the version published: {}",
+                    unmarked.join(", ")
+                )));
+            }
+        }
+        self.journal.set_state(State::Published)?;
+        if !unmarked.is_empty() {
+            self.warn(format!(
+                "published, but not yet marked so in every region: {}; finish with: bakery cleanup {} --target {}",
+                unmarked.join(", "),
+                self.bake_id,
+                self.target.name
+            ));
+        }
+        Ok(())
     }
 
     fn emit_phase(&mut self, phase: &'static str) {
@@ -1308,6 +1335,16 @@ impl Run<'_> {
                 Err(e)
                     if e.code() == Some("InvalidAMIName.Duplicate") && tries < MAX_NAME_TRIES =>
                 {
+                    // An SDK retry after a lost answer finds our own image under the name.
+                    let taken = aws
+                        .describe_images(&["self".into()], &[("name", vec![name.clone()])])
+                        .await?;
+                    if let Some(own) = taken
+                        .into_iter()
+                        .find(|i| i.tags.get(tag::BAKE_ID) == Some(&self.bake_id))
+                    {
+                        break own.id;
+                    }
                     tries += 1;
                     let taken: Vec<Version> =
                         registry::aws::versions(&aws, self.image.name.as_str())
@@ -1439,12 +1476,17 @@ impl Run<'_> {
             .collect();
         let inputs = serde_json::to_string(&inputs).unwrap_or_default();
         if inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX {
-            self.aws
-                .put_string_parameter(
-                    &registry::aws::inputs_param(&prefix, &image, &version),
-                    &inputs,
-                )
-                .await?;
+            let name = registry::aws::inputs_param(&prefix, &image, &version);
+            self.journal.push(
+                Undo::RestoreParameter {
+                    region: self.region(),
+                    name: name.clone(),
+                    previous: None,
+                    ours: Some(inputs.clone()),
+                },
+                When::OnFailure,
+            )?;
+            self.aws.put_string_parameter(&name, &inputs).await?;
         } else {
             self.events.emit(BakeEvent::Warning {
                 bake_id: self.bake_id.clone(),
@@ -1458,17 +1500,6 @@ impl Run<'_> {
         self.aws
             .put_string_parameter(&issued, &version.patch.to_string())
             .await?;
-        // The commit: marked published, this is a version others may resolve, and nothing
-        // (failure, interrupt, cleanup, gc) may undo it.
-        let mut published = Tags::new();
-        published.insert(
-            tag::PUBLISHED.into(),
-            humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        );
-        for (_, aws, ami) in &copies {
-            aws.tag_resources(&[ami.to_string()], &published).await?;
-        }
-        self.journal.set_state(State::Published)?;
         Ok(())
     }
 
@@ -1559,6 +1590,11 @@ impl Run<'_> {
         let image = self.image.name.to_string();
         let target = &self.target.name;
         let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
+        // Another runner may have written `latest` between this bake's read and write: once
+        // committed, `latest` goes to the newest published release wherever it names an older.
+        if let Err(e) = reg.converge_latest(&image).await {
+            self.warn(format!("latest not checked after the commit: {e}"));
+        }
         // The copies are known here: no need to re-read the registry (which may lag).
         let amis: BTreeMap<String, String> = self
             .copies
@@ -1702,10 +1738,20 @@ impl Run<'_> {
             && self.instance.is_some()
             && f.kind != FailKind::Cancelled;
         if keep {
-            // Keep what reaches the instance; the artifact (AMI, parameters) still goes.
+            // Keep what reaches the instance; the artifact (AMI, parameters) still goes, unless
+            // it was published (or that cannot be told).
             let cancel = Cancel::new();
             let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
-            for u in self.journal.pending_when(When::OnFailure) {
+            self.extend_lease_of_kept(KEPT_LEASE).await;
+            let committed = super::undo::committed(&mut regions, &self.journal)
+                .await
+                .unwrap_or(true);
+            let artifact = if committed {
+                Vec::new()
+            } else {
+                self.journal.pending_when(When::OnFailure)
+            };
+            for u in artifact {
                 match super::undo::run(&mut regions, &u, &self.bake_id, &cancel).await {
                     Ok(()) => {
                         let _ = self.journal.mark_done(&u);
@@ -1715,7 +1761,6 @@ impl Run<'_> {
             }
             kept = Some(self.keep_for_debugging());
             let _ = self.journal.set_state(State::Kept);
-            self.extend_lease_of_kept(KEPT_LEASE).await;
         } else {
             self.emit_phase("cleanup");
             // A fresh deadline and a fresh cancel: the bake's own are spent.

@@ -54,9 +54,9 @@ impl Scan {
         self.published.extend(other.published);
     }
 
-    /// The findings, without the AMIs and snapshots of bakes that published a version (a kill
-    /// while the copies were being marked published can leave one copy unmarked: it is still
-    /// part of that version).
+    /// The findings, without the AMIs, snapshots and parameters of bakes that published a
+    /// version (a kill while the copies were being marked published can leave one copy
+    /// unmarked: it is still part of that version, and `cleanup` finishes marking it).
     pub fn into_found(self) -> Vec<Found> {
         let published = self.published;
         self.found
@@ -65,7 +65,9 @@ impl Scan {
                 !(published.contains(&f.bake_id)
                     && matches!(
                         f.undo,
-                        Undo::DeregisterImage { .. } | Undo::DeleteSnapshot { .. }
+                        Undo::DeregisterImage { .. }
+                            | Undo::DeleteSnapshot { .. }
+                            | Undo::RestoreParameter { .. }
                     ))
             })
             .collect()
@@ -200,7 +202,7 @@ pub async fn scan_region(
     if scope == Scope::Temporary {
         return Ok(scan);
     }
-    let images = aws.describe_images(&["self".to_string()], &[]).await?;
+    let images = aws.own_images().await?;
     let mut used = BTreeSet::new();
     let mut removed_amis: BTreeMap<String, String> = BTreeMap::new();
     for i in &images {
@@ -284,23 +286,61 @@ async fn stale_parameters(
     for path in &paths {
         params.extend(aws.parameters_by_path(path).await?);
     }
+    // What looks gone must really be gone (not an AMI of another owner, not just invisible to
+    // the listing): one look by id.
+    let unknown: Vec<String> = params
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.starts_with("ami-") && !images.iter().any(|i| i.id.as_str() == v.as_str()))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let exist = aws.existing_images(&unknown).await?;
     let mut out = Vec::new();
     for (name, value) in params {
-        if !value.starts_with("ami-") {
-            continue;
-        }
-        let (bake_id, why) = match removed.get(&value) {
-            Some(b) => (
-                b.clone(),
-                format!("names {value}, which was never published"),
-            ),
-            None if bake.is_none() && !images.iter().any(|i| i.id.as_str() == value) => (
-                String::new(),
-                format!("names {value}, which is not registered"),
-            ),
-            None => continue,
-        };
         let Some((image, rest)) = name.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let (bake_id, why) = if let Some(version) = rest.strip_prefix("inputs/") {
+            // What a version was baked from goes with a version that never was.
+            let of_version: Vec<&ImageInfo> = images
+                .iter()
+                .filter(|i| {
+                    i.tags.get(tag::IMAGE).map(String::as_str) == Some(image)
+                        && i.tags.get(tag::VERSION).map(String::as_str) == Some(version)
+                })
+                .collect();
+            if of_version
+                .iter()
+                .any(|i| i.tags.contains_key(tag::PUBLISHED))
+            {
+                continue;
+            }
+            match of_version.iter().find_map(|i| removed.get(i.id.as_str())) {
+                Some(b) => (
+                    b.clone(),
+                    format!("inputs of {image} {version}, which was never published"),
+                ),
+                None if bake.is_none() && of_version.is_empty() => (
+                    String::new(),
+                    format!("inputs of {image} {version}, which has no AMI here"),
+                ),
+                None => continue,
+            }
+        } else if value.starts_with("ami-") && !exist.iter().any(|i| i.as_str() == value) {
+            match removed.get(&value) {
+                Some(b) => (
+                    b.clone(),
+                    format!("names {value}, which was never published"),
+                ),
+                None if bake.is_none() && !images.iter().any(|i| i.id.as_str() == value) => (
+                    String::new(),
+                    format!("names {value}, which is not registered"),
+                ),
+                None => continue,
+            }
+        } else {
             continue;
         };
         let previous = (rest == "latest")
@@ -321,7 +361,7 @@ async fn stale_parameters(
 }
 
 /// The AMI of the newest published, not revoked release of `image` (not `except`).
-fn newest_release(images: &[ImageInfo], image: &str, except: &str) -> Option<String> {
+pub fn newest_release(images: &[ImageInfo], image: &str, except: &str) -> Option<String> {
     images
         .iter()
         .filter(|i| {

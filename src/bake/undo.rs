@@ -11,7 +11,7 @@ use crate::catalog::model::Target;
 use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
-use crate::cloud::{CloudError, InstanceId, SecurityGroupId};
+use crate::cloud::{CloudError, ImageId, InstanceId, SecurityGroupId, Tags};
 use crate::events::{BakeEvent, Events};
 use crate::registry::tag;
 
@@ -134,9 +134,34 @@ pub async fn run_in(aws: &Aws, u: &Undo, bake_id: &str, cancel: &Cancel) -> Resu
                     tracing::info!(parameter = %name, "changed since this bake wrote it: left as is");
                     return Ok(());
                 }
+                // A parameter naming a published AMI is part of that version.
+                if o.starts_with("ami-")
+                    && aws
+                        .describe_image(&ImageId(o.clone()))
+                        .await?
+                        .is_some_and(|i| i.tags.contains_key(tag::PUBLISHED))
+                {
+                    tracing::warn!(parameter = %name, "names a published version: left as is");
+                    return Ok(());
+                }
             }
+            // `latest` goes to the newest published release now, not to what it held when this
+            // bake wrote it (that may be older than a version published since).
+            let previous = match (name.strip_suffix("/latest"), ours) {
+                (Some(base), Some(o)) => {
+                    let image = base.rsplit('/').next().unwrap_or_default();
+                    let images = aws
+                        .describe_images(
+                            &["self".to_string()],
+                            &[(&format!("tag:{}", tag::IMAGE), vec![image.to_string()])],
+                        )
+                        .await?;
+                    sweep::newest_release(&images, image, o)
+                }
+                _ => previous.clone(),
+            };
             match previous {
-                Some(v) => aws.put_image_parameter(name, v, true).await,
+                Some(v) => aws.put_image_parameter(name, &v, true).await,
                 None => aws.delete_parameter(name).await,
             }
         }
@@ -182,13 +207,39 @@ pub async fn committed(regions: &mut Regions<'_>, journal: &Journal) -> Result<b
     Ok(false)
 }
 
-/// Every region a journal names, and every region of the target.
-fn regions_of(regions: &Regions<'_>, journal: &Journal) -> Vec<String> {
+/// Finishes a commit that a kill or an error cut short: every AMI of the journal that is still
+/// this bake's gets `bakery:published` (the version was whole when the commit began).
+pub async fn finish_commit(regions: &mut Regions<'_>, journal: &Journal) -> Result<(), CloudError> {
+    let mut published = Tags::new();
+    published.insert(
+        tag::PUBLISHED.into(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    );
+    for e in &journal.entries {
+        if let Undo::DeregisterImage { region, id } = &e.undo {
+            let aws = regions.get(region).await;
+            if let Some(i) = aws.describe_image(id).await? {
+                if i.tags.get(tag::BAKE_ID) == Some(&journal.bake_id)
+                    && !i.tags.contains_key(tag::PUBLISHED)
+                {
+                    aws.tag_resources(&[id.to_string()], &published).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a bake's leftovers can be: the regions its journal names (temporary things live only
+/// there), and after a failure every region of the target too (an AMI copy whose answer was
+/// lost is in no journal).
+fn regions_of(regions: &Regions<'_>, journal: &Journal, failed: bool) -> Vec<String> {
+    let target = regions.target.regions.iter().map(|r| r.to_string());
     journal
         .entries
         .iter()
         .filter_map(|e| e.undo.region().map(str::to_string))
-        .chain(regions.target.regions.iter().map(|r| r.to_string()))
+        .chain(target.take(if failed { usize::MAX } else { 1 }))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
@@ -238,7 +289,7 @@ pub async fn undo_all(
             }
         };
     let bake_id = journal.bake_id.clone();
-    let in_regions = regions_of(regions, journal);
+    let in_regions = regions_of(regions, journal, failed);
     match scan(regions, &in_regions, Some(&bake_id), Scope::Instances).await {
         Ok(s) => {
             apply(
@@ -325,10 +376,15 @@ pub async fn cleanup(
     let published = committed(&mut regions, &journal)
         .await
         .map_err(|e| format!("cannot tell whether bake {bake_id} published: {e}"))?;
-    if published && !journal.published() {
-        journal
-            .set_state(State::Published)
-            .map_err(|e| e.to_string())?;
+    if published {
+        finish_commit(&mut regions, &journal)
+            .await
+            .map_err(|e| format!("finishing the commit of bake {bake_id}: {e}"))?;
+        if !journal.published() {
+            journal
+                .set_state(State::Published)
+                .map_err(|e| e.to_string())?;
+        }
     }
     let failed = !published;
     let errors = undo_all(&mut regions, &mut journal, failed, events, cancel).await;

@@ -56,7 +56,7 @@ fn renderer(
         if let Some(tc) = &teamcity {
             if let Ok(mut tc) = tc.lock() {
                 for m in tc.messages(e) {
-                    println!("{m}");
+                    crate::outln!("{m}");
                 }
             }
         }
@@ -67,7 +67,7 @@ fn renderer(
         }
         if log_format == LogFormat::Json {
             if let Ok(s) = serde_json::to_string(e) {
-                eprintln!("{s}");
+                crate::errln!("{s}");
             }
             return;
         }
@@ -113,7 +113,7 @@ fn renderer(
                 Some(b) => {
                     let _ = b.multi.println(l);
                 }
-                None => eprintln!("{l}"),
+                None => crate::errln!("{l}"),
             }
         }
     })
@@ -362,24 +362,24 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
             }
             if std::env::var_os("TEAMCITY_VERSION").is_some() {
                 for m in super::teamcity::TeamCity::amis(&art.image, &art.version, &art.amis) {
-                    println!("{m}");
+                    crate::outln!("{m}");
                 }
             }
             if a.json {
                 return print_json(&art);
             }
-            println!("{}", report::table(&art.checks).trim_end());
-            println!(
+            crate::outln!("{}", report::table(&art.checks).trim_end());
+            crate::outln!(
                 "baked {} {} (fingerprint {})",
                 art.image,
                 art.version,
                 &art.fingerprint[..12.min(art.fingerprint.len())]
             );
             for (region, ami) in &art.amis {
-                println!("  {region}: {ami}");
+                crate::outln!("  {region}: {ami}");
             }
             for (name, value) in &art.parameters {
-                println!("  {name} = {value}");
+                crate::outln!("  {name} = {value}");
             }
             Ok(())
         }
@@ -441,7 +441,7 @@ pub fn run_cleanup(
         .block_on(bake::cleanup(project, &target, bake_id, &events, &cancel))
         .map_err(CliError::Failed)?;
     if left.is_empty() {
-        println!("bake {bake_id}: nothing left behind");
+        crate::outln!("bake {bake_id}: nothing left behind");
         Ok(())
     } else {
         Err(CliError::Failed(format!(
@@ -661,13 +661,16 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     if a.json {
         print_json(&outcomes)?;
     } else {
-        println!(
+        crate::outln!(
             "{:<28} {:<10} {:<10} {:>8}  AMIS",
-            "IMAGE", "OUTCOME", "VERSION", "SECONDS"
+            "IMAGE",
+            "OUTCOME",
+            "VERSION",
+            "SECONDS"
         );
         for o in &outcomes {
             let amis: Vec<String> = o.amis.iter().map(|(r, a)| format!("{r}={a}")).collect();
-            println!(
+            crate::outln!(
                 "{:<28} {:<10} {:<10} {:>8.1}  {}",
                 o.image,
                 o.outcome,
@@ -677,7 +680,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
             );
         }
         if outcomes.is_empty() {
-            println!("nothing to bake");
+            crate::outln!("nothing to bake");
         }
     }
     let bad: Vec<&Outcome> = outcomes.iter().filter(|o| o.outcome != "baked").collect();

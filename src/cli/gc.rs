@@ -47,7 +47,7 @@ pub fn print(report: &Report, json: bool, target: &str) -> Result<(), CliError> 
             "errors": report.errors,
         }))?;
     } else if report.items.is_empty() && report.errors.is_empty() {
-        println!("nothing left behind in target {target}");
+        crate::outln!("nothing left behind in target {target}");
     } else {
         for i in &report.items {
             let owner = if i.bake_id.is_empty() {
@@ -55,9 +55,9 @@ pub fn print(report: &Report, json: bool, target: &str) -> Result<(), CliError> 
             } else {
                 format!(" [{}]", i.bake_id)
             };
-            println!("{:<12} {}{owner}: {}", i.action, i.resource, i.why);
+            crate::outln!("{:<12} {}{owner}: {}", i.action, i.resource, i.why);
             if let Some(d) = &i.detail {
-                println!("{:<12} {d}", "");
+                crate::outln!("{:<12} {d}", "");
             }
         }
     }

@@ -282,6 +282,7 @@ pub fn revoke(
         let mut reg = Registry::new(target);
         let mut queue = vec![(image.clone(), version.clone())];
         let mut side_errors = Vec::new();
+        let mut seen = std::collections::BTreeSet::from([(image.clone(), version.clone())]);
         while let Some((img, v)) = queue.pop() {
             let done = reg.revoke(&img, &v, reason).await.map_err(fail)?;
             println!("revoked {img} {v}");
@@ -295,16 +296,11 @@ pub fn revoke(
             if !descendants {
                 continue;
             }
-            // Versions of any image layered on this one (found by their bakery:parent tag).
-            for (child, cv) in reg.children_of(&img, &v).await.map_err(fail)? {
-                let revoked = reg
-                    .versions(&child, None)
-                    .await
-                    .map_err(fail)?
-                    .iter()
-                    .any(|x| x.version == cv && x.revoked.is_some());
-                if !revoked {
-                    queue.push((child, cv));
+            // Versions of any image layered on this one (found by their bakery:parent tag),
+            // revoked ones too: a rerun finishes what failed for them (revoke is idempotent).
+            for child in reg.children_of(&img, &v).await.map_err(fail)? {
+                if seen.insert(child.clone()) {
+                    queue.push(child);
                 }
             }
         }

@@ -586,9 +586,10 @@ impl<'a> Registry<'a> {
         Ok(Revoked { moved, side_errors })
     }
 
-    /// A bake's channel move: `promote` only when the channel does not name a newer version,
-    /// read back after the move; when another runner moved it to an older one in between, moved
-    /// again (bounded), and a newer one stays. Returns whether the channel names `version`.
+    /// A bake's channel move: `promote` only when the channel names no newer version in any
+    /// region, read back in every region after the move; when another runner moved a region to
+    /// an older one in between, moved again (bounded), and a newer one stays. Returns whether
+    /// the channel names `version` everywhere.
     pub async fn promote_if_newer(
         &mut self,
         image: &str,
@@ -596,21 +597,76 @@ impl<'a> Registry<'a> {
         amis: &BTreeMap<String, String>,
         channel: &str,
     ) -> Result<bool, CloudError> {
-        for _ in 0..POINTER_TRIES {
-            match self.channel(image, channel).await? {
-                Some(v) if &v == version => return Ok(true),
-                Some(v) if &v > version => return Ok(false),
-                _ => {}
+        for attempt in 0..=POINTER_TRIES {
+            let now = self.channel_everywhere(image, channel).await?;
+            if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
+                return Ok(false);
+            }
+            if now.iter().all(|v| v.as_ref() == Some(version)) {
+                return Ok(true);
+            }
+            if attempt == POINTER_TRIES {
+                break;
             }
             self.promote(image, version, amis, channel).await?;
-            match self.channel(image, channel).await? {
-                Some(v) if &v == version => return Ok(true),
-                Some(v) if &v > version => return Ok(false),
-                _ => {}
-            }
         }
         Err(CloudError::NotFound(format!(
             "channel {channel} of {image} kept changing while it was moved to {version}"
         )))
+    }
+
+    /// The version a channel names in each region of the target that has it.
+    async fn channel_everywhere(
+        &mut self,
+        image: &str,
+        channel: &str,
+    ) -> Result<Vec<Option<Version>>, CloudError> {
+        let p = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
+        let mut out = Vec::new();
+        for region in regions {
+            let aws = self.regions.get(&region).await;
+            out.push(
+                aws.get_parameter(&p)
+                    .await?
+                    .and_then(|v| Version::parse(&v).ok()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Points `latest` at the newest published, not revoked release in every region where it
+    /// names an older version, something that is not a published version, or nothing. Every bake
+    /// does this after its commit, so whichever of two racing runners finishes last leaves
+    /// `latest` on the newer one. Never moves it backwards (revoke and prune use
+    /// `refresh_latest`, which may).
+    pub async fn converge_latest(&mut self, image: &str) -> Result<(), CloudError> {
+        let all = self.versions(image, None).await?;
+        let Some(best) = all
+            .iter()
+            .filter(|v| v.revoked.is_none() && v.version.pre.is_empty())
+            .max_by(|a, b| a.version.cmp(&b.version))
+        else {
+            return Ok(());
+        };
+        let name = latest_param(&self.target.ssm_prefix, image);
+        for (region, ami) in &best.amis {
+            let aws = self.regions.get(region).await;
+            let current = aws.get_parameter(&name).await?;
+            if current.as_deref() == Some(ami.id.as_str()) {
+                continue;
+            }
+            let newer = all.iter().any(|v| {
+                v.version > best.version
+                    && v.amis
+                        .get(region)
+                        .is_some_and(|i| Some(i.id.as_str()) == current.as_deref())
+            });
+            if !newer {
+                aws.put_image_parameter(&name, ami.id.as_str(), true)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

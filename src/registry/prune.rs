@@ -157,9 +157,23 @@ pub async fn prune(
             let aws = reg.regions.get(region).await;
             aws.delete_parameter(&version_param(&prefix, image, &v.version))
                 .await?;
+            aws.delete_parameter(&super::aws::inputs_param(&prefix, image, &v.version))
+                .await?;
         }
     }
-    if !pruned.is_empty() {
+    // `latest` moves only where it named a pruned version (retention keeps the one it names in
+    // the primary region; another runner may be about to move it, which must not be undone).
+    let mut names_pruned = false;
+    for v in &pruned {
+        for (region, ami) in &v.amis {
+            let aws = reg.regions.get(region).await;
+            let latest = aws
+                .get_parameter(&super::aws::latest_param(&prefix, image))
+                .await?;
+            names_pruned |= latest.as_deref() == Some(ami.id.as_str());
+        }
+    }
+    if names_pruned {
         reg.refresh_latest(image).await?;
     }
     // Then the AMIs and snapshots: every one is tried; snapshots wait out `InUse`.

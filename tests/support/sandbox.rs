@@ -545,17 +545,46 @@ impl Sandbox {
                     .filter(|i| i.tags().iter().any(|t| t.key() == Some("bakery:published")))
                     .filter_map(|i| i.image_id().map(str::to_string))
                     .collect();
-                let params = ssm
+                let mut params = Vec::new();
+                let mut pages = ssm
                     .get_parameters_by_path()
                     .path("/bakery")
                     .recursive(true)
-                    .send()
-                    .await
-                    .expect("GetParametersByPath");
-                for p in params.parameters() {
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    params.extend(page.expect("GetParametersByPath").parameters().to_vec());
+                }
+                // `inputs/<version>` of an image with no published AMI of that version.
+                let versions: Vec<(String, String)> = images
+                    .images()
+                    .iter()
+                    .filter(|i| i.tags().iter().any(|t| t.key() == Some("bakery:published")))
+                    .map(|i| {
+                        let tag = |k: &str| {
+                            i.tags()
+                                .iter()
+                                .find(|t| t.key() == Some(k))
+                                .and_then(|t| t.value())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        (tag("bakery:image"), tag("bakery:version"))
+                    })
+                    .collect();
+                for p in &params {
+                    let name = p.name().unwrap_or_default();
                     let v = p.value().unwrap_or_default();
                     if v.starts_with("ami-") && !registered.iter().any(|r| r == v) {
-                        out.push(format!("parameter {} -> {v}", p.name().unwrap_or_default()));
+                        out.push(format!("parameter {name} -> {v}"));
+                    }
+                    let parts: Vec<&str> = name.split('/').collect();
+                    if let [_, _, image, "inputs", version] = parts[..] {
+                        if !versions.iter().any(|(i, ver)| i == image && ver == version) {
+                            out.push(format!(
+                                "parameter {name} of a version that is not published"
+                            ));
+                        }
                     }
                 }
                 out

@@ -19,6 +19,8 @@ const CAPACITY_CODES: [&str; 3] = [
     "InstanceTypeNotSupported",
 ];
 
+/// Values per DescribeImages `image-id` filter (EC2 accepts up to 200 filter values).
+const IMAGE_IDS_PER_FILTER: usize = 200;
 /// How long a deregistered image's snapshot may stay `InvalidSnapshot.InUse`.
 const SNAPSHOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2 * 60);
 
@@ -224,6 +226,47 @@ impl Aws {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("DescribeImages", e))?;
             out.extend(page.images().iter().filter_map(image_info));
+        }
+        Ok(out)
+    }
+
+    /// Every AMI this account owns, disabled ones included (DescribeImages leaves those out
+    /// unless asked): the sweep must see every version, whatever its state.
+    pub async fn own_images(&self) -> Result<Vec<ImageInfo>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("DescribeImages", e))?;
+            out.extend(page.images().iter().filter_map(image_info));
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` exist (any owner, disabled included); an id filter, so a missing one is
+    /// simply absent instead of failing the call.
+    pub async fn existing_images(&self, ids: &[String]) -> Result<Vec<ImageId>, CloudError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IMAGE_IDS_PER_FILTER) {
+            let page = self
+                .ec2
+                .describe_images()
+                .include_disabled(true)
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeImages", e))?;
+            out.extend(page.images().iter().filter_map(image_info).map(|i| i.id));
         }
         Ok(out)
     }
