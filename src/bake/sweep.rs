@@ -404,4 +404,70 @@ mod tests {
         assert_eq!(created_from("Copied for DestinationAmi ami-1"), None);
         assert_eq!(created_from("Created by CreateImage(x) for ami-1"), None);
     }
+
+    fn found(bake: &str, undo: Undo) -> Found {
+        Found {
+            bake_id: bake.into(),
+            undo,
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_published_bake_keeps_its_images_snapshots_and_parameters_and_leases_merge() {
+        let r = || "us-east-1".to_string();
+        let image = Undo::DeregisterImage {
+            region: r(),
+            id: crate::cloud::ImageId("ami-1".into()),
+        };
+        let snap = Undo::DeleteSnapshot {
+            region: r(),
+            id: crate::cloud::SnapshotId("snap-1".into()),
+        };
+        let param = Undo::RestoreParameter {
+            region: r(),
+            name: "/bakery/x/1.0.0".into(),
+            previous: None,
+            ours: Some("ami-1".into()),
+        };
+        let group = Undo::DeleteSecurityGroup {
+            region: r(),
+            id: crate::cloud::SecurityGroupId("sg-1".into()),
+        };
+        let t0 = SystemTime::UNIX_EPOCH;
+        let mut a = Scan {
+            found: vec![
+                found("bk-a", image.clone()),
+                found("bk-a", snap.clone()),
+                found("bk-a", param.clone()),
+                found("bk-a", group.clone()),
+                found("bk-b", image.clone()),
+            ],
+            expires: BTreeMap::from([("bk-a".to_string(), t0)]),
+            published: BTreeSet::new(),
+        };
+        a.merge(Scan {
+            found: vec![],
+            expires: BTreeMap::from([(
+                "bk-a".to_string(),
+                t0 + std::time::Duration::from_secs(60),
+            )]),
+            published: BTreeSet::from(["bk-a".to_string()]),
+        });
+        assert_eq!(
+            a.live_until("bk-a"),
+            Some(t0 + std::time::Duration::from_secs(60)),
+            "the latest lease of any region"
+        );
+        assert_eq!(a.live_until("bk-b"), None);
+        let left: Vec<(String, Undo)> = a
+            .into_found()
+            .into_iter()
+            .map(|f| (f.bake_id, f.undo))
+            .collect();
+        assert_eq!(
+            left,
+            vec![("bk-a".to_string(), group), ("bk-b".to_string(), image)]
+        );
+    }
 }
