@@ -299,6 +299,24 @@ fn resolve_is_deterministic_and_refuses_revoked_versions() {
                 .expect("CreateTags");
         });
     }
+    // What a bake of that line records with it: its inputs under the pre-release's version.
+    let old = "/bakery/sandbox-demo/inputs/0.1.2";
+    let inputs = param(&sb, US, old).expect("inputs of 0.1.2");
+    rt().block_on(async {
+        let (_, ssm) = sb.clients_in(US).await;
+        ssm.put_parameter()
+            .name("/bakery/sandbox-demo/inputs/0.1.3-rc.1")
+            .value(inputs)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .expect("PutParameter");
+        ssm.delete_parameter()
+            .name(old)
+            .send()
+            .await
+            .expect("DeleteParameter");
+    });
     assert_eq!(
         resolve(&sb, "sandbox-demo@^0.1"),
         Ok("0.1.1".into()),
