@@ -2,12 +2,22 @@
 //! onto the ledger the moment AWS returns an id; on failure or cancellation it undoes in reverse
 //! with a fresh deadline. The result is an `Artifact` (a version with one AMI per region).
 
+mod capture;
+mod connect;
+mod context;
+mod distribute;
 pub mod gc;
+mod launch;
 pub mod ledger;
+mod preflight;
+mod promote;
+mod provision;
+mod publish;
 mod runner;
 mod steps;
 pub mod sweep;
 pub mod undo;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,115 @@
+//! Capture: the build instance becomes an AMI in the build region.
+
+use semver::Version;
+
+use super::context::{wait_available, wait_instance, Bake, Failure, Link};
+use super::launch::Launched;
+use super::ledger::{Undo, When};
+use super::preflight::{Preflighted, MAX_NAME_TRIES};
+use crate::cloud::ImageId;
+use crate::registry::{self, tag};
+
+/// The AMI in the build region, and the version it was registered as.
+pub(super) struct Captured {
+    pub(super) image: ImageId,
+    pub(super) version: Version,
+}
+
+impl Bake<'_> {
+    /// Stops the instance (a sysprepped Windows one stopped itself) and creates the AMI, tagged
+    /// with its snapshots at creation; another runner's name moves it to the next patch.
+    pub(super) async fn capture(
+        &mut self,
+        pre: &Preflighted,
+        l: &Launched,
+        link: &mut Link,
+    ) -> Result<Captured, Failure> {
+        if let Some(conn) = link.0.take() {
+            conn.close().await;
+        }
+        let id = l.instance.clone();
+        let region = self.region();
+        let aws = self.aws.clone();
+        let timeout = self.image.build.timeouts.capture;
+        // A Windows image's last finalize step already powered it off (and waited for it).
+        if !self.shuts_itself_down() {
+            aws.stop_instance(&id).await?;
+        }
+        wait_instance(
+            &aws,
+            &id,
+            "stopped",
+            &["terminated", "shutting-down"],
+            timeout,
+            &self.cancel,
+        )
+        .await?;
+        let version = pre.version.clone();
+        let name = registry::ami_name(self.image.name.as_str(), &version);
+        let tags = self.image_tags(pre, &name, &version);
+        let description = format!(
+            "{} {} baked by bakery ({})",
+            self.image.name, version, self.bake_id
+        );
+        // AWS refuses a second AMI with a taken name (another runner chose the same version):
+        // re-read the registry and take the next patch.
+        let mut version = version;
+        let mut name = name;
+        let mut tags = tags;
+        let mut description = description;
+        let mut tries = 0;
+        let ami = loop {
+            match aws.create_image(&id, &name, &description, &tags).await {
+                Ok(a) => break a,
+                Err(e)
+                    if e.code() == Some("InvalidAMIName.Duplicate") && tries < MAX_NAME_TRIES =>
+                {
+                    // An SDK retry after a lost answer finds our own image under the name.
+                    let taken = aws
+                        .describe_images(&["self".into()], &[("name", vec![name.clone()])])
+                        .await?;
+                    if let Some(own) = taken
+                        .into_iter()
+                        .find(|i| i.tags.get(tag::BAKE_ID) == Some(&self.bake_id))
+                    {
+                        break own.id;
+                    }
+                    tries += 1;
+                    let taken: Vec<Version> =
+                        registry::aws::versions(&aws, self.image.name.as_str())
+                            .await?
+                            .into_iter()
+                            .map(|r| r.version)
+                            .collect();
+                    version = registry::next_version(&taken, self.image.version).max(Version::new(
+                        version.major,
+                        version.minor,
+                        version.patch + 1,
+                    ));
+                    name = registry::ami_name(self.image.name.as_str(), &version);
+                    tags = self.image_tags(pre, &name, &version);
+                    description = format!(
+                        "{} {} baked by bakery ({})",
+                        self.image.name, version, self.bake_id
+                    );
+                    self.journal.version = Some(version.to_string());
+                    self.journal.save()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.journal.push(
+            Undo::DeregisterImage {
+                region: region.clone(),
+                id: ami.clone(),
+            },
+            When::OnFailure,
+        )?;
+        self.created(format!("image {ami} ({name})"));
+        wait_available(&aws, &ami, timeout, &self.cancel).await?;
+        Ok(Captured {
+            image: ami,
+            version,
+        })
+    }
+}

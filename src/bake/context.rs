@@ -1,0 +1,329 @@
+//! What every phase of a bake works with: the image, target and plan, the clients, the
+//! journal, cancellation and the clock of the current phase (`Bake`); why a phase stopped
+//! (`Failure`); the live connection (`Link`); and the waits the phases share.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use semver::Version;
+
+use super::ledger::Journal;
+use super::preflight::Preflighted;
+use super::steps::{Host, StepError};
+use super::{BakeOptions, FailKind};
+use crate::catalog::model::{Communicator, Image, Platform, Target};
+use crate::cloud::aws::Aws;
+use crate::cloud::cancel::Cancel;
+use crate::cloud::wait::{Poll, Wait};
+use crate::cloud::{CloudError, ImageId, ImageInfo, InstanceId, Tags};
+use crate::events::{BakeEvent, Events};
+use crate::plan::Plan;
+use crate::registry::tag;
+use crate::remote::ssh::{HostKeyPin, SshTarget};
+use crate::remote::ssm::Ssm;
+use crate::remote::Conn;
+
+/// Why a phase stopped.
+pub(super) struct Failure {
+    pub(super) kind: FailKind,
+    pub(super) cause: String,
+}
+
+impl Failure {
+    pub(super) fn new(cause: impl std::fmt::Display) -> Self {
+        Failure {
+            kind: FailKind::Failed,
+            cause: cause.to_string(),
+        }
+    }
+}
+
+impl From<CloudError> for Failure {
+    fn from(e: CloudError) -> Self {
+        match e {
+            CloudError::Cancelled => Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            },
+            e => Failure::new(e),
+        }
+    }
+}
+
+impl From<StepError> for Failure {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Cancelled => Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            },
+            e => Failure::new(e),
+        }
+    }
+}
+
+impl From<crate::remote::RemoteError> for Failure {
+    fn from(e: crate::remote::RemoteError) -> Self {
+        StepError::from(e).into()
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::new(format!("journal: {e}"))
+    }
+}
+
+/// The live connection to the build instance. The runner owns it, not a phase: a restart drops
+/// and re-establishes it, and the cleanup after an interrupted step still needs it (to stop the
+/// command in flight and remove the working directory).
+#[derive(Default)]
+pub(super) struct Link(pub(super) Option<Conn>);
+
+impl Link {
+    /// The connection, or "not connected" (a restart in progress).
+    pub(super) fn get(&self) -> Result<&Conn, Failure> {
+        self.0.as_ref().ok_or_else(|| Failure::new("not connected"))
+    }
+}
+
+/// One bake in progress: what every phase reads, and the journal it writes.
+pub(super) struct Bake<'a> {
+    pub(super) image: &'a Image,
+    pub(super) target: &'a Target,
+    pub(super) plan: Plan,
+    pub(super) opts: &'a BakeOptions,
+    pub(super) events: &'a Events,
+    pub(super) cancel: Cancel,
+    /// The build region's clients.
+    pub(super) aws: Aws,
+    pub(super) journal: Journal,
+    pub(super) bake_id: String,
+    /// The build instance's host key, pinned on the first connection.
+    pub(super) pin: HostKeyPin,
+    /// The working directory is gone (Windows finalize steps run in the system temp directory).
+    pub(super) workdir_removed: bool,
+    /// How to log in to the build instance once known; read only by the failure path
+    /// (`--on-error keep`).
+    pub(super) reach: Option<SshTarget>,
+    pub(super) phase: &'static str,
+    pub(super) phase_started: Instant,
+    /// Seconds per phase.
+    pub(super) timings: BTreeMap<String, f64>,
+}
+
+impl Bake<'_> {
+    /// Starts a phase: its event, and its clock.
+    pub(super) fn emit_phase(&mut self, phase: &'static str) {
+        self.phase = phase;
+        self.phase_started = Instant::now();
+        self.events.emit(BakeEvent::Phase {
+            bake_id: self.bake_id.clone(),
+            image: self.image.name.to_string(),
+            phase,
+        });
+        tracing::info!(bake_id = %self.bake_id, image = %self.image.name, phase, "phase");
+    }
+
+    pub(super) fn region(&self) -> String {
+        self.aws.region.to_string()
+    }
+
+    pub(super) fn created(&self, what: String) {
+        self.events.emit(BakeEvent::Created {
+            bake_id: self.bake_id.clone(),
+            resource: what,
+        });
+    }
+
+    /// Records how long the current phase took.
+    pub(super) fn leave(&mut self) {
+        self.timings.insert(
+            self.phase.to_string(),
+            self.phase_started.elapsed().as_secs_f64(),
+        );
+    }
+
+    pub(super) fn warn(&self, message: String) {
+        self.events.emit(BakeEvent::Warning {
+            bake_id: self.bake_id.clone(),
+            message,
+        });
+    }
+
+    /// Tags of everything the bake creates: the bake id, and a lease (`bakery:expires`) that
+    /// the heartbeat renews while the bake runs, so `bakery gc` can tell a live bake from a dead one.
+    pub(super) fn tags(&self) -> Tags {
+        let mut t: Tags = self.target.tags.clone();
+        t.insert(tag::BAKE_ID.into(), self.bake_id.clone());
+        t.insert(tag::IMAGE.into(), self.image.name.to_string());
+        t.insert(tag::EXPIRES.into(), expiry(self.opts.lease));
+        t
+    }
+
+    /// Tags of the AMI and its snapshots (in every region).
+    pub(super) fn image_tags(&self, pre: &Preflighted, name: &str, version: &Version) -> Tags {
+        // `bakery:expires` stays until the version is published (then it is removed).
+        let mut tags = self.tags();
+        tags.insert("Name".into(), name.to_string());
+        tags.insert(tag::VERSION.into(), version.to_string());
+        tags.insert(tag::FINGERPRINT.into(), pre.fingerprint.clone());
+        tags.insert(tag::SOURCE_AMI.into(), pre.source.id.to_string());
+        if let Some(p) = &pre.parent {
+            tags.insert(tag::PARENT.into(), p.clone());
+        }
+        tags.insert(
+            tag::CREATED_BY.into(),
+            format!("bakery/{}", env!("CARGO_PKG_VERSION")),
+        );
+        tags
+    }
+
+    /// Regions the image is published to: `publish.regions`, or the target's.
+    pub(super) fn publish_regions(&self) -> Vec<String> {
+        let mut out: Vec<String> = if self.image.publish.regions.is_empty() {
+            self.target.regions.iter().map(|r| r.to_string()).collect()
+        } else {
+            self.image
+                .publish
+                .regions
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        let build = self.region();
+        out.retain(|r| r != &build);
+        out.dedup();
+        out.insert(0, build);
+        out
+    }
+
+    /// This bake's prefix in the target's bucket.
+    pub(super) fn s3_prefix(&self) -> String {
+        format!("{}/{}", super::S3_PREFIX, self.bake_id)
+    }
+
+    pub(super) fn ssm(&self) -> bool {
+        self.image.build.communicator == Communicator::Ssm
+    }
+
+    /// The SSM communicator for the build instance.
+    pub(super) fn ssm_conn(&self, instance: &InstanceId) -> Ssm {
+        Ssm {
+            aws: self.aws.clone(),
+            instance: instance.clone(),
+            platform: self.image.platform,
+            s3: self
+                .target
+                .s3_bucket
+                .as_ref()
+                .map(|b| (b.clone(), self.s3_prefix())),
+            bake_id: self.bake_id.clone(),
+            in_flight: Default::default(),
+        }
+    }
+
+    /// The per-bake working directory on the instance (Windows finalize steps run in the
+    /// system's temporary directory once it is gone).
+    pub(super) fn workdir(&self) -> String {
+        match self.image.platform {
+            Platform::Windows if self.workdir_removed => "C:\\Windows\\Temp".to_string(),
+            Platform::Windows => format!("C:\\Windows\\Temp\\bakery-{}", self.bake_id),
+            Platform::Linux => format!("/var/tmp/bakery-{}", self.bake_id),
+        }
+    }
+
+    pub(super) fn host<'b>(&'b self, conn: &'b Conn, workdir: &'b str) -> Host<'b> {
+        Host {
+            conn,
+            platform: self.image.platform,
+            workdir,
+            // The SSM agent runs commands as root (SYSTEM on Windows): sudo is for SSH logins.
+            sudo: self.image.build.ssh.sudo && !self.ssm(),
+            events: self.events,
+            bake_id: &self.bake_id,
+            cancel: &self.cancel,
+        }
+    }
+
+    /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
+    /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
+    pub(super) fn shuts_itself_down(&self) -> bool {
+        self.image.platform == Platform::Windows && !self.plan.finalize.is_empty()
+    }
+}
+
+/// `bakery:expires` for a lease starting now.
+pub(super) fn expiry(lease: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + lease).to_string()
+}
+
+/// Waits until an AMI is available (failing fast on failed states).
+pub(super) async fn wait_available(
+    aws: &Aws,
+    ami: &ImageId,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<ImageInfo, CloudError> {
+    Wait::new(
+        format!("image {ami} in {}", aws.region),
+        "available",
+        timeout,
+    )
+    .until(cancel, || async {
+        Ok(match aws.poll_image(ami).await? {
+            Some(i) if i.state == "available" => Poll::Ready(i),
+            Some(i)
+                if matches!(
+                    i.state.as_str(),
+                    "failed" | "error" | "invalid" | "deregistered"
+                ) =>
+            {
+                Poll::Failed {
+                    state: i.state,
+                    reason: i.state_reason,
+                }
+            }
+            Some(i) => Poll::Pending {
+                state: i.state,
+                reason: i.state_reason,
+            },
+            None => Poll::Pending {
+                state: "not visible".into(),
+                reason: None,
+            },
+        })
+    })
+    .await
+}
+
+/// Waits until an instance is in `want`; a state in `fatal` fails fast. A new id may be
+/// invisible to DescribeInstances for a moment (eventual consistency): that is pending.
+pub(super) async fn wait_instance(
+    aws: &Aws,
+    id: &InstanceId,
+    want: &str,
+    fatal: &[&str],
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<crate::cloud::InstanceInfo, CloudError> {
+    Wait::new(format!("instance {id} in {}", aws.region), want, timeout)
+        .until(cancel, || async {
+            Ok(match aws.poll_instance(id).await? {
+                Some(i) if i.state == want => Poll::Ready(i),
+                Some(i) if fatal.contains(&i.state.as_str()) => Poll::Failed {
+                    state: i.state,
+                    reason: i.state_reason,
+                },
+                Some(i) => Poll::Pending {
+                    state: i.state,
+                    reason: i.state_reason,
+                },
+                None => Poll::Pending {
+                    state: "not yet visible".into(),
+                    reason: None,
+                },
+            })
+        })
+        .await
+}

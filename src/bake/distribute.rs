@@ -1,0 +1,142 @@
+//! Distribute: copies of the AMI in every other publish region, shared and scheduled for
+//! deprecation as the image says.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::capture::Captured;
+use super::context::{wait_available, Bake, Failure};
+use super::ledger::{Undo, When};
+use super::preflight::Preflighted;
+use crate::cloud::aws::Aws;
+use crate::cloud::{ImageId, Tags};
+use crate::registry::{self, tag};
+
+/// The version's AMI in every publish region.
+pub(super) struct Distributed {
+    /// Region -> (client, AMI): the build region's image and its copies.
+    pub(super) copies: BTreeMap<String, (Aws, ImageId)>,
+}
+
+impl Bake<'_> {
+    /// Copies the AMI to every other publish region (the copies run in parallel in AWS; bakery
+    /// waits for them together), tags their snapshots, shares and schedules deprecation.
+    /// Idempotent by name: a copy of this version with the same fingerprint is adopted.
+    pub(super) async fn distribute(
+        &mut self,
+        pre: &Preflighted,
+        cap: &Captured,
+    ) -> Result<Distributed, Failure> {
+        let build = self.region();
+        let ami = cap.image.clone();
+        let version = cap.version.clone();
+        let name = registry::ami_name(self.image.name.as_str(), &version);
+        let tags = self.image_tags(pre, &name, &version);
+        let fingerprint = pre.fingerprint.clone();
+        let description = format!(
+            "{} {} baked by bakery ({})",
+            self.image.name, version, self.bake_id
+        );
+        let mut copies = BTreeMap::new();
+        copies.insert(build.clone(), (self.aws.clone(), ami.clone()));
+        let mut started = Vec::new();
+        for region in self.publish_regions().into_iter().skip(1) {
+            let aws = self
+                .opts
+                .fleet
+                .connect(self.target, &crate::catalog::model::Region(region.clone()))
+                .await;
+            let existing = aws
+                .describe_images(&["self".into()], &[("name", vec![name.clone()])])
+                .await?;
+            let id = match existing.first() {
+                Some(i)
+                    if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint)
+                        && i.tags.contains_key(tag::PUBLISHED) =>
+                {
+                    return Err(Failure::new(format!(
+                        "{name} is already published in {region} as {}",
+                        i.id
+                    )));
+                }
+                Some(i) if i.tags.get(tag::FINGERPRINT) == Some(&fingerprint) => {
+                    tracing::info!(region = %region, ami = %i.id, "adopting an existing copy of this version");
+                    // It is this bake's now: the journal of the bake that left it must not
+                    // remove it (undo only removes images carrying its own bake id).
+                    let mut own = Tags::new();
+                    own.insert(tag::BAKE_ID.into(), self.bake_id.clone());
+                    let mut ids = vec![i.id.to_string()];
+                    ids.extend(i.snapshots.iter().map(|s| s.to_string()));
+                    aws.tag_resources(&ids, &own).await?;
+                    i.id.clone()
+                }
+                Some(i) => {
+                    return Err(Failure::new(format!(
+                        "{name} already exists in {region} as {} with another fingerprint",
+                        i.id
+                    )));
+                }
+                None => {
+                    let kms = self
+                        .target
+                        .kms_keys
+                        .get(&region)
+                        .or(self.target.kms_key.as_ref())
+                        .cloned();
+                    // The same token on a retry after a lost answer returns the same copy.
+                    let token = format!("{}-{region}", self.bake_id);
+                    aws.copy_image(
+                        &build,
+                        &ami,
+                        &name,
+                        &description,
+                        kms.as_deref(),
+                        &tags,
+                        &token,
+                    )
+                    .await?
+                }
+            };
+            self.journal.push(
+                Undo::DeregisterImage {
+                    region: region.clone(),
+                    id: id.clone(),
+                },
+                When::OnFailure,
+            )?;
+            self.created(format!("image {id} ({name}) in {region}"));
+            started.push((aws, id));
+        }
+        let timeout = self.image.build.timeouts.capture;
+        let mut waits = tokio::task::JoinSet::new();
+        for (aws, id) in started {
+            let cancel = self.cancel.clone();
+            waits.spawn(async move {
+                let info = wait_available(&aws, &id, timeout, &cancel).await;
+                (aws, id, info)
+            });
+        }
+        while let Some(done) = waits.join_next().await {
+            let (aws, id, info) = done.map_err(|e| Failure::new(format!("copy wait: {e}")))?;
+            info?;
+            copies.insert(aws.region.to_string(), (aws, id));
+        }
+        let share = &self.image.publish.share;
+        for (aws, id) in copies.values() {
+            aws.share_image(id, &share.accounts, &share.organizations, &share.ous)
+                .await?;
+            if !share.accounts.is_empty() {
+                if let Some(info) = aws.describe_image(id).await? {
+                    for s in &info.snapshots {
+                        aws.share_snapshot(s, &share.accounts).await?;
+                    }
+                }
+            }
+            if let Some(after) = self.image.publish.deprecate_after {
+                aws.enable_image_deprecation(id, SystemTime::now() + after)
+                    .await?;
+            }
+        }
+        Ok(Distributed { copies })
+    }
+}

@@ -1,0 +1,209 @@
+//! Preflight: the source AMI, the fingerprint, the version, and every precondition of the
+//! launch, checked before anything is created.
+
+use std::collections::BTreeSet;
+
+use semver::Version;
+
+use super::context::{Bake, Failure};
+use crate::catalog::model::{Platform, Source};
+use crate::cloud::{ImageId, ImageInfo};
+use crate::registry::{self};
+
+/// What preflight established.
+pub(super) struct Preflighted {
+    pub(super) source: ImageInfo,
+    /// `image@version` of the parent image, when layered.
+    pub(super) parent: Option<String>,
+    pub(super) fingerprint: String,
+    /// The version this bake means to publish (capture may move to a later patch).
+    pub(super) version: Version,
+    /// Versions registered when this bake started (to tell a concurrent runner's from older).
+    pub(super) known_versions: BTreeSet<Version>,
+}
+
+/// Tries to find a free AMI name when another runner took ours.
+pub(super) const MAX_NAME_TRIES: u64 = 20;
+
+impl Bake<'_> {
+    /// The source AMI (and parent version) the image starts from, checked against the image,
+    /// and the full fingerprint with it.
+    async fn resolve_source(&self) -> Result<(ImageInfo, Option<String>, String), Failure> {
+        let aws = &self.aws;
+        let (info, parent) = match &self.image.source {
+            Source::Ami(id) => (
+                aws.describe_image(&ImageId(id.clone()))
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!("source AMI {id} does not exist in {}", aws.region))
+                    })?,
+                None,
+            ),
+            Source::SsmParameter(p) => {
+                let id = aws.get_parameter(p).await?.ok_or_else(|| {
+                    Failure::new(format!(
+                        "SSM parameter {p} does not exist in {}",
+                        aws.region
+                    ))
+                })?;
+                let info = aws
+                    .describe_image(&ImageId(id.clone()))
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!(
+                            "SSM parameter {p} names {id}, which does not exist in {}",
+                            aws.region
+                        ))
+                    })?;
+                (info, None)
+            }
+            Source::AmiFilter {
+                name,
+                owners,
+                architecture,
+            } => {
+                let newest = aws
+                    .newest_image(name, owners, architecture.as_str())
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::new(format!(
+                            "no available AMI named {name} owned by {} in {}",
+                            owners.join(", "),
+                            aws.region
+                        ))
+                    })?;
+                (newest, None)
+            }
+            Source::Image { name, req } => {
+                let r =
+                    registry::aws::resolve_parent(aws, &self.target.ssm_prefix, name.as_str(), req)
+                        .await?;
+                let parent = format!("{name}@{}", r.version);
+                (r.image, Some(parent))
+            }
+        };
+        if info.state != "available" {
+            return Err(Failure::new(format!(
+                "source AMI {} is {}, not available",
+                info.id, info.state
+            )));
+        }
+        let windows = info.platform.eq_ignore_ascii_case("windows");
+        if windows != (self.image.platform == Platform::Windows) {
+            return Err(Failure::new(format!(
+                "source AMI {} is a {} AMI but {} is a {} image",
+                info.id,
+                if windows { "Windows" } else { "Linux" },
+                self.image.name,
+                self.image.platform.as_str()
+            )));
+        }
+        if info.architecture != self.image.architecture.as_str() {
+            return Err(Failure::new(format!(
+                "source AMI {} is {}, the image is {}",
+                info.id,
+                info.architecture,
+                self.image.architecture.as_str()
+            )));
+        }
+        let fingerprint = self
+            .plan
+            .fingerprint
+            .with_source(info.id.as_str(), parent.as_deref())
+            .to_string();
+        Ok((info, parent, fingerprint))
+    }
+
+    /// Resolves the source, picks the next free version, and checks what the launch will need
+    /// exists: nothing is created here.
+    pub(super) async fn preflight(&mut self) -> Result<Preflighted, Failure> {
+        let (source, parent, fingerprint) = self.resolve_source().await?;
+        // Next free version (AMI names must be unique; the emulator does not enforce it).
+        let existing: Vec<Version> = registry::aws::versions(&self.aws, self.image.name.as_str())
+            .await?
+            .into_iter()
+            .map(|r| r.version)
+            .collect();
+        let known_versions = existing.iter().cloned().collect();
+        let mut v = registry::next_version(&existing, self.image.version);
+        let issued = registry::aws::issued_param(
+            &self.target.ssm_prefix,
+            self.image.name.as_str(),
+            self.image.version.major,
+            self.image.version.minor,
+        );
+        if let Some(hwm) = self
+            .aws
+            .get_parameter(&issued)
+            .await?
+            .and_then(|p| p.parse::<u64>().ok())
+        {
+            v.patch = v.patch.max(hwm + 1);
+        }
+        // Every publish region must be one of the target's: the registry reads those.
+        for r in self.publish_regions() {
+            if !self.target.regions.iter().any(|t| t.as_str() == r) {
+                return Err(Failure::new(format!(
+                    "publish region {r} is not one of target {}'s regions",
+                    self.target.name
+                )));
+            }
+        }
+        // A version is free when neither its AMI name nor its parameter exists (a failed bake of
+        // another runner may have left one of them for a moment).
+        let mut free = false;
+        for _ in 0..MAX_NAME_TRIES {
+            let name = registry::ami_name(self.image.name.as_str(), &v);
+            let taken = self
+                .aws
+                .describe_images(&["self".into()], &[("name", vec![name])])
+                .await?;
+            let param = format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
+            if taken.is_empty() && self.aws.get_parameter(&param).await?.is_none() {
+                free = true;
+                break;
+            }
+            v.patch += 1;
+        }
+        if !free {
+            return Err(Failure::new(format!(
+                "no free version of {} {} after {MAX_NAME_TRIES} tries: AMI names or parameters are taken",
+                self.image.name, self.image.version
+            )));
+        }
+        self.journal.version = Some(v.to_string());
+        self.journal.save()?;
+        let version = v;
+        if let Some(s) = &self.target.subnet {
+            self.aws.subnet_vpc(s).await?;
+        }
+        if let Some(p) = &self.target.instance_profile {
+            if !self.aws.instance_profile_exists(p).await? {
+                return Err(Failure::new(format!("instance profile {p} does not exist")));
+            }
+        }
+        if let (true, Some(b)) = (self.ssm(), &self.target.s3_bucket) {
+            if !self.aws.bucket_exists(b).await? {
+                return Err(Failure::new(format!(
+                    "S3 bucket {b} (s3_bucket of target {}) does not exist or is not reachable",
+                    self.target.name
+                )));
+            }
+        }
+        if let Some(sg) = &self.target.security_group {
+            if !self.aws.security_group_exists(sg).await? {
+                return Err(Failure::new(format!(
+                    "security group {sg} does not exist in {}",
+                    self.region()
+                )));
+            }
+        }
+        Ok(Preflighted {
+            source,
+            parent,
+            fingerprint,
+            version,
+            known_versions,
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Promote, after the commit: `latest` converged, channels moved (never backwards) and
+//! retention applied. The version stands whatever happens here: problems are warnings, and an
+//! interrupt names the command that finishes what was left.
+
+use std::collections::BTreeMap;
+
+use semver::Version;
+
+use super::context::Bake;
+use super::distribute::Distributed;
+use crate::cloud::CloudError;
+use crate::events::BakeEvent;
+use crate::registry::{self, tag};
+
+impl Bake<'_> {
+    /// Channels and retention after the commit. The version stands whatever happens here, so
+    /// problems are warnings; an interrupt stops what is left, and each move or prune that did
+    /// not happen is named with the command that finishes it.
+    /// Returns the channels moved to `version`.
+    pub(super) async fn promote(&mut self, version: &Version, d: &Distributed) -> Vec<String> {
+        let version = version.clone();
+        let mut channels = Vec::new();
+        self.emit_phase("promote");
+        // The lease was the bake's: a version does not expire.
+        for (aws, ami) in d.copies.values() {
+            let mut ids = vec![ami.to_string()];
+            match aws.describe_image(ami).await {
+                Ok(Some(i)) => ids.extend(i.snapshots.iter().map(|s| s.to_string())),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot list the snapshots of {ami}"),
+            }
+            if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
+                tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
+            }
+        }
+        let image = self.image.name.to_string();
+        let target = &self.target.name;
+        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
+        // Another runner may have written `latest` between this bake's read and write: once
+        // committed, `latest` goes to the newest published release wherever it names an older.
+        if let Err(e) = reg.converge_latest(&image).await {
+            self.warn(format!("latest not checked after the commit: {e}"));
+        }
+        // The copies are known here: no need to re-read the registry (which may lag).
+        let amis: BTreeMap<String, String> = d
+            .copies
+            .iter()
+            .map(|(r, (_, a))| (r.clone(), a.to_string()))
+            .collect();
+        for ch in self.image.publish.channels.clone() {
+            if self.cancel.is_cancelled() {
+                self.warn(format!("interrupted: channel {ch} not moved to {version}; finish with: bakery promote {image}@{version} {ch} --target {target}"));
+                continue;
+            }
+            match reg.promote_if_newer(&image, &version, &amis, &ch).await {
+                Ok(true) => channels.push(ch),
+                Ok(false) => self.warn(format!(
+                    "channel {ch} already names a newer version than {version}: left there"
+                )),
+                Err(e) => self.warn(format!("channel {ch} not moved: {e}; finish with: bakery promote {image}@{version} {ch} --target {target}")),
+            }
+        }
+        if let Some(keep) = self.image.publish.keep {
+            let finish = format!("bakery prune {image} --keep {keep} --target {target}");
+            if self.cancel.is_cancelled() {
+                self.warn(format!(
+                    "interrupted: retention not applied; finish with: {finish}"
+                ));
+            } else {
+                let pruned = tokio::select! {
+                    r = registry::prune::prune(&mut reg, &image, keep as usize, None, false) => r,
+                    () = self.cancel.cancelled() => Err(CloudError::Cancelled),
+                };
+                match pruned {
+                    Ok(report) => {
+                        for d in report.iter().filter(|d| d.pruned) {
+                            self.events.emit(BakeEvent::Removed {
+                                bake_id: self.bake_id.clone(),
+                                resource: format!("{image} {} (retention: keep {keep})", d.version),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.warn(format!("retention not applied: {e}; finish with: {finish}"))
+                    }
+                }
+            }
+        }
+        self.leave();
+        channels
+    }
+}

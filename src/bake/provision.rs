@@ -1,0 +1,238 @@
+//! Provision: the recipes' steps on the build instance, with restarts (a new boot id, not a
+//! sleep), Windows Update passes and the step that powers a sysprepped instance off.
+
+use std::time::{Duration, Instant};
+
+use super::context::{wait_instance, Bake, Failure, Link};
+use super::launch::Launched;
+use super::steps::StepError;
+use super::FailKind;
+use crate::events::BakeEvent;
+use crate::plan::{PlannedAction, PlannedStep};
+use crate::remote::ssh::Ssh;
+use crate::remote::Conn;
+
+/// A restart waits this long for the new boot unless the step says otherwise.
+const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+impl Bake<'_> {
+    pub(super) async fn run_steps(
+        &mut self,
+        l: &Launched,
+        link: &mut Link,
+        finalize: bool,
+    ) -> Result<(), Failure> {
+        let steps = if finalize {
+            self.plan.finalize.clone()
+        } else {
+            self.plan.steps.clone()
+        };
+        let offset = if finalize { self.plan.steps.len() } else { 0 };
+        let total = self.plan.steps.len() + self.plan.finalize.len();
+        let workdir = self.workdir();
+        for (i, s) in steps.iter().enumerate() {
+            let n = offset + i + 1;
+            self.events.emit(BakeEvent::Step {
+                bake_id: self.bake_id.clone(),
+                index: n,
+                total,
+                recipe: s.recipe.to_string(),
+                name: s.name.clone(),
+            });
+            let named = |e: StepError| match e {
+                StepError::Cancelled => Failure::from(e),
+                e => Failure::new(format!("step {n}/{total} ({} / {}) {e}", s.recipe, s.name)),
+            };
+            match &s.action {
+                PlannedAction::Restart { timeout } => {
+                    self.restart(l, link, timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT))
+                        .await?;
+                }
+                PlannedAction::WindowsUpdate {
+                    categories,
+                    max_passes,
+                } => {
+                    self.windows_update(l, link, n, total, s, categories, *max_passes)
+                        .await?;
+                }
+                _ if finalize && i + 1 == steps.len() && self.shuts_itself_down() => {
+                    self.run_shutdown_step(l, link, s).await.map_err(named)?;
+                }
+                _ => {
+                    self.host(link.get()?, &workdir)
+                        .step(n, s)
+                        .await
+                        .map_err(named)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a step that powers the instance off (sysprep --shutdown): done when the instance is
+    /// `stopped`; a non-zero exit before that fails the bake.
+    async fn run_shutdown_step(
+        &self,
+        l: &Launched,
+        link: &Link,
+        s: &PlannedStep,
+    ) -> Result<(), StepError> {
+        let id = l.instance.clone();
+        let workdir = self.workdir();
+        let timeout = s.timeout + self.image.build.timeouts.capture;
+        let conn = link
+            .0
+            .as_ref()
+            .ok_or_else(|| StepError::Unsupported("not connected".into()))?;
+        let host = self.host(conn, &workdir);
+        let step = host.step(usize::MAX, s);
+        let stopped = wait_instance(
+            &self.aws,
+            &id,
+            "stopped",
+            &["terminated", "shutting-down"],
+            timeout,
+            &self.cancel,
+        );
+        tokio::pin!(step);
+        tokio::pin!(stopped);
+        tokio::select! {
+            r = &mut step => {
+                match r {
+                    // The script returned before the power went: the instance is on its way down.
+                    Ok(()) => {}
+                    Err(StepError::Exit { code, tail }) => return Err(StepError::Exit { code, tail }),
+                    Err(StepError::Cancelled) => return Err(StepError::Cancelled),
+                    // The connection went with the power.
+                    Err(e) => tracing::info!(error = %e, "the shutdown step lost its connection"),
+                }
+                stopped.await.map_err(|e| StepError::Unsupported(e.to_string()))?;
+            }
+            r = &mut stopped => {
+                r.map_err(|e| StepError::Unsupported(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows Update passes until nothing was installed and no reboot is pending, restarting
+    /// between passes when one is, at most `max_passes` times.
+    #[allow(clippy::too_many_arguments)]
+    async fn windows_update(
+        &mut self,
+        l: &Launched,
+        link: &mut Link,
+        n: usize,
+        total: usize,
+        s: &PlannedStep,
+        categories: &[String],
+        max_passes: u32,
+    ) -> Result<(), Failure> {
+        let workdir = self.workdir();
+        for pass in 1..=max_passes.max(1) {
+            let result = self
+                .host(link.get()?, &workdir)
+                .update_pass(categories, s.timeout)
+                .await
+                .map_err(|e| {
+                    Failure::new(format!(
+                        "step {n}/{total} ({} / {}) pass {pass}: {e}",
+                        s.recipe, s.name
+                    ))
+                })?;
+            for t in &result.installed {
+                self.events.emit(BakeEvent::Output {
+                    bake_id: self.bake_id.clone(),
+                    stream: crate::remote::Stream::Stdout,
+                    line: format!("windows update pass {pass}: installed {t}"),
+                });
+            }
+            if !result.failed.is_empty() {
+                return Err(Failure::new(format!(
+                    "step {n}/{total} ({} / {}) pass {pass}: updates failed to install: {}",
+                    s.recipe,
+                    s.name,
+                    result.failed.join(", ")
+                )));
+            }
+            if result.reboot_pending {
+                self.restart(l, link, DEFAULT_RESTART_TIMEOUT).await?;
+            }
+            if !result.again() {
+                return Ok(());
+            }
+        }
+        Err(Failure::new(format!(
+            "step {n}/{total} ({} / {}): updates still pending after {max_passes} passes",
+            s.recipe, s.name
+        )))
+    }
+
+    /// The working directory, then every step in order, within the provision timeout.
+    pub(super) async fn provision(&mut self, l: &Launched, link: &mut Link) -> Result<(), Failure> {
+        let workdir = self.workdir();
+        self.host(link.get()?, &workdir).prepare().await?;
+        let deadline = self.image.build.timeouts.provision;
+        match tokio::time::timeout(deadline, self.run_steps(l, link, false)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(format!(
+                "provisioning took longer than {}s",
+                deadline.as_secs()
+            ))),
+        }
+    }
+
+    /// Reboots and waits for a new boot id (not a sleep): over SSH by reconnecting, over SSM
+    /// once the instance is Online again.
+    async fn restart(
+        &mut self,
+        l: &Launched,
+        link: &mut Link,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let workdir = self.workdir();
+        let conn = link.0.take().ok_or_else(|| Failure::new("not connected"))?;
+        let before = self.host(&conn, &workdir).boot_id().await?;
+        self.host(&conn, &workdir).request_reboot().await?;
+        let started = Instant::now();
+        let ssh_target = match conn {
+            Conn::Ssh(ssh) => {
+                ssh.close().await;
+                Some(l.ssh.clone().ok_or_else(|| Failure::new("no address"))?)
+            }
+            Conn::Ssm(ssm) => {
+                link.0 = Some(Conn::Ssm(ssm));
+                None
+            }
+        };
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Failure::new(format!(
+                    "no new boot within {}s of the restart (boot id still {before})",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = self.cancel.cancelled() => return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            }
+            let conn = match &ssh_target {
+                Some(t) => Conn::Ssh(Ssh::connect(t, &self.pin, left, &self.cancel).await?),
+                None => {
+                    let ssm = self.ssm_conn(&l.instance);
+                    ssm.wait_online(left, &self.cancel).await?;
+                    Conn::Ssm(ssm)
+                }
+            };
+            let now = self.host(&conn, &workdir).boot_id().await;
+            match now {
+                Ok(id) if id != before && !id.is_empty() => {
+                    link.0 = Some(conn);
+                    return Ok(());
+                }
+                _ => conn.close().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Publish: the version's parameters (never overwritten; `latest` never moved back), then the
+//! commit that makes it a version: every copy tagged `bakery:published`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use semver::Version;
+
+use super::capture::Captured;
+use super::context::{Bake, Failure};
+use super::distribute::Distributed;
+use super::ledger::{State, Undo, When};
+use super::preflight::Preflighted;
+use crate::cloud::aws::{Aws, Regions};
+use crate::cloud::cancel::Cancel;
+use crate::cloud::wait::{Poll, Wait};
+use crate::cloud::{CloudError, ImageId, Tags};
+use crate::events::BakeEvent;
+use crate::registry::{self, tag};
+
+/// SSM validates `aws:ec2:image` parameters asynchronously (PutParameter docs, "DataType").
+const PARAMETER_VISIBLE_WAIT: Duration = Duration::from_secs(120);
+/// Writes of a pointer (`latest`) before giving up when other runners keep changing it.
+const POINTER_TRIES: usize = 5;
+/// Hex digits of each input hash kept in the inputs parameter (enough to tell inputs apart).
+const INPUT_HASH_LEN: usize = 16;
+
+impl Bake<'_> {
+    /// The registry entries of the version (parameters, read back); the commit follows.
+    /// Returns the parameters written (`region:name` -> value).
+    pub(super) async fn publish(
+        &mut self,
+        pre: &Preflighted,
+        cap: &Captured,
+        d: &Distributed,
+    ) -> Result<BTreeMap<String, String>, Failure> {
+        let mut parameters = BTreeMap::new();
+        let version = cap.version.clone();
+        let prefix = self.target.ssm_prefix.clone();
+        let image = self.image.name.to_string();
+        let versioned = registry::aws::version_param(&prefix, &image, &version);
+        let latest = registry::aws::latest_param(&prefix, &image);
+        let copies: Vec<(String, Aws, ImageId)> = d
+            .copies
+            .iter()
+            .map(|(r, (a, i))| (r.clone(), a.clone(), i.clone()))
+            .collect();
+        let registered = registry::aws::versions(&self.aws, &image).await?;
+        // Another runner baked the same inputs while this one ran: one version per fingerprint.
+        let fingerprint = pre.fingerprint.clone();
+        if let Some(other) = registered.iter().find(|r| {
+            r.published
+                && !pre.known_versions.contains(&r.version)
+                && r.image.tags.get(tag::FINGERPRINT) == Some(&fingerprint)
+        }) {
+            return Err(Failure::new(format!(
+                "another runner published these exact inputs as {image} {} while this bake ran; this copy is removed",
+                other.version
+            )));
+        }
+        // `latest` is the newest published release: a hotfix of an older line or a
+        // pre-release does not move it (and `point` never moves it back past a newer one).
+        let newest = registered
+            .into_iter()
+            .filter(|r| r.published && r.revoked.is_none() && r.version.pre.is_empty())
+            .map(|r| r.version)
+            .max();
+        let moves_latest = version.pre.is_empty() && newest.as_ref().is_none_or(|n| &version > n);
+        for (region, aws, ami) in &copies {
+            // The versioned parameter is the contract: never overwritten.
+            if aws
+                .get_parameter(&versioned)
+                .await?
+                .is_some_and(|v| v != ami.as_str())
+            {
+                return Err(Failure::new(format!(
+                    "{versioned} already exists in {region}: another runner took this version while this bake ran (versions are immutable); this copy is removed"
+                )));
+            }
+            // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
+            let undo = Undo::RestoreParameter {
+                region: region.clone(),
+                name: versioned.clone(),
+                previous: None,
+                ours: Some(ami.to_string()),
+            };
+            self.journal.push(undo.clone(), When::OnFailure)?;
+            if let Err(e) = aws
+                .put_image_parameter(&versioned, ami.as_str(), false)
+                .await
+            {
+                if e.code() != Some("ParameterAlreadyExists") {
+                    return Err(e.into());
+                }
+                // Our own write, retried by the SDK after a lost answer, reads back as our AMI;
+                // anything else is another runner's version.
+                if aws.get_parameter(&versioned).await?.as_deref() != Some(ami.as_str()) {
+                    self.journal.forget(&undo)?;
+                    return Err(Failure::new(format!("{image} {version} was taken by another runner while this bake ran; this copy is removed")));
+                }
+            }
+        }
+        // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
+        // validation passed, so read back until it shows (bounded).
+        for (region, aws, ami) in &copies {
+            read_back(aws, &versioned, ami, &self.cancel).await?;
+            parameters.insert(format!("{region}:{versioned}"), ami.to_string());
+        }
+        if moves_latest {
+            for (region, aws, ami) in &copies {
+                if self.point(aws, &latest, ami, &version).await? {
+                    parameters.insert(format!("{region}:{latest}"), ami.to_string());
+                }
+            }
+        }
+        // What this version was baked from, for `plan` to say what changed since.
+        let inputs: BTreeMap<&str, &str> = self
+            .plan
+            .inputs
+            .iter()
+            .map(|i| (i.label.as_str(), &i.sha256[..INPUT_HASH_LEN]))
+            .collect();
+        let inputs = serde_json::to_string(&inputs).unwrap_or_default();
+        if inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX {
+            let name = registry::aws::inputs_param(&prefix, &image, &version);
+            self.journal.push(
+                Undo::RestoreParameter {
+                    region: self.region(),
+                    name: name.clone(),
+                    previous: None,
+                    ours: Some(inputs.clone()),
+                },
+                When::OnFailure,
+            )?;
+            self.aws.put_string_parameter(&name, &inputs).await?;
+        } else {
+            self.events.emit(BakeEvent::Warning {
+                bake_id: self.bake_id.clone(),
+                message:
+                    "fingerprint inputs too long to record: plan will not name the changed files"
+                        .into(),
+            });
+        }
+        // The number stays taken even if retention removes the version later.
+        let issued = registry::aws::issued_param(&prefix, &image, version.major, version.minor);
+        self.aws
+            .put_string_parameter(&issued, &version.patch.to_string())
+            .await?;
+        Ok(parameters)
+    }
+
+    /// Points `name` (in the region of `aws`) at `ami` unless it already names a newer version of
+    /// the image: pointers never move backwards. Reads back after writing; when another runner
+    /// wrote in between, decides again against its value. Returns whether it names `ami` now.
+    async fn point(
+        &mut self,
+        aws: &Aws,
+        name: &str,
+        ami: &ImageId,
+        version: &Version,
+    ) -> Result<bool, Failure> {
+        let mut journaled = false;
+        for _ in 0..POINTER_TRIES {
+            let current = aws.get_parameter(name).await?;
+            if current.as_deref() == Some(ami.as_str()) {
+                return Ok(true);
+            }
+            if let Some(cur) = &current {
+                if let Some(theirs) = version_of(aws, cur).await?.filter(|v| v > version) {
+                    tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
+                    return Ok(false);
+                }
+            }
+            if !journaled {
+                self.journal.push(
+                    Undo::RestoreParameter {
+                        region: aws.region.to_string(),
+                        name: name.to_string(),
+                        previous: current.clone(),
+                        ours: Some(ami.to_string()),
+                    },
+                    When::OnFailure,
+                )?;
+                journaled = true;
+            }
+            aws.put_image_parameter(name, ami.as_str(), true).await?;
+            // The write shows once SSM validated it; a value that is neither the old one nor
+            // ours was written by another runner after us.
+            let back = Wait::brief(
+                format!("parameter {name} in {}", aws.region),
+                format!("= {ami}"),
+                PARAMETER_VISIBLE_WAIT,
+            )
+            .until(&self.cancel, || async {
+                let b = aws.get_parameter(name).await?;
+                Ok(if b == current {
+                    Poll::Pending {
+                        state: format!("{b:?}"),
+                        reason: None,
+                    }
+                } else {
+                    Poll::Ready(b)
+                })
+            })
+            .await?;
+            if back.as_deref() == Some(ami.as_str()) {
+                return Ok(true);
+            }
+        }
+        Err(Failure::new(format!(
+            "{name} in {} kept changing while this bake moved it to {ami}",
+            aws.region
+        )))
+    }
+
+    /// The commit: every copy tagged `bakery:published`, then the journal says Published. From
+    /// here on this is a version others may resolve, and nothing (failure, interrupt, cleanup,
+    /// gc) undoes it. A copy that could not be marked (past the SDK's retries) is reported with
+    /// the command that finishes the commit; the version stands.
+    pub(super) async fn commit(&mut self, d: &Distributed) -> Result<(), Failure> {
+        if self.cancel.is_cancelled() {
+            return Err(CloudError::Cancelled.into());
+        }
+        let mut published = Tags::new();
+        published.insert(
+            tag::PUBLISHED.into(),
+            humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        );
+        let mut marked = 0;
+        let mut unmarked = Vec::new();
+        for (region, (aws, ami)) in &d.copies {
+            match aws.tag_resources(&[ami.to_string()], &published).await {
+                Ok(()) => marked += 1,
+                Err(e) => unmarked.push(format!("{ami} in {region} ({e})")),
+            }
+        }
+        if marked == 0 {
+            // None marked, as far as the answers go: a lost answer may still have marked one.
+            let mut regions = Regions::in_fleet(self.target, &self.opts.fleet);
+            if !super::undo::committed(&mut regions, &self.journal)
+                .await
+                .unwrap_or(true)
+            {
+                return Err(Failure::new(format!(
+                    "could not mark the version published: {}",
+                    unmarked.join(", ")
+                )));
+            }
+        }
+        self.journal.set_state(State::Published)?;
+        if !unmarked.is_empty() {
+            self.warn(format!(
+                "published, but not yet marked so in every region: {}; finish with: bakery cleanup {} --target {}",
+                unmarked.join(", "),
+                self.bake_id,
+                self.target.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `name` back until it names `ami` (SSM validates `aws:ec2:image` values asynchronously).
+async fn read_back(
+    aws: &Aws,
+    name: &str,
+    ami: &ImageId,
+    cancel: &Cancel,
+) -> Result<(), CloudError> {
+    Wait::new(
+        format!("parameter {name} in {}", aws.region),
+        format!("= {ami}"),
+        PARAMETER_VISIBLE_WAIT,
+    )
+    .until(cancel, || async {
+        let back = aws.get_parameter(name).await?;
+        Ok(if back.as_deref() == Some(ami.as_str()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending {
+                state: format!("{back:?}"),
+                reason: None,
+            }
+        })
+    })
+    .await
+}
+
+/// The version an AMI of bakery's is (`None` for an AMI that is gone or not a version).
+async fn version_of(aws: &Aws, ami: &str) -> Result<Option<Version>, CloudError> {
+    Ok(aws
+        .describe_image(&ImageId(ami.to_string()))
+        .await?
+        .and_then(|i| Version::parse(i.tags.get(tag::VERSION)?).ok()))
+}
