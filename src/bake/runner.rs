@@ -160,35 +160,48 @@ pub async fn bake(
         link: Link::default(),
         checks: Vec::new(),
     };
-    let outcome = {
-        let c = cancel.clone();
-        let beat = heartbeat(journal_path.clone(), target, &opts.fleet, opts.lease);
-        tokio::select! {
-            r = run.phases() => r,
-            () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
-            () = beat => Err(Failure::new("the heartbeat stopped")),
+    // The lease is renewed for as long as this bake runs: its phases, the promotion and the
+    // cleanup at the end.
+    let beat = heartbeat(journal_path.clone(), target, &opts.fleet, opts.lease);
+    tokio::pin!(beat);
+    let all = async {
+        let outcome = {
+            let c = cancel.clone();
+            tokio::select! {
+                r = run.phases() => r,
+                () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            }
+        };
+        // The commit is not cancellable: once it starts, it finishes, so that no interrupt
+        // leaves a version half marked (and its parameters undone).
+        let outcome = match outcome {
+            Ok(r) => run.b.commit(&r.distributed).await.map(|()| r),
+            Err(f) => Err(f),
+        };
+        match outcome {
+            Ok(r) => {
+                let channels = run.b.promote(&r.captured.version, &r.distributed).await;
+                run.succeed(r, channels).await
+            }
+            Err(f) => Err(run.fail(f).await),
         }
     };
-    // The commit is not cancellable: once it starts, it finishes, so that no interrupt leaves
-    // a version half marked (and its parameters undone).
-    let outcome = match outcome {
-        Ok(r) => run.b.commit(&r.distributed).await.map(|()| r),
-        Err(f) => Err(f),
-    };
-    match outcome {
-        Ok(r) => {
-            let channels = run.b.promote(&r.captured.version, &r.distributed).await;
-            run.succeed(r, channels).await
-        }
-        Err(f) => Err(run.fail(f).await),
+    tokio::select! {
+        r = all => r,
+        never = &mut beat => match never {},
     }
 }
 
 /// Renews `bakery:expires` on the bake's instance and security group every third of the lease
 /// while the bake runs, so `bakery gc` on another machine never takes a slow bake for a dead
 /// one. It reads the journal on disk (what exists is what the journal says); a failed renewal is
-/// a warning, retried at the next beat. Never returns.
-async fn heartbeat(journal: std::path::PathBuf, target: &Target, fleet: &Fleet, lease: Duration) {
+/// a warning, retried at the next beat. A kept instance has a lease of its own. Never returns.
+async fn heartbeat(
+    journal: std::path::PathBuf,
+    target: &Target,
+    fleet: &Fleet,
+    lease: Duration,
+) -> std::convert::Infallible {
     let every = (lease / 3).max(MIN_HEARTBEAT);
     let mut regions = Regions::in_fleet(target, fleet);
     loop {
@@ -196,6 +209,9 @@ async fn heartbeat(journal: std::path::PathBuf, target: &Target, fleet: &Fleet, 
         let Ok(j) = Journal::read(&journal) else {
             continue;
         };
+        if j.state == State::Kept {
+            continue;
+        }
         let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in j.entries.iter().filter(|e| !e.done) {
             match &e.undo {
@@ -341,6 +357,8 @@ impl Run<'_> {
             // it was published (or that cannot be told).
             let cancel = Cancel::new();
             let mut regions = Regions::in_fleet(self.b.target, &self.b.opts.fleet);
+            // Kept first (the heartbeat leaves a kept bake alone), then its lease of a day.
+            let _ = self.journal.set_state(State::Kept);
             self.extend_lease_of_kept(KEPT_LEASE).await;
             let committed = super::undo::committed(&mut regions, &self.journal)
                 .await
@@ -359,7 +377,6 @@ impl Run<'_> {
                 }
             }
             kept = Some(self.keep_for_debugging());
-            let _ = self.journal.set_state(State::Kept);
         } else {
             self.emit_phase("cleanup");
             // A fresh deadline and a fresh cancel: the bake's own are spent.
