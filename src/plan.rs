@@ -120,6 +120,25 @@ pub struct PlannedCheck {
     pub check: Check,
 }
 
+/// The test phase of a plan: checks on a fresh instance launched from the new AMI.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTest {
+    pub instance_types: Vec<String>,
+    #[serde(with = "humantime_secs")]
+    pub timeout: std::time::Duration,
+    pub checks: Vec<PlannedCheck>,
+}
+
+/// A duration as whole seconds in JSON.
+mod humantime_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub image: ImageName,
@@ -136,6 +155,8 @@ pub struct Plan {
     pub checks: Vec<PlannedCheck>,
     /// Generalisation steps (finalize recipes), after the checks, right before capture.
     pub finalize: Vec<PlannedStep>,
+    /// `[test]`: none means the image is not tested on a fresh instance.
+    pub test: Option<PlannedTest>,
     pub fingerprint: Fingerprint,
     pub inputs: Vec<FingerprintInput>,
 }
@@ -279,6 +300,19 @@ fn render(
             });
         }
     }
+    let test = image.test.as_ref().map(|t| PlannedTest {
+        instance_types: t.instance_types.iter().map(|i| i.to_string()).collect(),
+        timeout: t.timeout,
+        checks: t
+            .checks
+            .iter()
+            .filter_map(|c| render_check(&mut acc, &img_env, c))
+            .map(|check| PlannedCheck {
+                origin: "test".into(),
+                check,
+            })
+            .collect(),
+    });
     if !acc.diags.is_empty() {
         return Err(acc.diags);
     }
@@ -301,6 +335,7 @@ fn render(
         steps,
         checks,
         finalize,
+        test,
         fingerprint: Fingerprint(hex::encode(h.finalize())),
         inputs: acc.inputs,
     })

@@ -25,6 +25,9 @@ pub(super) struct Launched {
     pub(super) instance: InstanceId,
     /// Where to log in over SSH (`None`: the SSM communicator, which needs no address).
     pub(super) ssh: Option<SshTarget>,
+    /// What the test instance reuses: the same key pair and security group.
+    pub(super) key_name: Option<KeyName>,
+    pub(super) group: SecurityGroupId,
 }
 
 impl Bake<'_> {
@@ -121,8 +124,8 @@ impl Bake<'_> {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
-            key_name,
-            security_group: Some(sg),
+            key_name: key_name.clone(),
+            security_group: Some(sg.clone()),
             subnet: self.target.subnet.clone(),
             instance_profile: self.target.instance_profile.clone(),
             user_data: self.plan.user_data.clone(),
@@ -162,6 +165,8 @@ impl Bake<'_> {
             return Ok(Launched {
                 instance: id,
                 ssh: None,
+                key_name,
+                group: sg,
             });
         }
         let host = self
@@ -185,6 +190,8 @@ impl Bake<'_> {
         Ok(Launched {
             instance: id,
             ssh: Some(ssh),
+            key_name,
+            group: sg,
         })
     }
 }

@@ -16,6 +16,7 @@ mod publish;
 mod runner;
 mod steps;
 pub mod sweep;
+mod test;
 pub mod undo;
 mod verify;
 
@@ -60,6 +61,9 @@ pub struct BakeOptions {
     pub fleet: crate::cloud::aws::Fleet,
     /// How far ahead each renewal of `bakery:expires` reaches (`bake --lease`).
     pub lease: Duration,
+    /// Skip the test phase (`--skip-test`, for emergencies): the AMI is tagged
+    /// `bakery:tested=skipped`.
+    pub skip_test: bool,
 }
 
 impl Default for BakeOptions {
@@ -69,6 +73,7 @@ impl Default for BakeOptions {
             cleanup_timeout: Duration::from_secs(15 * 60),
             fleet: Default::default(),
             lease: DEFAULT_LEASE,
+            skip_test: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use super::context::{Bake, Failure};
 use super::distribute::Distributed;
 use super::ledger::{State, Undo, When};
 use super::preflight::Preflighted;
+use super::test::Tested;
 use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
@@ -217,7 +218,7 @@ impl Bake<'_> {
     /// here on this is a version others may resolve, and nothing (failure, interrupt, cleanup,
     /// gc) undoes it. A copy that could not be marked (past the SDK's retries) is reported with
     /// the command that finishes the commit; the version stands.
-    pub(super) async fn commit(&mut self, d: &Distributed) -> Result<(), Failure> {
+    pub(super) async fn commit(&mut self, d: &Distributed, tested: &Tested) -> Result<(), Failure> {
         if self.cancel.is_cancelled() {
             return Err(CloudError::Cancelled.into());
         }
@@ -226,6 +227,7 @@ impl Bake<'_> {
             tag::PUBLISHED.into(),
             humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         );
+        published.extend(tested.tag());
         let mut marked = 0;
         let mut unmarked = Vec::new();
         for (region, (aws, ami)) in &d.copies {

@@ -12,6 +12,7 @@ use super::distribute::Distributed;
 use super::ledger::{Journal, State, Undo, When};
 use super::preflight::Preflighted;
 use super::steps::{Host, SSM_INLINE_FILE_MAX};
+use super::test::Tested;
 use super::undo::undo_all;
 use super::{Artifact, BakeError, BakeOptions, FailKind, OnError};
 use crate::catalog::model::{Communicator, ImageName, Target};
@@ -57,6 +58,7 @@ impl<'a> std::ops::DerefMut for Run<'a> {
 struct Reached {
     preflighted: Preflighted,
     captured: Captured,
+    tested: Tested,
     distributed: Distributed,
     /// Parameters written (`region:name` -> value).
     parameters: BTreeMap<String, String>,
@@ -175,7 +177,7 @@ pub async fn bake(
         // The commit is not cancellable: once it starts, it finishes, so that no interrupt
         // leaves a version half marked (and its parameters undone).
         let outcome = match outcome {
-            Ok(r) => run.b.commit(&r.distributed).await.map(|()| r),
+            Ok(r) => run.b.commit(&r.distributed, &r.tested).await.map(|()| r),
             Err(f) => Err(f),
         };
         match outcome {
@@ -256,6 +258,9 @@ impl Run<'_> {
         b.emit_phase("capture");
         let captured = b.capture(&preflighted, &launched, link).await?;
         b.leave();
+        b.emit_phase("test");
+        let tested = b.test(&preflighted, &launched, &captured, checks).await?;
+        b.leave();
         b.emit_phase("distribute");
         let distributed = b.distribute(&preflighted, &captured).await?;
         b.leave();
@@ -265,6 +270,7 @@ impl Run<'_> {
         Ok(Reached {
             preflighted,
             captured,
+            tested,
             distributed,
             parameters,
         })

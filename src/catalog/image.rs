@@ -141,6 +141,10 @@ pub fn validate(
         }
     }
     let publish = publish(&mut cx, &top.k("publish"), &raw);
+    let test = match (&raw.test, &build) {
+        (Some(t), Some(b)) => test(&mut cx, &top.k("test"), t, b, &platforms),
+        _ => None,
+    };
     if cx.diags.len() > before {
         return None;
     }
@@ -155,6 +159,7 @@ pub fn validate(
         recipes: uses,
         checks,
         publish: publish?,
+        test,
         file: rel.to_path_buf(),
         // Description and publish settings do not change what is baked; everything else does.
         canonical: serde_json::to_string(&RawImage {
@@ -279,6 +284,60 @@ fn source(cx: &mut Ctx, path: &DocPath, s: &RawSource, arch: Architecture) -> Op
             None
         }
     }
+}
+
+/// `[test]`: instance types default to the build's, the timeout to the build's launch timeout.
+fn test(
+    cx: &mut Ctx,
+    path: &DocPath,
+    t: &super::raw::RawTest,
+    build: &Build,
+    platforms: &[Platform],
+) -> Option<TestSpec> {
+    let mut instance_types = Vec::new();
+    match &t.instance_types {
+        None => instance_types = build.instance_types.clone(),
+        Some(v) if v.is_empty() => cx.err(
+            &path.k("instance_types"),
+            ErrorKind::InvalidValue,
+            "instance_types must not be empty (leave it out to use the build's)",
+        ),
+        Some(v) => {
+            for (i, ty) in v.iter().enumerate() {
+                if let Some(()) = cx.check(
+                    &path.k("instance_types").i(i),
+                    ErrorKind::InvalidInstanceType,
+                    values::instance_type(ty),
+                ) {
+                    instance_types.push(InstanceType(ty.clone()));
+                }
+            }
+        }
+    }
+    let timeout = timeout(
+        cx,
+        &path.k("timeout"),
+        t.timeout.as_ref(),
+        build.timeouts.launch,
+    );
+    if t.check.is_empty() {
+        cx.err(
+            path,
+            ErrorKind::MissingField,
+            "[test] has no [[test.check]]: a test phase must check something",
+        );
+    }
+    let mut checks = Vec::new();
+    for (i, c) in t.check.iter().enumerate() {
+        if let Some(c) = check::validate(c, cx.doc, &path.k("check").i(i), platforms, cx.diags) {
+            checks.push(c);
+        }
+    }
+    Some(TestSpec {
+        instance_types,
+        timeout,
+        checks,
+    })
 }
 
 fn timeout(cx: &mut Ctx, path: &DocPath, v: Option<&String>, default: Duration) -> Duration {

@@ -233,10 +233,20 @@ pub struct Image {
     pub recipes: Vec<RecipeUse>,
     pub checks: Vec<CheckTemplate>,
     pub publish: Publish,
+    /// `[test]`: checks on a fresh instance launched from the new AMI.
+    pub test: Option<TestSpec>,
     /// `images/<name>.toml`, relative to the project.
     pub file: PathBuf,
     /// Canonical JSON of the definition, for the fingerprint (comments and layout do not count).
     pub canonical: String,
+}
+
+/// `[test]` of an image.
+#[derive(Debug, Clone)]
+pub struct TestSpec {
+    pub instance_types: Vec<InstanceType>,
+    pub timeout: std::time::Duration,
+    pub checks: Vec<CheckTemplate>,
 }
 
 #[derive(Debug, Clone)]

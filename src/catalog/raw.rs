@@ -104,6 +104,24 @@ pub struct RawImage {
     #[serde(default)]
     pub check: Vec<RawCheck>,
     pub publish: Option<RawPublish>,
+    /// A fresh instance launched from the new AMI, after capture and before anything is
+    /// distributed or published; its checks must pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<RawTest>,
+}
+
+/// `[test]` of an image.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    /// Instance types for the test instance, in preference order (default: the build's).
+    pub instance_types: Option<Vec<String>>,
+    /// How long the test instance may take to boot and answer (default: the build's launch
+    /// timeout).
+    pub timeout: Option<String>,
+    /// Checks on the fresh instance, of every kind an image check may be.
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
 }
 
 /// Where the image starts: exactly one of the fields.

@@ -26,6 +26,7 @@ pub struct BakeArgs<'a> {
     pub on_error: OnError,
     pub lease: Duration,
     pub force_after: Duration,
+    pub skip_test: bool,
     pub manifest: Option<&'a Path>,
     pub junit: Option<&'a Path>,
     pub report: Option<&'a Path>,
@@ -224,6 +225,7 @@ impl Session {
         target: &str,
         lease: Duration,
         force_after: Duration,
+        skip_test: bool,
     ) -> Result<Self, CliError> {
         let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
         let current = Arc::new(Mutex::new(None));
@@ -238,6 +240,7 @@ impl Session {
             opts: BakeOptions {
                 on_error,
                 lease,
+                skip_test,
                 ..Default::default()
             },
             target: target.to_string(),
@@ -335,6 +338,7 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
         a.target,
         a.lease,
         a.force_after,
+        a.skip_test,
     )?;
     let t0 = std::time::Instant::now();
     let result = se.block_on(bake::bake(
@@ -489,6 +493,7 @@ pub struct ManyArgs<'a> {
     pub on_error: OnError,
     pub lease: Duration,
     pub force_after: Duration,
+    pub skip_test: bool,
     pub report: Option<&'a Path>,
     pub json: bool,
     pub log_format: LogFormat,
@@ -523,6 +528,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
         a.target,
         a.lease,
         a.force_after,
+        a.skip_test,
     )?;
     let (events, cancel, opts, recorder) = (&se.events, &se.cancel, &se.opts, &se.recorder);
     let fleet = opts.fleet.clone();

@@ -129,6 +129,10 @@ pub enum Command {
         /// cleanup only once this long has passed (a second Ctrl-C on a terminal skips it at once).
         #[arg(long, value_name = "DURATION", value_parser = duration_or_zero_arg, default_value = "10s")]
         force_after: std::time::Duration,
+        /// Skip the test phase on a fresh instance (emergencies only): the AMI is tagged
+        /// `bakery:tested=skipped`.
+        #[arg(long)]
+        skip_test: bool,
         /// Write a JSON manifest (image, version, fingerprint, AMIs, timings) to FILE.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
@@ -381,6 +385,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             on_error,
             lease,
             force_after,
+            skip_test,
             manifest,
             junit,
             report,
@@ -407,6 +412,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     on_error: on_error_of(*on_error),
                     lease: *lease,
                     force_after: *force_after,
+                    skip_test: *skip_test,
                     report: report.as_deref(),
                     json: *json,
                     log_format: cli.log_format,
@@ -420,6 +426,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             on_error,
             lease,
             force_after,
+            skip_test,
             manifest,
             junit,
             report,
@@ -433,6 +440,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 on_error: on_error_of(*on_error),
                 lease: *lease,
                 force_after: *force_after,
+                skip_test: *skip_test,
                 manifest: manifest.as_deref(),
                 junit: junit.as_deref(),
                 report: report.as_deref(),

@@ -22,6 +22,8 @@ pub mod tag {
     pub const REVOKED: &str = "bakery:revoked";
     /// Set when publish finished: only published AMIs are versions.
     pub const PUBLISHED: &str = "bakery:published";
+    /// When the version passed its test checks on a fresh instance (RFC 3339), or `skipped`.
+    pub const TESTED: &str = "bakery:tested";
 }
 
 /// The AMI name of a version: `<image>-<version>`.

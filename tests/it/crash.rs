@@ -10,7 +10,7 @@ use crate::support::{bake_id_of, rt, text};
 
 const EU: &str = "eu-west-1";
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -21,7 +21,7 @@ fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
-fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
+pub(crate) fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
     rt().block_on(async {
         let (_, ssm) = sb.clients_in(region).await;
         match ssm.get_parameter().name(name).send().await {
@@ -38,7 +38,7 @@ fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
 }
 
 /// (version, ami, published) of every AMI of `image` in `region`.
-fn amis(sb: &Sandbox, region: &str, image: &str) -> Vec<(String, String, bool)> {
+pub(crate) fn amis(sb: &Sandbox, region: &str, image: &str) -> Vec<(String, String, bool)> {
     rt().block_on(async {
         let (ec2, _) = sb.clients_in(region).await;
         let out = ec2
@@ -78,7 +78,7 @@ fn amis(sb: &Sandbox, region: &str, image: &str) -> Vec<(String, String, bool)> 
 
 /// What is left, but working directories on the shared build host (which gc cannot reach: on
 /// AWS they go with the instance); those are removed here, so the test leaves nothing behind.
-fn leftovers_in_aws(sb: &Sandbox) -> Vec<String> {
+pub(crate) fn leftovers_in_aws(sb: &Sandbox) -> Vec<String> {
     for w in sb.leftover_workdirs() {
         let _ = std::fs::remove_dir_all(&w);
     }

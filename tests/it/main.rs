@@ -4,6 +4,7 @@ mod catalog_errors;
 mod cli;
 mod crash;
 mod fingerprint;
+mod fresh;
 mod many;
 mod plan;
 mod registry;

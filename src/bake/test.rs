@@ -1,0 +1,180 @@
+//! Test: a fresh instance launched from the new AMI in the build region, with the build
+//! instance's posture (its key pair and /32 security group, or SSM with nothing inbound; IMDSv2;
+//! encrypted root), reached the same way; the image's `[test]` checks run there, evaluated by the
+//! same code as verify. A failure fails the bake (exit 3) before anything is distributed or
+//! published, and the AMI goes with the rest of the bake.
+
+use crate::checks::report::CheckResult;
+use crate::cloud::LaunchSpec;
+use crate::events::BakeEvent;
+use crate::registry::tag;
+use crate::remote::ssh::SshTarget;
+
+use super::capture::Captured;
+use super::context::{wait_instance, Bake, Failure};
+use super::launch::Launched;
+use super::ledger::{Undo, When};
+use super::preflight::Preflighted;
+use super::FailKind;
+use crate::catalog::model::Platform;
+
+/// Time allowed for each probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How a version was tested, for its `bakery:tested` tag.
+pub(super) enum Tested {
+    /// Its test checks passed on a fresh instance at this time (RFC 3339).
+    At(String),
+    /// `--skip-test`.
+    Skipped,
+    /// The image has no `[test]`.
+    Untested,
+}
+
+impl Tested {
+    /// The `bakery:tested` tag value, if any.
+    pub(super) fn tag(&self) -> Option<(String, String)> {
+        match self {
+            Tested::At(t) => Some((tag::TESTED.into(), t.clone())),
+            Tested::Skipped => Some((tag::TESTED.into(), "skipped".into())),
+            Tested::Untested => None,
+        }
+    }
+}
+
+impl Bake<'_> {
+    pub(super) async fn test(
+        &mut self,
+        pre: &Preflighted,
+        build: &Launched,
+        cap: &Captured,
+        checks: &mut Vec<CheckResult>,
+    ) -> Result<Tested, Failure> {
+        let Some(test) = self.plan.test.clone() else {
+            self.warn(format!(
+                "{} is not tested on a fresh instance: it has no [test]",
+                self.image.name
+            ));
+            return Ok(Tested::Untested);
+        };
+        if self.opts.skip_test {
+            self.warn(format!(
+                "--skip-test: {} {} is not tested on a fresh instance (tagged {}=skipped)",
+                self.image.name,
+                cap.version,
+                tag::TESTED
+            ));
+            return Ok(Tested::Skipped);
+        }
+        let region = self.region();
+        let mut tags = self.tags();
+        tags.insert(
+            "Name".into(),
+            format!("bakery test {} {}", self.image.name, cap.version),
+        );
+        let spec = LaunchSpec {
+            client_token: Some(format!("{}-test", self.bake_id)),
+            image: cap.image.clone(),
+            root_device_name: pre
+                .source
+                .root_device_name
+                .clone()
+                .unwrap_or_else(|| "/dev/xvda".into()),
+            instance_types: test.instance_types.clone(),
+            key_name: build.key_name.clone(),
+            security_group: Some(build.group.clone()),
+            subnet: self.target.subnet.clone(),
+            instance_profile: self.target.instance_profile.clone(),
+            user_data: None,
+            volume_size_gb: self.image.build.root_volume.size_gb,
+            volume_type: format!("{:?}", self.image.build.root_volume.volume_type).to_lowercase(),
+            kms_key: self
+                .target
+                .kms_keys
+                .get(&region)
+                .cloned()
+                .or_else(|| self.target.kms_key.clone()),
+            tags,
+        };
+        let (id, itype) = self.aws.run_instance(&spec).await?;
+        let undo = Undo::TerminateInstance {
+            region: region.clone(),
+            id: id.clone(),
+        };
+        self.journal.push(undo.clone(), When::Always)?;
+        self.created(format!("test instance {id} ({itype}) from {}", cap.image));
+        let info = wait_instance(
+            &self.aws,
+            &id,
+            "running",
+            &["terminated", "shutting-down", "stopped", "stopping"],
+            test.timeout,
+            &self.cancel,
+        )
+        .await?;
+        let fresh = Launched {
+            instance: id.clone(),
+            ssh: build.ssh.as_ref().map(|s| SshTarget {
+                host: self
+                    .target
+                    .ssh_host
+                    .clone()
+                    .or(info.public_ip.clone())
+                    .or(info.private_ip.clone())
+                    .unwrap_or_else(|| s.host.clone()),
+                ..s.clone()
+            }),
+            key_name: build.key_name.clone(),
+            group: build.group.clone(),
+        };
+        let conn = self.connect(&fresh).await?;
+        // Nothing of the bake is on a fresh instance: probes run in the system's temporary
+        // directory.
+        let dir = match self.image.platform {
+            Platform::Windows => "C:\\Windows\\Temp",
+            Platform::Linux => "/tmp",
+        };
+        let host = self.host(&conn, dir);
+        let mut results = Vec::new();
+        for c in &test.checks {
+            let r = host.check(c, PROBE_TIMEOUT).await;
+            self.events.emit(BakeEvent::Check {
+                bake_id: self.bake_id.clone(),
+                result: r.clone(),
+            });
+            results.push(r);
+        }
+        conn.close().await;
+        checks.extend(results.iter().cloned());
+        if self.cancel.is_cancelled() {
+            return Err(Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            });
+        }
+        // The test instance is done with: it goes now (the cleanup at the end waits for it).
+        if let Err(e) = self.aws.terminate_instance(&id).await {
+            tracing::warn!(instance = %id, error = %e, "terminating the test instance");
+        }
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} ({})", r.name, r.detail))
+            .collect();
+        if !failed.is_empty() {
+            return Err(Failure {
+                kind: FailKind::Checks,
+                cause: format!(
+                    "failed on a fresh instance launched from {}: {} of {} test checks failed: {}",
+                    cap.image,
+                    failed.len(),
+                    results.len(),
+                    failed.join("; ")
+                ),
+            });
+        }
+        Ok(Tested::At(
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ))
+    }
+}

@@ -1,0 +1,170 @@
+//! The test phase: a fresh instance launched from the new AMI, its checks, and what happens
+//! when one fails, when it is interrupted, when it is skipped and when an image has none.
+
+use std::time::Duration;
+
+use crate::crash::{amis, leftovers_in_aws, param};
+use crate::support::sandbox::{Sandbox, REGION};
+use crate::support::{rt, text};
+
+/// `images/<name>.toml`: sandbox-demo whose `[test]` check is `check` (a TOML table body).
+fn add_tested_image(sb: &Sandbox, name: &str, check: &str) {
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let at = demo.find("[test]").expect("sandbox-demo has a [test]");
+    let img = format!("{}[test]\n\n[[test.check]]\n{check}\n", &demo[..at])
+        .replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""));
+    sb.project.write(&format!("images/{name}.toml"), &img);
+}
+
+#[test]
+fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing() {
+    let sb = Sandbox::start();
+    // Passing: a separate instance launched from the new AMI, gone afterwards; the AMI says so.
+    let out = sb.bakery(&[
+        "bake",
+        "sandbox-demo",
+        "--target",
+        "sandbox",
+        "--log-format",
+        "json",
+        "--json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ami = art["amis"][REGION].as_str().expect("ami").to_string();
+    assert!(
+        err.contains(&format!("from {ami}")) && err.contains("test instance i-"),
+        "{err}"
+    );
+    let test_checks: Vec<&serde_json::Value> = art["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["origin"] == "test")
+        .collect();
+    assert_eq!(test_checks.len(), 1, "{art:#}");
+    assert_eq!(test_checks[0]["passed"], true);
+    let tested = rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let out = ec2
+            .describe_images()
+            .image_ids(&ami)
+            .send()
+            .await
+            .expect("describe");
+        out.images()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("bakery:tested"))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    });
+    assert!(
+        tested.as_deref().is_some_and(|t| t.ends_with('Z')),
+        "tagged with when it was tested: {tested:?}"
+    );
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+
+    // Failing: checks that pass on the build instance, a test check that fails on the fresh one.
+    add_tested_image(
+        &sb,
+        "tested-fail",
+        "name = \"the agent is installed\"\nfile = \"/opt/not-installed-by-this-image\"",
+    );
+    let out = sb.bakery(&["bake", "tested-fail", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("failed in test"), "{err}");
+    assert!(
+        err.contains("failed on a fresh instance launched from ami-"),
+        "{err}"
+    );
+    assert!(err.contains("the agent is installed"), "{err}");
+    assert!(err.contains("nothing was left behind"), "{err}");
+    assert!(amis(&sb, REGION, "tested-fail").is_empty(), "the AMI went");
+    assert_eq!(param(&sb, REGION, "/bakery/tested-fail/latest"), None);
+    assert_eq!(
+        param(&sb, REGION, "/bakery/tested-fail/channels/candidate"),
+        None
+    );
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+
+    // --skip-test: published, and tagged as such.
+    let out = sb.bakery(&[
+        "bake",
+        "tested-fail",
+        "--target",
+        "sandbox",
+        "--skip-test",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--skip-test"),
+        "{}",
+        text(&out.stderr)
+    );
+    let skipped = amis(&sb, REGION, "tested-fail");
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    let tag = rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let out = ec2
+            .describe_images()
+            .image_ids(&skipped[0].1)
+            .send()
+            .await
+            .expect("describe");
+        out.images()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("bakery:tested"))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    });
+    assert_eq!(tag.as_deref(), Some("skipped"));
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn an_interrupt_in_the_test_phase_publishes_nothing_and_leaves_nothing() {
+    let sb = Sandbox::start_with(Some(Duration::from_millis(200)));
+    let (status, all) = sb.bake_interrupted("sandbox-demo", |v| {
+        usize::from(
+            v["event"] == "created"
+                && v["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("test instance")),
+        )
+    });
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("was cancelled in test"), "{all}");
+    assert!(all.contains("nothing was left behind"), "{all}");
+    assert!(amis(&sb, REGION, "sandbox-demo").is_empty());
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn an_image_without_a_test_says_it_was_not_tested() {
+    let sb = Sandbox::start();
+    sb.add_failing_step();
+    // fail-step without its failing recipe: a plain image with no [test].
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let at = demo
+        .find("\n# A fresh instance")
+        .expect("sandbox-demo has a [test]");
+    sb.project.write(
+        "images/untested.toml",
+        &demo[..at].replace("name = \"sandbox-demo\"", "name = \"untested\""),
+    );
+    let out = sb.bakery(&["bake", "untested", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("untested is not tested on a fresh instance"),
+        "{err}"
+    );
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}
