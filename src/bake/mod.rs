@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use runner::bake;
+pub use runner::{bake, test_version};
 pub use steps::windows_script_book;
 pub use undo::cleanup;
 

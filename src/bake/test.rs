@@ -43,6 +43,30 @@ impl Tested {
 }
 
 impl Bake<'_> {
+    /// Runs test checks on a fresh instance. Nothing of the bake is there: probes run in the
+    /// system's temporary directory.
+    pub(super) async fn test_checks(
+        &self,
+        conn: &crate::remote::Conn,
+        checks: &[crate::plan::PlannedCheck],
+    ) -> Vec<CheckResult> {
+        let dir = match self.image.platform {
+            Platform::Windows => "C:\\Windows\\Temp",
+            Platform::Linux => "/tmp",
+        };
+        let host = self.host(conn, dir);
+        let mut results = Vec::new();
+        for c in checks {
+            let r = host.check(c, PROBE_TIMEOUT).await;
+            self.events.emit(BakeEvent::Check {
+                bake_id: self.bake_id.clone(),
+                result: r.clone(),
+            });
+            results.push(r);
+        }
+        results
+    }
+
     pub(super) async fn test(
         &mut self,
         pre: &Preflighted,
@@ -128,22 +152,7 @@ impl Bake<'_> {
             group: build.group.clone(),
         };
         let conn = self.connect(&fresh).await?;
-        // Nothing of the bake is on a fresh instance: probes run in the system's temporary
-        // directory.
-        let dir = match self.image.platform {
-            Platform::Windows => "C:\\Windows\\Temp",
-            Platform::Linux => "/tmp",
-        };
-        let host = self.host(&conn, dir);
-        let mut results = Vec::new();
-        for c in &test.checks {
-            let r = host.check(c, PROBE_TIMEOUT).await;
-            self.events.emit(BakeEvent::Check {
-                bake_id: self.bake_id.clone(),
-                result: r.clone(),
-            });
-            results.push(r);
-        }
+        let results = self.test_checks(&conn, &test.checks).await;
         conn.close().await;
         checks.extend(results.iter().cloned());
         if self.cancel.is_cancelled() {

@@ -711,3 +711,128 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     };
     Err(CliError::Exit(code, detail.join("\n")))
 }
+
+/// What `bakery test` does.
+pub struct TestArgs<'a> {
+    /// `image@requirement` (a semver requirement, `latest` or a channel).
+    pub spec: &'a str,
+    pub target: Option<&'a str>,
+    pub junit: Option<&'a Path>,
+    pub json: bool,
+    /// Revoke the version when a test check fails.
+    pub revoke_on_fail: bool,
+    pub log_format: LogFormat,
+    pub verbose: u8,
+}
+
+/// `bakery test image@req`: the image's test checks on a fresh instance launched from the
+/// version the requirement resolves to now; 0 when they pass, 3 when one fails (and, with
+/// `--on-fail revoke`, the version is revoked with the failing checks as the reason).
+pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
+    use crate::registry::aws::Registry;
+    let (image, req) = super::registry::image_req(a.spec)?;
+    let catalog = load(project)?;
+    if catalog.image(&image)?.test.is_none() {
+        return Err(CliError::Exit(
+            super::EXIT_INVALID,
+            format!("{image} has no [test]: add [[test.check]] to images/{image}.toml"),
+        ));
+    }
+    let target = super::registry::pick_target(&catalog, a.target)?.clone();
+    let Some(region) = target.regions.first().map(|r| r.to_string()) else {
+        return Err(CliError::Exit(
+            super::EXIT_INVALID,
+            format!("target {} has no region", target.name),
+        ));
+    };
+    let se = Session::new(
+        a.log_format,
+        a.verbose,
+        OnError::Cleanup,
+        &target.name,
+        crate::bake::DEFAULT_LEASE,
+        Duration::from_secs(10),
+        false,
+    )?;
+    let failed = |e: crate::cloud::CloudError| CliError::Failed(e.to_string());
+    let (version, ami, result, revoked) = se.block_on(async {
+        let mut reg = Registry::in_fleet(&target, &se.opts.fleet);
+        let v = reg.resolve(&image, &req).await.map_err(failed)?;
+        let ami = v.amis.get(&region).map(|i| i.id.clone()).ok_or_else(|| {
+            CliError::Failed(format!("{image} {} has no AMI in {region}", v.version))
+        })?;
+        let result = bake::test_version(
+            project,
+            &catalog,
+            &ImageName::new_unchecked(&image),
+            &v.version,
+            &ami,
+            &target,
+            &se.opts,
+            &se.events,
+            &se.cancel,
+        )
+        .await;
+        let mut revoked = None;
+        if let (Err(e), true) = (&result, a.revoke_on_fail) {
+            if e.kind == FailKind::Checks {
+                let names: Vec<&str> = e
+                    .checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let reason = format!(
+                    "failed on a fresh instance (bakery test): {}",
+                    names.join(", ")
+                );
+                reg.revoke(&image, &v.version, &reason)
+                    .await
+                    .map_err(failed)?;
+                revoked = Some(reason);
+            }
+        }
+        Ok::<_, CliError>((v.version, ami, result, revoked))
+    })?;
+    let checks = match &result {
+        Ok(c) => c.clone(),
+        Err(e) => e.checks.clone(),
+    };
+    if let Some(j) = a.junit {
+        write(j, &report::junit(&image, &checks))?;
+    }
+    if a.json {
+        print_json(&serde_json::json!({
+            "image": image,
+            "version": version.to_string(),
+            "ami": ami.to_string(),
+            "passed": result.is_ok(),
+            "checks": checks,
+            "revoked": revoked,
+        }))?;
+    } else if !checks.is_empty() {
+        crate::outln!("{}", report::table(&checks).trim_end());
+    }
+    match result {
+        Ok(_) => {
+            if !a.json {
+                crate::outln!(
+                    "{image} {version} ({ami}) passed its test checks on a fresh instance"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = match e.kind {
+                FailKind::Checks => EXIT_CHECKS,
+                FailKind::Cancelled => EXIT_CANCELLED,
+                FailKind::Failed => super::EXIT_FAILURE,
+            };
+            let mut msg = e.to_string();
+            if let Some(r) = revoked {
+                msg.push_str(&format!("\nrevoked {image} {version}: {r}"));
+            }
+            Err(CliError::Exit(code, msg))
+        }
+    }
+}

@@ -182,6 +182,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Test a published version: its image's [test] checks on a fresh instance launched from the
+    /// version the requirement resolves to now (what a platform team schedules every night).
+    #[command(
+        after_help = "Examples:\n  bakery test teamcity-agent-windows@latest --target prod\n  bakery test teamcity-agent-windows@stable --target prod --on-fail revoke --junit out/test.xml\n\nExit codes: 0 passed, 1 failed to run, 2 invalid input (no [test], bad spec), 3 a test check failed, 130 interrupted."
+    )]
+    Test {
+        /// image@requirement: a semver requirement (^1.4, =1.4.3), latest, or a channel.
+        spec: String,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        /// Write the check results as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// What to do when a test check fails: revoke the version (resolve, lock and child bakes
+        /// refuse it from then on), with the failing checks as the reason.
+        #[arg(long, value_enum)]
+        on_fail: Option<OnFailArg>,
+    },
     /// Every registered version of an image: AMIs per region, created, fingerprint, parent,
     /// channels, state.
     #[command(
@@ -306,6 +327,12 @@ fn on_error_of(a: OnErrorArg) -> crate::bake::OnError {
 pub enum OnErrorArg {
     Cleanup,
     Keep,
+}
+
+/// `bakery test --on-fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailArg {
+    Revoke,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -472,6 +499,24 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 dry_run: *dry_run,
                 older_than: *older_than,
                 json: *json,
+            },
+        ),
+        Command::Test {
+            spec,
+            target,
+            junit,
+            json,
+            on_fail,
+        } => bake::run_test(
+            &cli.project,
+            &bake::TestArgs {
+                spec,
+                target: target.as_deref(),
+                junit: junit.as_deref(),
+                json: *json,
+                revoke_on_fail: on_fail.is_some(),
+                log_format: cli.log_format,
+                verbose: cli.verbose,
             },
         ),
         Command::Versions {

@@ -43,7 +43,7 @@ pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a T
 }
 
 /// `image@req` from the command line.
-fn image_req(s: &str) -> Result<(String, ParentReq), CliError> {
+pub(super) fn image_req(s: &str) -> Result<(String, ParentReq), CliError> {
     let (image, req) = s.split_once('@').ok_or_else(|| {
         fail(format!(
             "`{s}`: write image@requirement, e.g. teamcity-agent-windows@^1.4 or @stable"

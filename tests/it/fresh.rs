@@ -168,3 +168,71 @@ fn an_image_without_a_test_says_it_was_not_tested() {
     );
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 }
+
+#[test]
+fn bakery_test_checks_a_published_version_and_can_revoke_it() {
+    let sb = Sandbox::start();
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ami = art["amis"][REGION].as_str().expect("ami").to_string();
+
+    // Passing, in production: a fresh instance from what @latest names now, then nothing left.
+    let junit = sb.project.path().join("test.xml");
+    let out = sb.bakery(&[
+        "test",
+        "sandbox-demo@latest",
+        "--target",
+        "sandbox",
+        "--json",
+        "--junit",
+        junit.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["version"], "0.1.0");
+    assert_eq!(r["ami"], ami.as_str());
+    assert_eq!(r["checks"].as_array().map(Vec::len), Some(1), "{r:#}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+
+    // The image's test now fails (what a broken agent looks like): exit 3, and --on-fail
+    // revoke makes resolve refuse the version.
+    let path = sb.project.path().join("images/sandbox-demo.toml");
+    let toml = std::fs::read_to_string(&path).expect("toml");
+    let broken = toml.replace(
+        "command = \"uname -s\"\nstdout_contains = \"Linux\"",
+        "file = \"/opt/agent-that-is-not-there\"",
+    );
+    assert_ne!(broken, toml, "sandbox-demo's test check changed shape");
+    std::fs::write(&path, broken).expect("write");
+    let out = sb.bakery(&[
+        "test",
+        "sandbox-demo@latest",
+        "--target",
+        "sandbox",
+        "--on-fail",
+        "revoke",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("failed on a fresh instance launched from {ami}")),
+        "{err}"
+    );
+    assert!(err.contains("revoked sandbox-demo 0.1.0"), "{err}");
+    let out = sb.bakery(&["resolve", "sandbox-demo@=0.1.0", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+
+    // An image without [test] has nothing to run: invalid input.
+    let out = sb.bakery(&["test", "teamcity-agent-linux@latest", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
