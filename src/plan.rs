@@ -124,6 +124,8 @@ pub struct PlannedCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedTest {
     pub instance_types: Vec<String>,
+    /// Rendered `[test] user_data`.
+    pub user_data: Option<String>,
     #[serde(with = "humantime_secs")]
     pub timeout: std::time::Duration,
     pub checks: Vec<PlannedCheck>,
@@ -300,19 +302,7 @@ fn render(
             });
         }
     }
-    let test = image.test.as_ref().map(|t| PlannedTest {
-        instance_types: t.instance_types.iter().map(|i| i.to_string()).collect(),
-        timeout: t.timeout,
-        checks: t
-            .checks
-            .iter()
-            .filter_map(|c| render_check(&mut acc, &img_env, c))
-            .map(|check| PlannedCheck {
-                origin: "test".into(),
-                check,
-            })
-            .collect(),
-    });
+    let test = plan_test(&mut acc, catalog, target, image, &img_env);
     if !acc.diags.is_empty() {
         return Err(acc.diags);
     }
@@ -338,6 +328,65 @@ fn render(
         test,
         fingerprint: Fingerprint(hex::encode(h.finalize())),
         inputs: acc.inputs,
+    })
+}
+
+/// The test phase: the image's `[test]` and its recipes' test checks (a recipe's test checks
+/// alone give an image a test phase, launched like the build instance).
+fn plan_test(
+    acc: &mut Acc,
+    catalog: &Catalog,
+    target: &Target,
+    image: &Image,
+    img_env: &RenderEnv,
+) -> Option<PlannedTest> {
+    let mut checks = Vec::new();
+    for u in &image.recipes {
+        let recipe = &catalog.recipes[&u.recipe];
+        let env = RenderEnv::for_recipe(image, target, &recipe.name, &u.params);
+        for c in recipe
+            .test_checks
+            .iter()
+            .filter(|c| c.platform.is_none_or(|p| p == image.platform))
+        {
+            if let Some(check) = render_check(acc, &env, c) {
+                checks.push(PlannedCheck {
+                    origin: format!("test, recipe {}", recipe.name),
+                    check,
+                });
+            }
+        }
+    }
+    let spec = image.test.as_ref();
+    for c in spec.iter().flat_map(|t| t.checks.iter()) {
+        if let Some(check) = render_check(acc, img_env, c) {
+            checks.push(PlannedCheck {
+                origin: "test".into(),
+                check,
+            });
+        }
+    }
+    if spec.is_none() && checks.is_empty() {
+        return None;
+    }
+    let user_data = spec.and_then(|t| t.user_data.as_ref()).and_then(|t| {
+        let s = acc.render(img_env, t)?;
+        acc.input(format!("test user-data {}", t.label), s.as_bytes());
+        Some(s)
+    });
+    Some(PlannedTest {
+        instance_types: match spec {
+            Some(t) => t.instance_types.iter().map(|i| i.to_string()).collect(),
+            None => image
+                .build
+                .instance_types
+                .iter()
+                .map(|i| i.to_string())
+                .collect(),
+        },
+        timeout: spec.map_or(image.build.timeouts.launch, |t| t.timeout),
+        user_data,
+        checks,
     })
 }
 

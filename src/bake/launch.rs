@@ -33,7 +33,11 @@ pub(super) struct Launched {
 impl Bake<'_> {
     /// Key pair (SSH), security group, and the build instance, each journaled the moment AWS
     /// returns its id; waits until it runs.
-    pub(super) async fn launch(&mut self, pre: &Preflighted) -> Result<Launched, Failure> {
+    pub(super) async fn launch(
+        &mut self,
+        pre: &Preflighted,
+        instance_types: &[String],
+    ) -> Result<Launched, Failure> {
         let tags = self.tags();
         let region = self.region();
         let ssm = self.ssm();
@@ -117,13 +121,7 @@ impl Bake<'_> {
                 .root_device_name
                 .clone()
                 .unwrap_or_else(|| "/dev/xvda".into()),
-            instance_types: self
-                .image
-                .build
-                .instance_types
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            instance_types: instance_types.to_vec(),
             key_name: key_name.clone(),
             security_group: Some(sg.clone()),
             subnet: self.target.subnet.clone(),

@@ -244,7 +244,14 @@ impl Run<'_> {
         let preflighted = b.preflight().await?;
         b.leave();
         b.emit_phase("launch");
-        let launched = b.launch(&preflighted).await?;
+        let types: Vec<String> = b
+            .image
+            .build
+            .instance_types
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let launched = b.launch(&preflighted, &types).await?;
         b.leave();
         b.emit_phase("connect");
         link.0 = Some(b.connect(&launched).await?);
@@ -560,14 +567,17 @@ pub async fn test_version(
         .images
         .get(image)
         .ok_or_else(|| early(format!("unknown image {image}")))?;
-    let plan = Planner::new(catalog, target)
+    let mut plan = Planner::new(catalog, target)
         .plan(image)
         .map_err(|d| early(d.to_string()))?;
-    let checks = plan
+    let test = plan
         .test
-        .as_ref()
-        .map(|t| t.checks.clone())
+        .clone()
         .ok_or_else(|| early(format!("{image} has no [test] to run")))?;
+    let checks = test.checks;
+    // The instance boots as a consumer's would: with the test's user data, not the build's.
+    plan.user_data = test.user_data;
+    let types = test.instance_types;
     let region = target
         .regions
         .first()
@@ -615,7 +625,7 @@ pub async fn test_version(
         let outcome = {
             let c = cancel.clone();
             tokio::select! {
-                r = run.test_phases(&pre, &checks) => r,
+                r = run.test_phases(&pre, &types, &checks) => r,
                 () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
             }
         };
@@ -635,11 +645,12 @@ impl Run<'_> {
     async fn test_phases(
         &mut self,
         pre: &Preflighted,
+        types: &[String],
         tests: &[crate::plan::PlannedCheck],
     ) -> Result<(), Failure> {
         let Run { b, link, checks } = self;
         b.emit_phase("launch");
-        let launched = b.launch(pre).await?;
+        let launched = b.launch(pre, types).await?;
         b.leave();
         b.emit_phase("connect");
         link.0 = Some(b.connect(&launched).await?);

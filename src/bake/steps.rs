@@ -313,6 +313,10 @@ pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(Stri
             Err(e) => book.push((label(s), format!("# {e}"))),
         }
     }
+    // The test phase, on a fresh instance: probes in the system's temporary directory.
+    for c in plan.test.iter().flat_map(|t| &t.checks) {
+        book.push((format!("test check {}", c.check.name), temp.probe(c)));
+    }
     book
 }
 

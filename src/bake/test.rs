@@ -109,7 +109,7 @@ impl Bake<'_> {
             security_group: Some(build.group.clone()),
             subnet: self.target.subnet.clone(),
             instance_profile: self.target.instance_profile.clone(),
-            user_data: None,
+            user_data: test.user_data.clone(),
             volume_size_gb: self.image.build.root_volume.size_gb,
             volume_type: format!("{:?}", self.image.build.root_volume.volume_type).to_lowercase(),
             kms_key: self

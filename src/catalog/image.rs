@@ -142,9 +142,22 @@ pub fn validate(
     }
     let publish = publish(&mut cx, &top.k("publish"), &raw);
     let test = match (&raw.test, &build) {
-        (Some(t), Some(b)) => test(&mut cx, &top.k("test"), t, b, &platforms),
+        (Some(t), Some(b)) => test(&mut cx, root, &top.k("test"), t, b, &platforms),
         _ => None,
     };
+    let recipe_tests = uses.iter().any(|u| {
+        recipes
+            .valid
+            .get(&u.recipe)
+            .is_some_and(|r| !r.test_checks.is_empty())
+    });
+    if raw.test.as_ref().is_some_and(|t| t.check.is_empty()) && !recipe_tests {
+        cx.err(
+            &top.k("test"),
+            ErrorKind::MissingField,
+            "[test] has no [[test.check]] and none of its recipes has one: a test phase must check something",
+        );
+    }
     if cx.diags.len() > before {
         return None;
     }
@@ -289,6 +302,7 @@ fn source(cx: &mut Ctx, path: &DocPath, s: &RawSource, arch: Architecture) -> Op
 /// `[test]`: instance types default to the build's, the timeout to the build's launch timeout.
 fn test(
     cx: &mut Ctx,
+    root: &Path,
     path: &DocPath,
     t: &super::raw::RawTest,
     build: &Build,
@@ -320,13 +334,10 @@ fn test(
         t.timeout.as_ref(),
         build.timeouts.launch,
     );
-    if t.check.is_empty() {
-        cx.err(
-            path,
-            ErrorKind::MissingField,
-            "[test] has no [[test.check]]: a test phase must check something",
-        );
-    }
+    let user_data = t
+        .user_data
+        .as_ref()
+        .and_then(|rel| user_data(cx, root, &path.k("user_data"), rel));
     let mut checks = Vec::new();
     for (i, c) in t.check.iter().enumerate() {
         if let Some(c) = check::validate(c, cx.doc, &path.k("check").i(i), platforms, cx.diags) {
@@ -336,6 +347,7 @@ fn test(
     Some(TestSpec {
         instance_types,
         timeout,
+        user_data,
         checks,
     })
 }

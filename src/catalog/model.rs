@@ -246,6 +246,7 @@ pub struct Image {
 pub struct TestSpec {
     pub instance_types: Vec<InstanceType>,
     pub timeout: std::time::Duration,
+    pub user_data: Option<Template>,
     pub checks: Vec<CheckTemplate>,
 }
 
@@ -334,6 +335,8 @@ pub struct Recipe {
     pub params: BTreeMap<String, ParamSpec>,
     pub steps: Vec<Step>,
     pub checks: Vec<CheckTemplate>,
+    /// `[[test.check]]`: checks for the test phase of every image using the recipe.
+    pub test_checks: Vec<CheckTemplate>,
     /// `recipes/<name>`, relative to the project.
     pub dir: PathBuf,
     /// Canonical JSON of `recipe.toml`.

@@ -119,6 +119,9 @@ pub struct RawTest {
     /// How long the test instance may take to boot and answer (default: the build's launch
     /// timeout).
     pub timeout: Option<String>,
+    /// User data for the test instance (a template under images/), e.g. what a TeamCity cloud
+    /// profile gives an agent; default: none.
+    pub user_data: Option<String>,
     /// Checks on the fresh instance, of every kind an image check may be.
     #[serde(default)]
     pub check: Vec<RawCheck>,
@@ -251,6 +254,18 @@ pub struct RawRecipe {
     pub params: BTreeMap<String, RawParam>,
     #[serde(default)]
     pub step: Vec<RawStep>,
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
+    /// Checks on a fresh instance launched from the new AMI (the test phase of every image
+    /// that uses this recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<RawRecipeTest>,
+}
+
+/// `[test]` of a recipe: only checks (the image says how the test instance is launched).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipeTest {
     #[serde(default)]
     pub check: Vec<RawCheck>,
 }

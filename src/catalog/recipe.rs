@@ -289,6 +289,13 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
             checks.push(c);
         }
     }
+    let mut test_checks = Vec::new();
+    for (i, c) in raw.test.iter().flat_map(|t| t.check.iter()).enumerate() {
+        let path = top.k("test").k("check").i(i);
+        if let Some(c) = check::validate(c, cx.doc, &path, &platforms, cx.diags) {
+            test_checks.push(c);
+        }
+    }
     if raw.finalize && !raw.check.is_empty() {
         let d = doc
             .at(
@@ -310,6 +317,7 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
         params,
         steps,
         checks,
+        test_checks,
         dir,
         // The description does not change what runs; everything else does.
         canonical: serde_json::to_string(&RawRecipe {

@@ -732,13 +732,17 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
     use crate::registry::aws::Registry;
     let (image, req) = super::registry::image_req(a.spec)?;
     let catalog = load(project)?;
-    if catalog.image(&image)?.test.is_none() {
+    catalog.image(&image)?;
+    let target = super::registry::pick_target(&catalog, a.target)?.clone();
+    let plan = crate::plan::Planner::new(&catalog, &target)
+        .plan(&ImageName::new_unchecked(&image))
+        .map_err(CliError::Invalid)?;
+    if plan.test.is_none() {
         return Err(CliError::Exit(
             super::EXIT_INVALID,
-            format!("{image} has no [test]: add [[test.check]] to images/{image}.toml"),
+            format!("{image} has no test checks: add [[test.check]] to images/{image}.toml"),
         ));
     }
-    let target = super::registry::pick_target(&catalog, a.target)?.clone();
     let Some(region) = target.regions.first().map(|r| r.to_string()) else {
         return Err(CliError::Exit(
             super::EXIT_INVALID,

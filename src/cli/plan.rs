@@ -66,6 +66,8 @@ pub fn run(
             "fingerprint": plan.fingerprint,
             "steps": plan.steps.len(),
             "checks": plan.checks.len(),
+            // null: not tested on a fresh instance.
+            "test_checks": plan.test.as_ref().map(|t| t.checks.len()),
         }));
     }
     if json {
@@ -97,6 +99,17 @@ pub fn run(
             &r["fingerprint"].as_str().unwrap_or_default()[..12],
             r["parent"].as_str().unwrap_or("-"),
             source
+        );
+    }
+    let untested: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["test_checks"].is_null())
+        .filter_map(|r| r["image"].as_str())
+        .collect();
+    if !untested.is_empty() {
+        println!(
+            "not tested on a fresh instance (no [test]): {}",
+            untested.join(", ")
         );
     }
     Ok(())

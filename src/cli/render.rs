@@ -61,6 +61,31 @@ pub fn text(plan: &Plan) -> String {
     for (i, s) in plan.finalize.iter().enumerate() {
         write_step(&mut out, c, &format!("finalize {}/{n}", i + 1), s);
     }
+    match &plan.test {
+        None => out.push_str(&format!(
+            "\n{c} ---- not tested on a fresh instance (no [test]) ----\n"
+        )),
+        Some(t) => {
+            out.push_str(&format!(
+                "\n{c} ---- test: a fresh instance from the new AMI ({}), {} checks ----\n",
+                t.instance_types.join(", "),
+                t.checks.len()
+            ));
+            if let Some(u) = &t.user_data {
+                out.push_str(&format!("{c} user data:\n"));
+                for l in u.lines() {
+                    out.push_str(&format!("{c}   {l}\n"));
+                }
+            }
+            for ch in &t.checks {
+                let detail = serde_json::to_string(&ch.check.kind).unwrap_or_default();
+                out.push_str(&format!(
+                    "{c} [{}] {}: {detail}\n",
+                    ch.origin, ch.check.name
+                ));
+            }
+        }
+    }
     out
 }
 

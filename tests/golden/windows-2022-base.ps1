@@ -857,6 +857,72 @@ if ($LASTEXITCODE -ne 0) { throw "EC2Launch sysprep failed with exit code $LASTE
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
+# ==== test check EC2Launch v2 finished its first-boot tasks
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$f = 'C:\ProgramData\Amazon\EC2Launch\state\.run-once'
+if (Test-Path -LiteralPath $f) {
+    'exists=1'
+} else {
+    'exists=0'
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== test check SSM agent runs after a fresh boot
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
+if ($null -eq $s) { 'status=missing' } else {
+'status=' + $s.Status.ToString().ToLower()
+'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== test check no bake working directory left
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+if (Get-ChildItem -Path C:\Windows\Temp -Filter "bakery-*" -Directory -ErrorAction SilentlyContinue) { exit 1 }
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
 # ==== step restart-only / restart
 (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
 # ==== step restart-only / restart
