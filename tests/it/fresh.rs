@@ -232,7 +232,20 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
     );
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 
-    // An image without [test] has nothing to run: invalid input.
-    let out = sb.bakery(&["test", "teamcity-agent-linux@latest", "--target", "sandbox"]);
+    // An image without test checks has nothing to run: invalid input.
+    let demo = std::fs::read_to_string(&path).expect("demo");
+    let at = demo
+        .find("\n# A fresh instance")
+        .expect("sandbox-demo has a [test]");
+    sb.project.write(
+        "images/untested.toml",
+        &demo[..at].replace("name = \"sandbox-demo\"", "name = \"untested\""),
+    );
+    let out = sb.bakery(&["test", "untested@latest", "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("untested has no test checks"),
+        "{}",
+        text(&out.stderr)
+    );
 }
