@@ -30,6 +30,29 @@ pub(super) struct Failure {
 }
 
 impl Failure {
+    /// The failure of checks that did not pass, or `None` when all did: `{prefix}N of M
+    /// {noun} failed: name (detail); ...`.
+    pub(super) fn checks(
+        results: &[crate::checks::report::CheckResult],
+        prefix: &str,
+        noun: &str,
+    ) -> Option<Self> {
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} ({})", r.name, r.detail))
+            .collect();
+        (!failed.is_empty()).then(|| Failure {
+            kind: FailKind::Checks,
+            cause: format!(
+                "{prefix}{} of {} {noun} failed: {}",
+                failed.len(),
+                results.len(),
+                failed.join("; ")
+            ),
+        })
+    }
+
     pub(super) fn new(cause: impl std::fmt::Display) -> Self {
         Failure {
             kind: FailKind::Failed,
@@ -73,6 +96,9 @@ impl From<std::io::Error> for Failure {
         Failure::new(format!("journal: {e}"))
     }
 }
+
+/// Time allowed for each probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The live connection to the build instance. The runner owns it, not a phase: a restart drops
 /// and re-establishes it, and the cleanup after an interrupted step still needs it (to stop the
@@ -248,6 +274,24 @@ impl Bake<'_> {
 
     /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
     /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
+    /// Runs `checks` as probes through `host`, reporting each result as it comes.
+    pub(super) async fn probe_all(
+        &self,
+        host: &Host<'_>,
+        checks: &[crate::plan::PlannedCheck],
+    ) -> Vec<crate::checks::report::CheckResult> {
+        let mut results = Vec::new();
+        for c in checks {
+            let r = host.check(c, PROBE_TIMEOUT).await;
+            self.events.emit(BakeEvent::Check {
+                bake_id: self.bake_id.clone(),
+                result: r.clone(),
+            });
+            results.push(r);
+        }
+        results
+    }
+
     pub(super) fn shuts_itself_down(&self) -> bool {
         self.image.platform == Platform::Windows && !self.plan.finalize.is_empty()
     }

@@ -664,22 +664,12 @@ impl Run<'_> {
                 cause: "cancelled".into(),
             });
         }
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|r| !r.passed)
-            .map(|r| format!("{} ({})", r.name, r.detail))
-            .collect();
-        if !failed.is_empty() {
-            return Err(Failure {
-                kind: FailKind::Checks,
-                cause: format!(
-                    "failed on a fresh instance launched from {}: {} of {} test checks failed: {}",
-                    pre.source.id,
-                    failed.len(),
-                    checks.len(),
-                    failed.join("; ")
-                ),
-            });
+        let prefix = format!(
+            "failed on a fresh instance launched from {}: ",
+            pre.source.id
+        );
+        if let Some(f) = Failure::checks(checks, &prefix, "test checks") {
+            return Err(f);
         }
         Ok(())
     }

@@ -6,7 +6,6 @@
 
 use crate::checks::report::CheckResult;
 use crate::cloud::LaunchSpec;
-use crate::events::BakeEvent;
 use crate::registry::tag;
 use crate::remote::ssh::SshTarget;
 
@@ -17,9 +16,6 @@ use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
 use super::FailKind;
 use crate::catalog::model::Platform;
-
-/// Time allowed for each probe.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How a version was tested, for its `bakery:tested` tag.
 pub(super) enum Tested {
@@ -54,17 +50,7 @@ impl Bake<'_> {
             Platform::Windows => "C:\\Windows\\Temp",
             Platform::Linux => "/tmp",
         };
-        let host = self.host(conn, dir);
-        let mut results = Vec::new();
-        for c in checks {
-            let r = host.check(c, PROBE_TIMEOUT).await;
-            self.events.emit(BakeEvent::Check {
-                bake_id: self.bake_id.clone(),
-                result: r.clone(),
-            });
-            results.push(r);
-        }
-        results
+        self.probe_all(&self.host(conn, dir), checks).await
     }
 
     pub(super) async fn test(
@@ -165,22 +151,9 @@ impl Bake<'_> {
         if let Err(e) = self.aws.terminate_instance(&id).await {
             tracing::warn!(instance = %id, error = %e, "terminating the test instance");
         }
-        let failed: Vec<String> = results
-            .iter()
-            .filter(|r| !r.passed)
-            .map(|r| format!("{} ({})", r.name, r.detail))
-            .collect();
-        if !failed.is_empty() {
-            return Err(Failure {
-                kind: FailKind::Checks,
-                cause: format!(
-                    "failed on a fresh instance launched from {}: {} of {} test checks failed: {}",
-                    cap.image,
-                    failed.len(),
-                    results.len(),
-                    failed.join("; ")
-                ),
-            });
+        let prefix = format!("failed on a fresh instance launched from {}: ", cap.image);
+        if let Some(f) = Failure::checks(&results, &prefix, "test checks") {
+            return Err(f);
         }
         Ok(Tested::At(
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

@@ -1,15 +1,9 @@
 //! Verify: the image's checks on the build instance, then the finalize steps (generalise) and
 //! the working directory goes.
 
-use std::time::Duration;
-
 use super::context::{Bake, Failure, Link};
 use super::launch::Launched;
 use super::FailKind;
-use crate::events::BakeEvent;
-
-/// Time allowed for each probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Bake<'_> {
     /// Every check as a probe on the build instance, evaluated by the pure check code (results
@@ -22,37 +16,17 @@ impl Bake<'_> {
     ) -> Result<(), Failure> {
         let workdir = self.workdir();
         let host = self.host(link.get()?, &workdir);
-        let mut results = Vec::new();
-        for c in &self.plan.checks {
-            let r = host.check(c, PROBE_TIMEOUT).await;
-            self.events.emit(BakeEvent::Check {
-                bake_id: self.bake_id.clone(),
-                result: r.clone(),
-            });
-            results.push(r);
-        }
+        let results = self.probe_all(&host, &self.plan.checks).await;
         if self.cancel.is_cancelled() {
             return Err(Failure {
                 kind: FailKind::Cancelled,
                 cause: "cancelled".into(),
             });
         }
-        let failed: Vec<String> = results
-            .iter()
-            .filter(|r| !r.passed)
-            .map(|r| format!("{} ({})", r.name, r.detail))
-            .collect();
+        let failed = Failure::checks(&results, "", "checks");
         *checks = results;
-        if !failed.is_empty() {
-            return Err(Failure {
-                kind: FailKind::Checks,
-                cause: format!(
-                    "{} of {} checks failed: {}",
-                    failed.len(),
-                    checks.len(),
-                    failed.join("; ")
-                ),
-            });
+        if let Some(f) = failed {
+            return Err(f);
         }
         // Generalise. Linux: the finalize steps, then the working directory goes. Windows: the
         // last finalize step powers the instance off, so the working directory goes first and
