@@ -141,27 +141,23 @@ pub async fn bake(
     let journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
         .map_err(|e| fail_early("preflight", format!("journal: {e}")))?;
     let aws = opts.fleet.connect(target, region).await;
-    let mut run = Run {
-        b: Bake {
-            image: img,
-            target,
-            plan,
-            opts,
-            events,
-            cancel: cancel.clone(),
-            aws,
-            journal,
-            bake_id,
-            pin: HostKeyPin::default(),
-            workdir_removed: false,
-            reach: None,
-            phase: "preflight",
-            phase_started: Instant::now(),
-            timings: BTreeMap::new(),
-        },
-        link: Link::default(),
-        checks: Vec::new(),
-    };
+    let mut run = Run::new(Bake {
+        image: img,
+        target,
+        plan,
+        opts,
+        events,
+        cancel: cancel.clone(),
+        aws,
+        journal,
+        bake_id,
+        pin: HostKeyPin::default(),
+        workdir_removed: false,
+        reach: None,
+        phase: "preflight",
+        phase_started: Instant::now(),
+        timings: BTreeMap::new(),
+    });
     // The lease is renewed for as long as this bake runs: its phases, the promotion and the
     // cleanup at the end.
     let beat = heartbeat(journal_path.clone(), target, &opts.fleet, opts.lease);
@@ -232,6 +228,16 @@ async fn heartbeat(
             if let Err(e) = regions.get(&region).await.tag_resources(&ids, &tags).await {
                 tracing::warn!(bake_id = %j.bake_id, error = %e, "cannot renew the lease (bakery:expires)");
             }
+        }
+    }
+}
+
+impl<'a> Run<'a> {
+    fn new(b: Bake<'a>) -> Self {
+        Run {
+            b,
+            link: Link::default(),
+            checks: Vec::new(),
         }
     }
 }
@@ -591,27 +597,24 @@ pub async fn test_version(
     let mut journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
         .map_err(|e| early(format!("journal: {e}")))?;
     journal.version = Some(version.to_string());
-    let mut run = Run {
-        b: Bake {
-            image: img,
-            target,
-            plan,
-            opts,
-            events,
-            cancel: cancel.clone(),
-            aws,
-            journal,
-            bake_id,
-            pin: HostKeyPin::default(),
-            workdir_removed: true,
-            reach: None,
-            phase: "launch",
-            phase_started: Instant::now(),
-            timings: BTreeMap::new(),
-        },
-        link: Link::default(),
-        checks: Vec::new(),
-    };
+    // No working directory is made on a tested instance.
+    let mut run = Run::new(Bake {
+        image: img,
+        target,
+        plan,
+        opts,
+        events,
+        cancel: cancel.clone(),
+        aws,
+        journal,
+        bake_id,
+        pin: HostKeyPin::default(),
+        workdir_removed: true,
+        reach: None,
+        phase: "launch",
+        phase_started: Instant::now(),
+        timings: BTreeMap::new(),
+    });
     let pre = Preflighted {
         source,
         parent: None,
