@@ -75,14 +75,8 @@ pub async fn gc(target: &Target, o: &Options, cancel: &Cancel) -> Report {
     // every region, no bake can be called dead.
     let blind = !report.errors.is_empty();
     let now = SystemTime::now();
-    let live: Vec<(String, SystemTime)> = scan.expires.clone().into_iter().collect();
-    let live_until = |bake: &str| {
-        live.iter()
-            .find(|(b, _)| b == bake)
-            .map(|(_, t)| *t)
-            .filter(|t| *t + o.older_than > now)
-    };
-    let mut found = scan.into_found();
+    let live_until = |bake: &str| scan.live_until(bake).filter(|t| *t + o.older_than > now);
+    let mut found = scan.found();
     found.sort_by_key(|f| f.undo.order());
     let mut todo = Vec::new();
     for f in found {

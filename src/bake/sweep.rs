@@ -54,15 +54,14 @@ impl Scan {
         self.published.extend(other.published);
     }
 
-    /// The findings, without the AMIs, snapshots and parameters of bakes that published a
+    /// The findings (copied), without the AMIs, snapshots and parameters of bakes that published a
     /// version (a kill while the copies were being marked published can leave one copy
     /// unmarked: it is still part of that version, and `cleanup` finishes marking it).
-    pub fn into_found(self) -> Vec<Found> {
-        let published = self.published;
+    pub fn found(&self) -> Vec<Found> {
         self.found
-            .into_iter()
+            .iter()
             .filter(|f| {
-                !(published.contains(&f.bake_id)
+                !(self.published.contains(&f.bake_id)
                     && matches!(
                         f.undo,
                         Undo::DeregisterImage { .. }
@@ -70,6 +69,7 @@ impl Scan {
                             | Undo::RestoreParameter { .. }
                     ))
             })
+            .cloned()
             .collect()
     }
 
@@ -460,11 +460,8 @@ mod tests {
             "the latest lease of any region"
         );
         assert_eq!(a.live_until("bk-b"), None);
-        let left: Vec<(String, Undo)> = a
-            .into_found()
-            .into_iter()
-            .map(|f| (f.bake_id, f.undo))
-            .collect();
+        let left: Vec<(String, Undo)> =
+            a.found().into_iter().map(|f| (f.bake_id, f.undo)).collect();
         assert_eq!(
             left,
             vec![("bk-a".to_string(), group), ("bk-b".to_string(), image)]

@@ -327,7 +327,7 @@ pub async fn undo_all(
 /// The undos of a scan, in the order they must run: instances (they hold groups), parameters
 /// (nothing may name an AMI about to go), groups, key pairs, images, snapshots, objects.
 pub fn found_undos(s: sweep::Scan) -> Vec<Undo> {
-    let mut v: Vec<Undo> = s.into_found().into_iter().map(|f| f.undo).collect();
+    let mut v: Vec<Undo> = s.found().into_iter().map(|f| f.undo).collect();
     v.sort_by_key(Undo::order);
     v.dedup();
     v

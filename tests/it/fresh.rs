@@ -7,6 +7,25 @@ use crate::crash::{amis, leftovers_in_aws, param};
 use crate::support::sandbox::{Sandbox, REGION};
 use crate::support::{rt, text};
 
+/// The `bakery:tested` tag of an AMI.
+fn tested_tag(sb: &Sandbox, ami: &str) -> Option<String> {
+    rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let out = ec2
+            .describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .expect("describe");
+        out.images()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("bakery:tested"))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    })
+}
+
 /// `images/<name>.toml`: sandbox-demo whose `[test]` check is `check` (a TOML table body).
 fn add_tested_image(sb: &Sandbox, name: &str, check: &str) {
     let demo =
@@ -46,21 +65,7 @@ fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing()
         .collect();
     assert_eq!(test_checks.len(), 1, "{art:#}");
     assert_eq!(test_checks[0]["passed"], true);
-    let tested = rt().block_on(async {
-        let (ec2, _) = sb.clients().await;
-        let out = ec2
-            .describe_images()
-            .image_ids(&ami)
-            .send()
-            .await
-            .expect("describe");
-        out.images()[0]
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("bakery:tested"))
-            .and_then(|t| t.value())
-            .map(str::to_string)
-    });
+    let tested = tested_tag(&sb, &ami);
     assert!(
         tested.as_deref().is_some_and(|t| t.ends_with('Z')),
         "tagged with when it was tested: {tested:?}"
@@ -108,21 +113,7 @@ fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing()
     );
     let skipped = amis(&sb, REGION, "tested-fail");
     assert_eq!(skipped.len(), 1, "{skipped:?}");
-    let tag = rt().block_on(async {
-        let (ec2, _) = sb.clients().await;
-        let out = ec2
-            .describe_images()
-            .image_ids(&skipped[0].1)
-            .send()
-            .await
-            .expect("describe");
-        out.images()[0]
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("bakery:tested"))
-            .and_then(|t| t.value())
-            .map(str::to_string)
-    });
+    let tag = tested_tag(&sb, &skipped[0].1);
     assert_eq!(tag.as_deref(), Some("skipped"));
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 }
