@@ -14,9 +14,11 @@ mod promote;
 mod provision;
 mod publish;
 mod runner;
+mod scripts;
 mod steps;
 pub mod sweep;
 mod test;
+mod test_version;
 pub mod undo;
 mod verify;
 
@@ -26,8 +28,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use runner::{bake, test_version};
-pub use steps::windows_script_book;
+pub use runner::bake;
+pub use scripts::windows_script_book;
+pub use test_version::test_version;
 pub use undo::cleanup;
 
 use crate::checks::report::CheckResult;

@@ -35,10 +35,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A bake in progress: the phases' shared context, the live connection, and the check results
 /// so far (the report needs them whatever happens).
-struct Run<'a> {
-    b: Bake<'a>,
-    link: Link,
-    checks: Vec<CheckResult>,
+pub(super) struct Run<'a> {
+    pub(super) b: Bake<'a>,
+    pub(super) link: Link,
+    pub(super) checks: Vec<CheckResult>,
 }
 
 impl<'a> std::ops::Deref for Run<'a> {
@@ -194,7 +194,7 @@ pub async fn bake(
 /// while the bake runs, so `bakery gc` on another machine never takes a slow bake for a dead
 /// one. It reads the journal on disk (what exists is what the journal says); a failed renewal is
 /// a warning, retried at the next beat. A kept instance has a lease of its own. Never returns.
-async fn heartbeat(
+pub(super) async fn heartbeat(
     journal: std::path::PathBuf,
     target: &Target,
     fleet: &Fleet,
@@ -233,7 +233,7 @@ async fn heartbeat(
 }
 
 impl<'a> Run<'a> {
-    fn new(b: Bake<'a>) -> Self {
+    pub(super) fn new(b: Bake<'a>) -> Self {
         Run {
             b,
             link: Link::default(),
@@ -345,7 +345,7 @@ impl Run<'_> {
         })
     }
 
-    async fn fail(mut self, f: Failure) -> BakeError {
+    pub(super) async fn fail(mut self, f: Failure) -> BakeError {
         let failed_phase = self.phase;
         self.leave();
         if let Some(Conn::Ssm(ssm)) = &self.link.0 {
@@ -535,184 +535,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // `mode` applies only when the file is created; an existing one gets it here.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)
-}
-
-/// `bakery test`: launches a fresh instance from `ami` (version `version` of `image`, in the
-/// target's first region) the way a bake launches its build instance (key pair, /32 group or
-/// SSM, journaled, leased), runs the image's `[test]` checks there, and removes it all. Failing
-/// checks are a `FailKind::Checks` error carrying the results.
-#[allow(clippy::too_many_arguments)]
-pub async fn test_version(
-    project: &Path,
-    catalog: &Catalog,
-    image: &ImageName,
-    version: &semver::Version,
-    ami: &crate::cloud::ImageId,
-    target: &Target,
-    opts: &BakeOptions,
-    events: &Events,
-    cancel: &Cancel,
-) -> Result<Vec<CheckResult>, BakeError> {
-    let bake_id = super::new_bake_id();
-    let journal_path = Journal::path_for(project, &bake_id);
-    let early = |cause: String| BakeError {
-        bake_id: bake_id.clone(),
-        image: image.to_string(),
-        phase: "test",
-        kind: FailKind::Failed,
-        cause,
-        checks: Vec::new(),
-        left_behind: Vec::new(),
-        cleanup_errors: Vec::new(),
-        kept: None,
-        journal: journal_path.clone(),
-        timings: BTreeMap::new(),
-        inputs: Vec::new(),
-    };
-    let img = catalog
-        .images
-        .get(image)
-        .ok_or_else(|| early(format!("unknown image {image}")))?;
-    let mut plan = Planner::new(catalog, target)
-        .plan(image)
-        .map_err(|d| early(d.to_string()))?;
-    let test = plan
-        .test
-        .clone()
-        .ok_or_else(|| early(format!("{image} has no [test] to run")))?;
-    let checks = test.checks;
-    // The instance boots as a consumer's would: with the test's user data, not the build's.
-    plan.user_data = test.user_data;
-    let types = test.instance_types;
-    let region = target
-        .regions
-        .first()
-        .ok_or_else(|| early(format!("target {} has no region", target.name)))?;
-    let aws = opts.fleet.connect(target, region).await;
-    let source = aws
-        .describe_image(ami)
-        .await
-        .map_err(|e| early(e.to_string()))?
-        .ok_or_else(|| early(format!("{ami} does not exist in {region}")))?;
-    let mut journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
-        .map_err(|e| early(format!("journal: {e}")))?;
-    journal.version = Some(version.to_string());
-    // No working directory is made on a tested instance.
-    let mut run = Run::new(Bake {
-        image: img,
-        target,
-        plan,
-        opts,
-        events,
-        cancel: cancel.clone(),
-        aws,
-        journal,
-        bake_id,
-        pin: HostKeyPin::default(),
-        workdir_removed: true,
-        reach: None,
-        phase: "launch",
-        phase_started: Instant::now(),
-        timings: BTreeMap::new(),
-    });
-    let pre = Preflighted {
-        source,
-        parent: None,
-        fingerprint: String::new(),
-        version: version.clone(),
-        known_versions: Default::default(),
-    };
-    let beat = heartbeat(journal_path, target, &opts.fleet, opts.lease);
-    tokio::pin!(beat);
-    let all = async {
-        let outcome = {
-            let c = cancel.clone();
-            tokio::select! {
-                r = run.test_phases(&pre, &types, &checks) => r,
-                () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
-            }
-        };
-        match outcome {
-            Ok(()) => Ok(run.finish().await),
-            Err(f) => Err(run.fail(f).await),
-        }
-    };
-    tokio::select! {
-        r = all => r,
-        never = &mut beat => match never {},
-    }
-}
-
-impl Run<'_> {
-    /// `bakery test`: launch from the version's AMI, connect, the test checks.
-    async fn test_phases(
-        &mut self,
-        pre: &Preflighted,
-        types: &[String],
-        tests: &[crate::plan::PlannedCheck],
-    ) -> Result<(), Failure> {
-        let Run { b, link, checks } = self;
-        b.emit_phase("launch");
-        let launched = b.launch(pre, types).await?;
-        b.leave();
-        b.emit_phase("connect");
-        link.0 = Some(b.connect(&launched).await?);
-        b.leave();
-        b.emit_phase("test");
-        *checks = b.test_checks(link.get()?, tests).await;
-        b.leave();
-        if b.cancel.is_cancelled() {
-            return Err(Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
-            });
-        }
-        let prefix = format!(
-            "failed on a fresh instance launched from {}: ",
-            pre.source.id
-        );
-        if let Some(f) = Failure::checks(checks, &prefix, "test checks") {
-            return Err(f);
-        }
-        Ok(())
-    }
-
-    /// The end of a passing `bakery test`: the test instance and what reached it go.
-    async fn finish(mut self) -> Vec<CheckResult> {
-        if let Some(conn) = self.link.0.take() {
-            conn.close().await;
-        }
-        self.emit_phase("cleanup");
-        let cancel = Cancel::new();
-        let mut regions = Regions::in_fleet(self.b.target, &self.b.opts.fleet);
-        let errors = match tokio::time::timeout(
-            self.b.opts.cleanup_timeout,
-            undo_all(
-                &mut regions,
-                &mut self.b.journal,
-                false,
-                self.b.events,
-                &cancel,
-            ),
-        )
-        .await
-        {
-            Ok(e) => e,
-            Err(_) => vec![format!(
-                "cleanup took longer than {}s",
-                self.opts.cleanup_timeout.as_secs()
-            )],
-        };
-        self.leave();
-        let _ = self.journal.set_state(State::Succeeded);
-        for e in &errors {
-            self.warn(format!("cleanup: {e}"));
-        }
-        self.events.emit(BakeEvent::Finished {
-            bake_id: self.bake_id.clone(),
-            image: self.image.name.to_string(),
-            outcome: "tested",
-        });
-        self.checks.clone()
-    }
 }

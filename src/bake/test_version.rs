@@ -1,0 +1,201 @@
+//! `bakery test`: a published version's AMI on a fresh instance, its image's test checks, and
+//! everything removed after; the same launch, connection, journal and lease as a bake.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use super::context::{Bake, Failure};
+use super::ledger::{Journal, State};
+use super::preflight::Preflighted;
+use super::runner::{heartbeat, Run};
+use super::undo::undo_all;
+use super::{BakeError, BakeOptions, FailKind};
+use crate::catalog::model::{ImageName, Target};
+use crate::catalog::Catalog;
+use crate::checks::report::CheckResult;
+use crate::cloud::aws::Regions;
+use crate::cloud::cancel::Cancel;
+use crate::events::{BakeEvent, Events};
+use crate::plan::Planner;
+use crate::remote::ssh::HostKeyPin;
+
+/// `bakery test`: launches a fresh instance from `ami` (version `version` of `image`, in the
+/// target's first region) the way a bake launches its build instance (key pair, /32 group or
+/// SSM, journaled, leased), runs the image's `[test]` checks there, and removes it all. Failing
+/// checks are a `FailKind::Checks` error carrying the results.
+#[allow(clippy::too_many_arguments)]
+pub async fn test_version(
+    project: &Path,
+    catalog: &Catalog,
+    image: &ImageName,
+    version: &semver::Version,
+    ami: &crate::cloud::ImageId,
+    target: &Target,
+    opts: &BakeOptions,
+    events: &Events,
+    cancel: &Cancel,
+) -> Result<Vec<CheckResult>, BakeError> {
+    let bake_id = super::new_bake_id();
+    let journal_path = Journal::path_for(project, &bake_id);
+    let early = |cause: String| BakeError {
+        bake_id: bake_id.clone(),
+        image: image.to_string(),
+        phase: "test",
+        kind: FailKind::Failed,
+        cause,
+        checks: Vec::new(),
+        left_behind: Vec::new(),
+        cleanup_errors: Vec::new(),
+        kept: None,
+        journal: journal_path.clone(),
+        timings: BTreeMap::new(),
+        inputs: Vec::new(),
+    };
+    let img = catalog
+        .images
+        .get(image)
+        .ok_or_else(|| early(format!("unknown image {image}")))?;
+    let mut plan = Planner::new(catalog, target)
+        .plan(image)
+        .map_err(|d| early(d.to_string()))?;
+    let test = plan
+        .test
+        .clone()
+        .ok_or_else(|| early(format!("{image} has no [test] to run")))?;
+    let checks = test.checks;
+    // The instance boots as a consumer's would: with the test's user data, not the build's.
+    plan.user_data = test.user_data;
+    let types = test.instance_types;
+    let region = target
+        .regions
+        .first()
+        .ok_or_else(|| early(format!("target {} has no region", target.name)))?;
+    let aws = opts.fleet.connect(target, region).await;
+    let source = aws
+        .describe_image(ami)
+        .await
+        .map_err(|e| early(e.to_string()))?
+        .ok_or_else(|| early(format!("{ami} does not exist in {region}")))?;
+    let mut journal = Journal::create(project, &bake_id, image.as_str(), &target.name)
+        .map_err(|e| early(format!("journal: {e}")))?;
+    journal.version = Some(version.to_string());
+    // No working directory is made on a tested instance.
+    let mut run = Run::new(Bake {
+        image: img,
+        target,
+        plan,
+        opts,
+        events,
+        cancel: cancel.clone(),
+        aws,
+        journal,
+        bake_id,
+        pin: HostKeyPin::default(),
+        workdir_removed: true,
+        reach: None,
+        phase: "launch",
+        phase_started: Instant::now(),
+        timings: BTreeMap::new(),
+    });
+    let pre = Preflighted {
+        source,
+        parent: None,
+        fingerprint: String::new(),
+        version: version.clone(),
+        known_versions: Default::default(),
+    };
+    let beat = heartbeat(journal_path, target, &opts.fleet, opts.lease);
+    tokio::pin!(beat);
+    let all = async {
+        let outcome = {
+            let c = cancel.clone();
+            tokio::select! {
+                r = run.test_phases(&pre, &types, &checks) => r,
+                () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(run.finish().await),
+            Err(f) => Err(run.fail(f).await),
+        }
+    };
+    tokio::select! {
+        r = all => r,
+        never = &mut beat => match never {},
+    }
+}
+
+impl Run<'_> {
+    /// `bakery test`: launch from the version's AMI, connect, the test checks.
+    async fn test_phases(
+        &mut self,
+        pre: &Preflighted,
+        types: &[String],
+        tests: &[crate::plan::PlannedCheck],
+    ) -> Result<(), Failure> {
+        let Run { b, link, checks } = self;
+        b.emit_phase("launch");
+        let launched = b.launch(pre, types).await?;
+        b.leave();
+        b.emit_phase("connect");
+        link.0 = Some(b.connect(&launched).await?);
+        b.leave();
+        b.emit_phase("test");
+        *checks = b.test_checks(link.get()?, tests).await;
+        b.leave();
+        if b.cancel.is_cancelled() {
+            return Err(Failure {
+                kind: FailKind::Cancelled,
+                cause: "cancelled".into(),
+            });
+        }
+        let prefix = format!(
+            "failed on a fresh instance launched from {}: ",
+            pre.source.id
+        );
+        if let Some(f) = Failure::checks(checks, &prefix, "test checks") {
+            return Err(f);
+        }
+        Ok(())
+    }
+
+    /// The end of a passing `bakery test`: the test instance and what reached it go.
+    async fn finish(mut self) -> Vec<CheckResult> {
+        if let Some(conn) = self.link.0.take() {
+            conn.close().await;
+        }
+        self.emit_phase("cleanup");
+        let cancel = Cancel::new();
+        let mut regions = Regions::in_fleet(self.b.target, &self.b.opts.fleet);
+        let errors = match tokio::time::timeout(
+            self.b.opts.cleanup_timeout,
+            undo_all(
+                &mut regions,
+                &mut self.b.journal,
+                false,
+                self.b.events,
+                &cancel,
+            ),
+        )
+        .await
+        {
+            Ok(e) => e,
+            Err(_) => vec![format!(
+                "cleanup took longer than {}s",
+                self.opts.cleanup_timeout.as_secs()
+            )],
+        };
+        self.leave();
+        let _ = self.journal.set_state(State::Succeeded);
+        for e in &errors {
+            self.warn(format!("cleanup: {e}"));
+        }
+        self.events.emit(BakeEvent::Finished {
+            bake_id: self.bake_id.clone(),
+            image: self.image.name.to_string(),
+            outcome: "tested",
+        });
+        self.checks.clone()
+    }
+}
