@@ -46,6 +46,12 @@ pub enum BakeEvent {
         bake_id: String,
         message: String,
     },
+    /// What a wait is waiting for, each time that changes (an instance finishing its first
+    /// boot, a restart).
+    Waiting {
+        bake_id: String,
+        what: String,
+    },
     /// The last event of a bake: `baked`, `failed`, `checks_failed` or `cancelled`.
     Finished {
         bake_id: String,
@@ -149,6 +155,13 @@ mod tests {
                     message: "m".into(),
                 },
                 r#"{"event":"warning","bake_id":"bk-1","message":"m"}"#,
+            ),
+            (
+                BakeEvent::Waiting {
+                    bake_id: b(),
+                    what: "w".into(),
+                },
+                r#"{"event":"waiting","bake_id":"bk-1","what":"w"}"#,
             ),
             (
                 BakeEvent::Finished {

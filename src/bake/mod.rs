@@ -15,6 +15,7 @@ mod provision;
 mod publish;
 mod runner;
 mod scripts;
+mod settle;
 mod steps;
 pub mod sweep;
 mod test;

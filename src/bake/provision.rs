@@ -9,7 +9,6 @@ use super::steps::StepError;
 use super::FailKind;
 use crate::events::BakeEvent;
 use crate::plan::{PlannedAction, PlannedStep};
-use crate::remote::ssh::Ssh;
 use crate::remote::Conn;
 
 /// A restart waits this long for the new boot unless the step says otherwise.
@@ -195,16 +194,11 @@ impl Bake<'_> {
         let before = self.host(&conn, &workdir).boot_id().await?;
         self.host(&conn, &workdir).request_reboot().await?;
         let started = Instant::now();
-        let ssh_target = match conn {
-            Conn::Ssh(ssh) => {
-                ssh.close().await;
-                Some(l.ssh.clone().ok_or_else(|| Failure::new("no address"))?)
-            }
-            Conn::Ssm(ssm) => {
-                link.0 = Some(Conn::Ssm(ssm));
-                None
-            }
-        };
+        match conn {
+            Conn::Ssh(ssh) => ssh.close().await,
+            // Kept: the cleanup after an interrupted restart still reaches the instance by it.
+            Conn::Ssm(ssm) => link.0 = Some(Conn::Ssm(ssm)),
+        }
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -217,14 +211,7 @@ impl Bake<'_> {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
                 () = self.cancel.cancelled() => return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
             }
-            let conn = match &ssh_target {
-                Some(t) => Conn::Ssh(Ssh::connect(t, &self.pin, left, &self.cancel).await?),
-                None => {
-                    let ssm = self.ssm_conn(&l.instance);
-                    ssm.wait_online(left, &self.cancel).await?;
-                    Conn::Ssm(ssm)
-                }
-            };
+            let conn = self.reach_again(l, left).await?;
             let now = self.host(&conn, &workdir).boot_id().await;
             match now {
                 Ok(id) if id != before && !id.is_empty() => {

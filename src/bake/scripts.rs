@@ -21,6 +21,19 @@ pub(super) fn sh_sha_check(quoted_path: &str, sha: &str) -> String {
     format!("printf '%s  %s\\n' '{sha}' {quoted_path} | sha256sum -c - >/dev/null\n")
 }
 
+/// `Scripts::readiness` on Linux: cloud-init's `status` (`running`, `not started` or `not run`
+/// while it has work left on this boot; `done`, `error`, `degraded` or `disabled` after).
+const LINUX_READINESS: &str = r#"echo "boot=$(cat /proc/sys/kernel/random/boot_id)"
+if command -v cloud-init >/dev/null 2>&1 && [ -d /run/cloud-init ]; then
+  s=$(cloud-init status 2>/dev/null | sed -n 's/^status: *//p' | head -n 1)
+  case "$s" in
+    running|"not started"|"not run") echo "ready=no cloud-init is $s on this boot" ;;
+    *) echo ready=yes ;;
+  esac
+else
+  echo ready=yes
+fi"#;
+
 /// The commands bakery sends for a platform and working directory, without a connection (what
 /// `Host` runs, and what the golden tests pin).
 pub struct Scripts<'a> {
@@ -78,6 +91,17 @@ impl Scripts<'_> {
             powershell::BOOT_ID.to_string()
         } else {
             "cat /proc/sys/kernel/random/boot_id".to_string()
+        }
+    }
+
+    /// Whether a fresh instance has finished its first boot: `boot=<id>`, then `ready=yes`,
+    /// `ready=no <why>` or `ready=failed <why>` (see `settle::parse`). On Linux that is
+    /// cloud-init when it is active on this boot (`/run/cloud-init` exists), on Windows EC2Launch v2.
+    pub fn readiness(&self) -> String {
+        if self.windows() {
+            self.ps(&BTreeMap::new(), powershell::READINESS)
+        } else {
+            LINUX_READINESS.to_string()
         }
     }
 
@@ -242,9 +266,14 @@ pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(Stri
             Err(e) => book.push((label(s), format!("# {e}"))),
         }
     }
-    // The test phase, on a fresh instance: probes in the system's temporary directory.
-    for c in plan.test.iter().flat_map(|t| &t.checks) {
-        book.push((format!("test check {}", c.check.name), temp.probe(c)));
+    // The test phase, on a fresh instance: first boot finished, the probes in the system's
+    // temporary directory, then the boot id again (a restart under the checks voids them).
+    if let Some(t) = &plan.test {
+        book.push(("test: first boot finished".into(), temp.readiness()));
+        for c in &t.checks {
+            book.push((format!("test check {}", c.check.name), temp.probe(c)));
+        }
+        book.push(("test: still the same boot".into(), temp.boot_id()));
     }
     book
 }

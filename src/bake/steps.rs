@@ -434,6 +434,14 @@ impl Host<'_> {
         Ok(out.stdout.trim().to_string())
     }
 
+    /// What the readiness probe printed (see `Scripts::readiness`), without streaming it.
+    pub async fn readiness(&self) -> Result<String, StepError> {
+        let out = self
+            .exec_raw(&self.scripts().readiness(), Duration::from_secs(60), false)
+            .await?;
+        Ok(self.clean(out).stdout)
+    }
+
     /// Asks the instance to reboot a moment after this command returns.
     pub async fn request_reboot(&self) -> Result<(), StepError> {
         self.exec_ok(&self.scripts().request_reboot(), Duration::from_secs(60))

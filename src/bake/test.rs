@@ -4,6 +4,8 @@
 //! same code as verify. A failure fails the bake (exit 3) before anything is distributed or
 //! published, and the AMI goes with the rest of the bake.
 
+use std::time::Instant;
+
 use crate::checks::report::CheckResult;
 use crate::cloud::LaunchSpec;
 use crate::registry::tag;
@@ -39,18 +41,51 @@ impl Tested {
 }
 
 impl Bake<'_> {
-    /// Runs test checks on a fresh instance. Nothing of the bake is there: probes run in the
-    /// system's temporary directory.
+    /// Waits for the fresh instance `fresh` to finish booting, then runs `checks` there
+    /// (nothing of the bake is there: probes run in the system's temporary directory). If the
+    /// instance restarts under the checks (a new boot id after them), it settles again and the
+    /// checks run once more; a second restart fails the phase.
     pub(super) async fn test_checks(
-        &self,
-        conn: &crate::remote::Conn,
+        &mut self,
+        fresh: &Launched,
+        conn: crate::remote::Conn,
         checks: &[crate::plan::PlannedCheck],
-    ) -> Vec<CheckResult> {
+        deadline: Instant,
+    ) -> Result<(crate::remote::Conn, Vec<CheckResult>), Failure> {
         let dir = match self.image.platform {
             Platform::Windows => "C:\\Windows\\Temp",
             Platform::Linux => "/tmp",
         };
-        self.probe_all(&self.host(conn, dir), checks).await
+        let mut conn = conn;
+        let mut restarted = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (c, boot) = self.settle(fresh, conn, dir, left).await?;
+            let results = self.probe_all(&self.host(&c, dir), checks).await;
+            let after = self.host(&c, dir).boot_id().await;
+            match after {
+                Ok(b) if b == boot => return Ok((c, results)),
+                _ if self.cancel.is_cancelled() => return Ok((c, results)),
+                after => {
+                    let now = after
+                        .map_err(|e| e.to_string())
+                        .unwrap_or_else(|e| format!("unknown: {e}"));
+                    if restarted {
+                        c.close().await;
+                        return Err(Failure::new(format!(
+                            "{} restarted during its test checks twice (boot {boot}, then {now})",
+                            fresh.instance
+                        )));
+                    }
+                    self.warn(format!(
+                        "{} restarted during its test checks (boot {boot}, then {now}): running them again once it has settled",
+                        fresh.instance
+                    ));
+                    restarted = true;
+                    conn = c;
+                }
+            }
+        }
     }
 
     pub(super) async fn test(
@@ -76,6 +111,7 @@ impl Bake<'_> {
             ));
             return Ok(Tested::Skipped);
         }
+        let deadline = Instant::now() + test.timeout;
         let region = self.region();
         let mut tags = self.tags();
         tags.insert(
@@ -138,7 +174,9 @@ impl Bake<'_> {
             group: build.group.clone(),
         };
         let conn = self.connect(&fresh).await?;
-        let results = self.test_checks(&conn, &test.checks).await;
+        let (conn, results) = self
+            .test_checks(&fresh, conn, &test.checks, deadline)
+            .await?;
         conn.close().await;
         checks.extend(results.iter().cloned());
         if self.cancel.is_cancelled() {

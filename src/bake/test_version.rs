@@ -67,6 +67,7 @@ pub async fn test_version(
     // The instance boots as a consumer's would: with the test's user data, not the build's.
     plan.user_data = test.user_data;
     let types = test.instance_types;
+    let timeout = test.timeout;
     let region = target
         .regions
         .first()
@@ -111,7 +112,7 @@ pub async fn test_version(
         let outcome = {
             let c = cancel.clone();
             tokio::select! {
-                r = run.test_phases(&pre, &types, &checks) => r,
+                r = run.test_phases(&pre, &types, &checks, timeout) => r,
                 () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
             }
         };
@@ -133,16 +134,20 @@ impl Run<'_> {
         pre: &Preflighted,
         types: &[String],
         tests: &[crate::plan::PlannedCheck],
+        timeout: std::time::Duration,
     ) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
         let Run { b, link, checks } = self;
         b.emit_phase("launch");
         let launched = b.launch(pre, types).await?;
         b.leave();
         b.emit_phase("connect");
-        link.0 = Some(b.connect(&launched).await?);
+        let conn = b.connect(&launched).await?;
         b.leave();
         b.emit_phase("test");
-        *checks = b.test_checks(link.get()?, tests).await;
+        let (conn, results) = b.test_checks(&launched, conn, tests, deadline).await?;
+        link.0 = Some(conn);
+        *checks = results;
         b.leave();
         if b.cancel.is_cancelled() {
             return Err(Failure {

@@ -103,6 +103,7 @@ fn renderer(
             BakeEvent::Created { resource, .. } => Some(format!("    + {resource}")),
             BakeEvent::Removed { resource, .. } => Some(format!("    - {resource}")),
             BakeEvent::Warning { message, .. } => Some(format!("warning: {message}")),
+            BakeEvent::Waiting { what, .. } => Some(format!("    … {what}")),
             BakeEvent::Finished {
                 bake_id,
                 image,
@@ -173,6 +174,7 @@ impl Bars {
             | BakeEvent::Created { bake_id, .. }
             | BakeEvent::Removed { bake_id, .. }
             | BakeEvent::Warning { bake_id, .. }
+            | BakeEvent::Waiting { bake_id, .. }
             | BakeEvent::Finished { bake_id, .. } => bake_id,
             BakeEvent::Phase { .. } => return,
         };
@@ -194,6 +196,9 @@ impl Bars {
                 let tail: String = line.chars().take(80).collect();
                 l.bar
                     .set_message(format!("{}: {} | {tail}", l.phase, l.step));
+            }
+            BakeEvent::Waiting { what, .. } => {
+                l.bar.set_message(format!("{}: {what}", l.phase));
             }
             BakeEvent::Finished { outcome, .. } => {
                 l.bar

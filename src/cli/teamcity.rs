@@ -86,6 +86,9 @@ impl TeamCity {
             BakeEvent::Warning { message, .. } => {
                 out.push(msg("message", &[("text", message), ("status", "WARNING")]))
             }
+            BakeEvent::Waiting { what, .. } => {
+                out.push(format!("##teamcity[progressMessage '{}']", escape(what)))
+            }
             BakeEvent::Finished { bake_id, .. } => {
                 if let Some((img, phase, started)) = self.open.remove(bake_id) {
                     out.push(msg("blockClosed", &[("name", &format!("{img}: {phase}"))]));

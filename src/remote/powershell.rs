@@ -117,6 +117,32 @@ pub fn unwrap(stream: &str) -> String {
 pub const BOOT_ID: &str =
     "(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')";
 
+/// Whether a fresh instance has finished its first boot: its boot id, then `ready=yes`,
+/// `ready=no <why>` or `ready=failed <why>`, from `ec2launch status` (exit 0: the agent ran and
+/// succeeded, 1: it ran and failed, 2: still running, 5: not run since the sysprep reset; the
+/// rest: unknown). Without EC2Launch v2 there is nothing to wait for.
+pub const READINESS: &str = r#"$boot = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
+[Console]::Out.WriteLine("boot=$boot")
+$ec2launch = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'
+if (-not (Test-Path -LiteralPath $ec2launch)) {
+    [Console]::Out.WriteLine('ready=yes')
+    exit 0
+}
+# Windows PowerShell turns a native command's stderr into errors, which 'Stop' would throw.
+$ErrorActionPreference = 'Continue'
+& $ec2launch status 2>&1 | Out-Null
+$code = $LASTEXITCODE
+$ErrorActionPreference = 'Stop'
+$global:LASTEXITCODE = 0
+switch ($code) {
+    0 { [Console]::Out.WriteLine('ready=yes') }
+    1 { [Console]::Out.WriteLine('ready=failed EC2Launch v2 ran its first-boot tasks and reported a failure (see C:\ProgramData\Amazon\EC2Launch\log\agent.log)') }
+    2 { [Console]::Out.WriteLine('ready=no EC2Launch v2 is running its first-boot tasks') }
+    5 { [Console]::Out.WriteLine('ready=no EC2Launch v2 has not started since sysprep') }
+    default { [Console]::Out.WriteLine("ready=no EC2Launch v2 status is unknown (exit $code)") }
+}
+"#;
+
 /// Asks Windows to restart a few seconds after this command returns (so the command's own
 /// result still reaches SSM or SSH).
 pub const REQUEST_REBOOT: &str = "shutdown.exe /r /t 5 /c 'bakery restart' /d p:4:1";

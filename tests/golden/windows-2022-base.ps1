@@ -857,6 +857,44 @@ if ($LASTEXITCODE -ne 0) { throw "EC2Launch sysprep failed with exit code $LASTE
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
+# ==== test: first boot finished
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$boot = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
+[Console]::Out.WriteLine("boot=$boot")
+$ec2launch = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'
+if (-not (Test-Path -LiteralPath $ec2launch)) {
+    [Console]::Out.WriteLine('ready=yes')
+    exit 0
+}
+# Windows PowerShell turns a native command's stderr into errors, which 'Stop' would throw.
+$ErrorActionPreference = 'Continue'
+& $ec2launch status 2>&1 | Out-Null
+$code = $LASTEXITCODE
+$ErrorActionPreference = 'Stop'
+$global:LASTEXITCODE = 0
+switch ($code) {
+    0 { [Console]::Out.WriteLine('ready=yes') }
+    1 { [Console]::Out.WriteLine('ready=failed EC2Launch v2 ran its first-boot tasks and reported a failure (see C:\ProgramData\Amazon\EC2Launch\log\agent.log)') }
+    2 { [Console]::Out.WriteLine('ready=no EC2Launch v2 is running its first-boot tasks') }
+    5 { [Console]::Out.WriteLine('ready=no EC2Launch v2 has not started since sysprep') }
+    default { [Console]::Out.WriteLine("ready=no EC2Launch v2 status is unknown (exit $code)") }
+}
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
 # ==== test check EC2Launch v2 finished its first-boot tasks
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -923,6 +961,8 @@ if (Get-ChildItem -Path C:\Windows\Temp -Filter "bakery-*" -Directory -ErrorActi
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
+# ==== test: still the same boot
+(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
 # ==== step restart-only / restart
 (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
 # ==== step restart-only / restart

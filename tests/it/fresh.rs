@@ -57,6 +57,14 @@ fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing()
         err.contains(&format!("from {ami}")) && err.contains("test instance i-"),
         "{err}"
     );
+    // The fresh instance was asked whether it finished booting (its boot id is in the answer)
+    // before its checks ran.
+    let waited = err
+        .lines()
+        .find(|l| l.contains(r#""event":"waiting""#) && l.contains("booted ("))
+        .unwrap_or_else(|| panic!("no first-boot event: {err}"));
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    assert!(waited.contains(boot.trim()), "{waited}");
     let test_checks: Vec<&serde_json::Value> = art["checks"]
         .as_array()
         .expect("checks")

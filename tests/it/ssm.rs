@@ -359,6 +359,7 @@ fn the_powershell_of_windows_2022_base_is_pinned() {
         "Get-Service -Name 'AmazonSSMAgent'",
         "Get-NetTCPConnection -State Listen -LocalPort 3389",
         "& $ec2launch sysprep --shutdown",
+        "& $ec2launch status 2>&1 | Out-Null",
         "LastBootUpTime",
         "shutdown.exe /r",
     ] {
