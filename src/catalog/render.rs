@@ -45,15 +45,13 @@ impl RenderEnv {
         let mut secrets = BTreeMap::new();
         let mut p = serde_json::Map::new();
         for (k, v) in params {
-            let jv = match v {
-                ParamValue::String(s) => json!(s),
-                ParamValue::Int(i) => json!(i),
-                ParamValue::Bool(b) => json!(b),
-                ParamValue::List(l) => json!(l),
-                ParamValue::Secret(r) => {
+            let jv = match (plain(v), v) {
+                (Some(j), _) => j,
+                (None, ParamValue::Secret(r)) => {
                     secrets.insert(k.clone(), r.clone());
                     json!(secret_lookup(platform, r))
                 }
+                (None, _) => continue,
             };
             p.insert(k.clone(), jv);
         }
@@ -83,6 +81,22 @@ impl RenderEnv {
         if let Some(r) = recipe {
             context.insert("recipe", &json!({ "name": r.as_str() }));
             context.insert("params", &Value::Object(p));
+        } else {
+            // Image-level templates (user data) see the parameters of the recipes the image
+            // uses, `recipes["teamcity-agent"].server_url`, the first use of each; secrets are
+            // left out, since user data is readable by anyone who can describe the instance.
+            let mut recipes = serde_json::Map::new();
+            for u in &image.recipes {
+                let params: serde_json::Map<String, Value> = u
+                    .params
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), plain(v)?)))
+                    .collect();
+                recipes
+                    .entry(u.recipe.as_str().to_string())
+                    .or_insert(Value::Object(params));
+            }
+            context.insert("recipes", &Value::Object(recipes));
         }
         context.insert("workdir", workdir_ref(platform));
         Self {
@@ -316,6 +330,17 @@ fn find_use(text: &str, var: &str) -> Option<(usize, usize)> {
         from = at + var.len();
     }
     fallback
+}
+
+/// A parameter's value as the templates see it; `None` for a secret (a run-time lookup).
+fn plain(v: &ParamValue) -> Option<Value> {
+    Some(match v {
+        ParamValue::String(s) => json!(s),
+        ParamValue::Int(i) => json!(i),
+        ParamValue::Bool(b) => json!(b),
+        ParamValue::List(l) => json!(l),
+        ParamValue::Secret(_) => return None,
+    })
 }
 
 #[cfg(test)]

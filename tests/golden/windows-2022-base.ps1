@@ -841,6 +841,13 @@ if (-not (Test-Path -LiteralPath $ec2launch)) {
     throw "$ec2launch not found: this recipe needs EC2Launch v2 (shipped on Amazon's Windows Server 2022 AMIs)"
 }
 
+# What the test phase compares a fresh instance with: its computer name must differ from this one, and
+# its Administrator password must have been set after this moment.
+$record = Join-Path $env:ProgramData 'bakery'
+New-Item -ItemType Directory -Force -Path $record | Out-Null
+Set-Content -LiteralPath (Join-Path $record 'build-computer-name') -Value $env:COMPUTERNAME -Encoding ASCII
+Set-Content -LiteralPath (Join-Path $record 'generalized-at') -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
+
 # Forget this instance: EC2Launch state, run-once markers and logs, so that the next boot runs every
 # first-boot task (and the instance's user data) again.
 & $ec2launch reset --clean
@@ -895,7 +902,7 @@ switch ($code) {
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
-# ==== test check EC2Launch v2 finished its first-boot tasks
+# ==== test check EC2Launch v2 ran its first-boot tasks and they succeeded
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 $env:BAKERY_WORKDIR = 'C:\Windows\Temp'
@@ -905,12 +912,48 @@ $global:LASTEXITCODE = 0
 [Console]::Out.WriteLine('##bakery-ran##')
 try {
 . {
-$f = 'C:\ProgramData\Amazon\EC2Launch\state\.run-once'
-if (Test-Path -LiteralPath $f) {
-    'exists=1'
-} else {
-    'exists=0'
+$ErrorActionPreference = "Continue"; & (Join-Path $env:ProgramFiles "Amazon\EC2Launch\EC2Launch.exe") status 2>&1; exit $LASTEXITCODE
 }
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== test check a new computer name (sysprep generalised the image)
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$build = (Get-Content -LiteralPath (Join-Path $env:ProgramData 'bakery\build-computer-name') -Raw).Trim()
+if ($build -eq $env:COMPUTERNAME) { Write-Output "still named $build, like the build instance"; exit 1 }
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== test check the Administrator password was set on this instance
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$at = [DateTime]::Parse((Get-Content -LiteralPath (Join-Path $env:ProgramData 'bakery\generalized-at') -Raw).Trim()).ToUniversalTime()
+$set = (Get-LocalUser -Name Administrator).PasswordLastSet
+if ($null -eq $set -or $set.ToUniversalTime() -le $at) { Write-Output "the Administrator password dates from before the image was generalised ($set)"; exit 1 }
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')

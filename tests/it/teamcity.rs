@@ -92,3 +92,47 @@ fn agent_images_leave_identity_to_the_cloud_profile_and_pin_the_server_version()
         "linux images end with cloud-init clean"
     );
 }
+
+/// The test phase of the agent images launches a fresh instance the way a TeamCity EC2 cloud
+/// profile does: its user data names the agent and points it at the server (from the recipe's own
+/// parameters), and the test checks look for exactly that name, the running service and the
+/// pinned build.
+#[test]
+fn agent_images_are_tested_as_a_cloud_profile_launches_them() {
+    for (image, service) in [
+        ("teamcity-agent-windows", "BuildAgent"),
+        ("teamcity-agent-linux", "buildagent"),
+    ] {
+        let p = plan(image);
+        let t = p
+            .test
+            .as_ref()
+            .unwrap_or_else(|| panic!("{image}: no test"));
+        let user_data = t
+            .user_data
+            .as_deref()
+            .unwrap_or_else(|| panic!("{image}: no test user data"));
+        let name = format!("name=bakery-test-{image}");
+        assert!(user_data.contains(&name), "{image}: {user_data}");
+        assert!(
+            user_data.contains("serverUrl=https://teamcity.example.com"),
+            "{image}: {user_data}"
+        );
+        assert!(!user_data.contains("{{"), "rendered: {user_data}");
+        let kinds: Vec<&CheckKind> = t.checks.iter().map(|c| &c.check.kind).collect();
+        assert!(
+            kinds
+                .iter()
+                .any(|k| matches!(k, CheckKind::File { contains: Some(c), .. } if *c == name)),
+            "{image}: {kinds:?}"
+        );
+        assert!(
+            kinds.iter().any(|k| matches!(k, CheckKind::Service { service: s, state: Some(ServiceState::Running), .. } if s == service)),
+            "{image}: {kinds:?}"
+        );
+        assert!(
+            kinds.iter().any(|k| matches!(k, CheckKind::Command { command, .. } if command.contains("bakery.teamcity.version=2025.07"))),
+            "{image}: {kinds:?}"
+        );
+    }
+}

@@ -8,6 +8,13 @@ if (-not (Test-Path -LiteralPath $ec2launch)) {
     throw "$ec2launch not found: this recipe needs EC2Launch v2 (shipped on Amazon's Windows Server 2022 AMIs)"
 }
 
+# What the test phase compares a fresh instance with: its computer name must differ from this one, and
+# its Administrator password must have been set after this moment.
+$record = Join-Path $env:ProgramData 'bakery'
+New-Item -ItemType Directory -Force -Path $record | Out-Null
+Set-Content -LiteralPath (Join-Path $record 'build-computer-name') -Value $env:COMPUTERNAME -Encoding ASCII
+Set-Content -LiteralPath (Join-Path $record 'generalized-at') -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
+
 # Forget this instance: EC2Launch state, run-once markers and logs, so that the next boot runs every
 # first-boot task (and the instance's user data) again.
 & $ec2launch reset --clean
