@@ -31,7 +31,7 @@ use serde::Serialize;
 
 pub use runner::bake;
 pub use scripts::windows_script_book;
-pub use test_version::test_version;
+pub use test_version::{test_version, TestRun};
 pub use undo::cleanup;
 
 use crate::checks::report::CheckResult;

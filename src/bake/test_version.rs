@@ -20,6 +20,16 @@ use crate::events::{BakeEvent, Events};
 use crate::plan::Planner;
 use crate::remote::ssh::HostKeyPin;
 
+/// A passing `bakery test`.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    /// The id its resources were tagged and journaled under.
+    pub bake_id: String,
+    pub checks: Vec<CheckResult>,
+    /// Seconds per phase.
+    pub timings: BTreeMap<String, f64>,
+}
+
 /// `bakery test`: launches a fresh instance from `ami` (version `version` of `image`, in the
 /// target's first region) the way a bake launches its build instance (key pair, /32 group or
 /// SSM, journaled, leased), runs the image's `[test]` checks there, and removes it all. Failing
@@ -35,7 +45,7 @@ pub async fn test_version(
     opts: &BakeOptions,
     events: &Events,
     cancel: &Cancel,
-) -> Result<Vec<CheckResult>, BakeError> {
+) -> Result<TestRun, BakeError> {
     let bake_id = super::new_bake_id();
     let journal_path = Journal::path_for(project, &bake_id);
     let early = |cause: String| BakeError {
@@ -166,7 +176,7 @@ impl Run<'_> {
     }
 
     /// The end of a passing `bakery test`: the test instance and what reached it go.
-    async fn finish(mut self) -> Vec<CheckResult> {
+    async fn finish(mut self) -> TestRun {
         if let Some(conn) = self.link.0.take() {
             conn.close().await;
         }
@@ -201,6 +211,10 @@ impl Run<'_> {
             image: self.image.name.to_string(),
             outcome: "tested",
         });
-        self.checks.clone()
+        TestRun {
+            bake_id: self.bake_id.clone(),
+            checks: self.checks.clone(),
+            timings: self.timings.clone(),
+        }
     }
 }

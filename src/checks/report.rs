@@ -70,33 +70,58 @@ fn xml(s: &str) -> String {
 
 /// JUnit XML: one testsuite per image, one testcase per check.
 pub fn junit(image: &str, results: &[CheckResult]) -> String {
-    let failures = results.iter().filter(|r| !r.passed).count();
-    let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let failures = |rs: &[&CheckResult]| rs.iter().filter(|r| !r.passed).count();
+    let time = |rs: &[&CheckResult]| rs.iter().map(|r| r.duration.as_secs_f64()).sum::<f64>();
+    let all: Vec<&CheckResult> = results.iter().collect();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(&format!(
-        "<testsuites><testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.3}\">\n",
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" time=\"{:.3}\">\n",
         xml(image),
-        results.len()
+        all.len(),
+        failures(&all),
+        time(&all)
     ));
-    for r in results {
-        out.push_str(&format!(
-            "  <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
-            xml(image),
-            xml(&r.origin.replace(' ', "-")),
-            xml(&r.name),
-            r.duration.as_secs_f64()
-        ));
-        if !r.passed {
-            out.push_str(&format!(
-                "<failure message=\"{}\">{}</failure>",
-                xml(&r.detail),
-                xml(&r.detail)
-            ));
+    // Two suites: the build instance's checks (verify) and the fresh instance's (test).
+    let (test, verify): (Vec<&CheckResult>, Vec<&CheckResult>) =
+        results.iter().partition(|r| is_test(&r.origin));
+    for (group, rs) in [("verify", verify), ("test", test)] {
+        if rs.is_empty() && group == "test" {
+            continue;
         }
-        out.push_str("</testcase>\n");
+        out.push_str(&format!(
+            "<testsuite name=\"{} {group}\" tests=\"{}\" failures=\"{}\" errors=\"0\" time=\"{:.3}\">\n",
+            xml(image),
+            rs.len(),
+            failures(&rs),
+            time(&rs)
+        ));
+        for r in rs {
+            out.push_str(&format!(
+                "  <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
+                xml(image),
+                xml(&r.origin.replace(", ", ".").replace(' ', "-")),
+                xml(&r.name),
+                r.duration.as_secs_f64()
+            ));
+            if !r.passed {
+                out.push_str(&format!(
+                    "<failure message=\"{}\">{}</failure>",
+                    xml(&r.detail),
+                    xml(&r.detail)
+                ));
+            }
+            out.push_str("</testcase>\n");
+        }
+        out.push_str("</testsuite>\n");
     }
-    out.push_str("</testsuite></testsuites>\n");
+    out.push_str("</testsuites>\n");
     out
+}
+
+/// A check of the test phase (on a fresh instance), by its origin (`test`, `test, recipe x`),
+/// as opposed to one of verify (on the build instance).
+pub fn is_test(origin: &str) -> bool {
+    origin == "test" || origin.starts_with("test,")
 }
 
 #[cfg(test)]
@@ -125,6 +150,36 @@ mod tests {
         ];
         let x = junit("img", &r);
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+        assert!(
+            !x.contains("img test"),
+            "no test suite without test checks: {x}"
+        );
+        let mut with_test = r.clone();
+        with_test.push(CheckResult {
+            name: "fresh".into(),
+            origin: "test, recipe x".into(),
+            kind: "service".into(),
+            passed: true,
+            detail: "running".into(),
+            duration: Duration::ZERO,
+        });
+        let x = junit("img", &with_test);
+        assert!(
+            x.contains("<testsuites name=\"img\" tests=\"3\" failures=\"1\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<testsuite name=\"img verify\" tests=\"2\" failures=\"1\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<testsuite name=\"img test\" tests=\"1\" failures=\"0\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("classname=\"img.test.recipe-x\" name=\"fresh\""),
+            "{x}"
+        );
         assert!(x.contains("name=\"a&lt;b\""), "{x}");
         assert!(
             x.contains("<failure message=\"missing &quot;x&quot; &amp; y\">"),

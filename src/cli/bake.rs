@@ -723,6 +723,8 @@ pub struct TestArgs<'a> {
     pub spec: &'a str,
     pub target: Option<&'a str>,
     pub junit: Option<&'a Path>,
+    /// `--report DIR`.
+    pub report: Option<&'a Path>,
     pub json: bool,
     /// Revoke the version when a test check fails.
     pub revoke_on_fail: bool,
@@ -764,6 +766,7 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
         false,
     )?;
     let failed = |e: crate::cloud::CloudError| CliError::Failed(e.to_string());
+    let started = std::time::Instant::now();
     let (version, ami, result, revoked) = se.block_on(async {
         let mut reg = Registry::in_fleet(&target, &se.opts.fleet);
         let v = reg.resolve(&image, &req).await.map_err(failed)?;
@@ -804,9 +807,23 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
         Ok::<_, CliError>((v.version, ami, result, revoked))
     })?;
     let checks = match &result {
-        Ok(c) => c.clone(),
+        Ok(t) => t.checks.clone(),
         Err(e) => e.checks.clone(),
     };
+    if let Some(dir) = a.report {
+        let path = se.recorder.write_test(
+            dir,
+            &super::report::TestedVersion {
+                image: &image,
+                version: &version.to_string(),
+                ami: ami.as_str(),
+                revoked: revoked.as_deref(),
+            },
+            &result,
+            started.elapsed().as_secs_f64(),
+        )?;
+        tracing::info!(report = %path.display(), "test report written");
+    }
     if let Some(j) = a.junit {
         write(j, &report::junit(&image, &checks))?;
     }

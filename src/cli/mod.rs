@@ -195,6 +195,10 @@ pub enum Command {
         /// Write the check results as JUnit XML to FILE.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Write <image>.test.json (outcome, version, AMI, timings, resources, checks, any
+        /// revocation) and <image>.test.junit.xml into DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -505,6 +509,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             spec,
             target,
             junit,
+            report,
             json,
             on_fail,
         } => bake::run_test(
@@ -513,6 +518,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 spec,
                 target: target.as_deref(),
                 junit: junit.as_deref(),
+                report: report.as_deref(),
                 json: *json,
                 revoke_on_fail: on_fail.is_some(),
                 log_format: cli.log_format,

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::CliError;
-use crate::bake::{Artifact, BakeError, FailKind};
+use crate::bake::{Artifact, BakeError, FailKind, TestRun};
 use crate::checks::report::{self, CheckResult};
 use crate::events::BakeEvent;
 use crate::plan::FingerprintInput;
@@ -172,6 +172,93 @@ impl Recorder {
         write(
             &dir.join(format!("{image}.junit.xml")),
             &report::junit(image, checks),
+        )?;
+        Ok(path)
+    }
+}
+
+/// Which version `bakery test` tested, for its report.
+pub struct TestedVersion<'a> {
+    pub image: &'a str,
+    pub version: &'a str,
+    pub ami: &'a str,
+    /// The revocation reason, when `--on-fail revoke` revoked the version.
+    pub revoked: Option<&'a str>,
+}
+
+/// The JSON report of one `bakery test`.
+#[derive(Debug, Serialize)]
+struct TestReport<'a> {
+    bake_id: &'a str,
+    image: &'a str,
+    version: &'a str,
+    ami: &'a str,
+    /// `passed`, `checks_failed`, `failed` or `cancelled`.
+    outcome: &'static str,
+    seconds: f64,
+    phase_seconds: &'a BTreeMap<String, f64>,
+    resources: Resources,
+    checks: &'a [CheckResult],
+    warnings: Vec<String>,
+    error: Option<String>,
+    revoked: Option<&'a str>,
+}
+
+impl Recorder {
+    /// Writes `<image>.test.json` and `<image>.test.junit.xml` for one `bakery test` into `dir`.
+    pub fn write_test(
+        &self,
+        dir: &Path,
+        v: &TestedVersion,
+        result: &Result<TestRun, BakeError>,
+        seconds: f64,
+    ) -> Result<PathBuf, CliError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+        let (bake_id, outcome, timings, checks, left_behind, error) = match result {
+            Ok(t) => (
+                &t.bake_id,
+                "passed",
+                &t.timings,
+                &t.checks,
+                Vec::new(),
+                None,
+            ),
+            Err(e) => (
+                &e.bake_id,
+                outcome_of(e.kind),
+                &e.timings,
+                &e.checks,
+                e.left_behind.iter().map(|u| u.to_string()).collect(),
+                Some(format!("{}: {}", e.phase, e.cause)),
+            ),
+        };
+        let t = self.trail(bake_id);
+        let report = TestReport {
+            bake_id,
+            image: v.image,
+            version: v.version,
+            ami: v.ami,
+            outcome,
+            seconds,
+            phase_seconds: timings,
+            resources: Resources {
+                created: t.created,
+                removed: t.removed,
+                left_behind,
+            },
+            checks,
+            warnings: t.warnings,
+            error,
+            revoked: v.revoked,
+        };
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::Failed(format!("report: {e}")))?;
+        let path = dir.join(format!("{}.test.json", v.image));
+        write(&path, &json)?;
+        write(
+            &dir.join(format!("{}.test.junit.xml", v.image)),
+            &report::junit(v.image, checks),
         )?;
         Ok(path)
     }

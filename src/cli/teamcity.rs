@@ -72,7 +72,12 @@ impl TeamCity {
                     .get(bake_id)
                     .map(|o| o.0.clone())
                     .unwrap_or_default();
-                let name = format!("{image}: {}", result.name);
+                // The fresh instance's checks as their own group.
+                let name = if crate::checks::report::is_test(&result.origin) {
+                    format!("{image}: test: {}", result.name)
+                } else {
+                    format!("{image}: {}", result.name)
+                };
                 out.push(msg("testStarted", &[("name", &name)]));
                 if !result.passed {
                     out.push(msg(

@@ -178,6 +178,7 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
 
     // Passing, in production: a fresh instance from what @latest names now, then nothing left.
     let junit = sb.project.path().join("test.xml");
+    let reports = sb.project.path().join("reports");
     let out = sb.bakery(&[
         "test",
         "sandbox-demo@latest",
@@ -186,6 +187,8 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
         "--json",
         "--junit",
         junit.to_str().expect("path"),
+        "--report",
+        reports.to_str().expect("path"),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -195,6 +198,24 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
     assert_eq!(r["checks"].as_array().map(Vec::len), Some(1), "{r:#}");
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"sandbox-demo test\""),
+        "{xml}"
+    );
+    let report = read_json(&reports.join("sandbox-demo.test.json"));
+    assert_eq!(report["outcome"], "passed", "{report:#}");
+    assert_eq!(report["version"], "0.1.0");
+    assert_eq!(report["ami"], ami.as_str());
+    assert_eq!(report["checks"][0]["passed"], true, "{report:#}");
+    assert!(report["phase_seconds"]["test"].is_number(), "{report:#}");
+    let created = report["resources"]["created"].as_array().expect("created");
+    assert!(
+        created
+            .iter()
+            .any(|c| c.as_str().is_some_and(|c| c.starts_with("instance i-"))),
+        "{report:#}"
+    );
+    assert!(reports.join("sandbox-demo.test.junit.xml").exists());
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 
     // The image's test now fails (what a broken agent looks like): exit 3, and --on-fail
@@ -214,9 +235,25 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
         "sandbox",
         "--on-fail",
         "revoke",
+        "--report",
+        reports.to_str().expect("path"),
     ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
+    let report = read_json(&reports.join("sandbox-demo.test.json"));
+    assert_eq!(report["outcome"], "checks_failed", "{report:#}");
+    assert_eq!(report["checks"][0]["passed"], false, "{report:#}");
+    assert!(
+        report["revoked"]
+            .as_str()
+            .is_some_and(|r| r.contains("failed on a fresh instance")),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["resources"]["left_behind"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
     assert!(
         err.contains(&format!("failed on a fresh instance launched from {ami}")),
         "{err}"
@@ -247,4 +284,9 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
         "{}",
         text(&out.stderr)
     );
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
