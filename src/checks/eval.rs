@@ -107,12 +107,19 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
         CheckKind::Service {
             state, start_mode, ..
         } => {
-            let (Some(active), Some(enabled)) = (field(stdout, "active"), field(stdout, "enabled"))
-            else {
+            let (Some(load), Some(active), Some(enabled)) = (
+                field(stdout, "load"),
+                field(stdout, "active"),
+                field(stdout, "enabled"),
+            ) else {
                 return fail("no output to evaluate");
             };
-            if active.is_empty() && enabled.is_empty() {
+            // A unit that does not exist is "inactive": without this, `stopped` would pass.
+            if load == "not-found" || (active.is_empty() && enabled.is_empty()) {
                 return fail("no such service");
+            }
+            if load.is_empty() {
+                return fail("systemd did not say whether the unit exists");
             }
             if let Some(s) = state {
                 let running = active == "active";
@@ -129,11 +136,10 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             if let Some(m) = start_mode {
                 // systemd: enabled = starts at boot, disabled = starts only on demand, masked =
-                // cannot start.
+                // cannot start. `static` (no [Install] section) and `indirect` start only when
+                // something else pulls them in, so they do not count as starting at boot.
                 let got = match enabled {
-                    "enabled" | "enabled-runtime" | "static" | "alias" | "generated" => {
-                        StartMode::Auto
-                    }
+                    "enabled" | "enabled-runtime" | "alias" | "generated" => StartMode::Auto,
                     "masked" | "masked-runtime" => StartMode::Disabled,
                     _ => StartMode::Manual,
                 };
@@ -168,10 +174,12 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             }
             match (open, *listening) {
                 (true, true) => pass(format!("port {port} is listening")),
-                (false, false) => pass(format!(
-                    "nothing listens on {port}{}",
-                    if saw { "" } else { " (no listening sockets)" }
+                // A probe that saw no listening socket at all saw nothing (a failed `ss`, no
+                // access to the tables): it cannot show that the port is closed.
+                (false, false) if !saw => fail(format!(
+                    "the probe saw no listening sockets at all, so it cannot tell whether {port} is closed"
                 )),
+                (false, false) => pass(format!("nothing listens on {port}")),
                 (true, false) => fail(format!("port {port} is listening, expected closed")),
                 (false, true) => fail(format!("nothing listens on {port}")),
             }
@@ -206,6 +214,10 @@ pub fn evaluate(kind: &CheckKind, exit_code: i32, stdout: &str) -> Outcome {
             let Some(found) = field(stdout, "installed") else {
                 return fail("no output to evaluate");
             };
+            // Linux: with no package manager to ask, "not installed" means nothing.
+            if field(stdout, "manager") == Some("none") {
+                return fail("no package manager (rpm or dpkg) to ask");
+            }
             let found = found == "1";
             match (*installed, found) {
                 (false, false) => return pass("not installed"),
@@ -356,28 +368,76 @@ mod tests {
             (
                 svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
                 0,
-                "active=inactive\nenabled=enabled\n",
+                "load=loaded\nactive=inactive\nenabled=enabled\n",
                 true,
             ),
             (
                 svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
                 0,
-                "active=active\nenabled=enabled\n",
+                "load=loaded\nactive=active\nenabled=enabled\n",
                 false,
             ),
             (
                 svc(Some(ServiceState::Stopped), Some(StartMode::Auto)),
                 0,
-                "active=inactive\nenabled=disabled\n",
+                "load=loaded\nactive=inactive\nenabled=disabled\n",
                 false,
             ),
             (
                 svc(Some(ServiceState::Running), None),
                 0,
-                "active=\nenabled=\n",
+                "load=not-found\nactive=inactive\nenabled=\n",
                 false,
             ),
             (svc(Some(ServiceState::Running), None), 0, "", false),
+            // Stopped, of a service that does not exist: systemd says "inactive" for it.
+            (
+                svc(Some(ServiceState::Stopped), None),
+                0,
+                "load=not-found\nactive=inactive\nenabled=\n",
+                false,
+            ),
+            // Output without LoadState (an older probe) proves nothing.
+            (
+                svc(Some(ServiceState::Stopped), None),
+                0,
+                "active=inactive\nenabled=disabled\n",
+                false,
+            ),
+            // A static unit is not started at boot.
+            (
+                svc(None, Some(StartMode::Auto)),
+                0,
+                "load=loaded\nactive=inactive\nenabled=static\n",
+                false,
+            ),
+            (
+                svc(None, Some(StartMode::Manual)),
+                0,
+                "load=loaded\nactive=inactive\nenabled=static\n",
+                true,
+            ),
+            // Closed, when the probe saw no socket at all: unknown, not closed.
+            (
+                CheckKind::Port {
+                    port: 9090,
+                    listening: false,
+                },
+                0,
+                "probe=port\n",
+                false,
+            ),
+            // Not installed, where there is no package manager to ask.
+            (
+                CheckKind::Package {
+                    package: "git".into(),
+                    installed: false,
+                    version: None,
+                },
+                0,
+                "manager=none\ninstalled=0\n",
+                false,
+            ),
             (
                 CheckKind::Port {
                     port: 22,
@@ -497,6 +557,10 @@ mod tests {
             port: 3389,
             listening: true,
         };
+        let closed = CheckKind::Port {
+            port: 9090,
+            listening: false,
+        };
         let hotfix = CheckKind::Hotfix {
             hotfix: "KB5030216".into(),
             installed: true,
@@ -542,7 +606,20 @@ mod tests {
                 true,
                 "listening",
             ),
-            (&port, "probe=port\n", false, "nothing listens"),
+            (
+                &port,
+                "probe=port\nss=0.0.0.0:135\n",
+                false,
+                "nothing listens",
+            ),
+            // Closed: the probe lists every listening socket, so seeing none proves nothing.
+            (
+                &closed,
+                "probe=port\nss=0.0.0.0:135\n",
+                true,
+                "nothing listens on 9090",
+            ),
+            (&closed, "probe=port\n", false, "cannot tell"),
             (&port, "", false, "no output to evaluate"),
             (&hotfix, "installed=1\n", true, "installed"),
             (&hotfix, "installed=0\n", false, "not installed"),

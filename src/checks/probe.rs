@@ -29,7 +29,8 @@ pub fn linux(kind: &CheckKind) -> String {
         }
         CheckKind::Service { service, .. } => {
             let q = sh_quote(service);
-            format!("echo \"active=$(systemctl is-active {q} 2>/dev/null)\"; echo \"enabled=$(systemctl is-enabled {q} 2>/dev/null)\"")
+            // LoadState tells a unit that does not exist (`not-found`) from one that is stopped.
+            format!("echo \"load=$(systemctl show -p LoadState --value {q} 2>/dev/null)\"; echo \"active=$(systemctl is-active {q} 2>/dev/null)\"; echo \"enabled=$(systemctl is-enabled {q} 2>/dev/null)\"")
         }
         CheckKind::Port { .. } => {
             // Listening TCP sockets; ss when present, the kernel tables otherwise.
@@ -42,7 +43,8 @@ pub fn linux(kind: &CheckKind) -> String {
         CheckKind::Package { package, .. } => {
             let q = sh_quote(package);
             format!(
-                "if command -v rpm >/dev/null 2>&1 && v=$(rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {q} 2>/dev/null); then echo installed=1; echo \"version=$v\"; \
+                "if command -v rpm >/dev/null 2>&1; then echo manager=rpm; elif command -v dpkg-query >/dev/null 2>&1; then echo manager=dpkg; else echo manager=none; fi; \
+if command -v rpm >/dev/null 2>&1 && v=$(rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {q} 2>/dev/null); then echo installed=1; echo \"version=$v\"; \
 elif command -v dpkg-query >/dev/null 2>&1 && v=$(dpkg-query -W -f='${{Status}} ${{Version}}' {q} 2>/dev/null) && [ \"${{v#install ok installed}}\" != \"$v\" ]; then echo installed=1; echo \"version=${{v#install ok installed }}\"; \
 else echo installed=0; fi"
             )
@@ -90,9 +92,9 @@ if ($null -eq $s) {{ 'status=missing' }} else {{\n\
 }}\n",
             ps_quote(service)
         ),
-        CheckKind::Port { port, .. } => format!(
-            "'probe=port'\nGet-NetTCPConnection -State Listen -LocalPort {port} -ErrorAction SilentlyContinue | ForEach-Object {{ 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }}\n"
-        ),
+        // Every listening socket, not only the port's: a probe that saw none at all cannot tell
+        // that the port is closed.
+        CheckKind::Port { .. } => "'probe=port'\nGet-NetTCPConnection -State Listen -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }\n".to_string(),
         CheckKind::Http { url, .. } => format!(
             "try {{\n\
     $r = Invoke-WebRequest -UseBasicParsing -TimeoutSec 30 -Uri {}\n\
@@ -107,7 +109,8 @@ if ($null -eq $s) {{ 'status=missing' }} else {{\n\
         CheckKind::Package { package, .. } => format!(
             "$name = {}\n\
 $keys = 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*', 'HKLM:\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*'\n\
-$hit = Get-ItemProperty -Path $keys -ErrorAction SilentlyContinue | Where-Object {{ $_.PSObject.Properties['DisplayName'] -and $_.DisplayName -like \"$name*\" }} | Select-Object -First 1\n\
+$like = [Management.Automation.WildcardPattern]::Escape($name) + ' *'\n\
+$hit = Get-ItemProperty -Path $keys -ErrorAction SilentlyContinue | Where-Object {{ $_.PSObject.Properties['DisplayName'] -and ($_.DisplayName -eq $name -or $_.DisplayName -like $like) }} | Select-Object -First 1\n\
 if ($hit) {{ 'installed=1'; 'version=' + $hit.DisplayVersion }}\n\
 elseif ((Get-Command choco -ErrorAction SilentlyContinue) -and ($c = choco list --exact $name --limit-output | Select-Object -First 1)) {{ 'installed=1'; 'version=' + ($c -split '\\|')[1] }}\n\
 else {{ 'installed=0' }}\n",
@@ -155,5 +158,39 @@ mod tests {
         assert!(p.starts_with("f=\"$BAKERY_WORKDIR\"'/etc/motd'; "), "{p}");
         assert!(p.contains(r"grep -qF -- 'it'\''s' "), "{p}");
         assert!(p.contains("stat -c %a"), "{p}");
+    }
+
+    /// `git` must not match `github-cli`: the Windows package probe compares the whole display
+    /// name, or the name followed by a space (`7-Zip 24.08 (x64)`), with wildcards escaped.
+    #[test]
+    fn windows_package_probe_matches_whole_names() {
+        let p = windows(&CheckKind::Package {
+            package: "git".into(),
+            installed: true,
+            version: None,
+        });
+        assert!(!p.contains("\"$name*\""), "{p}");
+        assert!(
+            p.contains("$_.DisplayName -eq $name -or $_.DisplayName -like $like"),
+            "{p}"
+        );
+        assert!(
+            p.contains("[Management.Automation.WildcardPattern]::Escape($name) + ' *'"),
+            "{p}"
+        );
+    }
+
+    /// A service that does not exist must not look stopped: the probe asks for its LoadState.
+    #[test]
+    fn linux_service_probe_asks_whether_the_unit_exists() {
+        let p = linux(&CheckKind::Service {
+            service: "buildagent".into(),
+            state: None,
+            start_mode: None,
+        });
+        assert!(
+            p.contains("systemctl show -p LoadState --value 'buildagent'"),
+            "{p}"
+        );
     }
 }

@@ -92,8 +92,9 @@ pub struct Ssh {
 }
 
 impl Ssh {
-    /// Connects and authenticates, retrying (bounded, jittered) until sshd answers. A changed
-    /// host key or a refused key is not retried.
+    /// Connects and authenticates, retrying (bounded, jittered) until sshd answers and accepts
+    /// the key, within `timeout`. A changed host key is not retried; a refused key is, since an
+    /// instance's sshd runs before its key is in place, and is the error when time runs out.
     pub async fn connect(
         target: &SshTarget,
         pin: &HostKeyPin,
@@ -108,22 +109,37 @@ impl Ssh {
             .without_max_times()
             .build();
         let addr = target.addr();
+        let mut said = String::new();
         loop {
             let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, Self::attempt(target, pin));
-            let last = tokio::select! {
+            let (last, refused) = tokio::select! {
                 r = attempt => match r {
                     Ok(Ok(ssh)) => return Ok(ssh),
-                    Ok(Err(e @ (RemoteError::HostKeyChanged { .. } | RemoteError::Auth { .. }))) => return Err(e),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "connection attempt timed out".to_string(),
+                    Ok(Err(e @ RemoteError::HostKeyChanged { .. })) => return Err(e),
+                    // A refused key is normal while an instance boots: sshd starts before
+                    // cloud-init (or the Windows user data) has put the key in place.
+                    Ok(Err(e @ RemoteError::Auth { .. })) => (e.to_string(), Some(e)),
+                    Ok(Err(e)) => (e.to_string(), None),
+                    Err(_) => ("connection attempt timed out".to_string(), None),
                 },
                 () = cancel.cancelled() => return Err(RemoteError::Cancelled),
             };
             let waited = started.elapsed();
             if waited >= timeout {
-                return Err(RemoteError::Connect { addr, last, waited });
+                return Err(match refused {
+                    Some(e) => e,
+                    None => RemoteError::Connect { addr, last, waited },
+                });
             }
-            tracing::debug!(addr = %addr, error = %last, "ssh not ready, retrying");
+            if last != said {
+                let waiting_for = if refused.is_some() {
+                    "the instance to accept the bake's key"
+                } else {
+                    "sshd to answer"
+                };
+                tracing::info!(addr = %addr, waiting_for, last = %last, "ssh not ready, retrying");
+                said = last;
+            }
             let d = delays
                 .next()
                 .unwrap_or(Duration::from_secs(5))

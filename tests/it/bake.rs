@@ -611,3 +611,74 @@ fn teamcity_gets_service_messages() {
     );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+/// The Linux probes run for real on the sandbox's build host, and none passes by accident: a
+/// service that does not exist is not "stopped", a package name is not a prefix, a closed port is
+/// closed only when the probe saw the host's listening sockets.
+#[test]
+fn probes_run_for_real_and_do_not_pass_by_accident() {
+    let sb = Sandbox::start();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let checks = format!(
+        "\n[[check]]\nname = \"sshd listens\"\nport = {ssh}\n\
+\n[[check]]\nname = \"nothing on a free port\"\nport = {free}\nlistening = false\n\
+\n[[check]]\nname = \"bash is installed\"\npackage = \"bash\"\n\
+\n[[check]]\nname = \"bas is not a package\"\npackage = \"bas\"\ninstalled = false\n\
+\n[[check]]\nname = \"a service that does not exist is not stopped\"\nservice = \"bakery-no-such-unit\"\nstate = \"stopped\"\n",
+        ssh = sb.ssh_port,
+        free = free_port(),
+    );
+    let img = demo.replace("name = \"sandbox-demo\"", "name = \"probes\"") + &checks;
+    sb.project.write("images/probes.toml", &img);
+    let reports = sb.project.path().join("reports");
+    let out = sb.bakery(&[
+        "bake",
+        "probes",
+        "--target",
+        "sandbox",
+        "--skip-test",
+        "--report",
+        reports.to_str().expect("path"),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("probes.json")).expect("report"),
+    )
+    .expect("json");
+    let result = |name: &str| {
+        report["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {report:#}"))
+            .clone()
+    };
+    for passing in [
+        "sshd listens",
+        "nothing on a free port",
+        "bash is installed",
+        "bas is not a package",
+    ] {
+        assert_eq!(result(passing)["passed"], true, "{passing}: {report:#}");
+    }
+    let svc = result("a service that does not exist is not stopped");
+    assert_eq!(svc["passed"], false, "{svc:#}");
+    assert!(
+        svc["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no such service") || d.contains("did not say")),
+        "{svc:#}"
+    );
+    assert!(registered(&sb, "probes").is_empty());
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
