@@ -34,8 +34,16 @@ pub struct Pin {
 
 fn read(project: &Path) -> Result<LockFile, CliError> {
     let path = project.join(LOCK_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CliError::usage(format!(
+                "{} does not exist: write it with one [[image]] per pin (name and requirement, see the README's \"Pinning an image\"), then run bakery lock",
+                path.display()
+            ))
+        } else {
+            CliError::Failed(format!("cannot read {}: {e}", path.display()))
+        }
+    })?;
     let lock: LockFile = toml::from_str(&text).map_err(|e| {
         CliError::Invalid(crate::catalog::diag::Diagnostics(vec![
             crate::catalog::diag::Diagnostic::file(
@@ -46,9 +54,9 @@ fn read(project: &Path) -> Result<LockFile, CliError> {
         ]))
     })?;
     for p in &lock.image {
-        values::image_name(&p.name).map_err(|e| CliError::Failed(format!("{LOCK_FILE}: {e}")))?;
+        values::image_name(&p.name).map_err(|e| CliError::usage(format!("{LOCK_FILE}: {e}")))?;
         values::parent_req(&p.requirement)
-            .map_err(|e| CliError::Failed(format!("{LOCK_FILE}: {}: {e}", p.name)))?;
+            .map_err(|e| CliError::usage(format!("{LOCK_FILE}: {}: {e}", p.name)))?;
     }
     Ok(lock)
 }

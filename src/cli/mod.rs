@@ -90,8 +90,8 @@ pub enum Command {
         /// Exit 10 when something needs baking, 0 when nothing does (for schedules and CI).
         #[arg(long, conflicts_with = "offline")]
         exit_code: bool,
-        /// List every input of this image's fingerprint with its own hash.
-        #[arg(long, value_name = "IMAGE")]
+        /// List every input of this image's fingerprint with its own hash (with --offline).
+        #[arg(long, value_name = "IMAGE", requires = "offline")]
         explain: Option<String>,
         #[arg(long)]
         target: Option<String>,
@@ -115,8 +115,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         /// Bakes at once when baking many.
-        #[arg(long, default_value_t = 4)]
-        jobs: usize,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
         /// On failure: remove everything (cleanup) or keep the instance for debugging (keep).
         #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
         on_error: OnErrorArg,
@@ -373,6 +373,12 @@ impl From<Diagnostics> for CliError {
 }
 
 impl CliError {
+    /// A mistake on the command line (or in a file the user wrote that is not part of the
+    /// catalog): exit 2, with a message that says what to do.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::Exit(EXIT_INVALID, message.into())
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Invalid(_) => EXIT_INVALID,
@@ -423,13 +429,13 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             json,
         } if *changed || *all || images.len() != 1 => {
             if manifest.is_some() || junit.is_some() {
-                return Err(CliError::Failed(
-                    "--manifest and --junit are for a single bake".into(),
+                return Err(CliError::usage(
+                    "--manifest and --junit are for a single bake: name one image, or use --report DIR, which writes a report and JUnit file per image",
                 ));
             }
             if images.is_empty() && !*changed && !*all {
-                return Err(CliError::Failed(
-                    "name an image, or use --changed or --all".into(),
+                return Err(CliError::usage(
+                    "name the image to bake (`bakery bake sandbox-demo --target T`), or use --changed or --all",
                 ));
             }
             bake::run_many(
@@ -438,7 +444,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     images,
                     changed: *changed,
                     all: *all,
-                    jobs: *jobs,
+                    jobs: usize::from(*jobs),
                     target,
                     on_error: on_error_of(*on_error),
                     lease: *lease,
@@ -605,8 +611,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
 /// Loads the catalog, or the diagnostics as an invalid-input error.
 fn load(project: &std::path::Path) -> Result<crate::catalog::Catalog, CliError> {
     if !project.is_dir() {
-        return Err(CliError::Failed(format!(
-            "{} is not a directory",
+        return Err(CliError::usage(format!(
+            "{} is not a directory: run bakery in a project (images/, recipes/, bakery.toml) or pass --project DIR",
             project.display()
         )));
     }

@@ -23,6 +23,11 @@ fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
 }
 
+/// What the user typed is wrong: exit 2.
+fn invalid(e: impl std::fmt::Display) -> CliError {
+    CliError::usage(e.to_string())
+}
+
 /// The target: the named one, or the only one in bakery.toml.
 pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a Target, CliError> {
     match name {
@@ -30,7 +35,7 @@ pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a T
         None if catalog.targets.len() == 1 => {
             Ok(catalog.targets.values().next().expect("one target"))
         }
-        None => Err(fail(format!(
+        None => Err(invalid(format!(
             "name a target with --target (bakery.toml has: {})",
             catalog
                 .targets
@@ -45,26 +50,36 @@ pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a T
 /// `image@req` from the command line.
 pub(super) fn image_req(s: &str) -> Result<(String, ParentReq), CliError> {
     let (image, req) = s.split_once('@').ok_or_else(|| {
-        fail(format!(
+        invalid(format!(
             "`{s}`: write image@requirement, e.g. teamcity-agent-windows@^1.4 or @stable"
         ))
     })?;
-    values::image_name(image).map_err(fail)?;
-    Ok((image.to_string(), values::parent_req(req).map_err(fail)?))
+    values::image_name(image).map_err(|e| invalid(format!("`{s}`: {e}")))?;
+    Ok((
+        image.to_string(),
+        values::parent_req(req).map_err(|e| {
+            invalid(format!(
+                "`{s}`: {e}; write a semver requirement (^1.4, ~1.4.2, =1.4.3), latest, or a channel"
+            ))
+        })?,
+    ))
 }
 
 /// `image@version` (exact) from the command line.
 fn image_version(s: &str) -> Result<(String, Version), CliError> {
     let (image, v) = s.split_once('@').ok_or_else(|| {
-        fail(format!(
+        invalid(format!(
             "`{s}`: write image@version, e.g. sandbox-demo@0.1.2"
         ))
     })?;
-    values::image_name(image).map_err(fail)?;
+    values::image_name(image).map_err(|e| invalid(format!("`{s}`: {e}")))?;
     Ok((
         image.to_string(),
-        Version::parse(v.trim_start_matches('='))
-            .map_err(|e| fail(format!("`{v}` is not a version: {e}")))?,
+        Version::parse(v.trim_start_matches('=')).map_err(|e| {
+            invalid(format!(
+                "`{v}` is not a version: {e}; write an exact version, e.g. sandbox-demo@0.1.2"
+            ))
+        })?,
     ))
 }
 
@@ -190,7 +205,7 @@ pub fn promote(
     target: Option<&str>,
 ) -> Result<(), CliError> {
     let (image, version) = image_version(spec)?;
-    values::channel(channel).map_err(fail)?;
+    values::channel(channel).map_err(invalid)?;
     let catalog = load(project)?;
     let target = pick_target(&catalog, target)?;
     rt()?.block_on(async {
@@ -219,6 +234,8 @@ pub fn rollback(
     channel: &str,
     target: Option<&str>,
 ) -> Result<(), CliError> {
+    values::image_name(image).map_err(invalid)?;
+    values::channel(channel).map_err(invalid)?;
     let catalog = load(project)?;
     let target = pick_target(&catalog, target)?;
     rt()?.block_on(async {
@@ -274,7 +291,9 @@ pub fn revoke(
 ) -> Result<(), CliError> {
     let (image, version) = image_version(spec)?;
     if reason.trim().is_empty() {
-        return Err(fail("--reason must say why the version is revoked"));
+        return Err(invalid(
+            "--reason must say why the version is revoked (consumers see it when they are refused)",
+        ));
     }
     let catalog = load(project)?;
     let target = pick_target(&catalog, target)?;
@@ -327,7 +346,15 @@ pub fn prune_cmd(
     target: Option<&str>,
     json_out: bool,
 ) -> Result<(), CliError> {
-    let older = older_than.map(values::duration).transpose().map_err(fail)?;
+    let older = older_than
+        .map(values::duration)
+        .transpose()
+        .map_err(|e| invalid(format!("--older-than: {e}")))?;
+    if keep == 0 {
+        return Err(invalid(
+            "--keep must be at least 1: the newest version always stays (revoke it to stop its use)",
+        ));
+    }
     let catalog = load(project)?;
     let target = pick_target(&catalog, target)?;
     rt()?.block_on(async {

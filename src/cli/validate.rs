@@ -12,8 +12,8 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
     let mut roots: Vec<PathBuf> = Vec::new();
     if paths.is_empty() {
         if !project.is_dir() {
-            return Err(CliError::Failed(format!(
-                "{} is not a directory",
+            return Err(CliError::usage(format!(
+                "{} is not a directory: run bakery in a project (images/, recipes/, bakery.toml) or pass --project DIR",
                 project.display()
             )));
         }
@@ -21,7 +21,7 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
     }
     for p in paths {
         let root = project_of(p).ok_or_else(|| {
-            CliError::Failed(format!(
+            CliError::usage(format!(
                 "{} is not in a bakery project (no images/, recipes/ or bakery.toml above it)",
                 p.display()
             ))

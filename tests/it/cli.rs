@@ -260,3 +260,81 @@ fn help_has_examples() {
         );
     }
 }
+
+/// Every mistake on the command line exits 2 with what to do, before any AWS call.
+#[test]
+fn command_line_mistakes_exit_2_with_what_to_do_and_no_network() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let p = Project::fixture();
+    p.write(
+        "bakery.toml",
+        &crate::support::fixtures::BAKERY_TOML.replace("http://127.0.0.1:5000", &endpoint),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["bake", "base", "base", "--manifest", "m.json"],
+            "name one image, or use --report DIR",
+        ),
+        (&["bake", "--junit", "j.xml", "--all"], "for a single bake"),
+        (&["bake"], "name the image to bake"),
+        (&["bake", "base", "--jobs", "0"], "--jobs"),
+        (&["gc", "--older-than", "5x"], "is not a duration"),
+        (
+            &["prune", "base", "--keep", "1", "--older-than", "5x"],
+            "--older-than: `5x` is not a duration",
+        ),
+        (
+            &["prune", "base", "--keep", "0"],
+            "--keep must be at least 1",
+        ),
+        (&["resolve", "base"], "write image@requirement"),
+        (&["resolve", "base@^^1"], "write a semver requirement"),
+        (&["resolve", "Bad_Name@^1"], "`Bad_Name@^1`"),
+        (&["test", "base"], "write image@requirement"),
+        (
+            &["revoke", "base@x", "--reason", "r"],
+            "write an exact version",
+        ),
+        (
+            &["revoke", "base@1.0.0", "--reason", " "],
+            "--reason must say why",
+        ),
+        (
+            &["promote", "base@1.0.0", "Bad Channel"],
+            "is not a channel name",
+        ),
+        (
+            &["rollback", "base", "Bad Channel"],
+            "is not a channel name",
+        ),
+        (&["plan", "--explain", "base"], "--offline"),
+        (&["lock"], "bakery.lock.toml does not exist"),
+        (&["outdated"], "bakery.lock.toml does not exist"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(*args)
+            .args(["--target", "sandbox", "--project"])
+            .arg(p.path())
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .current_dir(p.path())
+            .output()
+            .expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .args(["--project", "/nonexistent/bakery", "validate"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not a directory"));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        listener.accept().is_err(),
+        "bakery connected to the AWS endpoint on a command-line mistake"
+    );
+}
