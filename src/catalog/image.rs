@@ -491,6 +491,10 @@ fn user_data(cx: &mut Ctx, root: &Path, path: &DocPath, rel: &str) -> Option<Tem
         return None;
     }
     let file = PathBuf::from("images").join(rel);
+    if let Err(e) = super::recipe::no_links(root, &file) {
+        cx.err(path, ErrorKind::InvalidValue, e);
+        return None;
+    }
     if !root.join(&file).is_file() {
         let d = cx
             .doc

@@ -128,6 +128,10 @@ impl Ctx<'_> {
             }
         };
         let file = self.dir.join(&rel_path);
+        if let Err(e) = no_links(self.root, &file) {
+            self.err(path, ErrorKind::InvalidValue, e);
+            return None;
+        }
         let plain = plain_kind(&self.root.join(&file)) == Some(false);
         let read = if plain {
             std::fs::read(self.root.join(&file))
@@ -638,6 +642,10 @@ fn recipe_files(
             return None;
         }
     };
+    if let Err(e) = no_links(cx.root, &cx.dir.join(&rel_path)) {
+        cx.err(path, ErrorKind::InvalidValue, e);
+        return None;
+    }
     let base = cx.root.join(cx.dir).join(&rel_path);
     let Some(is_dir) = plain_kind(&base) else {
         let d = cx
@@ -738,6 +746,39 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>, odd: &mut Ve
             _ => odd.push(rel),
         }
     }
+}
+
+/// Fails when a path on the way from `root` to `root/rel` (the folders, `rel` itself) is a
+/// symbolic link or a special file: a link anywhere could pull a file from outside the catalog
+/// (credentials on the baking host, say) into an image. A missing path is left to the caller.
+pub fn no_links(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut cur = root.to_path_buf();
+    let mut shown = PathBuf::new();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        cur.push(c);
+        shown.push(c);
+        let Ok(m) = std::fs::symlink_metadata(&cur) else {
+            return Ok(());
+        };
+        let last = i + 1 == parts.len();
+        if m.file_type().is_symlink() {
+            return Err(format!(
+                "`{}` is a symbolic link: only plain files and folders inside the project are used; copy what it points to in instead",
+                shown.display()
+            ));
+        }
+        if !last && !m.is_dir() {
+            return Err(format!("`{}` is not a folder", shown.display()));
+        }
+        if last && !m.is_dir() && !m.is_file() {
+            return Err(format!(
+                "`{}` is not a plain file or folder",
+                shown.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `p` is a regular file or directory, not a symlink or a special file.

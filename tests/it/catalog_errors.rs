@@ -237,3 +237,88 @@ fn links_in_recipe_files_are_refused() {
         "{d}"
     );
 }
+
+/// A symbolic link anywhere on the way is refused, not only as the last component: a linked
+/// folder inside a recipe (an upload source reaching through it, a script inside it), and an
+/// image's user data file. Each error is located at the key that names the path.
+#[test]
+fn links_on_the_way_to_a_recipe_file_or_user_data_are_refused() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("credentials"), "secret").expect("write");
+    std::fs::write(outside.path().join("greet.sh"), "echo hi\n").expect("write");
+
+    // An upload source through a linked folder.
+    let p = Project::fixture();
+    p.write(
+        "recipes/demo/recipe.toml",
+        &crate::support::fixtures::DEMO_RECIPE.replace(
+            "file = { source = \"files\", destination = \"app\", template = true }",
+            "file = { source = \"linked/credentials\", destination = \"app\" }",
+        ),
+    );
+    std::os::unix::fs::symlink(outside.path(), p.path().join("recipes/demo/linked"))
+        .expect("symlink");
+    let d = Catalog::load(p.path()).unwrap_err();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(InvalidValue, "recipes/demo/recipe.toml:25:19".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("`recipes/demo/linked` is a symbolic link"),
+        "{d}"
+    );
+
+    // A script inside a linked folder.
+    let p = Project::fixture();
+    p.write(
+        "recipes/demo/recipe.toml",
+        &crate::support::fixtures::DEMO_RECIPE.replace(
+            "shell = { script = \"greet.sh\" }",
+            "shell = { script = \"linked/greet.sh\" }",
+        ),
+    );
+    std::os::unix::fs::symlink(outside.path(), p.path().join("recipes/demo/linked"))
+        .expect("symlink");
+    let d = Catalog::load(p.path()).unwrap_err();
+    assert!(
+        d.to_string()
+            .contains("`recipes/demo/linked` is a symbolic link"),
+        "{d}"
+    );
+    assert!(
+        d.iter()
+            .all(|d| d.location().starts_with("recipes/demo/recipe.toml:")),
+        "{d}"
+    );
+
+    // User data that is a link.
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &crate::support::BASE_IMAGE.replace(
+            "communicator = \"ssh\"",
+            "communicator = \"ssh\"\nuser_data = \"user-data/boot.sh\"",
+        ),
+    );
+    std::fs::create_dir_all(p.path().join("images/user-data")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        outside.path().join("greet.sh"),
+        p.path().join("images/user-data/boot.sh"),
+    )
+    .expect("symlink");
+    let d = Catalog::load(p.path()).unwrap_err();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(InvalidValue, "images/base.toml:12:13".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("`images/user-data/boot.sh` is a symbolic link"),
+        "{d}"
+    );
+}
