@@ -166,6 +166,53 @@ fn secret_fn(args: &HashMap<String, Value>) -> tera::Result<Value> {
     })
 }
 
+/// The `sh` and `ps` filters: a value as one single-quoted word of a POSIX shell or
+/// PowerShell (a list as several, separated by `sep`), whatever it holds: quotes of every kind,
+/// `$(...)`, backticks, newlines. A secret's run-time lookup passes through as it is (it is a
+/// quoted reference already). NUL cannot be in a script argument at all: an error.
+fn quote_filter(
+    v: &Value,
+    name: &str,
+    quote: fn(&str) -> String,
+    sep: &str,
+) -> tera::Result<Value> {
+    let one = |v: &Value| -> tera::Result<String> {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(tera::Error::msg(format!(
+                    "the `{name}` filter quotes text, numbers and lists of them, not {other}"
+                )))
+            }
+        };
+        let secret = SECRETS.with(|sec| {
+            sec.borrow().as_ref().is_some_and(|(platform, secrets)| {
+                secrets.values().any(|r| secret_lookup(*platform, r) == s)
+            })
+        });
+        if secret {
+            return Ok(s);
+        }
+        if s.contains('\0') {
+            return Err(tera::Error::msg(format!(
+                "the `{name}` filter got a value with a NUL character, which no script argument can hold"
+            )));
+        }
+        Ok(quote(&s))
+    };
+    let out = match v {
+        Value::Array(items) => items
+            .iter()
+            .map(one)
+            .collect::<tera::Result<Vec<_>>>()?
+            .join(sep),
+        _ => one(v)?,
+    };
+    Ok(Value::String(out))
+}
+
 /// The template parsed once (a syntax error is located in its file).
 fn parsed(t: &Template) -> Result<&tera::Tera, Diagnostic> {
     if let Some(tera) = t.parsed.0.get() {
@@ -185,6 +232,12 @@ fn parsed(t: &Template) -> Result<&tera::Tera, Diagnostic> {
     }
     let mut tera = tera::Tera::default();
     tera.register_function("secret", secret_fn);
+    tera.register_filter("sh", |v: &Value, _: &HashMap<String, Value>| {
+        quote_filter(v, "sh", crate::remote::sh_quote, " ")
+    });
+    tera.register_filter("ps", |v: &Value, _: &HashMap<String, Value>| {
+        quote_filter(v, "ps", crate::remote::powershell::ps_quote, ", ")
+    });
     // Anything that depends on the machine or the moment would make fingerprints lie (and
     // get_env could copy the baking host's credentials into a script).
     for f in ["get_env", "now", "get_random"] {
@@ -346,6 +399,8 @@ fn plain(v: &ParamValue) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::diag::SourceText;
+    use std::path::PathBuf;
 
     #[test]
     fn positions_inside_templates() {
@@ -359,5 +414,96 @@ mod tests {
             find_use("{{ params.ab }} {{ params.a }}", "params.a"),
             Some((19, 8))
         );
+    }
+
+    /// Hostile values that a parameter might hold.
+    const HOSTILE: &[&str] = &[
+        "plain",
+        "",
+        "it's",
+        "a \"double\" quote",
+        "$(touch /tmp/bakery-pwned)",
+        "`touch /tmp/bakery-pwned`",
+        "${HOME} $HOME",
+        "a;b && c || d | e > f < g",
+        "line one\nline two\r\n",
+        "‘curly’ ‚low‛ quotes'",
+        "back\\slash \\'",
+        "tab\there * ? [a] ~ # !",
+        "ünïcødé ✓",
+    ];
+
+    fn render_with(text: &str, v: &Value) -> tera::Result<String> {
+        let t = Template::file(SourceText::new(PathBuf::from("t.sh"), text.to_string()));
+        let tera = parsed(&t).map_err(|d| tera::Error::msg(d.to_string()))?;
+        let mut cx = tera::Context::new();
+        cx.insert("v", v);
+        tera.render(NAME, &cx)
+    }
+
+    /// `| sh` makes any value one shell word that bash reads back as exactly the value.
+    #[test]
+    fn the_sh_filter_quotes_anything_bash_reads_back() {
+        for value in HOSTILE {
+            let quoted = render_with("{{ v | sh }}", &json!(value)).expect("render");
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf '%s' {quoted}"))
+                .output()
+                .expect("bash");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                *value,
+                "{value:?} quoted as {quoted}"
+            );
+        }
+        // A list is several words.
+        let quoted = render_with("{{ v | sh }}", &json!(["a b", "c'd"])).expect("render");
+        assert_eq!(quoted, "'a b' 'c'\\''d'");
+        // NUL cannot be an argument at all.
+        let e = render_with("{{ v | sh }}", &json!("a\u{0}b")).unwrap_err();
+        assert!(format!("{e:?}").contains("NUL"), "{e:?}");
+    }
+
+    /// PowerShell reads a single-quoted string up to any of its five single quotes, a doubled
+    /// one standing for itself: `| ps` doubles every one of them, so the string ends where it
+    /// should and reads back as the value.
+    #[test]
+    fn the_ps_filter_quotes_every_powershell_quote() {
+        fn unquote(q: &str) -> Option<String> {
+            let quotes = crate::remote::powershell::PS_SINGLE_QUOTES;
+            let mut chars = q.chars().peekable();
+            if !quotes.contains(&chars.next()?) {
+                return None;
+            }
+            let mut out = String::new();
+            while let Some(c) = chars.next() {
+                if quotes.contains(&c) {
+                    match chars.peek() {
+                        Some(n) if quotes.contains(n) => {
+                            out.push(c);
+                            chars.next();
+                        }
+                        // The closing quote must be the last character.
+                        None => return Some(out),
+                        Some(_) => return None,
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            None
+        }
+        for value in HOSTILE {
+            let quoted = render_with("{{ v | ps }}", &json!(value)).expect("render");
+            assert_eq!(
+                unquote(&quoted).as_deref(),
+                Some(*value),
+                "{value:?} quoted as {quoted}"
+            );
+        }
+        let quoted = render_with("{{ v | ps }}", &json!(["a", "b’c"])).expect("render");
+        assert_eq!(quoted, "'a', 'b’’c'");
+        assert!(render_with("{{ v | ps }}", &json!({"a": 1})).is_err());
     }
 }

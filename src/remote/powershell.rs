@@ -21,8 +21,22 @@ pub const RAN_MARK: &str = "##bakery-ran##";
 
 /// Quotes `s` as a PowerShell single-quoted string (nothing expands inside).
 pub fn ps_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        // PowerShell ends a single-quoted string at any of these, not only the ASCII quote;
+        // doubled, each stands for itself.
+        if PS_SINGLE_QUOTES.contains(&c) {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
+
+/// What PowerShell reads as a single quote: `'` and U+2018–U+201B.
+pub const PS_SINGLE_QUOTES: [char; 5] = ['\'', '\u{2018}', '\u{2019}', '\u{201A}', '\u{201B}'];
 
 /// Quotes a path: single quotes, except that a leading `$env:BAKERY_WORKDIR` (what
 /// `{{ workdir }}` renders to on Windows) stays a variable reference.

@@ -758,7 +758,7 @@ $global:LASTEXITCODE = 0
 try {
 . {
 'probe=port'
-Get-NetTCPConnection -State Listen -LocalPort 3389 -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }
+Get-NetTCPConnection -State Listen -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')

@@ -357,7 +357,7 @@ fn the_powershell_of_windows_2022_base_is_pinned() {
         "##bakery-ran##",
         "if ($LASTEXITCODE) { exit $LASTEXITCODE }",
         "Get-Service -Name 'AmazonSSMAgent'",
-        "Get-NetTCPConnection -State Listen -LocalPort 3389",
+        "Get-NetTCPConnection -State Listen -ErrorAction SilentlyContinue",
         "& $ec2launch sysprep --shutdown",
         "& $ec2launch status 2>&1 | Out-Null",
         "LastBootUpTime",

@@ -7,7 +7,7 @@ $choco = Join-Path $env:ProgramData 'chocolatey\bin\choco.exe'
 # Each entry is a package id, optionally pinned as "id@version".
 $packages = @(
 {%- for package in params.packages %}
-    '{{ package | replace(from="'", to="''") }}'
+    {{ package | ps }}
 {%- endfor %}
 )
 
