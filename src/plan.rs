@@ -108,6 +108,10 @@ pub struct PlannedStep {
     pub name: String,
     pub timeout: Duration,
     pub env: BTreeMap<String, String>,
+    /// Statements run before the script that fetch the secret parameters it uses into
+    /// variables, failing the step when one cannot be read (names of secrets, never values).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub secrets: String,
     #[serde(flatten)]
     pub action: PlannedAction,
 }
@@ -434,10 +438,12 @@ fn render_step(
         let j = serde_json::to_string(&env_vars).unwrap_or_default();
         acc.input(format!("{where_} env"), j.as_bytes());
     }
+    let mut secrets = String::new();
     let action = match &s.action {
         StepAction::Shell(sc) | StepAction::PowerShell(sc) => {
             let t = sc.template();
             let script = acc.script(env, t)?;
+            secrets = env.secret_prelude(&script);
             let label = match sc {
                 Script::File(t) => t.label.clone(),
                 Script::Inline(_) => format!("{where_} inline"),
@@ -548,6 +554,7 @@ fn render_step(
         name,
         timeout: s.timeout.unwrap_or(image.build.timeouts.step),
         env: env_vars,
+        secrets,
         action,
     })
 }

@@ -180,7 +180,9 @@ if ($h -ne '{sha256}') {{ throw \"sha256 of $p is $h, expected {sha256}\" }}\n",
     /// the runner's).
     pub fn windows_step(&self, s: &PlannedStep) -> Result<Vec<String>, StepError> {
         Ok(match &s.action {
-            PlannedAction::PowerShell { script } => vec![self.ps(&s.env, script)],
+            PlannedAction::PowerShell { script } => {
+                vec![self.ps(&s.env, &format!("{}{script}", s.secrets))]
+            }
             PlannedAction::Upload {
                 destination,
                 is_dir,

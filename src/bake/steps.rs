@@ -338,7 +338,9 @@ impl Host<'_> {
         }
         match &s.action {
             PlannedAction::Shell { script } => {
-                self.run_script(n, script, &s.env, s.timeout).await?;
+                // The secrets it uses are fetched first, each failing the step on its own.
+                let script = format!("{}{script}", s.secrets);
+                self.run_script(n, &script, &s.env, s.timeout).await?;
             }
             PlannedAction::PowerShell { .. } | PlannedAction::WindowsUpdate { .. } => {
                 return Err(StepError::Unsupported(

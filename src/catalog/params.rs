@@ -99,33 +99,72 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Quotes `s` for the platform's shell (single quotes, doubled or escaped inside).
+/// Quotes `s` for the platform's shell (see the `sh` and `ps` template filters).
 pub fn quote(platform: Platform, s: &str) -> String {
     match platform {
-        Platform::Windows => format!("'{}'", s.replace('\'', "''")),
-        Platform::Linux => format!("'{}'", s.replace('\'', r"'\''")),
+        Platform::Windows => crate::remote::powershell::ps_quote(s),
+        Platform::Linux => crate::remote::sh_quote(s),
     }
 }
 
-/// The run-time lookup a secret renders as: a command substitution on the instance, never the
-/// value itself.
-pub fn secret_lookup(platform: Platform, r: &SecretRef) -> String {
-    match (platform, r) {
-        (Platform::Linux, SecretRef::Ssm(n)) => format!(
-            "$(aws ssm get-parameter --with-decryption --name {} --query Parameter.Value --output text)",
-            quote(platform, n)
+/// The variable a secret parameter's value is in while a step runs.
+fn secret_var(name: &str) -> String {
+    format!("BAKERY_SECRET_{}", name.to_ascii_uppercase())
+}
+
+/// What a secret parameter renders as in a script: a reference to the variable the step's
+/// prelude fills at run time (see `secret_fetch`), never the value.
+pub fn secret_reference(platform: Platform, name: &str) -> String {
+    match platform {
+        Platform::Linux => format!("\"${{{}}}\"", secret_var(name)),
+        Platform::Windows => format!("$env:{}", secret_var(name)),
+    }
+}
+
+/// The statements that fetch secret parameter `name` into its variable before a step's script
+/// runs, on the instance with its role. A lookup that fails stops the step with a message that
+/// names the parameter and where it points (never a value): bash's `-e` does not see a failed
+/// command substitution inside an argument, so the fetch is a statement of its own.
+pub fn secret_fetch(platform: Platform, name: &str, r: &SecretRef) -> String {
+    let var = secret_var(name);
+    let (what, linux, windows) = match r {
+        SecretRef::Ssm(n) => (
+            format!("SSM parameter {n}"),
+            format!(
+                "aws ssm get-parameter --with-decryption --name {} --query Parameter.Value --output text",
+                quote(Platform::Linux, n)
+            ),
+            format!(
+                "(Get-SSMParameter -Name {} -WithDecryption $true).Value",
+                quote(Platform::Windows, n)
+            ),
         ),
-        (Platform::Linux, SecretRef::SecretsManager(id)) => format!(
-            "$(aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text)",
-            quote(platform, id)
+        SecretRef::SecretsManager(id) => (
+            format!("Secrets Manager secret {id}"),
+            format!(
+                "aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text",
+                quote(Platform::Linux, id)
+            ),
+            format!(
+                "(Get-SECSecretValue -SecretId {}).SecretString",
+                quote(Platform::Windows, id)
+            ),
         ),
-        (Platform::Windows, SecretRef::Ssm(n)) => format!(
-            "$((Get-SSMParameter -Name {} -WithDecryption $true).Value)",
-            quote(platform, n)
+    };
+    let failed = format!("bakery: cannot read secret parameter {name} ({what})");
+    match platform {
+        Platform::Linux => format!(
+            "{var}=$({linux}) || {{ echo {} >&2; exit 97; }}\n\
+if [ -z \"${{{var}}}\" ]; then echo {} >&2; exit 97; fi\n\
+export {var}\n",
+            quote(Platform::Linux, &failed),
+            quote(Platform::Linux, &format!("bakery: secret parameter {name} ({what}) is empty")),
         ),
-        (Platform::Windows, SecretRef::SecretsManager(id)) => format!(
-            "$((Get-SECSecretValue -SecretId {}).SecretString)",
-            quote(platform, id)
+        Platform::Windows => format!(
+            "try {{ $env:{var} = {windows} }} catch {{ throw ({} + ': ' + $_.Exception.Message) }}\n\
+if (-not $env:{var}) {{ throw {} }}\n",
+            quote(Platform::Windows, &failed),
+            quote(Platform::Windows, &format!("bakery: secret parameter {name} ({what}) is empty")),
         ),
     }
 }
@@ -194,15 +233,67 @@ mod tests {
     }
 
     #[test]
-    fn lookups_quote_names() {
+    fn secrets_are_fetched_by_statements_that_fail_loudly() {
         let r = SecretRef::Ssm("/a/it's".into());
         assert_eq!(
-            secret_lookup(Platform::Linux, &r),
-            r"$(aws ssm get-parameter --with-decryption --name '/a/it'\''s' --query Parameter.Value --output text)"
+            secret_reference(Platform::Linux, "token"),
+            "\"${BAKERY_SECRET_TOKEN}\""
         );
         assert_eq!(
-            secret_lookup(Platform::Windows, &r),
-            "$((Get-SSMParameter -Name '/a/it''s' -WithDecryption $true).Value)"
+            secret_reference(Platform::Windows, "token"),
+            "$env:BAKERY_SECRET_TOKEN"
+        );
+        let linux = secret_fetch(Platform::Linux, "token", &r);
+        assert!(
+            linux.starts_with(r"BAKERY_SECRET_TOKEN=$(aws ssm get-parameter --with-decryption --name '/a/it'\''s' --query Parameter.Value --output text) || { echo 'bakery: cannot read secret parameter token (SSM parameter /a/it'\''s)' >&2; exit 97; }"),
+            "{linux}"
+        );
+        assert!(linux.contains("export BAKERY_SECRET_TOKEN\n"), "{linux}");
+        let windows = secret_fetch(Platform::Windows, "token", &r);
+        assert!(
+            windows.starts_with("try { $env:BAKERY_SECRET_TOKEN = (Get-SSMParameter -Name '/a/it''s' -WithDecryption $true).Value } catch { throw ('bakery: cannot read secret parameter token (SSM parameter /a/it''s)' + ': ' + $_.Exception.Message) }"),
+            "{windows}"
+        );
+        assert!(
+            windows.contains("if (-not $env:BAKERY_SECRET_TOKEN) { throw"),
+            "{windows}"
+        );
+    }
+
+    /// The fetch of a secret that cannot be read stops a `bash -euo pipefail` script before the
+    /// rest runs, with the parameter's name on stderr, where a command substitution inside an
+    /// argument would have gone on with an empty value.
+    #[test]
+    fn a_failed_lookup_stops_the_script() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // An `aws` that fails, as it does for a missing parameter or a denied role.
+        std::fs::write(
+            dir.path().join("aws"),
+            "#!/bin/sh\necho 'An error occurred (ParameterNotFound)' >&2\nexit 254\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(
+            dir.path().join("aws"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let r = SecretRef::Ssm("/demo/token".into());
+        let script = format!(
+            "{}echo \"got [{}]\"\n",
+            secret_fetch(Platform::Linux, "token", &r),
+            secret_reference(Platform::Linux, "token")
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .expect("bash");
+        assert_eq!(out.status.code(), Some(97));
+        assert!(out.stdout.is_empty(), "the script went on");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bakery: cannot read secret parameter token (SSM parameter /demo/token)"),
+            "{err}"
         );
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::diag::{Diagnostic, ErrorKind};
 use super::model::{Image, ParamValue, Platform, RecipeName, SecretRef, Target, Template};
-use super::params::{secret_lookup, workdir_ref};
+use super::params::{secret_reference, workdir_ref};
 
 /// What a template sees. Built once per (image, recipe) and reused for all its templates.
 pub struct RenderEnv {
@@ -49,7 +49,7 @@ impl RenderEnv {
                 (Some(j), _) => j,
                 (None, ParamValue::Secret(r)) => {
                     secrets.insert(k.clone(), r.clone());
-                    json!(secret_lookup(platform, r))
+                    json!(secret_reference(platform, k))
                 }
                 (None, _) => continue,
             };
@@ -106,6 +106,16 @@ impl RenderEnv {
         }
     }
 
+    /// The statements that fetch, before `script` runs, every secret parameter it refers to
+    /// (see `params::secret_fetch`); empty when it uses none.
+    pub fn secret_prelude(&self, script: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|(name, _)| script.contains(&secret_reference(self.platform, name)))
+            .map(|(name, r)| super::params::secret_fetch(self.platform, name, r))
+            .collect()
+    }
+
     /// Renders a template that is not a script (env values, URLs, paths, files, checks, user
     /// data): a secret there would never be looked up, so using one is an error.
     pub fn render_plain(&self, t: &Template) -> Result<String, Diagnostic> {
@@ -155,7 +165,7 @@ fn secret_fn(args: &HashMap<String, Value>) -> tera::Result<Value> {
         .ok_or_else(|| tera::Error::msg("secret() needs name=\"<secret parameter>\""))?;
     SECRETS.with(|s| match &*s.borrow() {
         Some((platform, secrets)) => match secrets.get(name) {
-            Some(r) => Ok(json!(secret_lookup(*platform, r))),
+            Some(_) => Ok(json!(secret_reference(*platform, name))),
             None => Err(tera::Error::msg(format!(
                 "secret(name=\"{name}\"): `{name}` is not a secret parameter of this recipe"
             ))),
@@ -189,7 +199,9 @@ fn quote_filter(
         };
         let secret = SECRETS.with(|sec| {
             sec.borrow().as_ref().is_some_and(|(platform, secrets)| {
-                secrets.values().any(|r| secret_lookup(*platform, r) == s)
+                secrets
+                    .keys()
+                    .any(|name| secret_reference(*platform, name) == s)
             })
         });
         if secret {

@@ -682,3 +682,30 @@ fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A secret that cannot be read on the instance fails its step, with the parameter named (and no
+/// value anywhere), instead of the script going on with an empty string.
+#[test]
+fn a_secret_that_cannot_be_read_fails_the_step_by_name() {
+    let sb = Sandbox::start();
+    sb.project.write(
+        "recipes/secretive/recipe.toml",
+        "platforms = [\"linux\"]\n\n[params.token]\ntype = \"secret\"\n\n[[step]]\nname = \"use the token\"\nshell = { inline = \"test -n {{ params.token | sh }}\\necho 'the step went on'\" }\n",
+    );
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let img = demo.replace("name = \"sandbox-demo\"", "name = \"secretive\"")
+        + "\n[[recipe]]\nuse = \"secretive\"\nwith = { token = { ssm = \"/bakery-test/no-such-secret\" } }\n";
+    sb.project.write("images/secretive.toml", &img);
+    let out = sb.bakery(&["bake", "secretive", "--target", "sandbox", "--skip-test"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bakery: cannot read secret parameter token (SSM parameter /bakery-test/no-such-secret)"),
+        "{err}"
+    );
+    assert!(err.contains("use the token"), "{err}");
+    assert!(!err.contains("the step went on"), "{err}");
+    assert!(registered(&sb, "secretive").is_empty());
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}

@@ -149,10 +149,15 @@ fn render_substitutes_parameters_and_secrets_as_lookups() {
         steps[0]["script"],
         "#!/bin/bash\necho \"hello from base\" > \"$BAKERY_WORKDIR/greeting\"\n"
     );
-    assert_eq!(
-        steps[1]["script"],
-        "echo 2 $(aws ssm get-parameter --with-decryption --name '/demo/token' --query Parameter.Value --output text)"
+    // A secret renders as a variable that the step's prelude fetches, failing the step when the
+    // lookup fails; never the value.
+    assert_eq!(steps[1]["script"], "echo 2 \"${BAKERY_SECRET_TOKEN}\"");
+    let secrets = steps[1]["secrets"].as_str().expect("secrets");
+    assert!(
+        secrets.starts_with("BAKERY_SECRET_TOKEN=$(aws ssm get-parameter --with-decryption --name '/demo/token' --query Parameter.Value --output text) || {"),
+        "{secrets}"
     );
+    assert!(steps[0].get("secrets").is_none(), "{}", steps[0]);
     assert_eq!(steps[2]["kind"], "upload");
     assert_eq!(
         steps[2]["files"][0]["size"],
