@@ -132,12 +132,16 @@ pub struct ManagedNode {
 /// A failed AWS call, named by its operation (`RunInstances`), never a bare SDK error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
-    #[error("{op} in {region} failed: {message}")]
+    /// `RunInstances in eu-west-1 failed: UnauthorizedOperation: You are not authorized…
+    /// (request id 5b8…)`, then a hint for codes a person can act on.
+    #[error("{op} in {region} failed: {message}{}{}", request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default(), hint(op, region, code.as_deref()).map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Api {
         op: &'static str,
         region: String,
         code: Option<String>,
         message: String,
+        /// AWS's id of the failed request, for AWS support and CloudTrail.
+        request_id: Option<String>,
     },
     #[error("{op} in {region}: unexpected answer: {message}")]
     BadAnswer {
@@ -166,6 +170,91 @@ pub enum CloudError {
     Cancelled,
 }
 
+/// Calls the SDK makes for one operation before it gives up on throttling and transient
+/// errors (standard retry mode).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The service an operation belongs to, for IAM action names (`ec2:RunInstances`).
+fn service_of(op: &str) -> &'static str {
+    const SSM: &[&str] = &[
+        "GetParameter",
+        "GetParameters",
+        "GetParametersByPath",
+        "GetParameterHistory",
+        "PutParameter",
+        "DeleteParameter",
+        "DeleteParameters",
+        "LabelParameterVersion",
+        "AddTagsToResource",
+        "RemoveTagsFromResource",
+        "ListTagsForResource",
+        "SendCommand",
+        "GetCommandInvocation",
+        "CancelCommand",
+        "ListCommandInvocations",
+        "DescribeInstanceInformation",
+        "DescribeParameters",
+    ];
+    const S3: &[&str] = &[
+        "PutObject",
+        "GetObject",
+        "HeadObject",
+        "DeleteObject",
+        "DeleteObjects",
+        "ListObjectsV2",
+        "HeadBucket",
+        "GetBucketLocation",
+    ];
+    if SSM.contains(&op) {
+        "ssm"
+    } else if S3.contains(&op) {
+        "s3"
+    } else if op.starts_with("GetInstanceProfile") || op == "PassRole" {
+        "iam"
+    } else {
+        "ec2"
+    }
+}
+
+/// What a person can do about a well-known error code.
+fn hint(op: &str, region: &str, code: Option<&str>) -> Option<String> {
+    let service = service_of(op);
+    Some(match code? {
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => format!(
+            "the credentials bakery runs with may not call {service}:{op}{}: add it to their IAM policy{}",
+            if service == "s3" { "" } else { " in this region" },
+            if code == Some("UnauthorizedOperation") {
+                " (`aws sts decode-authorization-message` decodes an encoded reason)"
+            } else {
+                ""
+            }
+        ),
+        c if c.starts_with("InvalidAMIID.") => format!(
+            "AMI ids belong to one region: check that the AMI exists in {region} (a copy in another region has another id)"
+        ),
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "SlowDown"
+        | "TooManyRequestsException" => format!(
+            "AWS throttled the account: the call was tried {MAX_ATTEMPTS} times with backoff; run fewer bakes at once (--jobs) or ask AWS for a higher {service} rate limit"
+        ),
+        "InternalError" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable"
+        | "Unavailable" => format!(
+            "AWS failed on its side, {MAX_ATTEMPTS} times in a row: run the command again (what it created is tagged and recorded, `bakery gc` finds it)"
+        ),
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+            "the credentials expired: refresh them (aws sso login, or new session credentials) and run again".into()
+        }
+        "AuthFailure" | "InvalidClientTokenId" | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch" => {
+            "AWS did not accept the credentials: check AWS_PROFILE / the access key, and that the region is enabled for the account".into()
+        }
+        "OptInRequired" => format!("{region} is not enabled for this account (or the AMI needs a Marketplace subscription)"),
+        "InsufficientInstanceCapacity" | "Unsupported" => {
+            "AWS has no capacity for this instance type here now: list more types in instance_types".into()
+        }
+        _ => return None,
+    })
+}
+
 impl CloudError {
     /// The AWS error code, when AWS gave one.
     pub fn code(&self) -> Option<&str> {
@@ -173,5 +262,31 @@ impl CloudError {
             CloudError::Api { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_read_as_a_sentence_with_a_hint() {
+        let e = |op: &'static str, code: &str| CloudError::Api {
+            op,
+            region: "eu-west-1".into(),
+            code: Some(code.into()),
+            message: format!("{code}: something"),
+            request_id: Some("req-1".into()),
+        };
+        let s = e("PutParameter", "AccessDeniedException").to_string();
+        assert!(s.starts_with("PutParameter in eu-west-1 failed: AccessDeniedException: something (request id req-1)\n  hint: the credentials bakery runs with may not call ssm:PutParameter in this region"), "{s}");
+        let s = e("DescribeImages", "InvalidAMIID.NotFound").to_string();
+        assert!(s.contains("check that the AMI exists in eu-west-1"), "{s}");
+        let s = e("CreateImage", "RequestLimitExceeded").to_string();
+        assert!(s.contains("tried 5 times with backoff"), "{s}");
+        let s = e("PutObject", "AccessDenied").to_string();
+        assert!(s.contains("s3:PutObject: add it"), "{s}");
+        let s = e("RunInstances", "SomethingElse").to_string();
+        assert!(!s.contains("hint"), "{s}");
     }
 }

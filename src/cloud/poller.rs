@@ -258,6 +258,7 @@ mod tests {
                     region: "eu-west-1".into(),
                     code: Some("RequestLimitExceeded".into()),
                     message: "slow down".into(),
+                    request_id: None,
                 })
             })
         });

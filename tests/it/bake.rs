@@ -709,3 +709,44 @@ fn a_secret_that_cannot_be_read_fails_the_step_by_name() {
     assert!(registered(&sb, "secretive").is_empty());
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+/// A failed AWS call reads as the operation, region, AWS's code and message, the request id
+/// and what to do: for access denied (the IAM action to grant) and for a 500 that outlasted the
+/// SDK's retries. Never the SDK's Debug dump.
+#[test]
+fn aws_errors_say_what_failed_where_and_what_to_do() {
+    // Access denied, once.
+    let sb = Sandbox::start_opts(None, "RunInstances:us-east-1:UnauthorizedOperation");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("RunInstances in us-east-1 failed: UnauthorizedOperation: fault injected by the test harness: RunInstances in us-east-1 (request id "),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the credentials bakery runs with may not call ec2:RunInstances in this region: add it to their IAM policy"),
+        "{err}"
+    );
+    for dump in ["SdkError", "ServiceError", "raw: Response", "ErrorMetadata"] {
+        assert!(!err.contains(dump), "{dump} in {err}");
+    }
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+    drop(sb);
+
+    // A 500 on every one of the SDK's attempts.
+    let faults = vec!["RunInstances:us-east-1:InternalError"; 5].join(",");
+    let sb = Sandbox::start_opts(None, &faults);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("RunInstances in us-east-1 failed: InternalError: fault injected by the test harness: RunInstances in us-east-1 (request id "),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: AWS failed on its side, 5 times in a row: run the command again"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}

@@ -26,9 +26,9 @@ use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, Invocation
 pub(crate) use ec2::Describer;
 pub use ssm::CommandSpec;
 
-/// Attempts per call in the SDK's standard retry mode (it retries throttling and transient
-/// errors with backoff; AWS's recommended default is 3, we allow a little more for long bakes).
-const MAX_ATTEMPTS: u32 = 5;
+// Attempts per call in the SDK's standard retry mode (it retries throttling and transient
+// errors with backoff; AWS's recommended default is 3, we allow a little more for long bakes).
+use super::MAX_ATTEMPTS;
 /// Per-attempt timeout: Describe calls answer in well under a second; a stuck connection should
 /// not eat the bake's deadline.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -222,16 +222,29 @@ where
 {
     use aws_sdk_ec2::error::ProvideErrorMetadata;
     let code = e.code().map(str::to_string);
+    // AWS's own words when it answered; otherwise (no answer: a timeout, a refused connection,
+    // credentials that could not be loaded) the chain of causes on one line, never a Debug dump.
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
         _ => aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
     };
+    let request_id = e
+        .meta()
+        .extra("aws_request_id")
+        .map(str::to_string)
+        .or_else(|| {
+            let raw = e.raw_response()?;
+            ["x-amzn-requestid", "x-amz-request-id"]
+                .iter()
+                .find_map(|h| raw.headers().get(*h).map(str::to_string))
+        });
     CloudError::Api {
         op,
         region: region.to_string(),
         code,
         message,
+        request_id,
     }
 }
 
