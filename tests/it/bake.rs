@@ -735,7 +735,7 @@ fn aws_errors_say_what_failed_where_and_what_to_do() {
     drop(sb);
 
     // A 500 on every one of the SDK's attempts.
-    let faults = vec!["RunInstances:us-east-1:InternalError"; 5].join(",");
+    let faults = ["RunInstances:us-east-1:InternalError"; 5].join(",");
     let sb = Sandbox::start_opts(None, &faults);
     let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
     let err = text(&out.stderr);
