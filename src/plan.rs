@@ -12,6 +12,7 @@ use crate::catalog::diag::{Diagnostics, ErrorKind};
 use crate::catalog::graph;
 use crate::catalog::model::*;
 use crate::catalog::render::RenderEnv;
+use crate::catalog::syntax::{self, Lang};
 use crate::catalog::values;
 use crate::catalog::Catalog;
 use crate::checks::Check;
@@ -165,6 +166,9 @@ pub struct Plan {
     pub test: Option<PlannedTest>,
     pub fingerprint: Fingerprint,
     pub inputs: Vec<FingerprintInput>,
+    /// What validation found that does not stop a bake (script traps, unquoted parameters).
+    #[serde(skip)]
+    pub warnings: Vec<crate::catalog::diag::Diagnostic>,
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -216,6 +220,8 @@ impl Plan {
 
 struct Acc {
     diags: Diagnostics,
+    /// Findings that do not stop a bake (script traps, unquoted parameters).
+    warnings: Vec<crate::catalog::diag::Diagnostic>,
     inputs: Vec<FingerprintInput>,
 }
 
@@ -232,6 +238,23 @@ impl Acc {
     }
 
     /// Renders anything else (secrets refused).
+    /// The script in rendered user data parses (the error, located in its file, otherwise).
+    fn user_data_syntax(&mut self, t: &Template, rendered: &str, platform: Platform) -> Option<()> {
+        let Some((lang, script)) =
+            syntax::user_data_script(rendered, platform == Platform::Windows)
+        else {
+            return Some(());
+        };
+        let (errors, warnings) = syntax::check_script(t, &script, lang);
+        self.warnings.extend(warnings);
+        if errors.is_empty() {
+            Some(())
+        } else {
+            self.diags.0.extend(errors);
+            None
+        }
+    }
+
     fn render(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
         env.render_plain(t).map_err(|d| self.diags.push(d)).ok()
     }
@@ -245,6 +268,7 @@ fn render(
 ) -> Result<Plan, Diagnostics> {
     let mut acc = Acc {
         diags: Diagnostics::default(),
+        warnings: Vec::new(),
         inputs: Vec::new(),
     };
     acc.input("format", FORMAT_VERSION.as_bytes());
@@ -258,6 +282,7 @@ fn render(
     let img_env = RenderEnv::for_image(image, target);
     let user_data = image.build.user_data.as_ref().and_then(|t| {
         let s = acc.render(&img_env, t)?;
+        acc.user_data_syntax(t, &s, image.platform)?;
         acc.input(format!("user-data {}", t.label), s.as_bytes());
         Some(s)
     });
@@ -277,7 +302,7 @@ fn render(
             if s.platform.is_some_and(|p| p != image.platform) {
                 continue;
             }
-            if let Some(step) = render_step(&mut acc, &env, image, recipe, i, s) {
+            if let Some(step) = render_step(&mut acc, &env, image, recipe, &u.params, i, s) {
                 if recipe.finalize {
                     finalize.push(step);
                 } else {
@@ -290,7 +315,7 @@ fn render(
             .iter()
             .filter(|c| c.platform.is_none_or(|p| p == image.platform))
         {
-            if let Some(check) = render_check(&mut acc, &env, c) {
+            if let Some(check) = render_check(&mut acc, &env, Some(&u.params), c) {
                 checks.push(PlannedCheck {
                     origin: format!("recipe {}", recipe.name),
                     check,
@@ -299,7 +324,7 @@ fn render(
         }
     }
     for c in &image.checks {
-        if let Some(check) = render_check(&mut acc, &img_env, c) {
+        if let Some(check) = render_check(&mut acc, &img_env, None, c) {
             checks.push(PlannedCheck {
                 origin: "image".into(),
                 check,
@@ -332,6 +357,7 @@ fn render(
         test,
         fingerprint: Fingerprint(hex::encode(h.finalize())),
         inputs: acc.inputs,
+        warnings: acc.warnings,
     })
 }
 
@@ -353,7 +379,7 @@ fn plan_test(
             .iter()
             .filter(|c| c.platform.is_none_or(|p| p == image.platform))
         {
-            if let Some(check) = render_check(acc, &env, c) {
+            if let Some(check) = render_check(acc, &env, Some(&u.params), c) {
                 checks.push(PlannedCheck {
                     origin: format!("test, recipe {}", recipe.name),
                     check,
@@ -363,7 +389,7 @@ fn plan_test(
     }
     let spec = image.test.as_ref();
     for c in spec.iter().flat_map(|t| t.checks.iter()) {
-        if let Some(check) = render_check(acc, img_env, c) {
+        if let Some(check) = render_check(acc, img_env, None, c) {
             checks.push(PlannedCheck {
                 origin: "test".into(),
                 check,
@@ -375,6 +401,7 @@ fn plan_test(
     }
     let user_data = spec.and_then(|t| t.user_data.as_ref()).and_then(|t| {
         let s = acc.render(img_env, t)?;
+        acc.user_data_syntax(t, &s, image.platform)?;
         acc.input(format!("test user-data {}", t.label), s.as_bytes());
         Some(s)
     });
@@ -394,7 +421,12 @@ fn plan_test(
     })
 }
 
-fn render_check(acc: &mut Acc, env: &RenderEnv, c: &CheckTemplate) -> Option<Check> {
+fn render_check(
+    acc: &mut Acc,
+    env: &RenderEnv,
+    params: Option<&BTreeMap<String, ParamValue>>,
+    c: &CheckTemplate,
+) -> Option<Check> {
     let kind = c
         .kind
         .try_map_strings(|s| match c.templates.get(s) {
@@ -408,6 +440,29 @@ fn render_check(acc: &mut Acc, env: &RenderEnv, c: &CheckTemplate) -> Option<Che
         acc.diags
             .push(c.src.diag(ErrorKind::InvalidValue, at..at + 1, e));
         return None;
+    }
+    // A command is a script: parsed like one, before anything runs.
+    if let (
+        crate::checks::CheckKind::Command { command, .. },
+        crate::checks::CheckKind::Command { command: raw, .. },
+    ) = (&kind, &c.kind)
+    {
+        if let Some(t) = c.templates.get(raw) {
+            let lang = match env.platform() {
+                Platform::Windows => Lang::PowerShell,
+                Platform::Linux => Lang::Bash,
+            };
+            let (errors, warnings) = syntax::check_script(t, command, lang);
+            if !errors.is_empty() {
+                acc.diags.0.extend(errors);
+                return None;
+            }
+            acc.warnings.extend(warnings);
+            if let Some(params) = params {
+                acc.warnings
+                    .extend(syntax::unquoted_params(t, params, lang));
+            }
+        }
     }
     let check = Check {
         name: c.name.clone().unwrap_or_else(|| kind.default_name()),
@@ -426,6 +481,7 @@ fn render_step(
     env: &RenderEnv,
     image: &Image,
     recipe: &Recipe,
+    params: &BTreeMap<String, ParamValue>,
     i: usize,
     s: &Step,
 ) -> Option<PlannedStep> {
@@ -443,6 +499,19 @@ fn render_step(
         StepAction::Shell(sc) | StepAction::PowerShell(sc) => {
             let t = sc.template();
             let script = acc.script(env, t)?;
+            let lang = if matches!(s.action, StepAction::Shell(_)) {
+                Lang::Bash
+            } else {
+                Lang::PowerShell
+            };
+            let (errors, warnings) = syntax::check_script(t, &script, lang);
+            if !errors.is_empty() {
+                acc.diags.0.extend(errors);
+                return None;
+            }
+            acc.warnings.extend(warnings);
+            acc.warnings
+                .extend(syntax::unquoted_params(t, params, lang));
             secrets = env.secret_prelude(&script);
             let label = match sc {
                 Script::File(t) => t.label.clone(),

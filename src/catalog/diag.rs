@@ -34,6 +34,9 @@ pub enum ErrorKind {
     InvalidInstanceType,
     InvalidRegion,
     UnknownTarget,
+    ScriptSyntax,
+    ScriptTrap,
+    UnquotedParam,
 }
 
 impl ErrorKind {
@@ -63,6 +66,9 @@ impl ErrorKind {
             Self::InvalidInstanceType => "invalid-instance-type",
             Self::InvalidRegion => "invalid-region",
             Self::UnknownTarget => "unknown-target",
+            Self::ScriptSyntax => "script-syntax",
+            Self::ScriptTrap => "script-trap",
+            Self::UnquotedParam => "unquoted-param",
         }
     }
 }
@@ -73,9 +79,19 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// An error stops validation (exit 2, nothing runs); a warning is printed and the bake goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
+}
+
 /// One problem at one place. `line` and `col` are 1-based; `col` counts characters.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub kind: ErrorKind,
     pub path: PathBuf,
     pub line: usize,
@@ -93,6 +109,7 @@ impl Diagnostic {
     /// A problem with a whole file (no position inside it).
     pub fn file(kind: ErrorKind, path: &Path, message: impl Into<String>) -> Self {
         Self {
+            severity: Severity::Error,
             kind,
             path: path.to_path_buf(),
             line: 1,
@@ -102,6 +119,12 @@ impl Diagnostic {
             source_line: None,
             width: 0,
         }
+    }
+
+    /// The same finding as a warning.
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -116,7 +139,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error[{}]: {}", self.kind, self.message)?;
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        writeln!(f, "{label}[{}]: {}", self.kind, self.message)?;
         writeln!(f, "  --> {}", self.location())?;
         if let Some(src) = &self.source_line {
             let num = self.line.to_string();
@@ -247,6 +274,7 @@ impl SourceText {
         }
         let width = self.text[start..end].chars().count();
         Diagnostic {
+            severity: Severity::Error,
             kind,
             path: self.path.clone(),
             line: line_idx + 1,

@@ -21,6 +21,8 @@ pub struct Catalog {
     pub recipes: BTreeMap<RecipeName, Recipe>,
     /// Parents before children.
     pub order: Vec<ImageName>,
+    /// What validation found that does not stop a bake (script traps, unquoted parameters).
+    pub warnings: Diagnostics,
 }
 
 impl Catalog {
@@ -74,22 +76,28 @@ impl Catalog {
         }
         check_parents(&images, &docs, &declared, &mut diags);
         let order = check_cycles(&mut images, &docs, &mut diags);
-        let catalog = Catalog {
+        let mut catalog = Catalog {
             root: root.to_path_buf(),
             targets,
             images,
             recipes,
             order,
+            warnings: Diagnostics::default(),
         };
-        // Render every image once, so template errors that depend on parameters surface now.
+        // Render every image once, so template errors that depend on parameters surface now,
+        // and every script is parsed.
         let offline = Target::offline();
+        let mut warnings = Diagnostics::default();
         let mut planner = crate::plan::Planner::new(&catalog, &offline);
         for name in &catalog.order {
-            if let Err(d) = planner.plan(name) {
-                diags.extend(d);
+            match planner.plan(name) {
+                Ok(p) => warnings.0.extend(p.warnings),
+                Err(d) => diags.extend(d),
             }
         }
         diags.finish();
+        warnings.finish();
+        catalog.warnings = warnings;
         if diags.is_empty() {
             Ok(catalog)
         } else {

@@ -10,6 +10,7 @@ pub mod params;
 pub mod raw;
 pub mod recipe;
 pub mod render;
+pub mod syntax;
 pub mod target;
 pub mod values;
 

@@ -20,6 +20,11 @@ pub struct RenderEnv {
 }
 
 impl RenderEnv {
+    /// The platform the templates render for.
+    pub fn platform(&self) -> Platform {
+        self.platform
+    }
+
     /// The context of an image's own templates (user data, image checks).
     pub fn for_image(image: &Image, target: &Target) -> Self {
         Self::new(image, target, None, &BTreeMap::new())

@@ -31,6 +31,7 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
         }
     }
     let mut all = Diagnostics::default();
+    let mut warnings = Diagnostics::default();
     let mut counts = Vec::new();
     for root in &roots {
         let started = std::time::Instant::now();
@@ -42,12 +43,22 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
             "validated"
         );
         match loaded {
-            Ok(c) => counts.push(json!({
-                "project": root.display().to_string(),
-                "images": c.images.len(),
-                "recipes": c.recipes.len(),
-                "targets": c.targets.len(),
-            })),
+            Ok(c) => {
+                counts.push(json!({
+                    "project": root.display().to_string(),
+                    "images": c.images.len(),
+                    "recipes": c.recipes.len(),
+                    "targets": c.targets.len(),
+                    "warnings": c.warnings.len(),
+                }));
+                let mut w = c.warnings;
+                if roots.len() > 1 {
+                    for x in &mut w.0 {
+                        x.path = root.join(&x.path);
+                    }
+                }
+                warnings.extend(w);
+            }
             Err(mut d) => {
                 if roots.len() > 1 {
                     for x in &mut d.0 {
@@ -59,23 +70,26 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
         }
     }
     if json {
-        let problems: Vec<_> = all
-            .iter()
-            .map(|d| {
-                json!({
-                    "kind": d.kind,
-                    "location": d.location(),
-                    "path": d.path,
-                    "line": d.line,
-                    "col": d.col,
-                    "message": d.message,
-                    "hint": d.hint,
-                })
+        let shape = |d: &crate::catalog::diag::Diagnostic| {
+            json!({
+                "severity": d.severity,
+                "kind": d.kind,
+                "location": d.location(),
+                "path": d.path,
+                "line": d.line,
+                "col": d.col,
+                "message": d.message,
+                "hint": d.hint,
             })
-            .collect();
-        super::print_json(
-            &json!({ "ok": all.is_empty(), "projects": counts, "problems": problems }),
-        )?;
+        };
+        let problems: Vec<_> = all.iter().map(shape).collect();
+        let warned: Vec<_> = warnings.iter().map(shape).collect();
+        super::print_json(&json!({
+            "ok": all.is_empty(),
+            "projects": counts,
+            "problems": problems,
+            "warnings": warned,
+        }))?;
         if !all.is_empty() {
             return Err(CliError::Invalid(Diagnostics::default()));
         }
@@ -84,13 +98,23 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
     if !all.is_empty() {
         return Err(CliError::Invalid(all));
     }
+    // Warnings do not fail validation: the bake would run as written.
+    for w in warnings.iter() {
+        crate::errln!("{w}");
+    }
     for c in counts {
+        let n = c["warnings"].as_u64().unwrap_or(0);
         println!(
-            "ok: {} ({} images, {} recipes, {} targets)",
+            "ok: {} ({} images, {} recipes, {} targets){}",
             c["project"].as_str().unwrap_or_default(),
             c["images"],
             c["recipes"],
-            c["targets"]
+            c["targets"],
+            match n {
+                0 => String::new(),
+                1 => ", 1 warning".to_string(),
+                n => format!(", {n} warnings"),
+            }
         );
     }
     Ok(())

@@ -322,3 +322,142 @@ fn links_on_the_way_to_a_recipe_file_or_user_data_are_refused() {
         "{d}"
     );
 }
+
+/// Scripts are parsed at validation, after rendering: a bash `if` left open in a script file, a
+/// template that renders to broken bash, and an unclosed PowerShell block inline in a recipe are
+/// errors located in the file that holds them, at the construct left open.
+#[test]
+fn script_syntax_errors_are_located_before_launch() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "recipes/demo/greet.sh",
+            "#!/bin/bash\necho start\nif [ -n {{ params.greeting | sh }} ]; then\n  echo hi\n",
+            "recipes/demo/greet.sh:3:1",
+            "bash syntax error: `if` is never closed: missing `fi`",
+        ),
+        (
+            "recipes/demo/greet.sh",
+            "#!/bin/bash\n{% if params.count > 0 %}if true; then{% endif %}\necho ok\n",
+            "recipes/demo/greet.sh:2:1",
+            "rendered, it is line 2 of the script: `if true; then`",
+        ),
+        (
+            "recipes/demo/greet.sh",
+            "#!/bin/bash\necho \"unclosed {{ params.greeting | sh }}\n",
+            "recipes/demo/greet.sh:2:",
+            "bash syntax error",
+        ),
+    ];
+    for (file, text, at, needle) in cases {
+        let p = Project::fixture();
+        p.write(file, text);
+        let d = Catalog::load(p.path()).unwrap_err();
+        let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+        assert_eq!(got.len(), 1, "{d}");
+        assert_eq!(got[0].0, ScriptSyntax, "{d}");
+        assert!(got[0].1.starts_with(at), "{text:?}: {d}");
+        assert!(d.to_string().contains(needle), "{d}");
+    }
+    // A shell script as user data.
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &crate::support::BASE_IMAGE.replace(
+            "communicator = \"ssh\"",
+            "communicator = \"ssh\"\nuser_data = \"user-data/boot.sh\"",
+        ),
+    );
+    p.write(
+        "images/user-data/boot.sh",
+        "#!/bin/bash\nset -e\nwhile true; do\n  sleep 1\n",
+    );
+    let d = Catalog::load(p.path()).unwrap_err();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(ScriptSyntax, "images/user-data/boot.sh:3:13".to_string())],
+        "{d}"
+    );
+
+    // PowerShell, inline in the recipe's TOML.
+    let p = Project::fixture();
+    p.write(
+        "recipes/win/recipe.toml",
+        &crate::support::fixtures::WIN_RECIPE.replace(
+            "inline = \"Write-Output '{{ params.server_url }}'\"",
+            "inline = \"if ($true) { Write-Output {{ params.server_url | ps }}\"",
+        ),
+    );
+    let d = Catalog::load(p.path()).unwrap_err();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(ScriptSyntax, "recipes/win/recipe.toml:9:37".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("PowerShell syntax error: `{` is never closed: missing `}`"),
+        "{d}"
+    );
+}
+
+/// Warnings do not stop validation: a parameter put into a script without `| sh` / `| ps`, and
+/// PowerShell's well-known traps, each located.
+#[test]
+fn unquoted_parameters_and_script_traps_are_located_warnings() {
+    let p = Project::fixture();
+    p.write(
+        "recipes/win/recipe.toml",
+        &crate::support::fixtures::WIN_RECIPE.replace(
+            "inline = \"Write-Output '{{ params.server_url }}'\"",
+            "inline = \"$ErrorActionPreference = 'Continue'\\nWrite-Output '{{ params.server_url }}'\"",
+        ),
+    );
+    let c = Catalog::load(p.path()).unwrap_or_else(|d| panic!("{d}"));
+    let got: Vec<_> = c.warnings.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (UnquotedParam, "recipes/demo/greet.sh:2:7".to_string()),
+            (ScriptTrap, "recipes/win/recipe.toml:9:26".to_string()),
+            // The inline string has an escape (\n): positions in it are the string's start.
+            (UnquotedParam, "recipes/win/recipe.toml:9:26".to_string()),
+        ],
+        "{}",
+        c.warnings
+    );
+    let text = c.warnings.to_string();
+    assert!(
+        text.contains(
+            "warning[unquoted-param]: parameter `greeting` goes into the bash script unquoted"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("write {{ params.server_url | ps }}"),
+        "{text}"
+    );
+    // Quoted, nothing to say.
+    let p = Project::fixture();
+    p.write(
+        "recipes/demo/greet.sh",
+        "#!/bin/bash\necho {{ params.greeting | sh }} > \"{{ workdir }}/greeting\"\n",
+    );
+    p.write(
+        "recipes/win/recipe.toml",
+        &crate::support::fixtures::WIN_RECIPE.replace(
+            "inline = \"Write-Output '{{ params.server_url }}'\"",
+            "inline = \"Write-Output {{ params.server_url | ps }}\"",
+        ),
+    );
+    let c = Catalog::load(p.path()).unwrap_or_else(|d| panic!("{d}"));
+    assert!(c.warnings.is_empty(), "{}", c.warnings);
+}
+
+/// The shipped catalog validates clean: no error and no warning.
+#[test]
+fn the_shipped_catalog_has_no_warnings() {
+    let c = Catalog::load(&crate::support::repo_root()).unwrap_or_else(|d| panic!("{d}"));
+    assert!(c.warnings.is_empty(), "{}", c.warnings);
+}

@@ -464,3 +464,82 @@ fn windows_2022_base_is_provisioned_over_ssm_and_fails_verification_cleanly() {
     assert!(err.contains("nothing was left behind"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new());
 }
+
+/// Every PowerShell script bakery sends to Windows (the pinned book: wrapper, steps, probes,
+/// readiness, restarts, Windows Update passes, sysprep) parses, with the same parser that
+/// `bakery validate` runs over recipes: the Windows path is syntactically proven everywhere it is
+/// produced, not 20 minutes into a bake.
+#[test]
+fn every_script_of_the_powershell_book_parses() {
+    use bakery::catalog::syntax::{errors, Lang};
+    let mut book = windows_book("bk-golden");
+    book.extend(bakery::bake::windows_script_book(
+        &restart_plan(),
+        "C:\\Windows\\Temp\\bakery-bk-golden",
+    ));
+    let mut bad = Vec::new();
+    for (label, script) in &book {
+        if let Some(f) = errors(Lang::PowerShell, script).first() {
+            let line = script[..f.range.start].matches('\n').count() + 1;
+            let text = script.lines().nth(line - 1).unwrap_or("");
+            bad.push(format!("{label}: line {line}: {}: {text}", f.message));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // Every check kind's Windows probe, too (the book has only the shipped image's checks).
+    for kind in windows_probe_kinds() {
+        let p = bakery::checks::probe::windows(&kind);
+        assert_eq!(errors(Lang::PowerShell, &p), vec![], "{kind:?}:\n{p}");
+    }
+}
+
+fn windows_probe_kinds() -> Vec<bakery::checks::CheckKind> {
+    use bakery::checks::{CheckKind, ServiceState, StartMode};
+    vec![
+        CheckKind::Command {
+            command: "Get-Date".into(),
+            exit_code: 0,
+            stdout_contains: None,
+            stdout_matches: None,
+        },
+        CheckKind::File {
+            path: "C:\\it's\\x.txt".into(),
+            exists: true,
+            contains: Some("a'b".into()),
+            sha256: Some("00".into()),
+            mode: None,
+        },
+        CheckKind::Service {
+            service: "BuildAgent".into(),
+            state: Some(ServiceState::Running),
+            start_mode: Some(StartMode::Auto),
+        },
+        CheckKind::Port {
+            port: 9090,
+            listening: false,
+        },
+        CheckKind::Http {
+            url: "http://localhost:9090/".into(),
+            status: 200,
+            body_contains: Some("ok".into()),
+        },
+        CheckKind::Package {
+            package: "git".into(),
+            installed: true,
+            version: Some("2.".into()),
+        },
+        CheckKind::Registry {
+            key: "HKLM:\\SOFTWARE\\X".into(),
+            value: Some("V".into()),
+            equals: Some("1".into()),
+        },
+        CheckKind::Hotfix {
+            hotfix: "KB1".into(),
+            installed: true,
+        },
+        CheckKind::WindowsFeature {
+            feature: "Telnet-Client".into(),
+            installed: false,
+        },
+    ]
+}
