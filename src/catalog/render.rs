@@ -523,4 +523,23 @@ mod tests {
         assert_eq!(quoted, "'a', 'b’’c'");
         assert!(render_with("{{ v | ps }}", &json!({"a": 1})).is_err());
     }
+
+    /// What the filters produce parses as a script, with the same parsers as validation; the
+    /// same values put in raw break the script.
+    #[test]
+    fn quoted_values_parse_and_raw_ones_do_not() {
+        use crate::catalog::syntax::{errors, Lang};
+        for value in HOSTILE {
+            let sh = render_with("echo {{ v | sh }} >/dev/null\n", &json!(value)).expect("render");
+            assert_eq!(errors(Lang::Bash, &sh), vec![], "{sh}");
+            let ps = render_with("Write-Output {{ v | ps }}\n", &json!(value)).expect("render");
+            assert_eq!(errors(Lang::PowerShell, &ps), vec![], "{ps}");
+        }
+        let raw = render_with("echo '{{ v }}'\n", &json!("it's")).expect("render");
+        assert!(!errors(Lang::Bash, &raw).is_empty(), "{raw}");
+        // (The grammar does not know PowerShell's Unicode quotes, so only the ASCII one shows
+        // here; the quoting rule test above covers the others.)
+        let raw = render_with("Write-Output '{{ v }}'\n", &json!("it's")).expect("render");
+        assert!(!errors(Lang::PowerShell, &raw).is_empty(), "{raw}");
+    }
 }
