@@ -148,17 +148,42 @@ impl fmt::Display for Diagnostic {
         if let Some(src) = &self.source_line {
             let num = self.line.to_string();
             let pad = " ".repeat(num.len());
-            let shown = src.replace('\t', " ");
-            let before = " ".repeat(self.col.saturating_sub(1));
+            let (shown, caret_col, width) = window(&src.replace('\t', " "), self.col, self.width);
+            let before = " ".repeat(caret_col.saturating_sub(1));
             writeln!(f, "{pad} |")?;
             writeln!(f, "{num} | {shown}")?;
-            writeln!(f, "{pad} | {before}{}", "^".repeat(self.width.max(1)))?;
+            writeln!(f, "{pad} | {before}{}", "^".repeat(width.max(1)))?;
         }
         if let Some(hint) = &self.hint {
             writeln!(f, "  = hint: {hint}")?;
         }
         Ok(())
     }
+}
+
+/// Characters of a source line shown around the caret; a longer line (a minified value, a huge
+/// string) is cut to this window, marked with `…`.
+const SHOWN: usize = 120;
+
+/// The part of `line` to show, the caret's column in it and the caret's width.
+fn window(line: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SHOWN {
+        return (line.to_string(), col, width);
+    }
+    let caret = col.saturating_sub(1).min(chars.len());
+    let start = caret.saturating_sub(SHOWN / 2);
+    let end = (start + SHOWN).min(chars.len());
+    let mut shown: String = chars[start..end].iter().collect();
+    let mut caret_col = caret - start + 1;
+    if start > 0 {
+        shown.insert(0, '…');
+        caret_col += 1;
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret_col, width.min(end.saturating_sub(caret)))
 }
 
 /// Every problem found in one run, sorted by file and position.
@@ -345,5 +370,26 @@ mod tests {
         assert!(s.contains("2 | instance_type = 1"), "{s}");
         assert!(s.contains("  | ^^^^^^^^^^^^^\n"), "{s}");
         assert!(s.contains("hint: did you mean `instance_types`?"), "{s}");
+    }
+
+    /// A huge line shows a window around the caret, not the whole line.
+    #[test]
+    fn long_lines_are_cut_around_the_caret() {
+        let line = format!("x = \"{}\" y = 1", "a".repeat(100_000));
+        let src = SourceText::new("images/x.toml".into(), format!("{line}\n"));
+        let at = line.len() - 5;
+        let s = src.diag(ErrorKind::Syntax, at..at + 1, "oops").to_string();
+        assert!(s.len() < 600, "{}", s.len());
+        let shown = s
+            .lines()
+            .find(|l| l.starts_with("1 | "))
+            .expect("source line");
+        let caret = s
+            .lines()
+            .find(|l| l.trim_start().starts_with("| ") && l.contains('^'))
+            .expect("caret");
+        let at_char = caret.chars().position(|c| c == '^').expect("^");
+        assert_eq!(shown.chars().nth(at_char), Some('y'), "{shown}\n{caret}");
+        assert!(shown.starts_with("1 | …"), "{shown}");
     }
 }

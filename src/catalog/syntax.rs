@@ -98,67 +98,76 @@ pub fn errors(lang: Lang, text: &str) -> Vec<Finding> {
     out
 }
 
-fn first_error(n: Node, text: &str, out: &mut Vec<Finding>) {
-    if !out.is_empty() || !(n.has_error() || n.is_missing()) {
-        return;
-    }
-    if n.is_missing() {
-        // The parser notices at the end; the construct left open is where to look.
-        let (at, opener) = match n.parent() {
-            Some(p) if p.start_byte() < n.start_byte() => {
-                let t = &text[p.byte_range()];
-                let word: String = t
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(20)
-                    .collect();
-                (p.start_byte(), Some(word))
-            }
-            _ => (n.start_byte(), None),
-        };
-        let len = opener.as_ref().map_or(0, String::len);
-        out.push(Finding {
-            range: at..at + len,
-            message: match opener {
-                Some(w) if !w.is_empty() => {
-                    format!("`{w}` is never closed: missing `{}`", n.kind())
-                }
-                _ => format!("missing `{}`", n.kind()),
-            },
-        });
-        return;
-    }
-    if n.is_error() {
-        // The innermost missing piece says more than the error around it.
-        let mut c = n.walk();
-        for ch in n.children(&mut c) {
-            if ch.is_missing() {
-                return first_error(ch, text, out);
-            }
+/// The first error in source order, or nothing. Iterative: a script nested thousands deep must
+/// not overflow the stack.
+fn first_error(root: Node, text: &str, out: &mut Vec<Finding>) {
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        if !(n.has_error() || n.is_missing()) {
+            continue;
         }
-        let r = n.byte_range();
-        let snippet: String = text[r.clone()]
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(40)
-            .collect();
-        out.push(Finding {
-            range: r.start..r.start + snippet.len(),
-            message: if snippet.trim().is_empty() {
-                "syntax error".to_string()
-            } else {
-                format!("syntax error near `{}`", snippet.trim())
-            },
-        });
-        return;
+        if n.is_missing() {
+            out.push(missing(n, text));
+            return;
+        }
+        if n.is_error() {
+            // The innermost missing piece says more than the error around it.
+            let mut c = n.walk();
+            if let Some(m) = n.children(&mut c).find(|ch| ch.is_missing()) {
+                out.push(missing(m, text));
+                return;
+            }
+            let r = n.byte_range();
+            let snippet: String = text
+                .get(r.clone())
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(40)
+                .collect();
+            out.push(Finding {
+                range: r.start..r.start + snippet.len(),
+                message: if snippet.trim().is_empty() {
+                    "syntax error".to_string()
+                } else {
+                    format!("syntax error near `{}`", snippet.trim())
+                },
+            });
+            return;
+        }
+        let mut c = n.walk();
+        let children: Vec<Node> = n.children(&mut c).collect();
+        stack.extend(children.into_iter().rev());
     }
-    let mut c = n.walk();
-    for ch in n.children(&mut c) {
-        first_error(ch, text, out);
+}
+
+/// A missing token, reported at the construct it should have closed.
+fn missing(n: Node, text: &str) -> Finding {
+    // The parser notices at the end; the construct left open is where to look.
+    let (at, opener) = match n.parent() {
+        Some(p) if p.start_byte() < n.start_byte() => {
+            let word: String = text
+                .get(p.byte_range())
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(20)
+                .collect();
+            (p.start_byte(), Some(word))
+        }
+        _ => (n.start_byte(), None),
+    };
+    let len = opener.as_ref().map_or(0, String::len);
+    Finding {
+        range: at..at + len,
+        message: match opener {
+            Some(w) if !w.is_empty() => format!("`{w}` is never closed: missing `{}`", n.kind()),
+            _ => format!("missing `{}`", n.kind()),
+        },
     }
 }
 
@@ -206,26 +215,28 @@ pub fn traps(lang: Lang, text: &str) -> Vec<Finding> {
         "Invoke-Expression of downloaded content runs whatever the server sends: download a pinned file and check its sha256 (a download step) instead",
     );
     if let Some(tree) = parse(lang, &powershell_for_grammar(text)) {
-        exit_in_function(tree.root_node(), text, false, &mut out);
+        exit_in_function(tree.root_node(), text, &mut out);
     }
     out.sort_by_key(|f| f.range.start);
     out
 }
 
-fn exit_in_function(n: Node, text: &str, inside: bool, out: &mut Vec<Finding>) {
-    let inside = inside || n.kind() == "function_statement";
-    if inside && n.kind() == "flow_control_statement" {
-        let t = &text[n.byte_range()];
-        if t.trim_start().to_ascii_lowercase().starts_with("exit") {
-            out.push(Finding {
-                range: n.start_byte()..n.start_byte() + 4,
-                message: "`exit` inside a function ends the whole script, not the function: use return, or throw".into(),
-            });
+fn exit_in_function(root: Node, text: &str, out: &mut Vec<Finding>) {
+    let mut stack = vec![(root, false)];
+    while let Some((n, inside)) = stack.pop() {
+        let inside = inside || n.kind() == "function_statement";
+        if inside && n.kind() == "flow_control_statement" {
+            let t = text.get(n.byte_range()).unwrap_or("");
+            if t.trim_start().to_ascii_lowercase().starts_with("exit") {
+                out.push(Finding {
+                    range: n.start_byte()..n.start_byte() + 4,
+                    message: "`exit` inside a function ends the whole script, not the function: use return, or throw".into(),
+                });
+            }
         }
-    }
-    let mut c = n.walk();
-    for ch in n.children(&mut c) {
-        exit_in_function(ch, text, inside, out);
+        let mut c = n.walk();
+        let children: Vec<Node> = n.children(&mut c).collect();
+        stack.extend(children.into_iter().rev().map(|ch| (ch, inside)));
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod fingerprint;
 mod fresh;
+mod fuzz;
 mod many;
 mod plan;
 mod registry;
