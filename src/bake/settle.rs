@@ -124,8 +124,12 @@ impl Bake<'_> {
                 Ok(seen) => seen,
                 Err(e) => {
                     // Most often the instance restarting under the question: ask again once
-                    // it is back.
-                    tracing::info!(instance = %l.instance, error = %e, "readiness probe");
+                    // it is back. Said once, and named if time runs out.
+                    let why = format!("the readiness probe failed: {e}");
+                    if why != said {
+                        self.waiting(format!("{}: {why}", l.instance));
+                        said = why;
+                    }
                     c.close().await;
                     self.pause().await?;
                     continue;
