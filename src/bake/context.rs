@@ -170,6 +170,15 @@ impl Bake<'_> {
         );
     }
 
+    /// Says what a wait is waiting for (each time that changes).
+    pub(super) fn waiting(&self, what: String) {
+        tracing::info!(bake_id = %self.bake_id, what = %what, "waiting");
+        self.events.emit(BakeEvent::Waiting {
+            bake_id: self.bake_id.clone(),
+            what,
+        });
+    }
+
     pub(super) fn warn(&self, message: String) {
         self.events.emit(BakeEvent::Warning {
             bake_id: self.bake_id.clone(),

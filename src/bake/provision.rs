@@ -7,12 +7,44 @@ use super::context::{wait_instance, Bake, Failure, Link};
 use super::launch::Launched;
 use super::steps::StepError;
 use super::FailKind;
+use crate::catalog::model::Platform;
 use crate::events::BakeEvent;
 use crate::plan::{PlannedAction, PlannedStep};
 use crate::remote::Conn;
 
 /// A restart waits this long for the new boot unless the step says otherwise.
 const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How many times one step may ask for a restart (exit 194 / 3010) over SSH.
+const MAX_RESTART_RERUNS: u32 = 10;
+
+/// What happens after a step ran.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterStep {
+    /// Go on (or fail with the step's own error).
+    Next,
+    /// It exited 194 (Linux) or 3010 (Windows): restart the instance (a new boot id) and run the
+    /// step again, as Systems Manager's agent does for a Run Command script.
+    RestartAndRerun,
+    /// It still asks after `MAX_RESTART_RERUNS` restarts.
+    TooManyRestarts,
+}
+
+/// The same script means the same on both communicators: over SSM the agent restarts and reruns
+/// a script that exits 194 / 3010 (the step sees only the final exit), over SSH bakery does.
+fn after_step(platform: Platform, ssm: bool, exit: Option<i32>, restarts: u32) -> AfterStep {
+    let asks = match platform {
+        Platform::Linux => crate::remote::ssm::REBOOT_EXIT_LINUX,
+        Platform::Windows => crate::remote::ssm::REBOOT_EXIT_WINDOWS,
+    };
+    match exit {
+        Some(code) if code == asks && !ssm && restarts < MAX_RESTART_RERUNS => {
+            AfterStep::RestartAndRerun
+        }
+        Some(code) if code == asks && !ssm => AfterStep::TooManyRestarts,
+        _ => AfterStep::Next,
+    }
+}
 
 impl Bake<'_> {
     pub(super) async fn run_steps(
@@ -58,10 +90,31 @@ impl Bake<'_> {
                     self.run_shutdown_step(l, link, s).await.map_err(named)?;
                 }
                 _ => {
-                    self.host(link.get()?, &workdir)
-                        .step(n, s)
-                        .await
-                        .map_err(named)?;
+                    let mut restarts = 0;
+                    loop {
+                        let r = self.host(link.get()?, &workdir).step(n, s).await;
+                        let code = match &r {
+                            Err(StepError::Exit { code, .. }) => Some(*code),
+                            _ => None,
+                        };
+                        match after_step(self.image.platform, self.ssm(), code, restarts) {
+                            AfterStep::Next => break r.map_err(named)?,
+                            AfterStep::RestartAndRerun => {
+                                restarts += 1;
+                                self.waiting(format!(
+                                    "step {n}/{total} asked for a restart (exit {}): restarting, then running it again ({restarts} of at most {MAX_RESTART_RERUNS})",
+                                    code.unwrap_or_default()
+                                ));
+                                self.restart(l, link, DEFAULT_RESTART_TIMEOUT).await?;
+                            }
+                            AfterStep::TooManyRestarts => {
+                                return Err(Failure::new(format!(
+                                    "step {n}/{total} ({} / {}) still asks for a restart after {MAX_RESTART_RERUNS} restarts",
+                                    s.recipe, s.name
+                                )))
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -220,6 +273,49 @@ impl Bake<'_> {
                 }
                 _ => conn.close().await,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_194_and_3010_restart_and_rerun_over_ssh_only() {
+        use AfterStep::*;
+        let cases = [
+            (Platform::Linux, false, Some(194), 0, RestartAndRerun),
+            (
+                Platform::Linux,
+                false,
+                Some(194),
+                MAX_RESTART_RERUNS - 1,
+                RestartAndRerun,
+            ),
+            (
+                Platform::Linux,
+                false,
+                Some(194),
+                MAX_RESTART_RERUNS,
+                TooManyRestarts,
+            ),
+            (Platform::Windows, false, Some(3010), 0, RestartAndRerun),
+            // The other platform's code is an ordinary failure.
+            (Platform::Linux, false, Some(3010), 0, Next),
+            (Platform::Windows, false, Some(194), 0, Next),
+            // Over SSM the agent did it already: what reaches bakery is final.
+            (Platform::Linux, true, Some(194), 0, Next),
+            (Platform::Windows, true, Some(3010), 0, Next),
+            (Platform::Linux, false, Some(1), 0, Next),
+            (Platform::Linux, false, None, 0, Next),
+        ];
+        for (platform, ssm, exit, restarts, want) in cases {
+            assert_eq!(
+                after_step(platform, ssm, exit, restarts),
+                want,
+                "{platform:?} ssm={ssm} {exit:?} {restarts}"
+            );
         }
     }
 }

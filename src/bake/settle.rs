@@ -174,14 +174,6 @@ impl Bake<'_> {
         ))
     }
 
-    fn waiting(&self, what: String) {
-        tracing::info!(bake_id = %self.bake_id, what = %what, "waiting");
-        self.events.emit(crate::events::BakeEvent::Waiting {
-            bake_id: self.bake_id.clone(),
-            what,
-        });
-    }
-
     async fn pause(&self) -> Result<(), Failure> {
         tokio::select! {
             () = tokio::time::sleep(ASK_EVERY) => Ok(()),
