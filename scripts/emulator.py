@@ -46,6 +46,10 @@ output, nothing run, DescribeInstanceInformation missing):
 - CancelCommand stops a running script (its process group); the invocation ends Cancelled.
 - GetCommandInvocation answers InvocationDoesNotExist for the first 0.3 s after SendCommand (as
   AWS may) and for a plugin name the document does not have.
+- GetEbsDefaultKmsKeyId (moto has only ModifyEbsDefaultKmsKeyId): "alias/aws/ebs" while the
+  default is the AWS managed key, as AWS answers, else the key's ARN.
+- ModifyImageAttribute ImdsSupport=v2.0 (moto ignores it): the AMI's ImdsSupport, in
+  DescribeImages; any other value is InvalidParameterValue.
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
   Windows_Server-2022-English-Full-Base (moto seeds neither and refuses writes under /aws/).
 
@@ -235,6 +239,41 @@ def disable_image_deprecation(self):
     return ActionResult({"Return": True})
 
 
+_modify_image_attribute = AmisResponse.modify_image_attribute
+
+
+def modify_image_attribute(self):
+    # moto ignores ImdsSupport. AWS: the only value is v2.0, and once set it cannot be undone.
+    imds = (self._get_param("ImdsSupport") or {}).get("Value")
+    if imds is None:
+        return _modify_image_attribute(self)
+    self.error_on_dryrun()
+    if imds != "v2.0":
+        raise EmulatorError("InvalidParameterValue", f"Value ({imds}) for parameter ImdsSupport is invalid.")
+    _image(self).imds_support = "v2.0"
+    return ActionResult({})
+
+
+AmisResponse.modify_image_attribute = modify_image_attribute
+
+# GetEbsDefaultKmsKeyId, which moto lacks (it has ModifyEbsDefaultKmsKeyId, which needs a key
+# in its KMS): as AWS answers it, "alias/aws/ebs" while the default is the AWS managed key.
+from moto.ec2.responses.settings import Settings
+
+
+def get_ebs_default_kms_key_id(self):
+    self.error_on_dryrun()
+    key = self.ec2_backend.default_kms_key_id
+    if key:
+        from moto.kms import kms_backends
+
+        kms = kms_backends[self.current_account][self.region]
+        if kms.alias_exists("alias/aws/ebs") and kms.describe_key("alias/aws/ebs").arn == key:
+            key = ""
+    return ActionResult({"KmsKeyId": key or "alias/aws/ebs"})
+
+
+Settings.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
 AmisResponse.copy_image = copy_image
 AmisResponse.enable_image_deprecation = enable_image_deprecation
 AmisResponse.disable_image_deprecation = disable_image_deprecation

@@ -20,7 +20,8 @@ pub(super) struct Distributed {
 
 impl Bake<'_> {
     /// Copies the AMI to every other publish region (the copies run in parallel in AWS; bakery
-    /// waits for them together), tags their snapshots, shares and schedules deprecation.
+    /// waits for them together), tags their snapshots, marks every AMI IMDSv2-only (unless the
+    /// image allows IMDSv1, saying why), shares and schedules deprecation.
     /// Idempotent by name: a copy of this version with the same fingerprint is adopted.
     pub(super) async fn distribute(
         &mut self,
@@ -123,6 +124,9 @@ impl Bake<'_> {
         }
         let share = &self.image.publish.share;
         for (aws, id) in copies.values() {
+            if self.image.publish.imds_v1.is_none() {
+                aws.require_imdsv2(id).await?;
+            }
             aws.share_image(id, &share.accounts, &share.organizations, &share.ous)
                 .await?;
             if !share.accounts.is_empty() {

@@ -114,6 +114,21 @@ pub enum FailKind {
     Checks,
     /// Ctrl-C / SIGTERM.
     Cancelled,
+    /// The bake cannot work as configured, found in preflight by reading AWS (before anything
+    /// is created): an input error, exit 2.
+    Invalid,
+}
+
+impl FailKind {
+    /// The outcome in events and reports.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            FailKind::Failed => "failed",
+            FailKind::Checks => "checks_failed",
+            FailKind::Cancelled => "cancelled",
+            FailKind::Invalid => "invalid",
+        }
+    }
 }
 
 /// A failed bake: what failed, where, and what (if anything) was left behind.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use semver::Version;
 
 use super::context::{Bake, Failure};
+use super::FailKind;
 use crate::catalog::model::{Platform, Source};
 use crate::cloud::{ImageId, ImageInfo};
 use crate::registry::{self};
@@ -25,7 +26,57 @@ pub(super) struct Preflighted {
 /// Tries to find a free AMI name when another runner took ours.
 pub(super) const MAX_NAME_TRIES: u64 = 20;
 
+/// Whether a KMS key id, ARN or alias is the AWS managed EBS key, which AWS does not let an
+/// account share: snapshots encrypted with it cannot be shared, nor their AMIs launched
+/// elsewhere.
+pub(super) fn aws_managed_ebs_key(key: &str) -> bool {
+    key == "alias/aws/ebs" || key.ends_with(":alias/aws/ebs")
+}
+
 impl Bake<'_> {
+    /// An image shared with other accounts needs, in every publish region, a customer managed
+    /// KMS key for its (always encrypted) snapshots: the target's `kms_keys` / `kms_key`, else
+    /// the account's default EBS key (GetEbsDefaultKmsKeyId). The AWS managed `aws/ebs` is
+    /// refused here, before anything is created, instead of an hour later when sharing fails.
+    async fn check_sharing_keys(&self) -> Result<(), Failure> {
+        let share = &self.image.publish.share;
+        if share.accounts.is_empty() && share.ous.is_empty() && share.organizations.is_empty() {
+            return Ok(());
+        }
+        for region in self.publish_regions() {
+            let configured = self
+                .target
+                .kms_keys
+                .get(&region)
+                .or(self.target.kms_key.as_ref())
+                .cloned();
+            let (key, whence) = match configured {
+                Some(k) => (k, format!("target {}'s kms key", self.target.name)),
+                None => {
+                    let aws = self
+                        .opts
+                        .fleet
+                        .connect(self.target, &crate::catalog::model::Region(region.clone()))
+                        .await;
+                    (
+                        aws.ebs_default_kms_key().await?,
+                        "the account's default EBS key".into(),
+                    )
+                }
+            };
+            if aws_managed_ebs_key(&key) {
+                return Err(Failure {
+                    kind: FailKind::Invalid,
+                    cause: format!(
+                        "{} is shared with other accounts, but its snapshots in {region} would be encrypted with {key} ({whence}), the AWS managed key, which AWS does not let you share: set kms_keys.{region} (or kms_key) in target {} to a customer managed key whose key policy lets the consumer accounts use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant, kms:ReEncrypt*, kms:GenerateDataKey*)",
+                        self.image.name, self.target.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The source AMI (and parent version) the image starts from, checked against the image,
     /// and the full fingerprint with it.
     async fn resolve_source(&self) -> Result<(ImageInfo, Option<String>, String), Failure> {
@@ -149,6 +200,7 @@ impl Bake<'_> {
                 )));
             }
         }
+        self.check_sharing_keys().await?;
         // A version is free when neither its AMI name nor its parameter exists (a failed bake of
         // another runner may have left one of them for a moment).
         let mut free = false;
@@ -205,5 +257,25 @@ impl Bake<'_> {
             version,
             known_versions,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aws_managed_ebs_key;
+
+    #[test]
+    fn the_aws_managed_ebs_key_in_every_spelling() {
+        assert!(aws_managed_ebs_key("alias/aws/ebs"));
+        assert!(aws_managed_ebs_key(
+            "arn:aws:kms:eu-west-1:123456789012:alias/aws/ebs"
+        ));
+        assert!(!aws_managed_ebs_key(
+            "arn:aws:kms:eu-west-1:123456789012:key/0d1e2f3a"
+        ));
+        assert!(!aws_managed_ebs_key("alias/platform-ebs"));
+        assert!(!aws_managed_ebs_key(
+            "arn:aws:kms:eu-west-1:123456789012:alias/aws/ebs-copy"
+        ));
     }
 }

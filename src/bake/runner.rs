@@ -426,11 +426,7 @@ impl Run<'_> {
                 State::Failed
             });
         }
-        let outcome = match f.kind {
-            FailKind::Failed => "failed",
-            FailKind::Checks => "checks_failed",
-            FailKind::Cancelled => "cancelled",
-        };
+        let outcome = f.kind.outcome();
         self.events.emit(BakeEvent::Finished {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),

@@ -29,6 +29,15 @@ pub(super) enum Tested {
     Untested,
 }
 
+/// What a test instance boots with: the test's user data, else, for a Windows image reached over
+/// SSH, the build's (it starts sshd and gives Administrators the launch key: without it the
+/// fresh instance cannot be reached). Linux gets the key from cloud-init, SSM needs nothing.
+pub(super) fn test_user_data(plan: &crate::plan::Plan, test: Option<String>) -> Option<String> {
+    let windows_ssh = plan.platform == Platform::Windows
+        && plan.communicator == crate::catalog::model::Communicator::Ssh;
+    test.or_else(|| windows_ssh.then(|| plan.user_data.clone()).flatten())
+}
+
 impl Tested {
     /// The `bakery:tested` tag value, if any.
     pub(super) fn tag(&self) -> Option<(String, String)> {
@@ -131,7 +140,7 @@ impl Bake<'_> {
             security_group: Some(build.group.clone()),
             subnet: self.target.subnet.clone(),
             instance_profile: self.target.instance_profile.clone(),
-            user_data: test.user_data.clone(),
+            user_data: test_user_data(&self.plan, test.user_data.clone()),
             volume_size_gb: self.image.build.root_volume.size_gb,
             volume_type: format!("{:?}", self.image.build.root_volume.volume_type).to_lowercase(),
             kms_key: self

@@ -74,8 +74,9 @@ pub async fn test_version(
         .clone()
         .ok_or_else(|| early(format!("{image} has no [test] to run")))?;
     let checks = test.checks;
-    // The instance boots as a consumer's would: with the test's user data, not the build's.
-    plan.user_data = test.user_data;
+    // The instance boots as a consumer's would: with the test's user data, not the build's
+    // (but for Windows over SSH, which needs the build's to be reached at all).
+    plan.user_data = super::test::test_user_data(&plan, test.user_data);
     let types = test.instance_types;
     let timeout = test.timeout;
     let region = target

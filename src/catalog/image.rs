@@ -701,6 +701,13 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
             "deprecate_after is at most 3650d (EC2 deprecates at most 10 years ahead)",
         );
     }
+    if p.imds_v1.as_ref().is_some_and(|r| r.trim().is_empty()) {
+        cx.err(
+            &path.k("imds_v1"),
+            ErrorKind::InvalidValue,
+            "imds_v1 needs the reason IMDSv1 stays allowed (software on the image that cannot use IMDSv2 tokens); without it the AMIs are IMDSv2-only",
+        );
+    }
     if p.keep == Some(0) {
         cx.err(
             &path.k("keep"),
@@ -721,5 +728,6 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
         },
         deprecate_after,
         keep: p.keep,
+        imds_v1: p.imds_v1.clone(),
     })
 }

@@ -182,6 +182,8 @@ pub struct Publish {
     pub share: Share,
     pub deprecate_after: Option<Duration>,
     pub keep: Option<u32>,
+    /// Why the image allows IMDSv1; `None`: the AMIs are IMDSv2-only.
+    pub imds_v1: Option<String>,
 }
 
 /// A reference to a secret, looked up on the instance at run time; its value never passes

@@ -226,6 +226,9 @@ pub struct RawPublish {
     pub share: Option<RawShare>,
     pub deprecate_after: Option<String>,
     pub keep: Option<u32>,
+    /// Allow IMDSv1 on instances launched from the image, and why. Without it the AMI and every
+    /// copy are marked IMDSv2-only (`ImdsSupport = v2.0`, which AWS cannot undo).
+    pub imds_v1: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -399,12 +399,7 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
             if !e.checks.is_empty() {
                 eprint!("{}", report::table(&e.checks));
             }
-            let code = match e.kind {
-                FailKind::Checks => EXIT_CHECKS,
-                FailKind::Cancelled => EXIT_CANCELLED,
-                FailKind::Failed => super::EXIT_FAILURE,
-            };
-            Err(CliError::Exit(code, e.to_string()))
+            Err(CliError::Exit(exit_of(e.kind), e.to_string()))
         }
     }
 }
@@ -711,10 +706,22 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
         .collect();
     let code = if bad.iter().any(|o| o.outcome == "cancelled") {
         EXIT_CANCELLED
+    } else if bad.iter().all(|o| o.outcome == FailKind::Invalid.outcome()) {
+        super::EXIT_INVALID
     } else {
         super::EXIT_FAILURE
     };
     Err(CliError::Exit(code, detail.join("\n")))
+}
+
+/// The exit code of a failed bake or test.
+fn exit_of(kind: FailKind) -> i32 {
+    match kind {
+        FailKind::Checks => EXIT_CHECKS,
+        FailKind::Cancelled => EXIT_CANCELLED,
+        FailKind::Failed => super::EXIT_FAILURE,
+        FailKind::Invalid => super::EXIT_INVALID,
+    }
 }
 
 /// What `bakery test` does.
@@ -849,11 +856,7 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
             Ok(())
         }
         Err(e) => {
-            let code = match e.kind {
-                FailKind::Checks => EXIT_CHECKS,
-                FailKind::Cancelled => EXIT_CANCELLED,
-                FailKind::Failed => super::EXIT_FAILURE,
-            };
+            let code = exit_of(e.kind);
             let mut msg = e.to_string();
             if let Some(r) = revoked {
                 msg.push_str(&format!("\nrevoked {image} {version}: {r}"));

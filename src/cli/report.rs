@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::CliError;
-use crate::bake::{Artifact, BakeError, FailKind, TestRun};
+use crate::bake::{Artifact, BakeError, TestRun};
 use crate::checks::report::{self, CheckResult};
 use crate::events::BakeEvent;
 use crate::plan::FingerprintInput;
@@ -55,14 +55,6 @@ pub struct Resources {
     pub created: Vec<String>,
     pub removed: Vec<String>,
     pub left_behind: Vec<String>,
-}
-
-pub fn outcome_of(kind: FailKind) -> &'static str {
-    match kind {
-        FailKind::Failed => "failed",
-        FailKind::Checks => "checks_failed",
-        FailKind::Cancelled => "cancelled",
-    }
 }
 
 impl Recorder {
@@ -142,7 +134,7 @@ impl Recorder {
                     BakeReport {
                         bake_id: &e.bake_id,
                         image: &e.image,
-                        outcome: outcome_of(e.kind),
+                        outcome: e.kind.outcome(),
                         version: None,
                         fingerprint: None,
                         source_ami: None,
@@ -226,7 +218,7 @@ impl Recorder {
             ),
             Err(e) => (
                 &e.bake_id,
-                outcome_of(e.kind),
+                e.kind.outcome(),
                 &e.timings,
                 &e.checks,
                 e.left_behind.iter().map(|u| u.to_string()).collect(),

@@ -51,6 +51,8 @@ pub struct ImageInfo {
     pub tags: Tags,
     /// When the image is (or was) deprecated, RFC 3339.
     pub deprecation_time: Option<String>,
+    /// `v2.0` when instances launched from it require IMDSv2.
+    pub imds_support: Option<String>,
 }
 
 /// An instance as bakery sees it.

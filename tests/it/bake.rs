@@ -750,3 +750,54 @@ fn aws_errors_say_what_failed_where_and_what_to_do() {
     );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+/// Sharing with other accounts needs a customer managed KMS key: with the account's default
+/// `aws/ebs` the bake stops in preflight (exit 2, nothing created) and says what to set; with a
+/// customer managed key in the target, it bakes.
+#[test]
+fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
+    let sb = Sandbox::start();
+    let path = sb.project.path().join("images/sandbox-demo.toml");
+    let demo = std::fs::read_to_string(&path).expect("demo");
+    std::fs::write(
+        &path,
+        demo.replace(
+            "[publish]\n",
+            "[publish]\nshare = { accounts = [\"111122223333\"] }\n",
+        ),
+    )
+    .expect("write");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "encrypted with alias/aws/ebs (the account's default EBS key), the AWS managed key"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "set kms_keys.us-east-1 (or kms_key) in target sandbox to a customer managed key"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("+ key pair"), "nothing is created: {err}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+    assert!(registered(&sb, "sandbox-demo").is_empty());
+
+    // A customer managed key named by the target: preflight passes, the image is shared.
+    let toml = sb.project.path().join("bakery.toml");
+    let t = std::fs::read_to_string(&toml).expect("bakery.toml");
+    std::fs::write(
+        &toml,
+        t.replace(
+            "[targets.sandbox]\n",
+            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
+        ),
+    )
+    .expect("write");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(registered(&sb, "sandbox-demo").len(), 1);
+}

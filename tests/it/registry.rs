@@ -87,6 +87,17 @@ fn resolve(sb: &Sandbox, spec: &str) -> Result<String, String> {
 #[test]
 fn a_bake_is_distributed_to_every_region_and_listed() {
     let sb = two_regions();
+    // Shared images need a customer managed key (the AWS managed aws/ebs cannot be shared).
+    let toml = sb.project.path().join("bakery.toml");
+    let t = std::fs::read_to_string(&toml).expect("bakery.toml");
+    std::fs::write(
+        &toml,
+        t.replace(
+            "[targets.sandbox]\n",
+            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
+        ),
+    )
+    .expect("write");
     let demo =
         std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     sb.project.write(
@@ -165,6 +176,18 @@ fn a_bake_is_distributed_to_every_region_and_listed() {
                 .filter_map(|p| p.user_id())
                 .collect();
             assert_eq!(users, ["111122223333"], "{region}");
+            // IMDSv2-only, the AMI and its copy (read back; AWS cannot undo it).
+            let img = ec2
+                .describe_images()
+                .image_ids(ami.as_str())
+                .send()
+                .await
+                .expect("DescribeImages");
+            assert_eq!(
+                img.images()[0].imds_support().map(|v| v.as_str()),
+                Some("v2.0"),
+                "{region}"
+            );
         }
     });
     let v = json(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox", "--json"]));

@@ -340,6 +340,12 @@ fn the_powershell_of_windows_2022_base_is_pinned() {
     let restart =
         bakery::bake::windows_script_book(&restart_plan(), "C:\\Windows\\Temp\\bakery-bk-golden");
     book.extend(restart.into_iter().filter(|(l, _)| l.contains("restart")));
+    // The user data of the same image provisioned over SSH: OpenSSH Server and the launch key
+    // for Administrators.
+    book.push((
+        "user data (communicator = ssh)".into(),
+        windows_ssh_user_data(),
+    ));
     let got = book_text(&book);
     let path = repo_root().join("tests/golden/windows-2022-base.ps1");
     if std::env::var_os("BAKERY_UPDATE_GOLDEN").is_some() {
@@ -359,12 +365,36 @@ fn the_powershell_of_windows_2022_base_is_pinned() {
         "Get-Service -Name 'AmazonSSMAgent'",
         "Get-NetTCPConnection -State Listen -ErrorAction SilentlyContinue",
         "& $ec2launch sysprep --shutdown",
+        "meta-data/public-keys/0/openssh-key",
+        "icacls.exe $authorized /inheritance:r /grant '*S-1-5-32-544:F' /grant '*S-1-5-18:F'",
         "& $ec2launch status 2>&1 | Out-Null",
         "LastBootUpTime",
         "shutdown.exe /r",
     ] {
         assert!(got.contains(must), "{must}");
     }
+}
+
+/// The rendered user data of windows-2022-base with `communicator = "ssh"`.
+fn windows_ssh_user_data() -> String {
+    let p = crate::support::fixtures::shipped_copy();
+    std::fs::copy(
+        repo_root().join("bakery.toml"),
+        p.path().join("bakery.toml"),
+    )
+    .ok();
+    let path = p.path().join("images/windows-2022-base.toml");
+    let toml = std::fs::read_to_string(&path).expect("image");
+    std::fs::write(
+        &path,
+        toml.replace("communicator = \"ssm\"", "communicator = \"ssh\""),
+    )
+    .expect("write");
+    let catalog = Catalog::load(p.path()).unwrap_or_else(|d| panic!("{d}"));
+    let plan = Planner::new(&catalog, &Target::offline())
+        .plan(&ImageName::new_unchecked("windows-2022-base"))
+        .expect("plan");
+    plan.user_data.expect("user data")
 }
 
 /// A one-step plan whose step is a restart (for the restart's commands).
@@ -485,6 +515,10 @@ fn every_script_of_the_powershell_book_parses() {
             bad.push(format!("{label}: line {line}: {}: {text}", f.message));
         }
     }
+    // The PowerShell inside the user data, as EC2Launch runs it.
+    let (lang, script) = bakery::catalog::syntax::user_data_script(&windows_ssh_user_data(), true)
+        .expect("<powershell>");
+    assert_eq!(errors(lang, &script), vec![], "{script}");
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     // Every check kind's Windows probe, too (the book has only the shipped image's checks).
     for kind in windows_probe_kinds() {

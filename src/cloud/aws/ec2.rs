@@ -85,6 +85,7 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
             .collect(),
         tags: tags_of(i.tags()),
         deprecation_time: i.deprecation_time().map(str::to_string),
+        imds_support: i.imds_support().map(|v| v.as_str().to_string()),
     })
 }
 
@@ -867,6 +868,37 @@ impl Aws {
             .launch_permission(
                 LaunchPermissionModifications::builder()
                     .set_add(Some(adds))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("ModifyImageAttribute", e))?;
+        Ok(())
+    }
+
+    /// The KMS key EBS encrypts new volumes with in this region when none is named
+    /// (`alias/aws/ebs` unless the account changed it).
+    pub async fn ebs_default_kms_key(&self) -> Result<String, CloudError> {
+        let out = self
+            .ec2
+            .get_ebs_default_kms_key_id()
+            .send()
+            .await
+            .map_err(|e| self.err("GetEbsDefaultKmsKeyId", e))?;
+        out.kms_key_id()
+            .map(str::to_string)
+            .ok_or_else(|| self.bad("GetEbsDefaultKmsKeyId", "no KmsKeyId in the answer"))
+    }
+
+    /// Marks an AMI IMDSv2-only (`ImdsSupport = v2.0`): instances launched from it require
+    /// session tokens for the metadata service. AWS cannot undo it.
+    pub async fn require_imdsv2(&self, id: &ImageId) -> Result<(), CloudError> {
+        self.ec2
+            .modify_image_attribute()
+            .image_id(id.as_str())
+            .imds_support(
+                aws_sdk_ec2::types::AttributeValue::builder()
+                    .value("v2.0")
                     .build(),
             )
             .send()
