@@ -343,3 +343,37 @@ fn command_line_mistakes_exit_2_with_what_to_do_and_no_network() {
         "bakery connected to the AWS endpoint on a command-line mistake"
     );
 }
+
+/// An AWS endpoint that does not answer reads as the operation, region and the chain of causes
+/// on one line, never the SDK's Debug dump.
+#[test]
+fn an_unreachable_endpoint_is_one_readable_line() {
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let p = Project::fixture();
+    p.write(
+        "bakery.toml",
+        &crate::support::fixtures::BAKERY_TOML
+            .replace("http://127.0.0.1:5000", &format!("http://127.0.0.1:{port}")),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .args(["resolve", "base@latest", "--target", "sandbox", "--project"])
+        .arg(p.path())
+        .env("AWS_ACCESS_KEY_ID", "sandbox")
+        .env("AWS_SECRET_ACCESS_KEY", "sandbox")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("in us-east-1 failed: dispatch failure"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    for dump in ["DispatchFailure(", "ConnectorError {", "source:"] {
+        assert!(!err.contains(dump), "{dump} in {err}");
+    }
+}

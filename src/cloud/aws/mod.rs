@@ -227,7 +227,7 @@ where
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
-        _ => aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+        _ => causes(&e),
     };
     let request_id = e
         .meta()
@@ -246,6 +246,21 @@ where
         message,
         request_id,
     }
+}
+
+/// An error and its sources on one line (`dispatch failure: io error: ... connection refused`):
+/// what `DisplayErrorContext` says, without the `Debug` dump it appends.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p == &t) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }
 
 /// Clients per region, built on first use (from a fleet, when given one).
