@@ -99,6 +99,8 @@ pub enum PlannedAction {
     },
     WindowsUpdate {
         categories: Vec<String>,
+        /// KB articles not to install.
+        exclude_kbs: Vec<String>,
         max_passes: u32,
     },
 }
@@ -605,14 +607,19 @@ fn render_step(
         }
         StepAction::WindowsUpdate {
             categories,
+            exclude_kbs,
             max_passes,
         } => {
+            use crate::catalog::recipe::{kb_article, update_category};
+            let categories = update_list(acc, env, categories, update_category)?;
+            let exclude_kbs = update_list(acc, env, exclude_kbs, kb_article)?;
             acc.input(
                 format!("{where_} windows_update"),
-                format!("{categories:?}{max_passes}").as_bytes(),
+                format!("{categories:?}{exclude_kbs:?}{max_passes}").as_bytes(),
             );
             PlannedAction::WindowsUpdate {
-                categories: categories.clone(),
+                categories,
+                exclude_kbs,
                 max_passes: *max_passes,
             }
         }
@@ -626,6 +633,33 @@ fn render_step(
         secrets,
         action,
     })
+}
+
+/// A `windows_update` list, its template rendered and every item checked (the error located
+/// at the template).
+fn update_list(
+    acc: &mut Acc,
+    env: &RenderEnv,
+    list: &UpdateList,
+    check: fn(&str) -> Result<String, String>,
+) -> Option<Vec<String>> {
+    match list {
+        UpdateList::Fixed(v) => Some(v.clone()),
+        UpdateList::Template(t) => {
+            let text = acc.render(env, t)?;
+            match crate::catalog::recipe::split_update_list(&text, check) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    acc.diags.push(t.src.diag(
+                        ErrorKind::InvalidValue,
+                        t.offset..t.offset + t.text.len(),
+                        format!("after rendering: {e}"),
+                    ));
+                    None
+                }
+            }
+        }
+    }
 }
 
 fn default_step_name(a: &PlannedAction) -> String {

@@ -129,6 +129,8 @@ pub(super) struct Bake<'a> {
     pub(super) pin: HostKeyPin,
     /// The working directory is gone (Windows finalize steps run in the system temp directory).
     pub(super) workdir_removed: bool,
+    /// Updates Windows Update installed (`KB5034439 <title>`), for the report and `bakery:kbs`.
+    pub(super) updates: Vec<String>,
     /// How to log in to the build instance once known; read only by the failure path
     /// (`--on-error keep`).
     pub(super) reach: Option<SshTarget>,
@@ -211,6 +213,11 @@ impl Bake<'_> {
             tag::CREATED_BY.into(),
             format!("bakery/{}", env!("CARGO_PKG_VERSION")),
         );
+        if !self.updates.is_empty() {
+            // How many KB articles the bake installed (the report lists them).
+            let kbs = crate::remote::powershell::kb_articles(&self.updates);
+            tags.insert(tag::KBS.into(), kbs.len().to_string());
+        }
         tags
     }
 

@@ -102,6 +102,10 @@ pub struct Artifact {
     pub checks: Vec<CheckResult>,
     /// What the fingerprint covers, each with its own hash (`plan --offline --explain`).
     pub inputs: Vec<crate::plan::FingerprintInput>,
+    /// Windows updates the bake installed (`KB5034439 <title>`); their KB count is the AMI's
+    /// `bakery:kbs` tag.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<String>,
 }
 
 /// How a bake ended badly.

@@ -81,10 +81,19 @@ impl Bake<'_> {
                 }
                 PlannedAction::WindowsUpdate {
                     categories,
+                    exclude_kbs,
                     max_passes,
                 } => {
-                    self.windows_update(l, link, n, total, s, categories, *max_passes)
-                        .await?;
+                    self.windows_update(
+                        l,
+                        link,
+                        n,
+                        total,
+                        s,
+                        (categories, exclude_kbs),
+                        *max_passes,
+                    )
+                    .await?;
                 }
                 _ if finalize && i + 1 == steps.len() && self.shuts_itself_down() => {
                     self.run_shutdown_step(l, link, s).await.map_err(named)?;
@@ -177,14 +186,14 @@ impl Bake<'_> {
         n: usize,
         total: usize,
         s: &PlannedStep,
-        categories: &[String],
+        (categories, exclude_kbs): (&[String], &[String]),
         max_passes: u32,
     ) -> Result<(), Failure> {
         let workdir = self.workdir();
         for pass in 1..=max_passes.max(1) {
             let result = self
                 .host(link.get()?, &workdir)
-                .update_pass(categories, s.timeout)
+                .update_pass(categories, exclude_kbs, s.timeout)
                 .await
                 .map_err(|e| {
                     Failure::new(format!(
@@ -199,6 +208,8 @@ impl Bake<'_> {
                     line: format!("windows update pass {pass}: installed {t}"),
                 });
             }
+            // For the report and the AMI's bakery:kbs tag.
+            self.updates.extend(result.installed.iter().cloned());
             if !result.failed.is_empty() {
                 return Err(Failure::new(format!(
                     "step {n}/{total} ({} / {}) pass {pass}: updates failed to install: {}",

@@ -153,6 +153,7 @@ pub async fn bake(
         bake_id,
         pin: HostKeyPin::default(),
         workdir_removed: false,
+        updates: Vec::new(),
         reach: None,
         phase: "preflight",
         phase_started: Instant::now(),
@@ -342,6 +343,7 @@ impl Run<'_> {
             timings: self.timings.clone(),
             checks: self.checks.clone(),
             inputs: self.plan.inputs.clone(),
+            updates: self.updates.clone(),
         })
     }
 

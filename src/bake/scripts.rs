@@ -214,9 +214,13 @@ if ($h -ne {sha}) {{ Remove-Item -Force -LiteralPath $p; throw \"sha256 of $p is
                     raw = sha256.to_lowercase(),
                 ),
             )],
-            PlannedAction::WindowsUpdate { categories, .. } => vec![self.ps(
+            PlannedAction::WindowsUpdate {
+                categories,
+                exclude_kbs,
+                ..
+            } => vec![self.ps(
                 &BTreeMap::new(),
-                &powershell::windows_update_pass(categories),
+                &powershell::windows_update_pass(categories, exclude_kbs),
             )],
             PlannedAction::Restart { .. } => vec![self.boot_id(), self.request_reboot()],
             PlannedAction::Shell { .. } => {

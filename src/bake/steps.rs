@@ -411,13 +411,14 @@ impl Host<'_> {
     pub async fn update_pass(
         &self,
         categories: &[String],
+        exclude_kbs: &[String],
         timeout: Duration,
     ) -> Result<UpdatePass, StepError> {
         let out = self
             .exec_ok(
                 &self.ps(
                     &BTreeMap::new(),
-                    &powershell::windows_update_pass(categories),
+                    &powershell::windows_update_pass(categories, exclude_kbs),
                 ),
                 timeout,
             )

@@ -105,6 +105,7 @@ pub async fn test_version(
         bake_id,
         pin: HostKeyPin::default(),
         workdir_removed: true,
+        updates: Vec::new(),
         reach: None,
         phase: "launch",
         phase_started: Instant::now(),

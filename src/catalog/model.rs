@@ -302,9 +302,17 @@ pub enum StepAction {
         timeout: Option<Duration>,
     },
     WindowsUpdate {
-        categories: Vec<String>,
+        categories: UpdateList,
+        exclude_kbs: UpdateList,
         max_passes: u32,
     },
+}
+
+/// A `windows_update` list: checked when loaded, or a template checked once rendered.
+#[derive(Debug, Clone)]
+pub enum UpdateList {
+    Fixed(Vec<String>),
+    Template(Template),
 }
 
 impl StepAction {

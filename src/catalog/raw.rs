@@ -363,8 +363,20 @@ pub struct RawRestart {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindowsUpdate {
-    pub categories: Option<Vec<String>>,
+    /// Update classifications (default: CriticalUpdates, SecurityUpdates): a list, or a
+    /// template that renders to a comma-separated one (`"{{ params.categories | join(sep=',') }}"`).
+    pub categories: Option<ListOrText>,
+    /// Updates not to install, by KB article (`KB5034439`): a list, or a template as above.
+    pub exclude_kbs: Option<ListOrText>,
     pub max_passes: Option<u32>,
+}
+
+/// A list written out, or a template that renders to a comma-separated list.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ListOrText {
+    List(Vec<String>),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -8,6 +8,7 @@ use super::diag::{Diagnostics, ErrorKind, SourceText};
 use super::doc::{Doc, DocPath};
 use super::model::{
     ParamSpec, Platform, Recipe, RecipeFile, RecipeName, Script, Step, StepAction, Template,
+    UpdateList,
 };
 use super::params;
 use super::raw::{RawRecipe, RawScript, RawStep};
@@ -27,6 +28,47 @@ pub const UPDATE_CATEGORIES: [&str; 10] = [
     "Drivers",
     "Upgrades",
 ];
+/// A Windows Update classification as the catalog writes it (`SecurityUpdates`).
+pub fn update_category(c: &str) -> Result<String, String> {
+    if UPDATE_CATEGORIES.contains(&c) {
+        Ok(c.to_string())
+    } else {
+        Err(format!("unknown update category `{c}`"))
+    }
+}
+
+/// A KB article (`KB5034439`, any case), as `KB` and its digits.
+pub fn kb_article(k: &str) -> Result<String, String> {
+    let digits = k
+        .get(..2)
+        .filter(|p| p.eq_ignore_ascii_case("kb"))
+        .map(|_| &k[2..])
+        .unwrap_or(k);
+    if !digits.is_empty() && digits.len() <= 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(format!("KB{digits}"))
+    } else {
+        Err(format!("`{k}` is not a KB article number (KB5034439)"))
+    }
+}
+
+/// A comma- or space-separated list (a rendered template), each item checked.
+pub fn split_update_list(
+    text: &str,
+    check: fn(&str) -> Result<String, String>,
+) -> Result<Vec<String>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(check)
+        .collect()
+}
+
+fn update_hint(key: &str, c: &str) -> Option<String> {
+    (key == "categories").then(|| match super::diag::did_you_mean(c, UPDATE_CATEGORIES) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!("expected one of: {}", UPDATE_CATEGORIES.join(", ")),
+    })
+}
+
 /// Passes of install-and-reboot before `windows_update` gives up (bounded, see issue 4).
 const MAX_UPDATE_PASSES: u32 = 20;
 const DEFAULT_UPDATE_PASSES: u32 = 5;
@@ -515,27 +557,53 @@ fn step(cx: &mut Ctx, path: &DocPath, s: &RawStep, platforms: &[Platform]) -> Op
         }
         _ => {
             let w = s.windows_update.as_ref()?;
-            let categories = w
-                .categories
-                .clone()
-                .unwrap_or_else(|| vec!["CriticalUpdates".into(), "SecurityUpdates".into()]);
-            for (i, c) in categories.iter().enumerate() {
-                if !UPDATE_CATEGORIES.contains(&c.as_str()) {
-                    let hint = match super::diag::did_you_mean(c, UPDATE_CATEGORIES) {
-                        Some(m) => format!("did you mean `{m}`?"),
-                        None => format!("expected one of: {}", UPDATE_CATEGORIES.join(", ")),
-                    };
-                    let d = cx
-                        .doc
-                        .at(
-                            &kp.k("categories").i(i),
-                            ErrorKind::InvalidValue,
-                            format!("unknown update category `{c}`"),
-                        )
-                        .with_hint(hint);
-                    cx.diags.push(d);
+            let label = cx.dir.display().to_string();
+            let mut list = |key: &str,
+                            raw: &Option<super::raw::ListOrText>,
+                            default: Vec<String>,
+                            check: fn(&str) -> Result<String, String>|
+             -> Option<UpdateList> {
+                match raw {
+                    None => Some(UpdateList::Fixed(default)),
+                    Some(super::raw::ListOrText::List(items)) => {
+                        let mut out = Vec::new();
+                        for (i, c) in items.iter().enumerate() {
+                            match check(c) {
+                                Ok(v) => out.push(v),
+                                Err(e) => {
+                                    let d = cx.doc.at(&kp.k(key).i(i), ErrorKind::InvalidValue, e);
+                                    let d = match update_hint(key, c) {
+                                        Some(h) => d.with_hint(h),
+                                        None => d,
+                                    };
+                                    cx.diags.push(d);
+                                }
+                            }
+                        }
+                        Some(UpdateList::Fixed(out))
+                    }
+                    Some(super::raw::ListOrText::Text(t))
+                        if t.contains("{{") || t.contains("{%") =>
+                    {
+                        cx.inline(&kp.k(key), t, format!("{label}:{key}"))
+                            .map(UpdateList::Template)
+                    }
+                    Some(super::raw::ListOrText::Text(t)) => match split_update_list(t, check) {
+                        Ok(v) => Some(UpdateList::Fixed(v)),
+                        Err(e) => {
+                            cx.err(&kp.k(key), ErrorKind::InvalidValue, e);
+                            None
+                        }
+                    },
                 }
-            }
+            };
+            let categories = list(
+                "categories",
+                &w.categories,
+                vec!["CriticalUpdates".into(), "SecurityUpdates".into()],
+                update_category,
+            )?;
+            let exclude_kbs = list("exclude_kbs", &w.exclude_kbs, Vec::new(), kb_article)?;
             let max_passes = w.max_passes.unwrap_or(DEFAULT_UPDATE_PASSES);
             if max_passes == 0 || max_passes > MAX_UPDATE_PASSES {
                 cx.err(
@@ -546,6 +614,7 @@ fn step(cx: &mut Ctx, path: &DocPath, s: &RawStep, platforms: &[Platform]) -> Op
             }
             StepAction::WindowsUpdate {
                 categories,
+                exclude_kbs,
                 max_passes,
             }
         }

@@ -145,11 +145,17 @@ fn write_step(out: &mut String, c: &str, label: &str, s: &PlannedStep) {
         }
         PlannedAction::WindowsUpdate {
             categories,
+            exclude_kbs,
             max_passes,
         } => {
             out.push_str(&format!(
-                "{c} windows update: {} (at most {max_passes} passes)\n",
-                categories.join(", ")
+                "{c} windows update: {} (at most {max_passes} passes){}\n",
+                categories.join(", "),
+                if exclude_kbs.is_empty() {
+                    String::new()
+                } else {
+                    format!(", except {}", exclude_kbs.join(", "))
+                }
             ));
         }
     }

@@ -45,6 +45,8 @@ pub struct BakeReport<'a> {
     pub fingerprint_inputs: &'a [FingerprintInput],
     pub resources: Resources,
     pub checks: &'a [CheckResult],
+    /// Windows updates installed (`KB5034439 <title>`).
+    pub updates: &'a [String],
     pub warnings: Vec<String>,
     /// The failed phase and cause.
     pub error: Option<String>,
@@ -121,6 +123,7 @@ impl Recorder {
                             left_behind: Vec::new(),
                         },
                         checks: &a.checks,
+                        updates: &a.updates,
                         warnings: t.warnings,
                         error: None,
                     },
@@ -149,6 +152,7 @@ impl Recorder {
                             left_behind: e.left_behind.iter().map(|u| u.to_string()).collect(),
                         },
                         checks: &e.checks,
+                        updates: &[],
                         warnings: t.warnings,
                         error: Some(format!("{}: {}", e.phase, e.cause)),
                     },

@@ -24,6 +24,8 @@ pub mod tag {
     pub const PUBLISHED: &str = "bakery:published";
     /// When the version passed its test checks on a fresh instance (RFC 3339), or `skipped`.
     pub const TESTED: &str = "bakery:tested";
+    /// How many KB articles Windows Update installed during the bake (the report lists them).
+    pub const KBS: &str = "bakery:kbs";
 }
 
 /// The AMI name of a version: `<image>-<version>`.

@@ -175,22 +175,38 @@ if ($h -ne '{sha256}') {{ throw \"sha256 of $p is $h, expected {sha256}\" }}\n",
     )
 }
 
-/// One Windows Update pass: install what is missing (of `categories`, all when empty), then say
-/// what was installed and whether a reboot is pending (CBS `RebootPending`, Windows Update
-/// `RebootRequired`, `PendingFileRenameOperations`).
-pub fn windows_update_pass(categories: &[String]) -> String {
-    let cats = categories
+/// One Windows Update pass: install what is missing (of `categories`, all when empty; catalog
+/// names such as `SecurityUpdates` are Windows Update's `Security Updates`), except updates of
+/// the KB articles in `exclude_kbs`, then say what was installed (`installed=KB5034439 <title>`)
+/// and whether a reboot is pending (CBS `RebootPending`, Windows Update `RebootRequired`,
+/// `PendingFileRenameOperations`).
+pub fn windows_update_pass(categories: &[String], exclude_kbs: &[String]) -> String {
+    let list = |v: &[String]| v.iter().map(|c| ps_quote(c)).collect::<Vec<_>>().join(", ");
+    // SecurityUpdates -> Security Updates: the classification names the agent reports.
+    let names: Vec<String> = categories
         .iter()
-        .map(|c| ps_quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|c| {
+            let mut out = String::new();
+            for (i, ch) in c.chars().enumerate() {
+                if i > 0 && ch.is_ascii_uppercase() {
+                    out.push(' ');
+                }
+                out.push(ch);
+            }
+            out
+        })
+        .collect();
     format!(
         "$categories = @({cats})\n\
+$exclude = @({kbs})\n\
 $session = New-Object -ComObject Microsoft.Update.Session\n\
 $found = $session.CreateUpdateSearcher().Search(\"IsInstalled=0 and Type='Software' and IsHidden=0\").Updates\n\
 $todo = New-Object -ComObject Microsoft.Update.UpdateColl\n\
+$skipped = 0\n\
 foreach ($u in $found) {{\n\
     $names = @($u.Categories | ForEach-Object {{ $_.Name }})\n\
+    $kbs = @($u.KBArticleIDs | ForEach-Object {{ 'KB' + $_ }})\n\
+    if ($kbs | Where-Object {{ $exclude -contains $_ }}) {{ $skipped++; continue }}\n\
     if ($categories.Count -eq 0 -or ($names | Where-Object {{ $categories -contains $_ }})) {{\n\
         if (-not $u.EulaAccepted) {{ $u.AcceptEula() }}\n\
         [void]$todo.Add($u)\n\
@@ -200,16 +216,33 @@ if ($todo.Count -gt 0) {{\n\
     $dl = $session.CreateUpdateDownloader(); $dl.Updates = $todo; [void]$dl.Download()\n\
     $inst = $session.CreateUpdateInstaller(); $inst.Updates = $todo; $r = $inst.Install()\n\
     for ($i = 0; $i -lt $todo.Count; $i++) {{\n\
+        $u = $todo.Item($i)\n\
+        $kb = (@($u.KBArticleIDs | ForEach-Object {{ 'KB' + $_ }}) -join ',')\n\
+        if (-not $kb) {{ $kb = '-' }}\n\
         $code = $r.GetUpdateResult($i).ResultCode\n\
-        if ($code -eq 2 -or $code -eq 3) {{ 'installed=' + $todo.Item($i).Title }} else {{ 'failed=' + $todo.Item($i).Title }}\n\
+        if ($code -eq 2 -or $code -eq 3) {{ 'installed=' + $kb + ' ' + $u.Title }} else {{ 'failed=' + $kb + ' ' + $u.Title }}\n\
     }}\n\
 }}\n\
-'remaining=' + ($found.Count - $todo.Count)\n\
+'excluded=' + $skipped\n\
+'remaining=' + ($found.Count - $todo.Count - $skipped)\n\
 $pending = (Test-Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending') -or \
 (Test-Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired') -or \
 ($null -ne (Get-ItemProperty -LiteralPath 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Session Manager' -Name PendingFileRenameOperations -ErrorAction SilentlyContinue))\n\
-'reboot_pending=' + [int]$pending\n"
+'reboot_pending=' + [int]$pending\n",
+        cats = list(&names),
+        kbs = list(exclude_kbs),
     )
+}
+
+/// The distinct KB articles (`KB5034439`) of installed-update lines (`KB5034439,KB5034440 <title>`).
+pub fn kb_articles(installed: &[String]) -> std::collections::BTreeSet<String> {
+    installed
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|k| k.split(','))
+        .filter(|k| k.starts_with("KB"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What one Windows Update pass reported.
@@ -307,5 +340,38 @@ mod tests {
             None,
             "no output is not 'nothing to do'"
         );
+        let two = UpdatePass::parse(
+            "installed=KB5034439,KB5034440 2024-01 Cumulative Update\ninstalled=- Defender platform\nexcluded=1\nreboot_pending=0\n",
+        )
+        .unwrap();
+        let mut more = two.installed.clone();
+        more.push("KB5034439 the same article again".into());
+        assert_eq!(
+            kb_articles(&more).into_iter().collect::<Vec<_>>(),
+            vec!["KB5034439", "KB5034440"]
+        );
+    }
+
+    /// The catalog's classification names are Windows Update's with spaces (a filter on
+    /// `SecurityUpdates` would match nothing), and excluded KB articles are skipped.
+    #[test]
+    fn update_pass_filters_by_windows_names_and_excludes_kbs() {
+        let s = windows_update_pass(
+            &["SecurityUpdates".into(), "UpdateRollups".into()],
+            &["KB5034439".into()],
+        );
+        assert!(
+            s.contains("$categories = @('Security Updates', 'Update Rollups')"),
+            "{s}"
+        );
+        assert!(s.contains("$exclude = @('KB5034439')"), "{s}");
+        assert!(
+            s.contains(
+                "if ($kbs | Where-Object { $exclude -contains $_ }) { $skipped++; continue }"
+            ),
+            "{s}"
+        );
+        let none = windows_update_pass(&[], &[]);
+        assert!(none.contains("$categories = @()\n$exclude = @()"), "{none}");
     }
 }

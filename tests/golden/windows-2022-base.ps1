@@ -504,6 +504,54 @@ if ($rebootRequested) {
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
+# ==== step windows-update / Windows Update, restarting until nothing is pending
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$categories = @('Security Updates', 'Critical Updates')
+$exclude = @()
+$session = New-Object -ComObject Microsoft.Update.Session
+$found = $session.CreateUpdateSearcher().Search("IsInstalled=0 and Type='Software' and IsHidden=0").Updates
+$todo = New-Object -ComObject Microsoft.Update.UpdateColl
+$skipped = 0
+foreach ($u in $found) {
+$names = @($u.Categories | ForEach-Object { $_.Name })
+$kbs = @($u.KBArticleIDs | ForEach-Object { 'KB' + $_ })
+if ($kbs | Where-Object { $exclude -contains $_ }) { $skipped++; continue }
+if ($categories.Count -eq 0 -or ($names | Where-Object { $categories -contains $_ })) {
+if (-not $u.EulaAccepted) { $u.AcceptEula() }
+[void]$todo.Add($u)
+}
+}
+if ($todo.Count -gt 0) {
+$dl = $session.CreateUpdateDownloader(); $dl.Updates = $todo; [void]$dl.Download()
+$inst = $session.CreateUpdateInstaller(); $inst.Updates = $todo; $r = $inst.Install()
+for ($i = 0; $i -lt $todo.Count; $i++) {
+$u = $todo.Item($i)
+$kb = (@($u.KBArticleIDs | ForEach-Object { 'KB' + $_ }) -join ',')
+if (-not $kb) { $kb = '-' }
+$code = $r.GetUpdateResult($i).ResultCode
+if ($code -eq 2 -or $code -eq 3) { 'installed=' + $kb + ' ' + $u.Title } else { 'failed=' + $kb + ' ' + $u.Title }
+}
+}
+'excluded=' + $skipped
+'remaining=' + ($found.Count - $todo.Count - $skipped)
+$pending = (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') -or (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') -or ($null -ne (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name PendingFileRenameOperations -ErrorAction SilentlyContinue))
+'reboot_pending=' + [int]$pending
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
 # ==== check time zone
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -716,6 +764,27 @@ try {
 $missing = @(@('7zip.install') | Where-Object { -not (Test-Path -LiteralPath (Join-Path $env:ProgramData "chocolatey\lib\$_")) })
 if ($missing.Count -gt 0) { Write-Output "missing: $($missing -join ', ')"; exit 1 }
 Write-Output 'all requested packages are installed'
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
+# ==== check no restart is pending
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$pending = (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') -or (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired')
+if ($pending) { Write-Output 'a restart is pending'; exit 1 }
+Write-Output 'no restart is pending'
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')

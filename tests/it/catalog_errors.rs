@@ -462,3 +462,56 @@ fn the_shipped_catalog_has_no_warnings() {
     let c = Catalog::load(&crate::support::repo_root()).unwrap_or_else(|d| panic!("{d}"));
     assert!(c.warnings.is_empty(), "{}", c.warnings);
 }
+
+/// `windows_update` lists: a KB article that is not one, an unknown classification (with a
+/// hint), and a template that renders to an unknown classification, each located.
+#[test]
+fn windows_update_lists_are_checked_when_loaded_or_rendered() {
+    let with = |step: &str| {
+        let p = Project::fixture();
+        p.write(
+            WR,
+            &format!(
+                "{}\n[params.cats]\ntype = \"list\"\ndefault = [\"SecurityUpdates\", \"Security\"]\n\n[[step]]\n{step}\n",
+                crate::support::fixtures::WIN_RECIPE
+            ),
+        );
+        Catalog::load(p.path()).unwrap_err()
+    };
+    let d = with("windows_update = { exclude_kbs = [\"KB5034439\", \"5034440x\"] }");
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(InvalidValue, "recipes/win/recipe.toml:16:48".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("`5034440x` is not a KB article number"),
+        "{d}"
+    );
+
+    let d = with("windows_update = { categories = [\"SecurityUpdate\"] }");
+    assert!(
+        d.to_string()
+            .contains("unknown update category `SecurityUpdate`"),
+        "{d}"
+    );
+    assert!(
+        d.to_string().contains("did you mean `SecurityUpdates`?"),
+        "{d}"
+    );
+
+    let d = with("windows_update = { categories = \"{{ params.cats | join(sep=',') }}\" }");
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location())).collect();
+    assert_eq!(
+        got,
+        vec![(InvalidValue, "recipes/win/recipe.toml:16:34".to_string())],
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("after rendering: unknown update category `Security`"),
+        "{d}"
+    );
+}
