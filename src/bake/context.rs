@@ -131,6 +131,9 @@ pub(super) struct Bake<'a> {
     pub(super) workdir_removed: bool,
     /// Updates Windows Update installed (`KB5034439 <title>`), for the report and `bakery:kbs`.
     pub(super) updates: Vec<String>,
+    /// Seconds from RunInstances to a test instance that finished its first boot (what a
+    /// consumer waits for an instance of this image).
+    pub(super) boot_seconds: Option<f64>,
     /// How to log in to the build instance once known; read only by the failure path
     /// (`--on-error keep`).
     pub(super) reach: Option<SshTarget>,

@@ -106,6 +106,10 @@ pub struct Artifact {
     /// `bakery:kbs` tag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<String>,
+    /// Seconds from RunInstances to the test instance's finished first boot (how long a
+    /// consumer waits for an instance of this image); none without a test phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_seconds: Option<f64>,
 }
 
 /// How a bake ended badly.

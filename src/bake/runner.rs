@@ -154,6 +154,7 @@ pub async fn bake(
         pin: HostKeyPin::default(),
         workdir_removed: false,
         updates: Vec::new(),
+        boot_seconds: None,
         reach: None,
         phase: "preflight",
         phase_started: Instant::now(),
@@ -344,6 +345,7 @@ impl Run<'_> {
             checks: self.checks.clone(),
             inputs: self.plan.inputs.clone(),
             updates: self.updates.clone(),
+            boot_seconds: self.boot_seconds,
         })
     }
 

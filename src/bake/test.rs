@@ -60,6 +60,7 @@ impl Bake<'_> {
         conn: crate::remote::Conn,
         checks: &[crate::plan::PlannedCheck],
         deadline: Instant,
+        launched_at: Instant,
     ) -> Result<(crate::remote::Conn, Vec<CheckResult>), Failure> {
         let dir = match self.image.platform {
             Platform::Windows => "C:\\Windows\\Temp",
@@ -70,6 +71,14 @@ impl Bake<'_> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let (c, boot) = self.settle(fresh, conn, dir, left).await?;
+            if self.boot_seconds.is_none() {
+                let secs = launched_at.elapsed().as_secs_f64();
+                self.boot_seconds = Some(secs);
+                self.waiting(format!(
+                    "{} ready {secs:.1}s after RunInstances",
+                    fresh.instance
+                ));
+            }
             let results = self.probe_all(&self.host(&c, dir), checks).await;
             let after = self.host(&c, dir).boot_id().await;
             match after {
@@ -151,6 +160,7 @@ impl Bake<'_> {
                 .or_else(|| self.target.kms_key.clone()),
             tags,
         };
+        let launched_at = Instant::now();
         let (id, itype) = self.aws.run_instance(&spec).await?;
         let undo = Undo::TerminateInstance {
             region: region.clone(),
@@ -184,7 +194,7 @@ impl Bake<'_> {
         };
         let conn = self.connect(&fresh).await?;
         let (conn, results) = self
-            .test_checks(&fresh, conn, &test.checks, deadline)
+            .test_checks(&fresh, conn, &test.checks, deadline, launched_at)
             .await?;
         conn.close().await;
         checks.extend(results.iter().cloned());

@@ -28,6 +28,8 @@ pub struct TestRun {
     pub checks: Vec<CheckResult>,
     /// Seconds per phase.
     pub timings: BTreeMap<String, f64>,
+    /// Seconds from RunInstances to the fresh instance's finished first boot.
+    pub boot_seconds: Option<f64>,
 }
 
 /// `bakery test`: launches a fresh instance from `ami` (version `version` of `image`, in the
@@ -106,6 +108,7 @@ pub async fn test_version(
         pin: HostKeyPin::default(),
         workdir_removed: true,
         updates: Vec::new(),
+        boot_seconds: None,
         reach: None,
         phase: "launch",
         phase_started: Instant::now(),
@@ -151,13 +154,16 @@ impl Run<'_> {
         let deadline = Instant::now() + timeout;
         let Run { b, link, checks } = self;
         b.emit_phase("launch");
+        let launched_at = Instant::now();
         let launched = b.launch(pre, types).await?;
         b.leave();
         b.emit_phase("connect");
         let conn = b.connect(&launched).await?;
         b.leave();
         b.emit_phase("test");
-        let (conn, results) = b.test_checks(&launched, conn, tests, deadline).await?;
+        let (conn, results) = b
+            .test_checks(&launched, conn, tests, deadline, launched_at)
+            .await?;
         link.0 = Some(conn);
         *checks = results;
         b.leave();
@@ -217,6 +223,7 @@ impl Run<'_> {
             bake_id: self.bake_id.clone(),
             checks: self.checks.clone(),
             timings: self.timings.clone(),
+            boot_seconds: self.boot_seconds,
         }
     }
 }

@@ -842,6 +842,7 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
             "passed": result.is_ok(),
             "checks": checks,
             "revoked": revoked,
+            "boot_seconds": result.as_ref().ok().and_then(|t| t.boot_seconds),
         }))?;
     } else if !checks.is_empty() {
         crate::outln!("{}", report::table(&checks).trim_end());

@@ -47,6 +47,8 @@ pub struct BakeReport<'a> {
     pub checks: &'a [CheckResult],
     /// Windows updates installed (`KB5034439 <title>`).
     pub updates: &'a [String],
+    /// Seconds from RunInstances to the test instance's finished first boot.
+    pub boot_seconds: Option<f64>,
     pub warnings: Vec<String>,
     /// The failed phase and cause.
     pub error: Option<String>,
@@ -124,6 +126,7 @@ impl Recorder {
                         },
                         checks: &a.checks,
                         updates: &a.updates,
+                        boot_seconds: a.boot_seconds,
                         warnings: t.warnings,
                         error: None,
                     },
@@ -153,6 +156,7 @@ impl Recorder {
                         },
                         checks: &e.checks,
                         updates: &[],
+                        boot_seconds: None,
                         warnings: t.warnings,
                         error: Some(format!("{}: {}", e.phase, e.cause)),
                     },
@@ -198,6 +202,8 @@ struct TestReport<'a> {
     warnings: Vec<String>,
     error: Option<String>,
     revoked: Option<&'a str>,
+    /// Seconds from RunInstances to the fresh instance's finished first boot.
+    boot_seconds: Option<f64>,
 }
 
 impl Recorder {
@@ -247,6 +253,7 @@ impl Recorder {
             warnings: t.warnings,
             error,
             revoked: v.revoked,
+            boot_seconds: result.as_ref().ok().and_then(|t| t.boot_seconds),
         };
         let json = serde_json::to_string_pretty(&report)
             .map_err(|e| CliError::Failed(format!("report: {e}")))?;

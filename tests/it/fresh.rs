@@ -72,6 +72,15 @@ fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing()
         .filter(|c| c["origin"] == "test")
         .collect();
     assert_eq!(test_checks.len(), 1, "{art:#}");
+    // How long a consumer waits for an instance of this image.
+    assert!(
+        art["boot_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{art:#}"
+    );
+    assert!(
+        err.contains("ready") && err.contains("s after RunInstances"),
+        "{err}"
+    );
     assert_eq!(test_checks[0]["passed"], true);
     let tested = tested_tag(&sb, &ami);
     assert!(
@@ -208,6 +217,7 @@ fn bakery_test_checks_a_published_version_and_can_revoke_it() {
     assert_eq!(report["ami"], ami.as_str());
     assert_eq!(report["checks"][0]["passed"], true, "{report:#}");
     assert!(report["phase_seconds"]["test"].is_number(), "{report:#}");
+    assert!(report["boot_seconds"].is_number(), "{report:#}");
     let created = report["resources"]["created"].as_array().expect("created");
     assert!(
         created
