@@ -239,15 +239,10 @@ impl Acc {
         env.render(t).map_err(|d| self.diags.push(d)).ok()
     }
 
-    /// Renders anything else (secrets refused).
-    /// The script in rendered user data parses (the error, located in its file, otherwise).
-    fn user_data_syntax(&mut self, t: &Template, rendered: &str, platform: Platform) -> Option<()> {
-        let Some((lang, script)) =
-            syntax::user_data_script(rendered, platform == Platform::Windows)
-        else {
-            return Some(());
-        };
-        let (errors, warnings) = syntax::check_script(t, &script, lang);
+    /// A rendered script parses (`None` and the error, located in its template, otherwise);
+    /// its traps become warnings.
+    fn script_syntax(&mut self, t: &Template, script: &str, lang: Lang) -> Option<()> {
+        let (errors, warnings) = syntax::check_script(t, script, lang);
         self.warnings.extend(warnings);
         if errors.is_empty() {
             Some(())
@@ -257,6 +252,15 @@ impl Acc {
         }
     }
 
+    /// The script in rendered user data parses, as `script_syntax`.
+    fn user_data_syntax(&mut self, t: &Template, rendered: &str, platform: Platform) -> Option<()> {
+        match syntax::user_data_script(rendered, platform == Platform::Windows) {
+            Some((lang, script)) => self.script_syntax(t, &script, lang),
+            None => Some(()),
+        }
+    }
+
+    /// Renders anything else (secrets refused).
     fn render(&mut self, env: &RenderEnv, t: &Template) -> Option<String> {
         env.render_plain(t).map_err(|d| self.diags.push(d)).ok()
     }
@@ -454,12 +458,7 @@ fn render_check(
                 Platform::Windows => Lang::PowerShell,
                 Platform::Linux => Lang::Bash,
             };
-            let (errors, warnings) = syntax::check_script(t, command, lang);
-            if !errors.is_empty() {
-                acc.diags.0.extend(errors);
-                return None;
-            }
-            acc.warnings.extend(warnings);
+            acc.script_syntax(t, command, lang)?;
             if let Some(params) = params {
                 acc.warnings
                     .extend(syntax::unquoted_params(t, params, lang));
@@ -506,12 +505,7 @@ fn render_step(
             } else {
                 Lang::PowerShell
             };
-            let (errors, warnings) = syntax::check_script(t, &script, lang);
-            if !errors.is_empty() {
-                acc.diags.0.extend(errors);
-                return None;
-            }
-            acc.warnings.extend(warnings);
+            acc.script_syntax(t, &script, lang)?;
             acc.warnings
                 .extend(syntax::unquoted_params(t, params, lang));
             secrets = env.secret_prelude(&script);
