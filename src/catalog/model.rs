@@ -134,6 +134,28 @@ pub enum Source {
     },
 }
 
+impl fmt::Display for Source {
+    /// As a person writes it: `image amazon-linux-2023-base@^1`, `ami ami-0123…`,
+    /// `ssm_parameter /aws/service/…`, `ami_filter al2023-ami-* (owners amazon, x86_64)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Ami(id) => write!(f, "ami {id}"),
+            Source::SsmParameter(p) => write!(f, "ssm_parameter {p}"),
+            Source::Image { name, req } => write!(f, "image {name}@{req}"),
+            Source::AmiFilter {
+                name,
+                owners,
+                architecture,
+            } => write!(
+                f,
+                "ami_filter {name} (owners {}, {})",
+                owners.join(", "),
+                architecture.as_str()
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Volume {
     /// `None`: keep the source AMI's root volume size.

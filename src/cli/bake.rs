@@ -57,7 +57,7 @@ fn renderer(
         if let Some(tc) = &teamcity {
             if let Ok(mut tc) = tc.lock() {
                 for m in tc.messages(e) {
-                    crate::outln!("{m}");
+                    super::teamcity::print(&m);
                 }
             }
         }
@@ -67,7 +67,16 @@ fn renderer(
             }
         }
         if log_format == LogFormat::Json {
-            if let Ok(s) = serde_json::to_string(e) {
+            // Each line says when it happened (UTC, milliseconds) for log collectors: `ts`,
+            // last, after the event's pinned fields.
+            if let Ok(mut s) = serde_json::to_string(e) {
+                if s.ends_with('}') {
+                    s.pop();
+                    s.push_str(&format!(
+                        ",\"ts\":\"{}\"}}",
+                        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                    ));
+                }
                 crate::errln!("{s}");
             }
             return;
@@ -333,6 +342,9 @@ fn on_signals(s: Signals) {
 }
 
 pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
+    if a.json {
+        super::teamcity::json_on_stdout();
+    }
     let catalog = load(project)?;
     catalog.image(a.image)?;
     let target = catalog.target(a.target)?.clone();
@@ -371,7 +383,7 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
             }
             if std::env::var_os("TEAMCITY_VERSION").is_some() {
                 for m in super::teamcity::TeamCity::amis(&art.image, &art.version, &art.amis) {
-                    crate::outln!("{m}");
+                    super::teamcity::print(&m);
                 }
             }
             if a.json {
@@ -513,6 +525,9 @@ struct Outcome {
 /// Bakes several images: parents before children (a child starts once its parent's new version
 /// is published), at most `jobs` at once; a failure stops only its descendants.
 pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
+    if a.json {
+        super::teamcity::json_on_stdout();
+    }
     use crate::catalog::graph;
     use crate::registry::changes;
     let catalog = load(project)?;
@@ -743,6 +758,9 @@ pub struct TestArgs<'a> {
 /// version the requirement resolves to now; 0 when they pass, 3 when one fails (and, with
 /// `--on-fail revoke`, the version is revoked with the failing checks as the reason).
 pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
+    if a.json {
+        super::teamcity::json_on_stdout();
+    }
     use crate::registry::aws::Registry;
     let (image, req) = super::registry::image_req(a.spec)?;
     let catalog = load(project)?;

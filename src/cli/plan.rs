@@ -54,9 +54,11 @@ pub fn run(
         set
     };
     let mut rows = Vec::new();
+    let mut shown_sources = Vec::new();
     for name in catalog.order.iter().filter(|n| wanted.contains(*n)) {
         let plan = planner.plan(name)?;
         let img = &catalog.images[name];
+        shown_sources.push(plan.source.to_string());
         rows.push(json!({
             "image": name,
             "version": plan.version.to_string(),
@@ -77,20 +79,7 @@ pub fn run(
         "{:<28} {:<8} {:<8} {:<14} {:<26} SOURCE",
         "IMAGE", "VERSION", "PLATFORM", "FINGERPRINT", "PARENT"
     );
-    for r in &rows {
-        let source = match &r["source"] {
-            serde_json::Value::Object(m) => m
-                .iter()
-                .next()
-                .map(|(k, v)| {
-                    format!(
-                        "{k} {}",
-                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
-                    )
-                })
-                .unwrap_or_default(),
-            v => v.to_string(),
-        };
+    for (r, source) in rows.iter().zip(&shown_sources) {
         println!(
             "{:<28} {:<8} {:<8} {:<14} {:<26} {}",
             r["image"].as_str().unwrap_or_default(),

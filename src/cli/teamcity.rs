@@ -26,6 +26,24 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Set when `--json` owns standard output: service messages then go to standard error, which
+/// TeamCity reads for them too, so the JSON stays parseable.
+static JSON_ON_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps standard output for `--json` (service messages go to standard error).
+pub fn json_on_stdout() {
+    JSON_ON_STDOUT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints one service message: standard output, or standard error when `--json` owns it.
+pub fn print(m: &str) {
+    if JSON_ON_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::errln!("{m}");
+    } else {
+        crate::outln!("{m}");
+    }
+}
+
 fn msg(name: &str, attrs: &[(&str, &str)]) -> String {
     let a: Vec<String> = attrs
         .iter()

@@ -610,6 +610,45 @@ fn teamcity_gets_service_messages() {
         "{s}"
     );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
+
+    // With --json under TeamCity, stdout is the JSON alone: the service messages go to stderr
+    // (TeamCity reads both); JSON log lines carry a timestamp.
+    let out = sb
+        .command(&[
+            "bake",
+            "sandbox-demo",
+            "--target",
+            "sandbox",
+            "--json",
+            "--log-format",
+            "json",
+        ])
+        .env("TEAMCITY_VERSION", "2025.07")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            text(&out.stdout)
+        )
+    });
+    assert_eq!(art["image"], "sandbox-demo");
+    assert!(
+        err.contains("##teamcity[setParameter name='bakery.sandbox-demo.version'"),
+        "{err}"
+    );
+    assert!(err.contains("##teamcity[testFinished "), "{err}");
+    let phase = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .find(|v| v["event"] == "phase")
+        .expect("a phase event");
+    let ts = phase["ts"].as_str().expect("ts");
+    assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 
 /// The Linux probes run for real on the sandbox's build host, and none passes by accident: a

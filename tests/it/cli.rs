@@ -180,6 +180,13 @@ fn plan_offline_orders_parents_first_and_explains() {
         .map(|i| i["image"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(names, ["base", "child", "winimg"]);
+    // The table names a parent source as it is written in the image.
+    let table = text(&bakery(&["plan", "--offline"], p.path()).stdout);
+    let child = table
+        .lines()
+        .find(|l| l.starts_with("child "))
+        .expect("child row");
+    assert!(child.ends_with("image base@^1"), "{table}");
     let out = bakery(&["plan", "--offline", "--explain", "child"], p.path());
     let s = text(&out.stdout);
     for label in [
