@@ -507,6 +507,8 @@ pub struct ManyArgs<'a> {
     pub force_after: Duration,
     pub skip_test: bool,
     pub report: Option<&'a Path>,
+    /// `--manifest FILE`: every image's manifest (or why it did not bake) in one document.
+    pub manifest: Option<&'a Path>,
     pub json: bool,
     pub log_format: LogFormat,
     pub verbose: u8,
@@ -520,6 +522,33 @@ struct Outcome {
     amis: std::collections::BTreeMap<String, String>,
     seconds: f64,
     error: Option<String>,
+    /// A baked image's manifest (for `--manifest`).
+    #[serde(skip)]
+    artifact: Option<Box<bake::Artifact>>,
+}
+
+/// `--manifest` of a many-image bake: one JSON document, `images` in the order they were
+/// planned, a baked one with every field of a single bake's manifest, the others with their
+/// outcome and the reason.
+fn many_manifest(outcomes: &[Outcome]) -> String {
+    let images: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| match &o.artifact {
+            Some(art) => {
+                let mut v = serde_json::to_value(art.as_ref()).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("outcome".into(), o.outcome.into());
+                }
+                v
+            }
+            None => serde_json::json!({
+                "image": o.image,
+                "outcome": o.outcome,
+                "reason": o.error,
+            }),
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "images": images })).unwrap_or_default()
 }
 
 /// Bakes several images: parents before children (a child starts once its parent's new version
@@ -595,6 +624,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                                 amis: Default::default(),
                                 seconds: 0.0,
                                 error: Some(format!("parent {p} did not bake")),
+                                artifact: None,
                             }),
                         );
                     }
@@ -630,22 +660,20 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                 Ok(art) => Outcome {
                     image: name.to_string(),
                     outcome: "baked",
-                    version: Some(art.version),
-                    amis: art.amis,
+                    version: Some(art.version.clone()),
+                    amis: art.amis.clone(),
                     seconds,
                     error: None,
+                    artifact: Some(Box::new(art)),
                 },
                 Err(e) => Outcome {
                     image: name.to_string(),
-                    outcome: if e.kind == FailKind::Cancelled {
-                        "cancelled"
-                    } else {
-                        "failed"
-                    },
+                    outcome: e.kind.outcome(),
                     version: None,
                     amis: Default::default(),
                     seconds,
                     error: Some(e.to_string()),
+                    artifact: None,
                 },
             };
             state.insert(name, Some(o));
@@ -678,6 +706,31 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
             &dir.join("summary.json"),
             &serde_json::to_string_pretty(&summary).unwrap_or_default(),
         )?;
+    }
+    if let Some(m) = a.manifest {
+        write(m, &many_manifest(&outcomes))?;
+    }
+    if std::env::var_os("TEAMCITY_VERSION").is_some() {
+        // The next build step reads each baked image's version and AMIs; a failure is a
+        // build problem of its own.
+        for o in &outcomes {
+            match &o.artifact {
+                Some(art) => {
+                    for m in super::teamcity::TeamCity::amis(&art.image, &art.version, &art.amis) {
+                        super::teamcity::print(&m);
+                    }
+                }
+                None => super::teamcity::print(&super::teamcity::build_problem(
+                    &o.image,
+                    &format!(
+                        "{} {}: {}",
+                        o.image,
+                        o.outcome,
+                        o.error.as_deref().unwrap_or("")
+                    ),
+                )),
+            }
+        }
     }
     if a.json {
         print_json(&outcomes)?;

@@ -428,9 +428,9 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             report,
             json,
         } if *changed || *all || images.len() != 1 => {
-            if manifest.is_some() || junit.is_some() {
+            if junit.is_some() {
                 return Err(CliError::usage(
-                    "--manifest and --junit are for a single bake: name one image, or use --report DIR, which writes a report and JUnit file per image",
+                    "--junit is for a single bake: name one image, or use --report DIR, which writes a report and JUnit file per image",
                 ));
             }
             if images.is_empty() && !*changed && !*all {
@@ -451,6 +451,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     force_after: *force_after,
                     skip_test: *skip_test,
                     report: report.as_deref(),
+                    manifest: manifest.as_deref(),
                     json: *json,
                     log_format: cli.log_format,
                     verbose: cli.verbose,

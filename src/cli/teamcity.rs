@@ -44,6 +44,17 @@ pub fn print(m: &str) {
     }
 }
 
+/// A build problem (fails the TeamCity build), one per identity.
+pub fn build_problem(identity: &str, description: &str) -> String {
+    msg(
+        "buildProblem",
+        &[
+            ("description", description),
+            ("identity", &format!("bakery.{identity}")),
+        ],
+    )
+}
+
 fn msg(name: &str, attrs: &[(&str, &str)]) -> String {
     let a: Vec<String> = attrs
         .iter()

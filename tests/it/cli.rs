@@ -286,8 +286,8 @@ fn command_line_mistakes_exit_2_with_what_to_do_and_no_network() {
     );
     let cases: &[(&[&str], &str)] = &[
         (
-            &["bake", "base", "base", "--manifest", "m.json"],
-            "name one image, or use --report DIR",
+            &["bake", "base", "child", "--junit", "j.xml"],
+            "--junit is for a single bake: name one image, or use --report DIR",
         ),
         (&["bake", "--junit", "j.xml", "--all"], "for a single bake"),
         (&["bake"], "name the image to bake"),

@@ -162,3 +162,67 @@ fn a_failed_bake_reports_its_phase_and_what_it_removed() {
     assert!(report.path().join("fail-step.junit.xml").exists());
     assert_eq!(sb.leftovers(), Vec::<String>::new());
 }
+
+/// `--manifest` with several images: one document, a baked image with every field of a single
+/// manifest, a failed one with its reason; under TeamCity a `setParameter` per baked image and a
+/// build problem per failed one.
+#[test]
+fn a_many_image_bake_hands_off_one_manifest_and_teamcity_parameters() {
+    let sb = Sandbox::start();
+    sb.add_failing_step();
+    let manifest = sb.project.path().join("manifest.json");
+    let out = sb
+        .command(&[
+            "bake",
+            "sandbox-demo",
+            "fail-step",
+            "--target",
+            "sandbox",
+            "--manifest",
+            manifest.to_str().expect("path"),
+        ])
+        .env("TEAMCITY_VERSION", "2025.07")
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest")).expect("json");
+    let images = m["images"].as_array().expect("images");
+    let of = |name: &str| {
+        images
+            .iter()
+            .find(|i| i["image"] == name)
+            .unwrap_or_else(|| panic!("{name} in {m:#}"))
+    };
+    let demo = of("sandbox-demo");
+    assert_eq!(demo["outcome"], "baked", "{m:#}");
+    assert!(
+        demo["amis"]["us-east-1"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("ami-")),
+        "{m:#}"
+    );
+    assert!(
+        demo["fingerprint"].is_string() && demo["checks"].is_array(),
+        "{m:#}"
+    );
+    let failed = of("fail-step");
+    assert_eq!(failed["outcome"], "failed", "{m:#}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("provision")),
+        "{m:#}"
+    );
+    assert!(
+        stdout
+            .contains("##teamcity[setParameter name='bakery.sandbox-demo.version' value='0.1.0']"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("##teamcity[buildProblem description='fail-step failed: "),
+        "{stdout}"
+    );
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
