@@ -826,16 +826,7 @@ fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     assert!(registered(&sb, "sandbox-demo").is_empty());
 
     // A customer managed key named by the target: preflight passes, the image is shared.
-    let toml = sb.project.path().join("bakery.toml");
-    let t = std::fs::read_to_string(&toml).expect("bakery.toml");
-    std::fs::write(
-        &toml,
-        t.replace(
-            "[targets.sandbox]\n",
-            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
-        ),
-    )
-    .expect("write");
+    sb.set_kms_key();
     let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(registered(&sb, "sandbox-demo").len(), 1);

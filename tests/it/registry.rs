@@ -88,16 +88,7 @@ fn resolve(sb: &Sandbox, spec: &str) -> Result<String, String> {
 fn a_bake_is_distributed_to_every_region_and_listed() {
     let sb = two_regions();
     // Shared images need a customer managed key (the AWS managed aws/ebs cannot be shared).
-    let toml = sb.project.path().join("bakery.toml");
-    let t = std::fs::read_to_string(&toml).expect("bakery.toml");
-    std::fs::write(
-        &toml,
-        t.replace(
-            "[targets.sandbox]\n",
-            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
-        ),
-    )
-    .expect("write");
+    sb.set_kms_key();
     let demo =
         std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     sb.project.write(

@@ -246,6 +246,17 @@ impl Sandbox {
         std::fs::write(path, toml).expect("write");
     }
 
+    /// Gives the `sandbox` target a customer managed KMS key (shared images need one).
+    pub fn set_kms_key(&self) {
+        let path = self.project.path().join("bakery.toml");
+        let toml = std::fs::read_to_string(&path).expect("bakery.toml");
+        let toml = toml.replace(
+            "[targets.sandbox]\n",
+            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
+        );
+        std::fs::write(path, toml).expect("write");
+    }
+
     /// EC2 and SSM clients against the emulator.
     pub async fn clients(&self) -> (aws_sdk_ec2::Client, aws_sdk_ssm::Client) {
         let conf = self.sdk_config().await;
