@@ -291,12 +291,15 @@ impl Run<'_> {
         })
     }
 
-    async fn succeed(mut self, r: Reached, channels: Vec<String>) -> Result<Artifact, BakeError> {
+    /// The cleanup phase of a run that succeeded: what the journal says goes (the build or test
+    /// instance and what reached it), within a fresh `cleanup_timeout`; the journal marked
+    /// succeeded; what could not be removed a warning (`bakery gc` finds it by its tags).
+    pub(super) async fn clean_up_after_success(&mut self) {
         self.emit_phase("cleanup");
         let cancel = Cancel::new();
         let mut regions = Regions::in_fleet(self.b.target, &self.b.opts.fleet);
         let errors = match tokio::time::timeout(
-            self.opts.cleanup_timeout,
+            self.b.opts.cleanup_timeout,
             undo_all(
                 &mut regions,
                 &mut self.b.journal,
@@ -316,11 +319,12 @@ impl Run<'_> {
         self.leave();
         let _ = self.journal.set_state(State::Succeeded);
         for e in &errors {
-            self.events.emit(BakeEvent::Warning {
-                bake_id: self.bake_id.clone(),
-                message: format!("cleanup: {e}"),
-            });
+            self.warn(format!("cleanup: {e}"));
         }
+    }
+
+    async fn succeed(mut self, r: Reached, channels: Vec<String>) -> Result<Artifact, BakeError> {
+        self.clean_up_after_success().await;
         self.events.emit(BakeEvent::Finished {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),

@@ -6,15 +6,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::context::{Bake, Failure};
-use super::ledger::{Journal, State};
+use super::ledger::Journal;
 use super::preflight::Preflighted;
 use super::runner::{heartbeat, Run};
-use super::undo::undo_all;
 use super::{BakeError, BakeOptions, FailKind};
 use crate::catalog::model::{ImageName, Target};
 use crate::catalog::Catalog;
 use crate::checks::report::CheckResult;
-use crate::cloud::aws::Regions;
 use crate::cloud::cancel::Cancel;
 use crate::events::{BakeEvent, Events};
 use crate::plan::Planner;
@@ -188,32 +186,7 @@ impl Run<'_> {
         if let Some(conn) = self.link.0.take() {
             conn.close().await;
         }
-        self.emit_phase("cleanup");
-        let cancel = Cancel::new();
-        let mut regions = Regions::in_fleet(self.b.target, &self.b.opts.fleet);
-        let errors = match tokio::time::timeout(
-            self.b.opts.cleanup_timeout,
-            undo_all(
-                &mut regions,
-                &mut self.b.journal,
-                false,
-                self.b.events,
-                &cancel,
-            ),
-        )
-        .await
-        {
-            Ok(e) => e,
-            Err(_) => vec![format!(
-                "cleanup took longer than {}s",
-                self.opts.cleanup_timeout.as_secs()
-            )],
-        };
-        self.leave();
-        let _ = self.journal.set_state(State::Succeeded);
-        for e in &errors {
-            self.warn(format!("cleanup: {e}"));
-        }
+        self.clean_up_after_success().await;
         self.events.emit(BakeEvent::Finished {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),
