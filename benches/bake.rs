@@ -3,15 +3,85 @@
 //! median round trip times the requests a bake makes. The ratio is what bakery adds on top of
 //! the AWS calls it has to make (SSH work, polling gaps, its own start-up).
 //!
+//! Then, how soon bakery notices a state change: a second sandbox whose emulator models AWS's
+//! state delays (`BAKERY_EMULATOR_DELAYS`: instances pending before running and stopping before
+//! stopped, images pending before available, SSM Online a while after boot) bakes sandbox-demo
+//! over SSH into two regions (capture and copy) and a copy of it over SSM. For every modelled
+//! change the emulator logged, the latency is the time from the change to the first Describe
+//! call of bakery's that named the resource (that answer shows the new state, and bakery acts on
+//! it at once): per wait kind, median, p95 and max. The verify phase's time (six checks, one
+//! command) is read from the bake's own JSON events.
+//!
+//! Last, memory: a bake whose step prints 300 MB to stdout (every line is streamed as an event),
+//! bakery's peak RSS (VmHWM, read from /proc while it runs) against the same bake without it.
+//!
 //! Run (as root, after `bash scripts/install-sandbox-deps`): `cargo bench --bench bake`
-//! (`BAKERY_BENCH_BAKES=10` for more runs).
+//! (`BAKERY_BENCH_BAKES=10` for more runs; `BAKERY_BENCH_TRACE=1` prints every call of the last
+//! bake and its events).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::sandbox::Sandbox;
+use support::sandbox::{EmulatorCall, Sandbox, Transition};
+
+/// The delays the latency part models, in seconds (shorter than AWS's, same shape).
+const DELAYS: &str = "running=1.5,stopped=1.5,available=2,online=1.5";
+
+/// `pct` percentile of sorted `v`.
+fn pct(v: &[f64], pct: f64) -> f64 {
+    v[((v.len() as f64 - 1.0) * pct).round() as usize]
+}
+
+/// Seconds between the verify and capture phase events of a bake's JSON event stream.
+fn verify_seconds(stdout: &[u8]) -> Option<f64> {
+    let mut at = std::collections::BTreeMap::new();
+    for l in String::from_utf8_lossy(stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        if v["event"] == "phase" {
+            let ts = humantime::parse_rfc3339_weak(v["ts"].as_str()?).ok()?;
+            at.insert(v["phase"].as_str()?.to_string(), ts);
+        }
+    }
+    Some(
+        at.get("capture")?
+            .duration_since(*at.get("verify")?)
+            .ok()?
+            .as_secs_f64(),
+    )
+}
+
+/// For each modelled change, the wait kind and the seconds until bakery's first Describe of
+/// that resource after it.
+fn detections(
+    transitions: &[Transition],
+    calls: &[EmulatorCall],
+    build: &str,
+) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for tr in transitions {
+        let (kind, action) = match tr.state.as_str() {
+            "running" => ("instance running", "DescribeInstances"),
+            "stopped" => ("instance stopped", "DescribeInstances"),
+            "available" if tr.region == build => ("image available", "DescribeImages"),
+            "available" => ("copy available", "DescribeImages"),
+            "Online" => ("SSM Online", "DescribeInstanceInformation"),
+            _ => continue,
+        };
+        let seen = calls.iter().find(|c| {
+            c.t >= tr.t
+                && c.action == action
+                && (c.ids.contains(&tr.id) || c.filter_ids.contains(&tr.id))
+        });
+        if let Some(c) = seen {
+            out.push((kind.to_string(), c.t - tr.t));
+        }
+    }
+    out
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -44,11 +114,25 @@ fn main() {
 
     let mut walls = Vec::new();
     let mut requests = Vec::new();
+    let mut verifies = Vec::new();
+    let mut last_calls = Vec::new();
     for i in 0..n {
         let before = sb.requests();
+        let calls_before = sb.actions().len();
         let t = Instant::now();
-        let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+        let out = sb.bakery(&[
+            "bake",
+            "sandbox-demo",
+            "--target",
+            "sandbox",
+            "--json",
+            "--log-format",
+            "json",
+        ]);
         let wall = t.elapsed();
+        if std::env::var_os("BAKERY_BENCH_TRACE").is_some() && i + 1 == n {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         assert!(
             out.status.success(),
             "bake {i} failed: {}",
@@ -56,6 +140,8 @@ fn main() {
         );
         requests.push(sb.requests() - before);
         walls.push(wall);
+        verifies.extend(verify_seconds(&out.stdout));
+        last_calls = sb.actions()[calls_before..].to_vec();
     }
     let wall = median(walls.clone());
     let mut r = requests.clone();
@@ -82,4 +168,152 @@ fn main() {
         "  wall / floor                  {:>8.1}x",
         wall.as_secs_f64() / floor.as_secs_f64()
     );
+    verifies.sort_by(f64::total_cmp);
+    if !verifies.is_empty() {
+        println!(
+            "  verify phase (6 checks) median {:>8.1} ms  (one command for all probes)",
+            pct(&verifies, 0.5) * 1e3
+        );
+    }
+    // What the last bake asked, by action (the emulator's action log).
+    let mut by_action = std::collections::BTreeMap::<String, usize>::new();
+    for c in &last_calls {
+        *by_action
+            .entry(format!("{}:{}", c.service, c.action))
+            .or_default() += 1;
+    }
+    let listed: Vec<String> = by_action.iter().map(|(a, n)| format!("{a} {n}")).collect();
+    println!("  calls of the last bake by action: {}", listed.join(", "));
+    // BAKERY_BENCH_TRACE=1: every call of the last bake, in order, with its time.
+    if std::env::var_os("BAKERY_BENCH_TRACE").is_some() {
+        let t0 = last_calls.first().map_or(0.0, |c| c.t);
+        for c in &last_calls {
+            println!(
+                "    {:>8.1} ms  (at {:.3} s past the minute)  {}:{} {:?}{:?}",
+                (c.t - t0) * 1e3,
+                c.t % 60.0,
+                c.service,
+                c.action,
+                c.ids,
+                c.filter_ids
+            );
+        }
+    }
+    rss(&sb);
+    drop(sb);
+    latency(n);
+}
+
+/// Runs a bakery command to its end; (success, peak RSS in kB).
+fn peak_rss(sb: &Sandbox, args: &[&str]) -> (bool, u64) {
+    let mut child = sb
+        .command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bakery");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if let Some(st) = child.try_wait().expect("wait") {
+            return (st.success(), peak);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Part 3: bakery's memory while a step streams 300 MB of output.
+fn rss(sb: &Sandbox) {
+    sb.project.write(
+        "recipes/loud/recipe.toml",
+        "description = \"Prints 300 MB of step output\"\nplatforms = [\"linux\"]\n\n[[step]]\nname = \"prints 300 MB\"\nshell = { inline = \"yes 'a line of step output, streamed as an event, 100 characters long .......................' | head -c 300000000\" }\n",
+    );
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let loud = demo
+        .replace("name = \"sandbox-demo\"", "name = \"loud-demo\"")
+        .replacen("[[check]]", "[[recipe]]\nuse = \"loud\"\n\n[[check]]", 1);
+    sb.project.write("images/loud-demo.toml", &loud);
+    let (ok, quiet) = peak_rss(
+        sb,
+        &["bake", "sandbox-demo", "--target", "sandbox", "--json"],
+    );
+    assert!(ok, "the quiet bake failed");
+    let t = Instant::now();
+    let (ok, loud) = peak_rss(sb, &["bake", "loud-demo", "--target", "sandbox", "--json"]);
+    assert!(ok, "the bake printing 300 MB failed");
+    println!(
+        "  peak RSS: {:.1} MB streaming 300 MB of step output ({:.1} s), {:.1} MB without; goal < 64 MB",
+        loud as f64 / 1024.0,
+        t.elapsed().as_secs_f64(),
+        quiet as f64 / 1024.0
+    );
+}
+
+/// Part 2: how long after a modelled state change bakery's next look at the resource came.
+fn latency(n: usize) {
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_DELAYS", DELAYS)]);
+    sb.set_regions(&["us-east-1", "us-west-2"]);
+    // The same image over SSM (for the SSM Online wait).
+    let ssm = sb.add_demo_copies("ssm-demo", 1).remove(0);
+    let path = sb.project.path().join(format!("images/{ssm}.toml"));
+    let toml = std::fs::read_to_string(&path).expect("image");
+    let toml: Vec<&str> = toml.lines().filter(|l| !l.starts_with("ssh = ")).collect();
+    let toml = toml
+        .join("\n")
+        .replace("communicator = \"ssh\"", "communicator = \"ssm\"");
+    std::fs::write(&path, toml).expect("write");
+    let bakes = n.clamp(1, 3);
+    for i in 0..bakes {
+        for image in ["sandbox-demo", ssm.as_str()] {
+            let out = sb.bakery(&["bake", image, "--target", "sandbox", "--json"]);
+            assert!(
+                out.status.success(),
+                "latency bake {i} of {image} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let seen = detections(&sb.transitions(), &sb.actions(), "us-east-1");
+    let mut kinds = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    for (k, s) in seen {
+        kinds.entry(k).or_default().push(s);
+    }
+    println!("detection latency: modelled AWS delays ({DELAYS} s), {bakes} bakes over SSH (two regions) and {bakes} over SSM");
+    println!(
+        "  {:<18} {:>4} {:>10} {:>10} {:>10}",
+        "wait", "n", "median ms", "p95 ms", "max ms"
+    );
+    let mut all = Vec::new();
+    for (k, mut v) in kinds {
+        v.sort_by(f64::total_cmp);
+        all.extend(v.iter().copied());
+        println!(
+            "  {k:<18} {:>4} {:>10.0} {:>10.0} {:>10.0}",
+            v.len(),
+            pct(&v, 0.5) * 1e3,
+            pct(&v, 0.95) * 1e3,
+            v[v.len() - 1] * 1e3
+        );
+    }
+    all.sort_by(f64::total_cmp);
+    if !all.is_empty() {
+        println!(
+            "  {:<18} {:>4} {:>10.0} {:>10.0} {:>10.0}   (goal: median <= 200, p95 <= 1000)",
+            "all",
+            all.len(),
+            pct(&all, 0.5) * 1e3,
+            pct(&all, 0.95) * 1e3,
+            all[all.len() - 1] * 1e3
+        );
+    }
 }

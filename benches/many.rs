@@ -1,7 +1,9 @@
 //! Baking many at once and planning a large catalog, on the local sandbox.
 //!
 //! 1. Concurrent bakes: 1, 10 and 50 copies of sandbox-demo baked by one `bakery bake --jobs N`
-//!    process: wall time, AWS requests and Describe calls per bake (counted at the emulator).
+//!    process, the emulator modelling AWS's state delays (1 s each): wall time, AWS requests and
+//!    Describe calls per bake, the most DescribeInstances / DescribeImages calls in any one second
+//!    and the throttling errors seen (counted at the emulator).
 //!    Baseline: the single bake, in the same run; the ratios say how much of the single bake's
 //!    time N bakes cost per bake, and whether requests per bake grow with N.
 //! 2. Plan with nothing changed: `bakery plan` over a generated catalog (500 images by default)
@@ -30,6 +32,24 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The most calls of `action` that fell in any one second (a sliding window).
+fn peak_per_second(calls: &[EmulatorCall], action: &str) -> usize {
+    let t: Vec<f64> = calls
+        .iter()
+        .filter(|c| c.action == action)
+        .map(|c| c.t)
+        .collect();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..t.len() {
+        while t[end] - t[start] >= 1.0 {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
 fn describes(calls: &[EmulatorCall]) -> usize {
     calls
         .iter()
@@ -37,8 +57,13 @@ fn describes(calls: &[EmulatorCall]) -> usize {
         .count()
 }
 
-/// Bakes `names` in one process with `--jobs jobs`; (wall, requests, describe calls).
-fn bake_many(sb: &Sandbox, names: &[String], jobs: usize) -> (Duration, usize, usize) {
+/// Bakes `names` in one process with `--jobs jobs`; (wall, requests, describe calls, the most
+/// DescribeInstances and DescribeImages calls in any one second, throttling errors).
+fn bake_many(
+    sb: &Sandbox,
+    names: &[String],
+    jobs: usize,
+) -> (Duration, usize, usize, usize, usize, usize) {
     let jobs = jobs.to_string();
     let mut args = vec!["bake", "--target", "sandbox", "--json", "--jobs", &jobs];
     args.extend(names.iter().map(String::as_str));
@@ -53,7 +78,21 @@ fn bake_many(sb: &Sandbox, names: &[String], jobs: usize) -> (Duration, usize, u
         String::from_utf8_lossy(&out.stderr)
     );
     let calls = sb.actions()[before..].to_vec();
-    (wall, calls.len(), describes(&calls))
+    let throttled = calls
+        .iter()
+        .filter(|c| c.fault.as_deref() == Some("RequestLimitExceeded"))
+        .count()
+        + String::from_utf8_lossy(&out.stderr)
+            .matches("RequestLimitExceeded")
+            .count();
+    (
+        wall,
+        calls.len(),
+        describes(&calls),
+        peak_per_second(&calls, "DescribeInstances"),
+        peak_per_second(&calls, "DescribeImages"),
+        throttled,
+    )
 }
 
 fn plan(sb: &Sandbox, names: &[String], offline: bool) -> (Duration, usize) {
@@ -158,36 +197,60 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(500)
         .max(61);
-    let sb = Sandbox::start();
+    // AWS's state changes take time: model them (shorter), so that the pollers' pacing shows.
+    let sb = Sandbox::start_env(
+        None,
+        &[(
+            "BAKERY_EMULATOR_DELAYS",
+            "running=1,stopped=1,available=1,online=1",
+        )],
+    );
     let names = sb.add_demo_copies("gen", images);
 
     println!("concurrent sandbox bakes (one `bakery bake --jobs N` process)");
     println!(
-        "  {:>4} {:>9} {:>13} {:>14} {:>15} {:>16}",
-        "N", "wall s", "wall/bake s", "vs 1 bake", "requests/bake", "describes/bake"
+        "  {:>4} {:>9} {:>13} {:>14} {:>15} {:>16} {:>22} {:>10}",
+        "N",
+        "wall s",
+        "wall/bake s",
+        "vs 1 bake",
+        "requests/bake",
+        "describes/bake",
+        "peak/s inst, images",
+        "throttled"
     );
     let mut next = 0;
     let mut single = None;
     for n in [1usize, 10, 50] {
         let batch = &names[next..next + n];
         next += n;
-        let (wall, reqs, desc) = bake_many(&sb, batch, n);
+        let (wall, reqs, desc, peak_inst, peak_img, throttled) = bake_many(&sb, batch, n);
         let per = wall.as_secs_f64() / n as f64;
         let base = *single.get_or_insert(wall.as_secs_f64());
         println!(
-            "  {n:>4} {:>9.2} {:>13.3} {:>13.2}x {:>15.1} {:>16.1}",
+            "  {n:>4} {:>9.2} {:>13.3} {:>13.2}x {:>15.1} {:>16.1} {:>14} {:>7} {:>10}",
             wall.as_secs_f64(),
             per,
             per / base,
             reqs as f64 / n as f64,
-            desc as f64 / n as f64
+            desc as f64 / n as f64,
+            peak_inst,
+            peak_img,
+            throttled
         );
     }
+    let b = bakery::cloud::poller::DESCRIBE.budget;
+    println!(
+        "  (a poller's budget: {} calls at once, then {}/s; AWS refills DescribeInstances and DescribeImages at 20/s)",
+        b.capacity, b.refill_per_sec
+    );
 
     // Everything else gets a current version too.
     let t = Instant::now();
     let rest = &names[next..];
     register(&sb, rest);
+    // The registered AMIs become available a modelled second after CreateImage.
+    std::thread::sleep(Duration::from_millis(1500));
     println!(
         "  (registered the other {} images in {:.1} s)",
         rest.len(),

@@ -16,7 +16,8 @@ and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself
 
 Every call is appended to $BAKERY_EMULATOR_ACTIONS (when set) as a JSON line: time, service,
 action and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
-`instance-id` / DescribeImages' `image-id` filter), so
+`instance-id` / DescribeImages' `image-id` filter and of DescribeInstanceInformation's
+`InstanceIds` filter), so
 tests can count calls per action and see how many resources one call covered. S3 calls are logged
 too (service "s3", the action as moto names it for IAM: GetObject, PutObject, ListBucket, ...;
 no ids). A call that got an injected fault (below) has one line all the same, with an extra field
@@ -52,6 +53,21 @@ output, nothing run, DescribeInstanceInformation missing):
   DescribeImages; any other value is InvalidParameterValue.
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
   Windows_Server-2022-English-Full-Base (moto seeds neither and refuses writes under /aws/).
+
+State delays (AWS's transitions take time; moto makes them at once), for benchmarks:
+- BAKERY_EMULATOR_DELAYS="running=2,stopped=2,available=3,online=2" (seconds; any subset):
+  RunInstances leaves its instances "pending" for `running` seconds; StopInstances leaves the
+  instance "stopping" for `stopped` seconds; CreateImage and CopyImage leave the new image
+  "pending" for `available` seconds; Systems Manager lists an instance Online `online` seconds
+  after it became running. Unset: every transition is immediate, as moto makes it.
+- Every modelled transition is appended to $BAKERY_EMULATOR_TRANSITIONS (when set) as a JSON
+  line: time, the resource's id, its region and the state it entered (`running`, `stopped`,
+  `available`, `Online`), so a benchmark can tell how long after a change a client noticed it.
+
+For the sandbox's sshd (the way EC2 puts a key pair on an instance): with
+BAKERY_EMULATOR_KEYS_PORT_FILE set, a side HTTP server on 127.0.0.1 (its port written to that
+file) answers GET /authorized-keys?region=R&key=BASE64 with the key if a running instance of that
+region has it as its key pair (see "Authorized keys" below).
 
 Fault injection (the failures real AWS has and moto never does):
 - BAKERY_EMULATOR_FAULTS="Action:region[:Code],..." (e.g. "CopyImage:eu-west-1,
@@ -184,6 +200,7 @@ def create_image(self, instance_id, name, description, tag_specifications):
     for snap in _snapshots(ami):
         for tag in _spec_tags(specs, "snapshot"):
             snap.add_tag(tag["Key"], tag["Value"])
+    _pending_image(ami)
     return ami
 
 
@@ -224,6 +241,7 @@ def copy_image(self):
                 snap.add_tag(tag["Key"], tag["Value"])
         if token:
             _COPIES[key] = (image.id, params)
+    _pending_image(image)
     return ActionResult({"ImageId": image.id})
 
 
@@ -277,6 +295,105 @@ Settings.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
 AmisResponse.copy_image = copy_image
 AmisResponse.enable_image_deprecation = enable_image_deprecation
 AmisResponse.disable_image_deprecation = disable_image_deprecation
+
+# --- State delays ----------------------------------------------------------------------------
+from moto.ec2.models.instances import Instance, InstanceBackend
+
+_DELAYS = {}
+for _part in os.environ.get("BAKERY_EMULATOR_DELAYS", "").split(","):
+    if "=" in _part:
+        _k, _v = _part.split("=", 1)
+        _DELAYS[_k.strip()] = float(_v)
+_TRANSITIONS_LOG = os.environ.get("BAKERY_EMULATOR_TRANSITIONS")
+_TRANSITIONS_LOCK = threading.Lock()
+_ONLINE_AT = {}  # instance id -> when Systems Manager lists it Online
+
+
+def _transition(resource_id, state, region):
+    if not _TRANSITIONS_LOG:
+        return
+    try:
+        line = {"t": time.time(), "id": resource_id, "state": state, "region": region}
+        with _TRANSITIONS_LOCK, open(_TRANSITIONS_LOG, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except Exception as e:  # the log must never change an answer
+        print(f"transition log: {e}", file=sys.stderr)
+
+
+def _later(seconds, fn):
+    t = threading.Timer(seconds, fn)
+    t.daemon = True
+    t.start()
+
+
+def _now_running(instance):
+    d = _DELAYS.get("online", 0.0)
+    _ONLINE_AT[instance.id] = time.time() + d
+    region = instance.region_name
+    _transition(instance.id, "running", region)
+    if d > 0:
+        _later(d, lambda: _transition(instance.id, "Online", region))
+    else:
+        _transition(instance.id, "Online", region)
+
+
+_run_instances = InstanceBackend.run_instances
+
+
+def run_instances(self, *args, **kwargs):
+    reservation = _run_instances(self, *args, **kwargs)
+    d = _DELAYS.get("running", 0.0)
+    for inst in reservation.instances:
+        if d <= 0:
+            _now_running(inst)
+            continue
+        inst._state.name, inst._state.code = "pending", 0
+
+        def up(inst=inst):
+            if inst._state.name == "pending":
+                inst._state.name, inst._state.code = "running", 16
+                _now_running(inst)
+        _later(d, up)
+    return reservation
+
+
+InstanceBackend.run_instances = run_instances
+_stop = Instance.stop
+
+
+def stop(self):
+    previous = _stop(self)
+    d = _DELAYS.get("stopped", 0.0)
+    if d <= 0:
+        _transition(self.id, "stopped", self.region_name)
+        return previous
+    self._state.name, self._state.code = "stopping", 64
+
+    def down():
+        if self._state.name == "stopping":
+            self._state.name, self._state.code = "stopped", 80
+            _transition(self.id, "stopped", self.region_name)
+    _later(d, down)
+    return previous
+
+
+Instance.stop = stop
+
+
+def _pending_image(ami):
+    d = _DELAYS.get("available", 0.0)
+    region = ami.ec2_backend.region_name
+    if d <= 0:
+        _transition(ami.id, "available", region)
+        return
+    ami.state = "pending"
+
+    def ready():
+        if ami.state == "pending":
+            ami.state = "available"
+            _transition(ami.id, "available", region)
+    _later(d, ready)
+
 
 # --- The action log, and faults for every service moto answers through call_action ----------
 _ACTIONS_LOG = os.environ.get("BAKERY_EMULATOR_ACTIONS")
@@ -348,6 +465,8 @@ def call_action(self):
     if _ACTIONS_LOG:
         try:
             ids, filter_ids = _named_ids(action, self.querystring)
+            if action == "DescribeInstanceInformation":
+                filter_ids = sorted(_node_filter(self) or [])
         except Exception as e:
             print(f"action log: {e}", file=sys.stderr)
             ids, filter_ids = [], []
@@ -575,12 +694,18 @@ def _managed(resp):
     return {i.id: i for i in _instances(resp) if backend.iam_instance_profile_associations.get(i.id)}
 
 
-def describe_instance_information(self):
+def _node_filter(self):
+    """The InstanceIds a DescribeInstanceInformation asks for (None: all)."""
     wanted = None
     for f in (self._get_param("Filters") or []) + (self._get_param("InstanceInformationFilterList") or []):
         key = f.get("Key") or f.get("key")
         if key == "InstanceIds":
             wanted = set(f.get("Values") or f.get("valueSet") or [])
+    return wanted
+
+
+def describe_instance_information(self):
+    wanted = _node_filter(self)
     out = []
     for iid, inst in sorted(_managed(self).items()):
         if wanted is not None and iid not in wanted:
@@ -590,7 +715,7 @@ def describe_instance_information(self):
         windows = (inst.platform or "").lower() == "windows"
         out.append({
             "InstanceId": iid,
-            "PingStatus": "Online" if inst.state == "running" and time.time() >= _DOWN_UNTIL.get(iid, 0) else "ConnectionLost",
+            "PingStatus": "Online" if inst.state == "running" and time.time() >= max(_DOWN_UNTIL.get(iid, 0), _ONLINE_AT.get(iid, 0)) else "ConnectionLost",
             "LastPingDateTime": time.time(),
             "AgentVersion": "3.3.0.0",
             "IsLatestVersion": True,
@@ -796,7 +921,56 @@ SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
 SimpleSystemManagerResponse.list_commands = list_commands
 SimpleSystemManagerResponse.cancel_command = cancel_command
 
+# --- Authorized keys, for the sandbox's sshd ------------------------------------------------
+# sshd asks its AuthorizedKeysCommand twice per login (once whether the key would do, once to
+# check the signature). Answering that through the Query API cost two Python start-ups and four
+# API calls per login; this side server answers from the emulator's own state instead: the
+# public key of every key pair attached to a running instance of the default account in a region,
+# if it is the key offered (GET /authorized-keys?region=R&key=BASE64).
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+from moto.core import DEFAULT_ACCOUNT_ID
+
+
+class _Keys(BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = parse_qs(self.path.partition("?")[2])
+        region = (q.get("region") or ["us-east-1"])[0]
+        offered = (q.get("key") or [""])[0]
+        lines = []
+        try:
+            backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+            running = {i.key_name for r in backend.all_reservations() for i in r.instances
+                       if i._state.name == "running"}
+            for kp in list(backend.key_pairs.values()):
+                parts = kp.public_key.split()
+                if kp.key_name in running and len(parts) >= 2 and parts[1] == offered:
+                    lines.append(" ".join(parts[:2]))
+        except Exception as e:
+            print(f"authorized keys: {e!r}", file=sys.stderr)
+        body = "".join(l + "\n" for l in lines).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve_keys(port_file):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Keys)
+    server.daemon_threads = True
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
+    os.replace(port_file + ".tmp", port_file)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 if __name__ == "__main__":
+    if os.environ.get("BAKERY_EMULATOR_KEYS_PORT_FILE"):
+        _serve_keys(os.environ["BAKERY_EMULATOR_KEYS_PORT_FILE"])
     import atexit
     import shutil
 

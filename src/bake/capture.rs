@@ -6,13 +6,15 @@ use super::context::{wait_available, wait_instance, Bake, Failure, Link};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::{Preflighted, MAX_NAME_TRIES};
-use crate::cloud::ImageId;
+use crate::cloud::{ImageId, SnapshotId};
 use crate::registry::{self, tag};
 
 /// The AMI in the build region, and the version it was registered as.
 pub(super) struct Captured {
     pub(super) image: ImageId,
     pub(super) version: Version,
+    /// Its snapshots, as DescribeImages listed them once it was available.
+    pub(super) snapshots: Vec<SnapshotId>,
 }
 
 impl Bake<'_> {
@@ -106,10 +108,11 @@ impl Bake<'_> {
             When::OnFailure,
         )?;
         self.created(format!("image {ami} ({name})"));
-        wait_available(&aws, &ami, timeout, &self.cancel).await?;
+        let info = wait_available(&aws, &ami, timeout, &self.cancel).await?;
         Ok(Captured {
             image: ami,
             version,
+            snapshots: info.snapshots,
         })
     }
 }

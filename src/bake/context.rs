@@ -98,7 +98,7 @@ impl From<std::io::Error> for Failure {
 }
 
 /// Time allowed for each probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(super::scripts::PROBE_SECS);
 
 /// The live connection to the build instance. The runner owns it, not a phase: a restart drops
 /// and re-establishes it, and the cleanup after an interrupted step still needs it (to stop the
@@ -291,26 +291,25 @@ impl Bake<'_> {
         }
     }
 
-    /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
-    /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
-    /// Runs `checks` as probes through `host`, reporting each result as it comes.
+    /// Runs `checks` as probes through `host` (one command for all of them, see
+    /// `Host::check_all`), reporting each result.
     pub(super) async fn probe_all(
         &self,
         host: &Host<'_>,
         checks: &[crate::plan::PlannedCheck],
     ) -> Vec<crate::checks::report::CheckResult> {
-        let mut results = Vec::new();
-        for c in checks {
-            let r = host.check(c, PROBE_TIMEOUT).await;
+        let results = host.check_all(checks, PROBE_TIMEOUT).await;
+        for r in &results {
             self.events.emit(BakeEvent::Check {
                 bake_id: self.bake_id.clone(),
                 result: r.clone(),
             });
-            results.push(r);
         }
         results
     }
 
+    /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
+    /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
     pub(super) fn shuts_itself_down(&self) -> bool {
         self.image.platform == Platform::Windows && !self.plan.finalize.is_empty()
     }
@@ -328,7 +327,7 @@ pub(super) async fn wait_available(
     timeout: Duration,
     cancel: &Cancel,
 ) -> Result<ImageInfo, CloudError> {
-    Wait::new(
+    Wait::polled(
         format!("image {ami} in {}", aws.region),
         "available",
         timeout,
@@ -370,7 +369,7 @@ pub(super) async fn wait_instance(
     timeout: Duration,
     cancel: &Cancel,
 ) -> Result<crate::cloud::InstanceInfo, CloudError> {
-    Wait::new(format!("instance {id} in {}", aws.region), want, timeout)
+    Wait::polled(format!("instance {id} in {}", aws.region), want, timeout)
         .until(cancel, || async {
             Ok(match aws.poll_instance(id).await? {
                 Some(i) if i.state == want => Poll::Ready(i),

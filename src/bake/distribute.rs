@@ -9,13 +9,15 @@ use super::context::{wait_available, Bake, Failure};
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
 use crate::cloud::aws::Aws;
-use crate::cloud::{ImageId, Tags};
+use crate::cloud::{ImageId, SnapshotId, Tags};
 use crate::registry::{self, tag};
 
 /// The version's AMI in every publish region.
 pub(super) struct Distributed {
     /// Region -> (client, AMI): the build region's image and its copies.
     pub(super) copies: BTreeMap<String, (Aws, ImageId)>,
+    /// Region -> the snapshots of that region's AMI (known from the wait for it).
+    pub(super) snapshots: BTreeMap<String, Vec<SnapshotId>>,
 }
 
 impl Bake<'_> {
@@ -40,6 +42,8 @@ impl Bake<'_> {
         );
         let mut copies = BTreeMap::new();
         copies.insert(build.clone(), (self.aws.clone(), ami.clone()));
+        let mut snapshots = BTreeMap::new();
+        snapshots.insert(build.clone(), cap.snapshots.clone());
         let mut started = Vec::new();
         for region in self.publish_regions().into_iter().skip(1) {
             let aws = self
@@ -119,21 +123,19 @@ impl Bake<'_> {
         }
         while let Some(done) = waits.join_next().await {
             let (aws, id, info) = done.map_err(|e| Failure::new(format!("copy wait: {e}")))?;
-            info?;
+            snapshots.insert(aws.region.to_string(), info?.snapshots);
             copies.insert(aws.region.to_string(), (aws, id));
         }
         let share = &self.image.publish.share;
-        for (aws, id) in copies.values() {
+        for (region, (aws, id)) in &copies {
             if self.image.publish.imds_v1.is_none() {
                 aws.require_imdsv2(id).await?;
             }
             aws.share_image(id, &share.accounts, &share.organizations, &share.ous)
                 .await?;
             if !share.accounts.is_empty() {
-                if let Some(info) = aws.describe_image(id).await? {
-                    for s in &info.snapshots {
-                        aws.share_snapshot(s, &share.accounts).await?;
-                    }
+                for s in snapshots.get(region).into_iter().flatten() {
+                    aws.share_snapshot(s, &share.accounts).await?;
                 }
             }
             if let Some(after) = self.image.publish.deprecate_after {
@@ -141,6 +143,6 @@ impl Bake<'_> {
                     .await?;
             }
         }
-        Ok(Distributed { copies })
+        Ok(Distributed { copies, snapshots })
     }
 }

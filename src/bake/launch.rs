@@ -66,13 +66,11 @@ impl Bake<'_> {
         let sg = match &self.target.security_group {
             Some(id) => SecurityGroupId(id.clone()),
             None => {
+                // The subnet's VPC, or (no subnet) the region's default VPC, which
+                // CreateSecurityGroup picks itself.
                 let vpc = match &self.target.subnet {
-                    Some(s) => self.aws.subnet_vpc(s).await?,
-                    None => self.aws.default_vpc().await?.ok_or_else(|| {
-                        Failure::new(format!(
-                            "{region} has no default VPC: name a subnet in the target"
-                        ))
-                    })?,
+                    Some(s) => Some(self.aws.subnet_vpc(s).await?),
+                    None => None,
                 };
                 // SSM needs no inbound port at all.
                 let cidr = match (&self.target.ssh_cidr, ssm) {
@@ -82,10 +80,22 @@ impl Bake<'_> {
                 };
                 let mut sg_tags = tags.clone();
                 sg_tags.insert("Name".into(), format!("bakery-{}", self.bake_id));
-                let id = self
+                let id = match self
                     .aws
-                    .create_security_group(&format!("bakery-{}", self.bake_id), &vpc, &sg_tags)
-                    .await?;
+                    .create_security_group(
+                        &format!("bakery-{}", self.bake_id),
+                        vpc.as_deref(),
+                        &sg_tags,
+                    )
+                    .await
+                {
+                    Err(e) if e.code() == Some("VPCIdNotSpecified") => {
+                        return Err(Failure::new(format!(
+                            "{region} has no default VPC: name a subnet in the target"
+                        )))
+                    }
+                    r => r?,
+                };
                 self.journal.push(
                     Undo::DeleteSecurityGroup {
                         region: region.clone(),

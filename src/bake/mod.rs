@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use runner::bake;
-pub use scripts::windows_script_book;
+pub use scripts::{windows_script_book, GOLDEN_MARK};
 pub use test_version::{test_version, TestRun};
 pub use undo::cleanup;
 

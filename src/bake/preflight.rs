@@ -170,11 +170,12 @@ impl Bake<'_> {
     pub(super) async fn preflight(&mut self) -> Result<Preflighted, Failure> {
         let (source, parent, fingerprint) = self.resolve_source().await?;
         // Next free version (AMI names must be unique; the emulator does not enforce it).
-        let existing: Vec<Version> = registry::aws::versions(&self.aws, self.image.name.as_str())
-            .await?
-            .into_iter()
-            .map(|r| r.version)
-            .collect();
+        let registered = registry::aws::versions(&self.aws, self.image.name.as_str()).await?;
+        // AMI names this image's versions hold (a name another AMI of the account holds makes
+        // CreateImage fail; capture then takes the next patch).
+        let names: std::collections::BTreeSet<String> =
+            registered.iter().map(|r| r.image.name.clone()).collect();
+        let existing: Vec<Version> = registered.into_iter().map(|r| r.version).collect();
         let known_versions = existing.iter().cloned().collect();
         let mut v = registry::next_version(&existing, self.image.version);
         let issued = registry::aws::issued_param(
@@ -183,12 +184,17 @@ impl Bake<'_> {
             self.image.version.major,
             self.image.version.minor,
         );
-        if let Some(hwm) = self
-            .aws
-            .get_parameter(&issued)
-            .await?
-            .and_then(|p| p.parse::<u64>().ok())
-        {
+        let param_of = |v: &Version| format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
+        // One read for the highest number issued and the parameters of the next few numbers.
+        let mut wanted = vec![issued.clone()];
+        wanted.extend((0..9).map(|k| {
+            param_of(&Version {
+                patch: v.patch + k,
+                ..v.clone()
+            })
+        }));
+        let read = self.aws.get_parameters(&wanted).await?;
+        if let Some(hwm) = read.get(&issued).and_then(|p| p.parse::<u64>().ok()) {
             v.patch = v.patch.max(hwm + 1);
         }
         // Every publish region must be one of the target's: the registry reads those.
@@ -206,12 +212,12 @@ impl Bake<'_> {
         let mut free = false;
         for _ in 0..MAX_NAME_TRIES {
             let name = registry::ami_name(self.image.name.as_str(), &v);
-            let taken = self
-                .aws
-                .describe_images(&["self".into()], &[("name", vec![name])])
-                .await?;
-            let param = format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
-            if taken.is_empty() && self.aws.get_parameter(&param).await?.is_none() {
+            let param = param_of(&v);
+            let param_taken = match wanted.contains(&param) {
+                true => read.contains_key(&param),
+                false => self.aws.get_parameter(&param).await?.is_some(),
+            };
+            if !names.contains(&name) && !param_taken {
                 free = true;
                 break;
             }

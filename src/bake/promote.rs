@@ -22,13 +22,15 @@ impl Bake<'_> {
         let mut channels = Vec::new();
         self.emit_phase("promote");
         // The lease was the bake's: a version does not expire.
-        for (aws, ami) in d.copies.values() {
+        for (region, (aws, ami)) in &d.copies {
             let mut ids = vec![ami.to_string()];
-            match aws.describe_image(ami).await {
-                Ok(Some(i)) => ids.extend(i.snapshots.iter().map(|s| s.to_string())),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot list the snapshots of {ami}"),
-            }
+            ids.extend(
+                d.snapshots
+                    .get(region)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.to_string()),
+            );
             if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
                 tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
             }

@@ -68,16 +68,8 @@ impl Bake<'_> {
             .max();
         let moves_latest = version.pre.is_empty() && newest.as_ref().is_none_or(|n| &version > n);
         for (region, aws, ami) in &copies {
-            // The versioned parameter is the contract: never overwritten.
-            if aws
-                .get_parameter(&versioned)
-                .await?
-                .is_some_and(|v| v != ami.as_str())
-            {
-                return Err(Failure::new(format!(
-                    "{versioned} already exists in {region}: another runner took this version while this bake ran (versions are immutable); this copy is removed"
-                )));
-            }
+            // The versioned parameter is the contract: never overwritten. The write itself is
+            // the check (PutParameter without Overwrite fails if the name exists).
             // Journal first: if the put is interrupted, cleanup still knows the parameter may exist.
             let undo = Undo::RestoreParameter {
                 region: region.clone(),
@@ -97,7 +89,7 @@ impl Bake<'_> {
                 // anything else is another runner's version.
                 if aws.get_parameter(&versioned).await?.as_deref() != Some(ami.as_str()) {
                     self.journal.forget(&undo)?;
-                    return Err(Failure::new(format!("{image} {version} was taken by another runner while this bake ran; this copy is removed")));
+                    return Err(Failure::new(format!("{versioned} already exists in {region}: another runner took {image} {version} while this bake ran (versions are immutable); this copy is removed")));
                 }
             }
         }

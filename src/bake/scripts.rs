@@ -141,6 +141,50 @@ impl Scripts<'_> {
         }
     }
 
+    /// One command that runs every probe of `checks` in turn, each followed by its end mark
+    /// (`probe::split_batch` reads them): `\n<mark> <i> <exit code> <start> <end>`. On Linux
+    /// each probe is a `bash -c` of its own under `timeout` (an `exit` in a command check ends
+    /// only that probe, a hung one only its own `per_probe` seconds), with the instance's clock
+    /// around it. On Windows each is a script block whose output is collected before its mark
+    /// is written; a command check that could end the whole script runs alone instead
+    /// (`probe::windows_needs_own_command`).
+    pub fn probe_batch(&self, checks: &[&PlannedCheck], mark: &str, per_probe_secs: u64) -> String {
+        if self.windows() {
+            let mut s = format!("$__m = {}\n", ps_quote(mark));
+            for (i, c) in checks.iter().enumerate() {
+                let body = probe::windows(&c.check.kind);
+                s.push_str(&format!(
+                    "$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()\n\
+$global:LASTEXITCODE = 0\n\
+$__rc = 0\n\
+try {{\n\
+    $__o = & {{\n{}\n}} | Out-String -Width 4096\n\
+    if ($LASTEXITCODE) {{ $__rc = $LASTEXITCODE }}\n\
+}} catch {{\n\
+    [Console]::Error.WriteLine('error: ' + $_.Exception.Message)\n\
+    $__o = ''\n\
+    $__rc = 1\n\
+}}\n\
+[Console]::Out.Write($__o)\n\
+[Console]::Out.WriteLine(\"`n$__m {i} $__rc \" + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))\n",
+                    body.trim_end_matches('\n')
+                ));
+            }
+            s.push_str("$global:LASTEXITCODE = 0\n");
+            self.ps(&BTreeMap::new(), &s)
+        } else {
+            let mut s = self.prelude(&BTreeMap::new());
+            s.push_str(&format!("__m={}\n", sh_quote(mark)));
+            for (i, c) in checks.iter().enumerate() {
+                s.push_str(&format!(
+                    "__t=$EPOCHREALTIME\ntimeout -k 5 {per_probe_secs} bash -c {} </dev/null\n__rc=$?\nprintf '\\n%s %s %s %s %s\\n' \"$__m\" {i} \"$__rc\" \"$__t\" \"$EPOCHREALTIME\"\n",
+                    sh_quote(&probe::linux(&c.check.kind))
+                ));
+            }
+            self.as_root(&format!("bash -c {}", sh_quote(&s)))
+        }
+    }
+
     /// Fetches `s3://bucket/key` to `path` with the instance's role, then checks its sha256.
     pub fn s3_fetch(
         &self,
@@ -241,6 +285,70 @@ pub(super) fn windows_destination(destination: &str, is_dir: bool, rel: &str) ->
     }
 }
 
+/// The most characters one probe batch may have: under the 128 KiB a single argument of a Linux
+/// command line may take (`bash -c <script>` over SSH), under the 64 KiB of a Run Command
+/// document's parameters, and well under PowerShell's `-EncodedCommand` limit once encoded.
+const BATCH_MAX: usize = 12 * 1024;
+
+/// One command of a verify's probes: a batch of checks (`probe_batch`) or one check alone.
+#[derive(Debug, Clone)]
+pub struct ProbeCommand {
+    /// Indices into the checks.
+    pub checks: Vec<usize>,
+    pub batch: bool,
+    pub script: String,
+}
+
+impl Scripts<'_> {
+    /// How the probes of `checks` go to the instance, in the order they are sent: batches of
+    /// consecutive checks whose script stays under `BATCH_MAX` (a probe too long for any batch
+    /// is a batch of its own), then the Windows command checks that must run alone.
+    pub fn probe_commands(
+        &self,
+        checks: &[PlannedCheck],
+        mark: &str,
+        per_probe_secs: u64,
+    ) -> Vec<ProbeCommand> {
+        let alone =
+            |c: &PlannedCheck| self.windows() && probe::windows_needs_own_command(&c.check.kind);
+        let batched: Vec<usize> = (0..checks.len()).filter(|&i| !alone(&checks[i])).collect();
+        let script = |idx: &[usize]| {
+            let cs: Vec<&PlannedCheck> = idx.iter().map(|&i| &checks[i]).collect();
+            self.probe_batch(&cs, mark, per_probe_secs)
+        };
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < batched.len() {
+            let mut end = start + 1;
+            while end < batched.len() && script(&batched[start..=end]).len() <= BATCH_MAX {
+                end += 1;
+            }
+            out.push(ProbeCommand {
+                checks: batched[start..end].to_vec(),
+                batch: true,
+                script: script(&batched[start..end]),
+            });
+            start = end;
+        }
+        out.extend(
+            (0..checks.len())
+                .filter(|&i| alone(&checks[i]))
+                .map(|i| ProbeCommand {
+                    checks: vec![i],
+                    batch: false,
+                    script: self.probe(&checks[i]),
+                }),
+        );
+        out
+    }
+}
+
+/// Time allowed for each probe of a verify or a test phase.
+pub const PROBE_SECS: u64 = 120;
+
+/// The mark the script book's probe batches use (a bake draws a random one).
+pub const GOLDEN_MARK: &str = "bakery-probe-0000000000000000";
+
 /// Every script a Windows bake of `plan` sends, labelled, in the order it sends them when all
 /// goes well: prepare, the steps (a restart as its boot id and reboot commands), the probes,
 /// removing the working directory, the finalize steps (in the system temp directory).
@@ -258,9 +366,24 @@ pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(Stri
             Err(e) => book.push((label(s), format!("# {e}"))),
         }
     }
-    for c in &plan.checks {
-        book.push((format!("check {}", c.check.name), sc.probe(c)));
-    }
+    let probes = |sc: &Scripts, checks: &[PlannedCheck], what: &str| {
+        sc.probe_commands(checks, GOLDEN_MARK, PROBE_SECS)
+            .into_iter()
+            .map(|p| {
+                let names: Vec<&str> = p
+                    .checks
+                    .iter()
+                    .map(|&i| checks[i].check.name.as_str())
+                    .collect();
+                let label = match p.batch {
+                    true => format!("{what}s: {}", names.join(", ")),
+                    false => format!("{what} {}", names.join(", ")),
+                };
+                (label, p.script)
+            })
+            .collect::<Vec<_>>()
+    };
+    book.extend(probes(&sc, &plan.checks, "check"));
     book.push(("remove the working directory".into(), sc.remove_workdir()));
     let temp = Scripts {
         workdir: "C:\\Windows\\Temp",
@@ -276,9 +399,7 @@ pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(Stri
     // temporary directory, then the boot id again (a restart under the checks voids them).
     if let Some(t) = &plan.test {
         book.push(("test: first boot finished".into(), temp.readiness()));
-        for c in &t.checks {
-            book.push((format!("test check {}", c.check.name), temp.probe(c)));
-        }
+        book.extend(probes(&temp, &t.checks, "test check"));
         book.push(("test: still the same boot".into(), temp.boot_id()));
     }
     book

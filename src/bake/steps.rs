@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use rand::RngExt as _;
 
 use crate::catalog::model::Platform;
-use crate::checks::eval;
 use crate::checks::report::CheckResult;
+use crate::checks::{eval, probe};
 use crate::cloud::cancel::Cancel;
 use crate::events::{BakeEvent, Events};
 use crate::plan::{PlannedAction, PlannedCheck, PlannedStep};
@@ -453,6 +454,93 @@ impl Host<'_> {
     }
 
     /// Runs one check's probe and evaluates it.
+    /// Every check of `checks`, in order: their probes go as one command (split into a few if
+    /// the script would be long), each bounded by `per_probe`, and each output is evaluated on
+    /// its own. A probe the batch gave no output for (the batch failed, or its output was cut
+    /// short) and a Windows command check that could end the batch run as commands of their own.
+    pub async fn check_all(
+        &self,
+        checks: &[PlannedCheck],
+        per_probe: Duration,
+    ) -> Vec<CheckResult> {
+        let started = Instant::now();
+        let mut found: Vec<Option<CheckResult>> = vec![None; checks.len()];
+        let scripts = self.scripts();
+        let mark = format!("bakery-probe-{:016x}", rand::rng().random::<u64>());
+        let secs = per_probe.as_secs().max(1);
+        // Checks that must run alone stay `None` here and go through `check` below, as does a
+        // probe whose part of a batch is missing (the batch died before or during it): run alone,
+        // it reports its own output.
+        for cmd in scripts.probe_commands(checks, &mark, secs) {
+            if !cmd.batch || self.cancel.is_cancelled() {
+                continue;
+            }
+            let n = cmd.checks.len();
+            let t = Instant::now();
+            let parts = match self
+                .exec_raw(&cmd.script, per_probe * n as u32, false)
+                .await
+            {
+                // A Windows batch that never started has nothing to evaluate for any of its
+                // probes (run alone, they would not start either).
+                Ok(out) if self.windows() && !powershell::ran(&out.stdout) => {
+                    for &i in &cmd.checks {
+                        let c = &checks[i];
+                        found[i] = Some(CheckResult {
+                            name: c.check.name.clone(),
+                            origin: c.origin.clone(),
+                            kind: c.check.kind.key().to_string(),
+                            passed: false,
+                            detail: "no output to evaluate (the probe did not run)".into(),
+                            duration: t.elapsed() / n as u32,
+                        });
+                    }
+                    continue;
+                }
+                Ok(out) => probe::split_batch(&self.clean(out).stdout, &mark, n),
+                Err(_) => vec![None; n],
+            };
+            let share = t.elapsed() / n as u32;
+            for (&i, part) in cmd.checks.iter().zip(parts) {
+                let Some(part) = part else { continue };
+                let c = &checks[i];
+                let outcome = if !self.windows() && part.exit_code == 124 {
+                    eval::Outcome {
+                        passed: false,
+                        detail: format!("the probe timed out after {secs}s"),
+                    }
+                } else {
+                    eval::evaluate(&c.check.kind, part.exit_code, &part.stdout)
+                };
+                found[i] = Some(CheckResult {
+                    name: c.check.name.clone(),
+                    origin: c.origin.clone(),
+                    kind: c.check.kind.key().to_string(),
+                    passed: outcome.passed,
+                    detail: outcome.detail,
+                    duration: part.seconds.map_or(share, Duration::from_secs_f64),
+                });
+            }
+        }
+        let mut results = Vec::with_capacity(checks.len());
+        for (c, r) in checks.iter().zip(found) {
+            results.push(match r {
+                Some(r) => r,
+                None if self.cancel.is_cancelled() => CheckResult {
+                    name: c.check.name.clone(),
+                    origin: c.origin.clone(),
+                    kind: c.check.kind.key().to_string(),
+                    passed: false,
+                    detail: "cancelled".into(),
+                    duration: started.elapsed(),
+                },
+                None => self.check(c, per_probe).await,
+            });
+        }
+        results
+    }
+
+    /// One check as a command of its own.
     pub async fn check(&self, c: &PlannedCheck, timeout: Duration) -> CheckResult {
         let started = Instant::now();
         let cmd = self.scripts().probe(c);

@@ -122,8 +122,40 @@ pub async fn scan_region(
             *e = (*e).max(t);
         }
     };
-    // Instances, terminated ones too: their ids tie untagged snapshots to a bake.
-    let instances = aws.instances_tagged(tag::BAKE_ID, bake).await?;
+    // The bucket is used from the build region (the target's first).
+    let bucket = target
+        .s3_bucket
+        .as_ref()
+        .filter(|_| target.regions.first().map(|r| r.as_str()) == Some(region.as_str()));
+    let base = format!("{}/", super::S3_PREFIX);
+    let within = match bake {
+        Some(b) => format!("{base}{b}/"),
+        None => base.clone(),
+    };
+    let more = scope != Scope::Instances;
+    // Instances (terminated ones too: their ids tie untagged snapshots to a bake), groups, key
+    // pairs and objects, asked at the same time.
+    let (instances, groups, keys, objects) = tokio::try_join!(
+        aws.instances_tagged(tag::BAKE_ID, bake),
+        async {
+            match more {
+                true => aws.security_groups_tagged(tag::BAKE_ID, bake).await,
+                false => Ok(Vec::new()),
+            }
+        },
+        async {
+            match more {
+                true => aws.key_pairs_tagged(tag::BAKE_ID, bake).await,
+                false => Ok(Vec::new()),
+            }
+        },
+        async {
+            match (more, bucket) {
+                (true, Some(b)) => aws.list_keys(b, &within).await,
+                _ => Ok(Vec::new()),
+            }
+        },
+    )?;
     let mut made_by: BTreeMap<InstanceId, String> = BTreeMap::new();
     for i in &instances {
         note(&mut scan, &i.tags);
@@ -143,7 +175,7 @@ pub async fn scan_region(
     if scope == Scope::Instances {
         return Ok(scan);
     }
-    for g in aws.security_groups_tagged(tag::BAKE_ID, bake).await? {
+    for g in groups {
         note(&mut scan, &g.tags);
         if let Some(b) = owner(&g.tags) {
             scan.found.push(Found {
@@ -156,7 +188,7 @@ pub async fn scan_region(
             });
         }
     }
-    for k in aws.key_pairs_tagged(tag::BAKE_ID, bake).await? {
+    for k in keys {
         note(&mut scan, &k.tags);
         if let Some(b) = owner(&k.tags) {
             scan.found.push(Found {
@@ -169,19 +201,8 @@ pub async fn scan_region(
             });
         }
     }
-    // The bucket is used from the build region (the target's first).
-    if let (Some(bucket), true) = (
-        &target.s3_bucket,
-        target.regions.first().map(|r| r.as_str()) == Some(region.as_str()),
-    ) {
-        let base = format!("{}/", super::S3_PREFIX);
-        let within = match bake {
-            Some(b) => format!("{base}{b}/"),
-            None => base.clone(),
-        };
-        let bakes: BTreeSet<String> = aws
-            .list_keys(bucket, &within)
-            .await?
+    if let Some(bucket) = bucket {
+        let bakes: BTreeSet<String> = objects
             .iter()
             .filter_map(|k| k.strip_prefix(&base)?.split('/').next())
             .filter(|b| is_bake_id(b))

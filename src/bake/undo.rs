@@ -24,7 +24,7 @@ const IMAGE_VISIBLE_WAIT: Duration = Duration::from_secs(60);
 
 async fn terminate_and_wait(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Result<(), CloudError> {
     aws.terminate_instance(id).await?;
-    Wait::new(
+    Wait::polled(
         format!("instance {id} in {}", aws.region),
         "terminated",
         TERMINATE_WAIT,
@@ -87,7 +87,7 @@ pub async fn run_in(aws: &Aws, u: &Undo, bake_id: &str, cancel: &Cancel) -> Resu
         Undo::DeregisterImage { id, .. } => {
             // An image we just created may not be visible yet (DescribeImages is eventually
             // consistent); its snapshots are only known once it is.
-            let info = Wait::new(
+            let info = Wait::polled(
                 format!("image {id} in {region}"),
                 "visible",
                 IMAGE_VISIBLE_WAIT,
@@ -290,7 +290,14 @@ pub async fn undo_all(
         };
     let bake_id = journal.bake_id.clone();
     let in_regions = regions_of(regions, journal, failed);
-    match scan(regions, &in_regions, Some(&bake_id), Scope::Instances).await {
+    // After a failure an instance may be missing from the journal (killed between RunInstances
+    // and the journal write), and it would hold the security group: look for instances first.
+    // After a success every instance is in the journal; the sweep below is the safety net.
+    let instances = match failed {
+        true => scan(regions, &in_regions, Some(&bake_id), Scope::Instances).await,
+        false => Ok(sweep::Scan::default()),
+    };
+    match instances {
         Ok(s) => {
             apply(
                 regions,
@@ -333,7 +340,10 @@ pub fn found_undos(s: sweep::Scan) -> Vec<Undo> {
     v
 }
 
-/// Carries out `undos` in order, marking matching journal entries done; errors are collected.
+/// Carries out `undos` (given in `Undo::order`), marking matching journal entries done as each
+/// finishes; errors are collected. Two lanes run at once: instances are terminated (all at the
+/// same time) and then their security groups go, the moment the instances are gone; meanwhile
+/// everything else (parameters, key pairs, images, snapshots, objects, files) goes in order.
 async fn apply(
     regions: &mut Regions<'_>,
     journal: &mut Journal,
@@ -342,23 +352,63 @@ async fn apply(
     cancel: &Cancel,
     errors: &mut Vec<String>,
 ) {
-    for u in undos {
-        match run(regions, &u, &journal.bake_id.clone(), cancel).await {
-            Ok(()) => {
-                if let Err(e) = journal.mark_done(&u) {
-                    errors.push(format!("journal: {e}"));
-                }
-                events.emit(BakeEvent::Removed {
-                    bake_id: journal.bake_id.clone(),
-                    resource: u.to_string(),
-                });
-            }
-            Err(e) => {
-                tracing::warn!(resource = %u, error = %e, "cleanup failed");
-                errors.push(format!("{u}: {e}"));
+    let mut clients = std::collections::BTreeMap::new();
+    for u in &undos {
+        if let Some(r) = u.region() {
+            if !clients.contains_key(r) {
+                clients.insert(r.to_string(), regions.get(r).await.clone());
             }
         }
     }
+    let bake_id = journal.bake_id.clone();
+    let shared = std::sync::Mutex::new((journal, errors));
+    let one = |u: Undo| {
+        let (clients, bake_id, shared) = (&clients, &bake_id, &shared);
+        async move {
+            let r = match u.region().and_then(|r| clients.get(r)) {
+                Some(aws) => run_in(aws, &u, bake_id, cancel).await,
+                None => run_local(&u),
+            };
+            let Ok(mut guard) = shared.lock() else { return };
+            let (journal, errors) = &mut *guard;
+            match r {
+                Ok(()) => {
+                    if let Err(e) = journal.mark_done(&u) {
+                        errors.push(format!("journal: {e}"));
+                    }
+                    events.emit(BakeEvent::Removed {
+                        bake_id: bake_id.clone(),
+                        resource: u.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %u, error = %e, "cleanup failed");
+                    errors.push(format!("{u}: {e}"));
+                }
+            }
+        }
+    };
+    let (instances, rest): (Vec<Undo>, Vec<Undo>) = undos.into_iter().partition(|u| {
+        matches!(
+            u,
+            Undo::TerminateInstance { .. } | Undo::DeleteSecurityGroup { .. }
+        )
+    });
+    let (terminate, groups): (Vec<Undo>, Vec<Undo>) = instances
+        .into_iter()
+        .partition(|u| matches!(u, Undo::TerminateInstance { .. }));
+    let first_lane = async {
+        futures_util::future::join_all(terminate.into_iter().map(one)).await;
+        for u in groups {
+            one(u).await;
+        }
+    };
+    let second_lane = async {
+        for u in rest {
+            one(u).await;
+        }
+    };
+    tokio::join!(first_lane, second_lane);
 }
 
 /// `bakery cleanup <bake-id>` with the journal: replays it (everything not done, as after a

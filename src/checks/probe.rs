@@ -1,6 +1,8 @@
-//! Probe commands, Linux (shell) and Windows (PowerShell): one command per check whose output
-//! the pure evaluator reads. Probes print `key=value` lines (except `command`, whose own output
-//! is evaluated); a probe that printed nothing never passes.
+//! Probe commands, Linux (shell) and Windows (PowerShell): one probe per check whose output the
+//! pure evaluator reads. Probes print `key=value` lines (except `command`, whose own output is
+//! evaluated); a probe that printed nothing never passes. The probes of a verify go to the
+//! instance as one command (`bake::scripts::Scripts::probe_batch`), each followed by an end mark
+//! that `split_batch` cuts the output at.
 
 use super::CheckKind;
 use crate::remote::powershell::{ps_path, ps_quote};
@@ -142,6 +144,62 @@ if ($null -eq $f) {{ 'installed=0'; 'unknown_feature=1' }} else {{ 'installed=' 
     }
 }
 
+/// One probe's share of a batch's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPart {
+    pub exit_code: i32,
+    /// The probe's stdout, exactly as it printed it.
+    pub stdout: String,
+    /// How long the probe ran, from the instance's clock (when the shell could tell).
+    pub seconds: Option<f64>,
+}
+
+/// Cuts a batch's stdout into its probes' parts. Probe `i` is followed by a line
+/// `\n<mark> <i> <exit code> <start> <end>` (start and end in seconds, either may be empty);
+/// the newline before the mark is the batch's, so a part is the probe's output unchanged. A probe
+/// whose mark is missing (the batch was cut short, or its output truncated) has no part.
+pub fn split_batch(stdout: &str, mark: &str, n: usize) -> Vec<Option<BatchPart>> {
+    let mut parts = Vec::with_capacity(n);
+    let mut pos = 0;
+    for i in 0..n {
+        let needle = format!("\n{mark} {i} ");
+        let Some(at) = stdout.get(pos..).and_then(|rest| rest.find(&needle)) else {
+            break;
+        };
+        let at = pos + at;
+        let line_start = at + needle.len();
+        let line_end = stdout[line_start..]
+            .find('\n')
+            .map_or(stdout.len(), |e| line_start + e);
+        let mut fields = stdout[line_start..line_end].split_whitespace();
+        let Some(exit_code) = fields.next().and_then(|c| c.parse::<i32>().ok()) else {
+            break;
+        };
+        let secs = |f: Option<&str>| f.and_then(|v| v.replace(',', ".").parse::<f64>().ok());
+        let (start, end) = (secs(fields.next()), secs(fields.next()));
+        parts.push(Some(BatchPart {
+            exit_code,
+            stdout: stdout[pos..at].to_string(),
+            seconds: start.zip(end).map(|(s, e)| (e - s).max(0.0)),
+        }));
+        pos = (line_end + 1).min(stdout.len());
+    }
+    parts.resize(n, None);
+    parts
+}
+
+/// Whether a Windows command check must run as a command of its own: `exit` (and a `break` or
+/// `continue` outside a loop) would end the whole batch, not just the probe.
+pub fn windows_needs_own_command(kind: &CheckKind) -> bool {
+    static WORDS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    match kind {
+        CheckKind::Command { command, .. } => WORDS
+            .get_or_init(|| regex::Regex::new(r"(?i)\b(exit|break|continue)\b").expect("regex"))
+            .is_match(command),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +236,60 @@ mod tests {
             p.contains("[Management.Automation.WildcardPattern]::Escape($name) + ' *'"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_batch_splits_at_its_marks_and_keeps_each_output_whole() {
+        let m = "bakery-probe-0f";
+        let out = format!(
+            "exists=1\nmode=644\n\n{m} 0 0 1700000000.100000 1700000000.350000\n\n{m} 1 3 1700000000.4 1700000000.4\nno newline at the end\n{m} 2 124  \nnot a mark: {m} 9 0\n"
+        );
+        let parts = split_batch(&out, m, 4);
+        let p0 = parts[0].clone().unwrap();
+        assert_eq!(
+            (p0.exit_code, p0.stdout.as_str()),
+            (0, "exists=1\nmode=644\n")
+        );
+        assert!((p0.seconds.unwrap() - 0.25).abs() < 1e-6, "{p0:?}");
+        assert_eq!(parts[1].clone().unwrap().stdout, "", "printed nothing");
+        assert_eq!(parts[1].clone().unwrap().exit_code, 3);
+        let p2 = parts[2].clone().unwrap();
+        assert_eq!(
+            (p2.exit_code, p2.stdout.as_str(), p2.seconds),
+            (124, "no newline at the end", None)
+        );
+        assert_eq!(parts[3], None, "its mark never came");
+        // Output cut short in the middle of a probe: that probe and the rest have no part.
+        let cut = format!("a=1\n\n{m} 0 0 1 2\npartial");
+        let parts = split_batch(&cut, m, 3);
+        assert!(parts[0].is_some() && parts[1].is_none() && parts[2].is_none());
+        // A mark of another batch (another random mark) is output like any other.
+        let other = "x\nbakery-probe-aa 0 0\n\nbakery-probe-0f 0 0 1 2\n";
+        assert_eq!(
+            split_batch(other, m, 1)[0].clone().unwrap().stdout,
+            "x\nbakery-probe-aa 0 0\n"
+        );
+    }
+
+    #[test]
+    fn windows_commands_that_end_the_script_run_alone() {
+        let cmd = |c: &str| CheckKind::Command {
+            command: c.into(),
+            exit_code: 0,
+            stdout_contains: None,
+            stdout_matches: None,
+        };
+        assert!(windows_needs_own_command(&cmd("if ($x) { Exit 3 }")));
+        assert!(windows_needs_own_command(&cmd(
+            "foreach ($a in $b) { break }"
+        )));
+        assert!(!windows_needs_own_command(&cmd(
+            "Get-Item C:\\exits.txt; 'exited=1'"
+        )));
+        assert!(!windows_needs_own_command(&CheckKind::Port {
+            port: 22,
+            listening: true
+        }));
     }
 
     /// A service that does not exist must not look stopped: the probe asks for its LoadState.

@@ -69,6 +69,16 @@ impl Wait {
         }
     }
 
+    /// A wait whose looks go through a shared poller (`cloud::poller`), which paces them: no
+    /// delay of its own between looks, so a change is seen at the poller's next look.
+    pub fn polled(resource: impl Into<String>, want: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            first_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            ..Self::new(resource, want, timeout)
+        }
+    }
+
     /// Polls until ready, terminal, timed out or cancelled.
     pub async fn until<T, F, Fut>(&self, cancel: &Cancel, mut poll: F) -> Result<T, CloudError>
     where
@@ -87,7 +97,11 @@ impl Wait {
             if cancel.is_cancelled() {
                 return Err(CloudError::Cancelled);
             }
-            match poll().await? {
+            let seen = tokio::select! {
+                r = poll() => r?,
+                () = cancel.cancelled() => return Err(CloudError::Cancelled),
+            };
+            match seen {
                 Poll::Ready(v) => return Ok(v),
                 Poll::Failed { state, reason } => {
                     return Err(CloudError::Terminal {
@@ -110,6 +124,9 @@ impl Wait {
                         });
                     }
                 }
+            }
+            if self.max_delay.is_zero() {
+                continue;
             }
             let waited = started.elapsed();
             let delay = delays

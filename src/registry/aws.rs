@@ -324,6 +324,22 @@ impl<'a> Registry<'a> {
             .collect())
     }
 
+    /// Every channel of `image` with the version it names, from one listing (the values come
+    /// with the names).
+    pub async fn channels(&mut self, image: &str) -> Result<BTreeMap<String, Version>, CloudError> {
+        let primary = self.primary();
+        let base = format!("{}/{image}/channel-versions/", self.target.ssm_prefix);
+        let aws = self.regions.get(&primary).await;
+        Ok(aws
+            .parameters_by_path(base.trim_end_matches('/'))
+            .await?
+            .into_iter()
+            .filter_map(|(n, v)| {
+                Some((n.strip_prefix(&base)?.to_string(), Version::parse(&v).ok()?))
+            })
+            .collect())
+    }
+
     /// Channel names of `image`.
     pub async fn channel_names(&mut self, image: &str) -> Result<Vec<String>, CloudError> {
         let primary = self.primary();

@@ -7,7 +7,7 @@ use semver::Version;
 use serde::Serialize;
 
 use super::aws::{version_param, Registry, VersionView};
-use crate::cloud::CloudError;
+use crate::cloud::{CloudError, ImageId};
 
 /// What retention decided for one version.
 #[derive(Debug, Clone, Serialize)]
@@ -93,10 +93,8 @@ pub async fn prune(
 ) -> Result<Vec<Decision>, CloudError> {
     let all = reg.versions(image, None).await?;
     let mut usage = Usage::default();
-    for ch in reg.channel_names(image).await? {
-        if let Some(v) = reg.channel(image, &ch).await? {
-            usage.channels.entry(v).or_default().push(ch);
-        }
+    for (ch, v) in reg.channels(image).await? {
+        usage.channels.entry(v).or_default().push(ch);
     }
     let regions: Vec<String> = reg.target.regions.iter().map(|r| r.to_string()).collect();
     if let Some(primary) = regions.first() {
@@ -116,11 +114,16 @@ pub async fn prune(
     for region in &regions {
         let aws = reg.regions.get(region).await.clone();
         let templates = aws.launch_template_images().await?;
+        let amis: Vec<ImageId> = all
+            .iter()
+            .filter_map(|v| v.amis.get(region).map(|a| a.id.clone()))
+            .collect();
+        let running = aws.instances_using(&amis).await?;
         for v in &all {
             let Some(ami) = v.amis.get(region) else {
                 continue;
             };
-            for i in aws.instances_using(&ami.id).await? {
+            for (_, i) in running.iter().filter(|(a, _)| a == &ami.id) {
                 usage
                     .instances
                     .entry(v.version.clone())

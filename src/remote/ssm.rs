@@ -137,7 +137,7 @@ pub struct Ssm {
 impl Ssm {
     /// Waits (bounded) until Systems Manager lists the instance as `Online`.
     pub async fn wait_online(&self, timeout: Duration, cancel: &Cancel) -> Result<(), CloudError> {
-        Wait::new(
+        Wait::polled(
             format!(
                 "instance {} in Systems Manager ({})",
                 self.instance, self.aws.region

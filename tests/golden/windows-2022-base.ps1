@@ -552,7 +552,7 @@ $pending = (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
-# ==== check time zone
+# ==== checks: time zone, execution policy, IE ESC is off for administrators, IE ESC is off for users, Security event log size, Server Manager does not open at logon, .NET 4 uses strong cryptography, High performance power plan is active, choco runs at the pinned version, SSM agent, RDP listener, PowerShell execution policy, 7-Zip
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 $env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
@@ -562,44 +562,42 @@ $global:LASTEXITCODE = 0
 [Console]::Out.WriteLine('##bakery-ran##')
 try {
 . {
+$__m = 'bakery-probe-0000000000000000'
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
 (Get-TimeZone).Id
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check execution policy
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 0 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 Get-ExecutionPolicy -Scope LocalMachine
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check IE ESC is off for administrators
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 1 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 $k = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A7-37EF-4b3f-8CFC-4F3A74704073}'
 if (Test-Path -LiteralPath $k) {
     'key=1'
@@ -608,24 +606,20 @@ if (Test-Path -LiteralPath $k) {
 } else {
     'key=0'
 }
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check IE ESC is off for users
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 2 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 $k = 'HKLM:\SOFTWARE\Microsoft\Active Setup\Installed Components\{A509B1A8-37EF-4b3f-8CFC-4F3A74704073}'
 if (Test-Path -LiteralPath $k) {
     'key=1'
@@ -634,43 +628,35 @@ if (Test-Path -LiteralPath $k) {
 } else {
     'key=0'
 }
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check Security event log size
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 3 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 (Get-WinEvent -ListLog Security).MaximumSizeInBytes
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check Server Manager does not open at logon
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 4 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 $k = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\Server\ServerManager'
 if (Test-Path -LiteralPath $k) {
     'key=1'
@@ -679,24 +665,20 @@ if (Test-Path -LiteralPath $k) {
 } else {
     'key=0'
 }
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check .NET 4 uses strong cryptography
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 5 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 $k = 'HKLM:\SOFTWARE\Microsoft\.NETFramework\v4.0.30319'
 if (Test-Path -LiteralPath $k) {
     'key=1'
@@ -705,44 +687,123 @@ if (Test-Path -LiteralPath $k) {
 } else {
     'key=0'
 }
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check High performance power plan is active
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 6 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 powercfg.exe /getactivescheme
-}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
 } catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
 }
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check choco runs at the pinned version
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 7 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
 $global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
+$__rc = 0
 try {
-. {
+$__o = & {
 & "$env:ProgramData\chocolatey\bin\choco.exe" --version
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 8 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
+$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
+if ($null -eq $s) { 'status=missing' } else {
+'status=' + $s.Status.ToString().ToLower()
+'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
+}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 9 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
+'probe=port'
+Get-NetTCPConnection -State Listen -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 10 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
+$k = 'HKLM:\SOFTWARE\Microsoft\PowerShell\1\ShellIds\Microsoft.PowerShell'
+if (Test-Path -LiteralPath $k) {
+    'key=1'
+    $p = Get-ItemProperty -LiteralPath $k -Name 'ExecutionPolicy' -ErrorAction SilentlyContinue
+    if ($null -ne $p) { 'value=' + $p.'ExecutionPolicy' } else { 'value_missing=1' }
+} else {
+    'key=0'
+}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 11 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
+$f = 'C:\Program Files\7-Zip\7z.exe'
+if (Test-Path -LiteralPath $f) {
+    'exists=1'
+} else {
+    'exists=0'
+}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 12 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$global:LASTEXITCODE = 0
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
@@ -785,99 +846,6 @@ try {
 $pending = (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') -or (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired')
 if ($pending) { Write-Output 'a restart is pending'; exit 1 }
 Write-Output 'no restart is pending'
-}
-} catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
-}
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check SSM agent
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
-$global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
-try {
-. {
-$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
-if ($null -eq $s) { 'status=missing' } else {
-'status=' + $s.Status.ToString().ToLower()
-'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
-}
-}
-} catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
-}
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check RDP listener
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
-$global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
-try {
-. {
-'probe=port'
-Get-NetTCPConnection -State Listen -ErrorAction SilentlyContinue | ForEach-Object { 'ss=' + $_.LocalAddress + ':' + $_.LocalPort }
-}
-} catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
-}
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check PowerShell execution policy
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
-$global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
-try {
-. {
-$k = 'HKLM:\SOFTWARE\Microsoft\PowerShell\1\ShellIds\Microsoft.PowerShell'
-if (Test-Path -LiteralPath $k) {
-    'key=1'
-    $p = Get-ItemProperty -LiteralPath $k -Name 'ExecutionPolicy' -ErrorAction SilentlyContinue
-    if ($null -ne $p) { 'value=' + $p.'ExecutionPolicy' } else { 'value_missing=1' }
-} else {
-    'key=0'
-}
-}
-} catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
-}
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== check 7-Zip
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp\bakery-bk-golden'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
-$global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
-try {
-. {
-$f = 'C:\Program Files\7-Zip\7z.exe'
-if (Test-Path -LiteralPath $f) {
-    'exists=1'
-} else {
-    'exists=0'
-}
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
@@ -971,6 +939,45 @@ switch ($code) {
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 exit 0
 
+# ==== test checks: SSM agent runs after a fresh boot
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
+New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
+Set-Location -LiteralPath $env:BAKERY_WORKDIR
+$global:LASTEXITCODE = 0
+[Console]::Out.WriteLine('##bakery-ran##')
+try {
+. {
+$__m = 'bakery-probe-0000000000000000'
+$__t = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
+$global:LASTEXITCODE = 0
+$__rc = 0
+try {
+$__o = & {
+$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
+if ($null -eq $s) { 'status=missing' } else {
+'status=' + $s.Status.ToString().ToLower()
+'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
+}
+} | Out-String -Width 4096
+if ($LASTEXITCODE) { $__rc = $LASTEXITCODE }
+} catch {
+[Console]::Error.WriteLine('error: ' + $_.Exception.Message)
+$__o = ''
+$__rc = 1
+}
+[Console]::Out.Write($__o)
+[Console]::Out.WriteLine("`n$__m 0 $__rc " + ($__t / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture) + ' ' + ([DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString('F3', [Globalization.CultureInfo]::InvariantCulture))
+$global:LASTEXITCODE = 0
+}
+} catch {
+    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
+    exit 1
+}
+if ($LASTEXITCODE) { exit $LASTEXITCODE }
+exit 0
+
 # ==== test check EC2Launch v2 ran its first-boot tasks and they succeeded
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -1023,29 +1030,6 @@ try {
 $at = [DateTime]::Parse((Get-Content -LiteralPath (Join-Path $env:ProgramData 'bakery\generalized-at') -Raw).Trim()).ToUniversalTime()
 $set = (Get-LocalUser -Name Administrator).PasswordLastSet
 if ($null -eq $set -or $set.ToUniversalTime() -le $at) { Write-Output "the Administrator password dates from before the image was generalised ($set)"; exit 1 }
-}
-} catch {
-    [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')
-    exit 1
-}
-if ($LASTEXITCODE) { exit $LASTEXITCODE }
-exit 0
-
-# ==== test check SSM agent runs after a fresh boot
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$env:BAKERY_WORKDIR = 'C:\Windows\Temp'
-New-Item -ItemType Directory -Force -Path $env:BAKERY_WORKDIR | Out-Null
-Set-Location -LiteralPath $env:BAKERY_WORKDIR
-$global:LASTEXITCODE = 0
-[Console]::Out.WriteLine('##bakery-ran##')
-try {
-. {
-$s = Get-Service -Name 'AmazonSSMAgent' -ErrorAction SilentlyContinue
-if ($null -eq $s) { 'status=missing' } else {
-'status=' + $s.Status.ToString().ToLower()
-'start_mode=' + $(switch ($s.StartType.ToString()) { 'Automatic' { 'auto' } 'Manual' { 'manual' } 'Disabled' { 'disabled' } default { $_.ToLower() } })
-}
 }
 } catch {
     [Console]::Error.WriteLine('##bakery-error## ' + $_.Exception.Message + ' (line ' + ($_.InvocationInfo.ScriptLineNumber - 9) + ')')

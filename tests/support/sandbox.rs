@@ -39,6 +39,17 @@ fn setup_hint() -> String {
     "the sandbox needs root, openssh-server and moto: run `bash scripts/install-sandbox-deps` (scripts/test does) as root".to_string()
 }
 
+/// One state change the emulator modelled.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Transition {
+    /// Seconds since the epoch.
+    pub t: f64,
+    pub id: String,
+    pub region: String,
+    /// `running`, `stopped`, `available` or `Online`.
+    pub state: String,
+}
+
 /// One call the emulator received.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct EmulatorCall {
@@ -121,6 +132,7 @@ impl Sandbox {
             .env_remove("BAKERY_EMULATOR_FAULTS")
             .env_remove("BAKERY_EMULATOR_FAULT_RATE")
             .env_remove("BAKERY_EMULATOR_FAULT_SEED")
+            .env_remove("BAKERY_EMULATOR_DELAYS")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -331,6 +343,15 @@ impl Sandbox {
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("action log {l}: {e}")))
+            .collect()
+    }
+
+    /// The state changes the emulator modelled so far (with `BAKERY_EMULATOR_DELAYS`), in order.
+    pub fn transitions(&self) -> Vec<Transition> {
+        std::fs::read_to_string(self.state.path().join("transitions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("transition log {l}: {e}")))
             .collect()
     }
 

@@ -366,22 +366,6 @@ impl Aws {
             })
     }
 
-    /// The default VPC of the region, if it has one.
-    pub async fn default_vpc(&self) -> Result<Option<String>, CloudError> {
-        let out = self
-            .ec2
-            .describe_vpcs()
-            .filters(Filter::builder().name("is-default").values("true").build())
-            .send()
-            .await
-            .map_err(|e| self.err("DescribeVpcs", e))?;
-        Ok(out
-            .vpcs()
-            .first()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string))
-    }
-
     pub async fn security_group_exists(&self, id: &str) -> Result<bool, CloudError> {
         match self
             .ec2
@@ -455,11 +439,14 @@ impl Aws {
             .collect())
     }
 
-    /// A security group whose only ingress is `port` from `cidr`, tagged at creation.
+    /// A security group whose only ingress is `port` from `cidr`, tagged at creation. Without a
+    /// VPC it goes to the region's default VPC (CreateSecurityGroup: "If you do not specify a
+    /// VPC, the default is to use the default VPC"; without one, EC2 answers
+    /// `VPCIdNotSpecified`).
     pub async fn create_security_group(
         &self,
         name: &str,
-        vpc: &str,
+        vpc: Option<&str>,
         tags: &Tags,
     ) -> Result<SecurityGroupId, CloudError> {
         let out = self
@@ -467,7 +454,7 @@ impl Aws {
             .create_security_group()
             .group_name(name)
             .description("bakery build instance: communicator port from the baking host only")
-            .vpc_id(vpc)
+            .set_vpc_id(vpc.map(str::to_string))
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
             .send()
             .await
@@ -970,30 +957,36 @@ impl Aws {
     }
 
     /// Instances (any state but terminated) launched from `image`.
-    pub async fn instances_using(&self, image: &ImageId) -> Result<Vec<InstanceId>, CloudError> {
+    pub async fn instances_using(
+        &self,
+        images: &[ImageId],
+    ) -> Result<Vec<(ImageId, InstanceId)>, CloudError> {
         let mut out = Vec::new();
-        let mut pages = self
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("image-id")
-                    .values(image.as_str())
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("DescribeInstances", e))?;
-            for i in page.reservations().iter().flat_map(|r| r.instances()) {
-                let state = i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str())
-                    .unwrap_or("");
-                if state != "terminated" {
-                    if let Some(id) = i.instance_id() {
-                        out.push(InstanceId(id.to_string()));
+        // One call (a page or a few) for many AMIs: their ids as one `image-id` filter.
+        for chunk in images.chunks(IMAGE_IDS_PER_FILTER) {
+            let mut pages = self
+                .ec2
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.iter().map(|i| i.to_string()).collect()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.err("DescribeInstances", e))?;
+                for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let state = i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str())
+                        .unwrap_or("");
+                    if state != "terminated" {
+                        if let (Some(id), Some(ami)) = (i.instance_id(), i.image_id()) {
+                            out.push((ImageId(ami.to_string()), InstanceId(id.to_string())));
+                        }
                     }
                 }
             }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::catalog::model::{Region, Target};
 
-use super::limit::{Limiter, LimiterStats};
-use super::poller::{self, PollStats, Poller};
+use super::limit::{Budget, Limiter, LimiterStats};
+use super::poller::{self, Pace, PollStats, Poller};
 use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, Invocation, ManagedNode};
 
 pub(crate) use ec2::Describer;
@@ -68,12 +68,22 @@ pub struct RegionStats {
 const IDS_PER_CALL: usize = 200;
 /// DescribeInstanceInformation's `InstanceIds` filter takes at most 50 values (SSM API reference).
 const NODES_PER_CALL: usize = 50;
-/// GetCommandInvocation calls per batch of one tick (sent one after another).
-const INVOCATIONS_PER_TICK: usize = 50;
+/// GetCommandInvocation takes one invocation per call: each is a call of its own (sent one after
+/// another), and each takes a token of the invocation poller's budget. Systems Manager does not
+/// publish its per-action rates; 10 calls a second (bursts of 20) stays well inside what the
+/// standard retry mode absorbs.
+const INVOCATIONS: Pace = Pace {
+    budget: Budget {
+        capacity: 20.0,
+        refill_per_sec: 10.0,
+    },
+    ..poller::DESCRIBE
+};
 
 /// A shared poller whose batches `describe` answers with the region's clients.
 fn shared<K, V, F, Fut>(
     what: &'static str,
+    pace: Pace,
     chunk: usize,
     d: &Describer,
     describe: F,
@@ -87,7 +97,7 @@ where
     let d = d.clone();
     Arc::new(Poller::new(
         what,
-        poller::TICK,
+        pace,
         chunk,
         Arc::new(move |keys: Vec<K>| Box::pin(describe(d.clone(), keys))),
     ))
@@ -151,15 +161,28 @@ impl Aws {
                     .build(),
             ),
             limiter,
-            instances: shared("instance", IDS_PER_CALL, &d, Describer::instances),
-            images: shared("image", IDS_PER_CALL, &d, Describer::images),
-            invocations: shared(
-                "invocation",
-                INVOCATIONS_PER_TICK,
+            instances: shared(
+                "instance",
+                poller::DESCRIBE,
+                IDS_PER_CALL,
                 &d,
-                Describer::invocations,
+                Describer::instances,
             ),
-            nodes: shared("managed node", NODES_PER_CALL, &d, Describer::nodes),
+            images: shared(
+                "image",
+                poller::DESCRIBE,
+                IDS_PER_CALL,
+                &d,
+                Describer::images,
+            ),
+            invocations: shared("invocation", INVOCATIONS, 1, &d, Describer::invocations),
+            nodes: shared(
+                "managed node",
+                poller::DESCRIBE,
+                NODES_PER_CALL,
+                &d,
+                Describer::nodes,
+            ),
         }
     }
 
