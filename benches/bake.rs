@@ -204,12 +204,15 @@ fn main() {
     latency(n);
 }
 
-/// Runs a bakery command to its end; (success, peak RSS in kB).
+/// Runs a bakery command to its end; (success, peak RSS in kB). On failure, the tail of its
+/// stderr is printed.
 fn peak_rss(sb: &Sandbox, args: &[&str]) -> (bool, u64) {
+    let err_path = sb.project.path().join("rss-stderr.log");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
     let mut child = sb
         .command(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(err)
         .spawn()
         .expect("bakery");
     let status_file = format!("/proc/{}/status", child.id());
@@ -225,6 +228,18 @@ fn peak_rss(sb: &Sandbox, args: &[&str]) -> (bool, u64) {
             }
         }
         if let Some(st) = child.try_wait().expect("wait") {
+            if !st.success() {
+                let text = std::fs::read_to_string(&err_path).unwrap_or_default();
+                // The step's own lines say nothing about the failure.
+                let tail: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("a line of step output"))
+                    .rev()
+                    .take(20)
+                    .collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                eprintln!("bakery {args:?} failed ({st}):\n{}", tail.join("\n"));
+            }
             return (st.success(), peak);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -235,7 +250,7 @@ fn peak_rss(sb: &Sandbox, args: &[&str]) -> (bool, u64) {
 fn rss(sb: &Sandbox) {
     sb.project.write(
         "recipes/loud/recipe.toml",
-        "description = \"Prints 300 MB of step output\"\nplatforms = [\"linux\"]\n\n[[step]]\nname = \"prints 300 MB\"\nshell = { inline = \"yes 'a line of step output, streamed as an event, 100 characters long .......................' | head -c 300000000\" }\n",
+        "description = \"Prints 300 MB of step output\"\nplatforms = [\"linux\"]\n\n[[step]]\nname = \"prints 300 MB\"\nshell = { inline = \"awk 'BEGIN { for (i = 0; i < 3000000; i++) print \\\"a line of step output, streamed as an event, 100 characters long ..................................\\\" }'\" }\n",
     );
     let demo =
         std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");

@@ -59,6 +59,12 @@ impl Bake<'_> {
                 other.version
             )));
         }
+        // The versions of the AMIs listed (a version's tag never changes): `point` need not
+        // describe an AMI `latest` names when it is one of these.
+        let known: BTreeMap<String, Version> = registered
+            .iter()
+            .map(|r| (r.image.id.to_string(), r.version.clone()))
+            .collect();
         // `latest` is the newest published release: a hotfix of an older line or a
         // pre-release does not move it (and `point` never moves it back past a newer one).
         let newest = registered
@@ -101,7 +107,7 @@ impl Bake<'_> {
         }
         if moves_latest {
             for (region, aws, ami) in &copies {
-                if self.point(aws, &latest, ami, &version).await? {
+                if self.point(aws, &latest, ami, &version, &known).await? {
                     parameters.insert(format!("{region}:{latest}"), ami.to_string());
                 }
             }
@@ -145,12 +151,14 @@ impl Bake<'_> {
     /// Points `name` (in the region of `aws`) at `ami` unless it already names a newer version of
     /// the image: pointers never move backwards. Reads back after writing; when another runner
     /// wrote in between, decides again against its value. Returns whether it names `ami` now.
+    /// `known`: versions of AMIs already listed (AMI ids are unique across regions).
     async fn point(
         &mut self,
         aws: &Aws,
         name: &str,
         ami: &ImageId,
         version: &Version,
+        known: &BTreeMap<String, Version>,
     ) -> Result<bool, Failure> {
         let mut journaled = false;
         for _ in 0..POINTER_TRIES {
@@ -159,7 +167,11 @@ impl Bake<'_> {
                 return Ok(true);
             }
             if let Some(cur) = &current {
-                if let Some(theirs) = version_of(aws, cur).await?.filter(|v| v > version) {
+                let theirs = match known.get(cur) {
+                    Some(v) => Some(v.clone()),
+                    None => version_of(aws, cur).await?,
+                };
+                if let Some(theirs) = theirs.filter(|v| v > version) {
                     tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
                     return Ok(false);
                 }

@@ -24,6 +24,11 @@ const IMAGE_VISIBLE_WAIT: Duration = Duration::from_secs(60);
 
 async fn terminate_and_wait(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Result<(), CloudError> {
     aws.terminate_instance(id).await?;
+    wait_terminated(aws, id, cancel).await
+}
+
+/// Waits until `id` is terminated (or gone); the region's poller batches concurrent waits.
+async fn wait_terminated(aws: &Aws, id: &InstanceId, cancel: &Cancel) -> Result<(), CloudError> {
     Wait::polled(
         format!("instance {id} in {}", aws.region),
         "terminated",
@@ -362,12 +367,22 @@ async fn apply(
     }
     let bake_id = journal.bake_id.clone();
     let shared = std::sync::Mutex::new((journal, errors));
+    // Instances whose TerminateInstances was already sent (one call per region for all of
+    // them, below): their undo only waits.
+    let sent = std::sync::Mutex::new(std::collections::BTreeSet::<InstanceId>::new());
     let one = |u: Undo| {
-        let (clients, bake_id, shared) = (&clients, &bake_id, &shared);
+        let (clients, bake_id, shared, sent) = (&clients, &bake_id, &shared, &sent);
         async move {
-            let r = match u.region().and_then(|r| clients.get(r)) {
-                Some(aws) => run_in(aws, &u, bake_id, cancel).await,
-                None => run_local(&u),
+            let already = match &u {
+                Undo::TerminateInstance { id, .. } => sent.lock().is_ok_and(|s| s.contains(id)),
+                _ => false,
+            };
+            let r = match (u.region().and_then(|r| clients.get(r)), &u) {
+                (Some(aws), Undo::TerminateInstance { id, .. }) if already => {
+                    wait_terminated(aws, id, cancel).await
+                }
+                (Some(aws), _) => run_in(aws, &u, bake_id, cancel).await,
+                (None, _) => run_local(&u),
             };
             let Ok(mut guard) = shared.lock() else { return };
             let (journal, errors) = &mut *guard;
@@ -398,6 +413,30 @@ async fn apply(
         .into_iter()
         .partition(|u| matches!(u, Undo::TerminateInstance { .. }));
     let first_lane = async {
+        // One TerminateInstances per region for all its instances (the call takes many ids; it
+        // fails as a whole for an id it does not know, and then each goes on its own).
+        let mut by_region: std::collections::BTreeMap<&str, Vec<InstanceId>> = Default::default();
+        for u in &terminate {
+            if let Undo::TerminateInstance { region, id } = u {
+                by_region
+                    .entry(region.as_str())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        for (region, ids) in by_region.into_iter().filter(|(_, ids)| ids.len() > 1) {
+            let Some(aws) = clients.get(region) else {
+                continue;
+            };
+            match aws.terminate_instances(&ids).await {
+                Ok(()) => {
+                    if let Ok(mut s) = sent.lock() {
+                        s.extend(ids);
+                    }
+                }
+                Err(e) => tracing::debug!(region, error = %e, "terminating together; one by one"),
+            }
+        }
         futures_util::future::join_all(terminate.into_iter().map(one)).await;
         for u in groups {
             one(u).await;

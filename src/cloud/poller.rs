@@ -5,9 +5,9 @@
 //! A poller is a small task started on first use. It adds no wait of its own to a lone bake:
 //! - A key it has not looked at recently (a wait that just began) is described at once, when
 //!   the call budget allows.
-//! - A key it has just answered is described again one *gap* after that answer (`Pace`): 250 ms
+//! - A key it has just answered is described again one *gap* after that answer (`Pace`): 150 ms
 //!   while the wait is young, 1 s once it has lasted `slow_after`. A state change is seen within
-//!   a gap (plus a round trip), and one waiter costs at most four calls a second.
+//!   a gap (plus a round trip), and one waiter costs at most six calls a second.
 //! - Every call carries every key waiting at that moment (those not due yet get a fresher answer
 //!   early), so waiters that arrive while a call is in flight share the next one, and many bakes
 //!   stay at the same few calls per second as one.
@@ -42,15 +42,15 @@ pub struct Pace {
 }
 
 /// EC2 Describe calls (DescribeInstances, DescribeImages): AWS refills each action's bucket at 20
-/// tokens a second (`limit.rs`); a poller takes at most 4 a second, and 1 a second once every
-/// wait it serves has lasted 10 s.
+/// tokens a second (`limit.rs`); a poller takes at most 6 a second (a 150 ms gap plus the round
+/// trip), and 1 a second once every wait it serves has lasted 10 s.
 pub const DESCRIBE: Pace = Pace {
-    gap: Duration::from_millis(250),
+    gap: Duration::from_millis(150),
     slow_gap: Duration::from_secs(1),
     slow_after: Duration::from_secs(10),
     budget: Budget {
-        capacity: 5.0,
-        refill_per_sec: 4.0,
+        capacity: 8.0,
+        refill_per_sec: 6.0,
     },
 };
 

@@ -285,8 +285,9 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
             .expect("RunInstances");
         out.instances()[0].instance_id().expect("id").to_string()
     });
-    // Live: a bake running in another process, caught in its sleeping step. Its lease is 3 s,
-    // so only the heartbeat's renewals keep it live by the time gc looks.
+    // Live: a bake running in another process, caught in its sleeping step. Its lease is 6 s
+    // (renewed every 2 s: slack for a loaded machine's slow tag call), and gc looks 7 s in, so
+    // only the heartbeat's renewals keep it live by then.
     let mut live = sb
         .command(&[
             "bake",
@@ -296,7 +297,7 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
             "--log-format",
             "json",
             "--lease",
-            "3s",
+            "6s",
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -314,7 +315,7 @@ fn gc_leaves_alone_untagged_published_and_a_live_bake_of_another_process() {
         }
     }
     let live_id = bake_id_of(&seen.join("\n"));
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(7));
 
     let report = gc(&sb, &[]);
     let items = report["items"].as_array().expect("items").clone();

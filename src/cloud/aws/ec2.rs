@@ -624,6 +624,18 @@ impl Aws {
         Ok(())
     }
 
+    /// TerminateInstances for several instances in one call (already terminated ones are
+    /// fine). AWS refuses the whole call when one id does not exist.
+    pub async fn terminate_instances(&self, ids: &[InstanceId]) -> Result<(), CloudError> {
+        self.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("TerminateInstances", e))
+    }
+
     pub async fn terminate_instance(&self, id: &InstanceId) -> Result<(), CloudError> {
         match self
             .ec2
