@@ -79,13 +79,16 @@ fn detections(
             "Online" => ("SSM Online", "DescribeInstanceInformation"),
             _ => continue,
         };
+        // The first call answered after the change: one that arrived just before it and was
+        // answered after may have seen it already (the change at once, latency 0), and bakery
+        // sends no other while a wait's call is in flight.
         let seen = calls.iter().find(|c| {
-            c.t >= tr.t
+            c.done >= tr.t
                 && c.action == action
                 && (c.ids.contains(&tr.id) || c.filter_ids.contains(&tr.id))
         });
         if let Some(c) = seen {
-            out.push((kind.to_string(), c.t - tr.t));
+            out.push((kind.to_string(), (c.t - tr.t).max(0.0)));
         }
     }
     out

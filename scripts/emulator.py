@@ -14,8 +14,8 @@ and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself
 - EnableImageDeprecation / DisableImageDeprecation set the image's DeprecationTime, which
   DescribeImages then reports (moto implements neither).
 
-Every call is appended to $BAKERY_EMULATOR_ACTIONS (when set) as a JSON line: time, service,
-action and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
+Every call is appended to $BAKERY_EMULATOR_ACTIONS (when set) as a JSON line once answered:
+when it arrived (`t`) and when it was answered (`done`), service, action and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
 `instance-id` / DescribeImages' `image-id` filter and of DescribeInstanceInformation's
 `InstanceIds` filter), so
 tests can count calls per action and see how many resources one call covered. S3 calls are logged
@@ -420,12 +420,16 @@ def _named_ids(action, qs):
     return ids, filter_ids
 
 
-def _log(service, action, ids=(), filter_ids=(), fault=None):
+def _log(service, action, ids=(), filter_ids=(), fault=None, t=None, done=None):
+    """One line per call: `t` when it arrived, `done` when it was answered (a Describe that
+    arrived just before a modelled transition may still have seen the new state)."""
     if not _ACTIONS_LOG:
         return
     try:
+        t = time.time() if t is None else t
         entry = {
-            "t": time.time(),
+            "t": t,
+            "done": t if done is None else done,
             "service": service,
             "action": action,
             "ids": list(ids),
@@ -456,6 +460,7 @@ def _error_response(self, code, status, message):
 
 
 def call_action(self):
+    arrived = time.time()
     action = self._get_action()
     fault = None
     try:
@@ -470,9 +475,14 @@ def call_action(self):
         except Exception as e:
             print(f"action log: {e}", file=sys.stderr)
             ids, filter_ids = [], []
-        _log(self.service_name, action, ids, filter_ids, fault and fault[0])
+        if fault is not None:
+            _log(self.service_name, action, ids, filter_ids, fault[0], t=arrived)
     if fault is None:
-        return _call_action(self)
+        try:
+            return _call_action(self)
+        finally:
+            if _ACTIONS_LOG:
+                _log(self.service_name, action, ids, filter_ids, t=arrived, done=time.time())
     code, status, message = fault
     if code == LOST_RESPONSE:
         try:

@@ -53,8 +53,11 @@ pub struct Transition {
 /// One call the emulator received.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct EmulatorCall {
-    /// Seconds since the epoch.
+    /// Seconds since the epoch, when the call arrived.
     pub t: f64,
+    /// When it was answered (the same as `t` for a fault answered at once).
+    #[serde(default)]
+    pub done: f64,
     pub service: String,
     pub action: String,
     /// Instance or image ids named as `InstanceId.N` / `ImageId.N`.
@@ -339,11 +342,15 @@ impl Sandbox {
 
     /// Every call the emulator has received so far, in order (from the emulator's action log).
     pub fn actions(&self) -> Vec<EmulatorCall> {
-        std::fs::read_to_string(self.state.path().join("actions.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("action log {l}: {e}")))
-            .collect()
+        // The emulator writes a line once a call is answered: in the order they arrived here.
+        let mut calls: Vec<EmulatorCall> =
+            std::fs::read_to_string(self.state.path().join("actions.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("action log {l}: {e}")))
+                .collect();
+        calls.sort_by(|a, b| a.t.total_cmp(&b.t));
+        calls
     }
 
     /// The state changes the emulator modelled so far (with `BAKERY_EMULATOR_DELAYS`), in order.
