@@ -453,7 +453,6 @@ impl Host<'_> {
         Ok(())
     }
 
-    /// Runs one check's probe and evaluates it.
     /// Every check of `checks`, in order: their probes go as one command (split into a few if
     /// the script would be long), each bounded by `per_probe`, and each output is evaluated on
     /// its own. A probe the batch gave no output for (the batch failed, or its output was cut
@@ -485,15 +484,7 @@ impl Host<'_> {
                 // probes (run alone, they would not start either).
                 Ok(out) if self.windows() && !powershell::ran(&out.stdout) => {
                     for &i in &cmd.checks {
-                        let c = &checks[i];
-                        found[i] = Some(CheckResult {
-                            name: c.check.name.clone(),
-                            origin: c.origin.clone(),
-                            kind: c.check.kind.key().to_string(),
-                            passed: false,
-                            detail: "no output to evaluate (the probe did not run)".into(),
-                            duration: t.elapsed() / n as u32,
-                        });
+                        found[i] = Some(judged(&checks[i], not_run(), t.elapsed() / n as u32));
                     }
                     continue;
                 }
@@ -512,28 +503,21 @@ impl Host<'_> {
                 } else {
                     eval::evaluate(&c.check.kind, part.exit_code, &part.stdout)
                 };
-                found[i] = Some(CheckResult {
-                    name: c.check.name.clone(),
-                    origin: c.origin.clone(),
-                    kind: c.check.kind.key().to_string(),
-                    passed: outcome.passed,
-                    detail: outcome.detail,
-                    duration: part.seconds.map_or(share, Duration::from_secs_f64),
-                });
+                let took = part.seconds.map_or(share, Duration::from_secs_f64);
+                found[i] = Some(judged(c, outcome, took));
             }
         }
         let mut results = Vec::with_capacity(checks.len());
         for (c, r) in checks.iter().zip(found) {
             results.push(match r {
                 Some(r) => r,
-                None if self.cancel.is_cancelled() => CheckResult {
-                    name: c.check.name.clone(),
-                    origin: c.origin.clone(),
-                    kind: c.check.kind.key().to_string(),
-                    passed: false,
-                    detail: "cancelled".into(),
-                    duration: started.elapsed(),
-                },
+                None if self.cancel.is_cancelled() => {
+                    let cancelled = eval::Outcome {
+                        passed: false,
+                        detail: "cancelled".into(),
+                    };
+                    judged(c, cancelled, started.elapsed())
+                }
                 None => self.check(c, per_probe).await,
             });
         }
@@ -547,10 +531,7 @@ impl Host<'_> {
         let outcome = match self.exec_raw(&cmd, timeout, false).await {
             // A Windows probe that never started (the wrapper's mark is missing) has nothing to
             // evaluate, whatever its exit code says.
-            Ok(out) if self.windows() && !powershell::ran(&out.stdout) => eval::Outcome {
-                passed: false,
-                detail: "no output to evaluate (the probe did not run)".into(),
-            },
+            Ok(out) if self.windows() && !powershell::ran(&out.stdout) => not_run(),
             Ok(out) => {
                 let out = self.clean(out);
                 eval::evaluate(&c.check.kind, out.exit_code, &out.stdout)
@@ -560,13 +541,27 @@ impl Host<'_> {
                 detail: format!("probe failed: {e}"),
             },
         };
-        CheckResult {
-            name: c.check.name.clone(),
-            origin: c.origin.clone(),
-            kind: c.check.kind.key().to_string(),
-            passed: outcome.passed,
-            detail: outcome.detail,
-            duration: started.elapsed(),
-        }
+        judged(c, outcome, started.elapsed())
+    }
+}
+
+/// A check's result: its outcome, and how long its probe took.
+fn judged(c: &PlannedCheck, outcome: eval::Outcome, duration: Duration) -> CheckResult {
+    CheckResult {
+        name: c.check.name.clone(),
+        origin: c.origin.clone(),
+        kind: c.check.kind.key().to_string(),
+        passed: outcome.passed,
+        detail: outcome.detail,
+        duration,
+    }
+}
+
+/// The outcome of a Windows probe that never started (the wrapper's mark is missing): nothing
+/// to evaluate, whatever its exit code says.
+fn not_run() -> eval::Outcome {
+    eval::Outcome {
+        passed: false,
+        detail: "no output to evaluate (the probe did not run)".into(),
     }
 }
