@@ -319,14 +319,21 @@ impl Scripts<'_> {
         let mut out = Vec::new();
         let mut start = 0;
         while start < batched.len() {
+            // Grow the batch while the next probe still fits; keep the last script that did.
             let mut end = start + 1;
-            while end < batched.len() && script(&batched[start..=end]).len() <= BATCH_MAX {
+            let mut fitting = script(&batched[start..end]);
+            while end < batched.len() {
+                let longer = script(&batched[start..=end]);
+                if longer.len() > BATCH_MAX {
+                    break;
+                }
+                fitting = longer;
                 end += 1;
             }
             out.push(ProbeCommand {
                 checks: batched[start..end].to_vec(),
                 batch: true,
-                script: script(&batched[start..end]),
+                script: fitting,
             });
             start = end;
         }
