@@ -52,6 +52,7 @@ pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod cloud;
+pub mod cost;
 pub mod events;
 pub mod plan;
 pub mod registry;

@@ -134,6 +134,11 @@ pub(super) struct Bake<'a> {
     /// Seconds from RunInstances to a test instance that finished its first boot (what a
     /// consumer waits for an instance of this image).
     pub(super) boot_seconds: Option<f64>,
+    /// Why this bake differs from the newest published version (`new`, `source a -> b`,
+    /// `parent 1.0.3 -> 1.0.4`, `changed <input>`), found by preflight.
+    pub(super) reasons: Vec<String>,
+    /// Instances this bake launched, for its cost: role, type, root volume GiB, when.
+    pub(super) instances: Vec<(&'static str, String, Option<u64>, std::time::Instant)>,
     /// How to log in to the build instance once known; read only by the failure path
     /// (`--on-error keep`).
     pub(super) reach: Option<SshTarget>,
@@ -154,6 +159,26 @@ impl Bake<'_> {
             phase,
         });
         tracing::info!(bake_id = %self.bake_id, image = %self.image.name, phase, "phase");
+    }
+
+    /// The cost of what this bake ran until now, with the new AMI's snapshots in `regions`.
+    pub(super) fn cost(&self, regions: &[String]) -> crate::cost::Cost {
+        let volume_type = format!("{:?}", self.image.build.root_volume.volume_type).to_lowercase();
+        let uses: Vec<crate::cost::Usage> = self
+            .instances
+            .iter()
+            .map(|(role, ty, gb, at)| crate::cost::Usage {
+                role,
+                region: self.region(),
+                instance_type: ty.clone(),
+                windows: self.image.platform == crate::catalog::model::Platform::Windows,
+                seconds: at.elapsed().as_secs_f64(),
+                volume_gb: *gb,
+                volume_type: volume_type.clone(),
+            })
+            .collect();
+        let gb = self.instances.first().and_then(|(_, _, gb, _)| *gb);
+        crate::cost::estimate(&self.target.prices, &uses, regions, gb)
     }
 
     pub(super) fn region(&self) -> String {

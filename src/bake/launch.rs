@@ -148,6 +148,7 @@ impl Bake<'_> {
             tags: itags,
         };
         let aws = &self.aws;
+        let launched_at = std::time::Instant::now();
         let (id, itype) = once_visible("the new security group and key pair", &self.cancel, || {
             aws.run_instance(&spec)
         })
@@ -160,6 +161,9 @@ impl Bake<'_> {
             When::Always,
         )?;
         self.created(format!("instance {id} ({itype})"));
+        let gb = spec.volume_size_gb.map(u64::from).or(source.ebs_gb);
+        self.instances
+            .push(("build", itype.to_string(), gb, launched_at));
         let info = wait_instance(
             &self.aws,
             &id,

@@ -102,6 +102,12 @@ pub struct Artifact {
     pub checks: Vec<CheckResult>,
     /// What the fingerprint covers, each with its own hash (`plan --offline --explain`).
     pub inputs: Vec<crate::plan::FingerprintInput>,
+    /// Why the image was baked: `new`, or what differs from the newest published version
+    /// (`source ami-a -> ami-b`, `parent 1.0.3 -> 1.0.4`, `changed <input>`), as `bakery plan`
+    /// says it.
+    pub reasons: Vec<String>,
+    /// The cost estimate: instances and volumes while it ran, snapshot storage per month.
+    pub cost: crate::cost::Cost,
     /// Windows updates the bake installed (`KB5034439 <title>`); their KB count is the AMI's
     /// `bakery:kbs` tag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -157,6 +163,10 @@ pub struct BakeError {
     pub timings: BTreeMap<String, f64>,
     /// What the fingerprint covers (empty when planning failed).
     pub inputs: Vec<crate::plan::FingerprintInput>,
+    /// Why the image was baked (empty when preflight did not get that far).
+    pub reasons: Vec<String>,
+    /// What the instances it launched cost (none when it launched nothing).
+    pub cost: Option<crate::cost::Cost>,
 }
 
 impl std::fmt::Display for BakeError {

@@ -175,8 +175,15 @@ impl Bake<'_> {
         // CreateImage fail; capture then takes the next patch).
         let names: std::collections::BTreeSet<String> =
             registered.iter().map(|r| r.image.name.clone()).collect();
-        let existing: Vec<Version> = registered.into_iter().map(|r| r.version).collect();
+        let existing: Vec<Version> = registered.iter().map(|r| r.version.clone()).collect();
         let known_versions = existing.iter().cloned().collect();
+        // What this bake changes, against the newest published version that is not revoked
+        // (its recorded inputs are read with the parameters below: no call of its own).
+        let newest = registered
+            .iter()
+            .rev()
+            .find(|r| r.published && r.revoked.is_none())
+            .map(|r| (r.version.clone(), r.image.tags.clone()));
         let mut v = registry::next_version(&existing, self.image.version);
         let issued = registry::aws::issued_param(
             &self.target.ssm_prefix,
@@ -185,15 +192,37 @@ impl Bake<'_> {
             self.image.version.minor,
         );
         let param_of = |v: &Version| format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
-        // One read for the highest number issued and the parameters of the next few numbers.
+        let recorded_inputs = newest.as_ref().map(|(v, _)| {
+            registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
+        });
+        // One read (GetParameters takes 10 names) for the highest number issued, the previous
+        // version's recorded inputs and the parameters of the next few numbers.
+        let ahead = 9 - u64::from(recorded_inputs.is_some());
         let mut wanted = vec![issued.clone()];
-        wanted.extend((0..9).map(|k| {
+        wanted.extend((0..ahead).map(|k| {
             param_of(&Version {
                 patch: v.patch + k,
                 ..v.clone()
             })
         }));
+        wanted.extend(recorded_inputs.clone());
         let read = self.aws.get_parameters(&wanted).await?;
+        self.reasons = match &newest {
+            None => vec!["new".into()],
+            Some((v, tags)) if tags.get(registry::tag::FINGERPRINT) == Some(&fingerprint) => {
+                vec![format!("unchanged since {v} (baked on request)")]
+            }
+            Some((_, tags)) => registry::changes::change_reasons(
+                tags,
+                source.id.as_str(),
+                parent.as_deref(),
+                &self.plan.inputs,
+                recorded_inputs
+                    .as_ref()
+                    .and_then(|p| read.get(p))
+                    .map(String::as_str),
+            ),
+        };
         if let Some(hwm) = read.get(&issued).and_then(|p| p.parse::<u64>().ok()) {
             v.patch = v.patch.max(hwm + 1);
         }

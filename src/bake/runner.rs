@@ -89,6 +89,8 @@ pub async fn bake(
             journal: Default::default(),
             timings: BTreeMap::new(),
             inputs: Vec::new(),
+            reasons: Vec::new(),
+            cost: None,
         });
     };
     let bake_id = super::new_bake_id();
@@ -106,6 +108,8 @@ pub async fn bake(
         journal: journal_path.clone(),
         timings: BTreeMap::new(),
         inputs: Vec::new(),
+        reasons: Vec::new(),
+        cost: None,
     };
     let plan = Planner::new(catalog, target)
         .plan(image)
@@ -155,6 +159,8 @@ pub async fn bake(
         workdir_removed: false,
         updates: Vec::new(),
         boot_seconds: None,
+        reasons: Vec::new(),
+        instances: Vec::new(),
         reach: None,
         phase: "preflight",
         phase_started: Instant::now(),
@@ -348,6 +354,8 @@ impl Run<'_> {
             timings: self.timings.clone(),
             checks: self.checks.clone(),
             inputs: self.plan.inputs.clone(),
+            reasons: self.reasons.clone(),
+            cost: self.cost(&r.distributed.copies.keys().cloned().collect::<Vec<_>>()),
             updates: self.updates.clone(),
             boot_seconds: self.boot_seconds,
         })
@@ -453,6 +461,8 @@ impl Run<'_> {
             journal: self.journal.path().to_path_buf(),
             timings: self.timings.clone(),
             inputs: self.plan.inputs.clone(),
+            reasons: self.reasons.clone(),
+            cost: (!self.instances.is_empty()).then(|| self.cost(&[])),
         }
     }
 

@@ -162,6 +162,9 @@ impl Bake<'_> {
         };
         let launched_at = Instant::now();
         let (id, itype) = self.aws.run_instance(&spec).await?;
+        let gb = spec.volume_size_gb.map(u64::from).or(pre.source.ebs_gb);
+        self.instances
+            .push(("test", itype.to_string(), gb, launched_at));
         let undo = Undo::TerminateInstance {
             region: region.clone(),
             id: id.clone(),

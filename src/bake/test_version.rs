@@ -61,6 +61,8 @@ pub async fn test_version(
         journal: journal_path.clone(),
         timings: BTreeMap::new(),
         inputs: Vec::new(),
+        reasons: Vec::new(),
+        cost: None,
     };
     let img = catalog
         .images
@@ -107,6 +109,8 @@ pub async fn test_version(
         workdir_removed: true,
         updates: Vec::new(),
         boot_seconds: None,
+        reasons: Vec::new(),
+        instances: Vec::new(),
         reach: None,
         phase: "launch",
         phase_started: Instant::now(),

@@ -151,7 +151,7 @@ fn load_targets(root: &Path, diags: &mut Diagnostics) -> BTreeMap<String, Target
         return BTreeMap::new();
     };
     match Doc::parse(src, diags) {
-        Some(mut doc) => target::validate(&mut doc, diags),
+        Some(mut doc) => target::validate(root, &mut doc, diags),
         None => BTreeMap::new(),
     }
 }

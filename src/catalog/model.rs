@@ -394,6 +394,9 @@ pub struct Target {
     pub ssh_user: Option<String>,
     pub ssh_cidr: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// Prices for cost estimates (`prices` in bakery.toml, else the shipped table).
+    #[serde(skip)]
+    pub prices: crate::cost::Prices,
 }
 
 /// SSM prefix when a target does not name one.
@@ -419,6 +422,7 @@ impl Target {
             ssh_user: None,
             ssh_cidr: None,
             tags: BTreeMap::new(),
+            prices: Default::default(),
         }
     }
 }

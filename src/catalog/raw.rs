@@ -49,6 +49,9 @@ pub struct RawTarget {
     pub ssh_cidr: Option<String>,
     /// Extra tags on everything a bake creates.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Price table for cost estimates, relative to the project (default: the shipped
+    /// prices/aws-on-demand.toml).
+    pub prices: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

@@ -1,17 +1,38 @@
 //! `bakery.toml`: targets, validated.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::diag::{Diagnostics, ErrorKind};
 use super::doc::{Doc, DocPath};
 use super::model::{Region, Target, DEFAULT_SSM_PREFIX};
 use super::raw::RawProject;
 use super::values;
+use crate::cost::Prices;
+
+/// A target's own price table, checked like every other file of the project.
+fn load_prices(root: &Path, file: &str, diags: &mut Diagnostics) -> Option<Prices> {
+    let src = super::recipe::read_source(root, Path::new(file), diags)?;
+    let mut doc = Doc::parse(src, diags)?;
+    let table = doc.deserialize::<crate::cost::PriceTable>(diags)?;
+    let problems = table.problems();
+    for (keys, msg) in &problems {
+        let mut p = DocPath::root();
+        for k in keys {
+            p = p.k(k);
+        }
+        diags.push(doc.at(&p, ErrorKind::InvalidValue, msg.clone()));
+    }
+    problems.is_empty().then(|| Prices {
+        table,
+        source: file.to_string(),
+    })
+}
 
 /// Tag key prefixes a user may not set: AWS reserves `aws:`, bakery owns `bakery:`.
 const RESERVED_TAG_PREFIXES: [&str; 2] = ["aws:", "bakery:"];
 
-pub fn validate(doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap<String, Target> {
+pub fn validate(root: &Path, doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap<String, Target> {
     let Some(raw) = doc.deserialize::<RawProject>(diags) else {
         return BTreeMap::new();
     };
@@ -113,6 +134,13 @@ pub fn validate(doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap<String, Targ
                 );
             }
         }
+        let prices = match &t.prices {
+            None => Some(Prices::default()),
+            Some(file) => load_prices(root, file, diags),
+        };
+        let Some(prices) = prices else {
+            continue;
+        };
         if diags.len() > before {
             continue;
         }
@@ -138,6 +166,7 @@ pub fn validate(doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap<String, Targ
                 ssh_user: t.ssh_user.clone(),
                 ssh_cidr: t.ssh_cidr.clone(),
                 tags: t.tags.clone().unwrap_or_default(),
+                prices,
             },
         );
     }

@@ -522,9 +522,37 @@ struct Outcome {
     amis: std::collections::BTreeMap<String, String>,
     seconds: f64,
     error: Option<String>,
+    /// Why it was baked (the plan's reasons).
+    reasons: Vec<String>,
+    /// Its cost estimate (none when it launched nothing).
+    cost: Option<crate::cost::Cost>,
     /// A baked image's manifest (for `--manifest`).
     #[serde(skip)]
     artifact: Option<Box<bake::Artifact>>,
+}
+
+/// The run's cost: every bake's one-time cost (failed ones too) and the monthly snapshot storage
+/// of the versions it published, per currency (a target's tables may differ), with the tables
+/// used.
+fn total_cost(outcomes: &[Outcome]) -> serde_json::Value {
+    let mut by_currency: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    let mut tables = std::collections::BTreeSet::new();
+    for c in outcomes.iter().filter_map(|o| o.cost.as_ref()) {
+        let t = by_currency.entry(c.currency.as_str()).or_default();
+        t.0 += c.bake;
+        t.1 += c.storage_per_month;
+        tables.insert(format!(
+            "{} {} ({})",
+            c.price_table, c.price_date, c.price_source
+        ));
+    }
+    let totals: Vec<serde_json::Value> = by_currency
+        .into_iter()
+        .map(|(currency, (bake, storage))| {
+            serde_json::json!({ "currency": currency, "bake": bake, "storage_per_month": storage })
+        })
+        .collect();
+    serde_json::json!({ "totals": totals, "price_tables": tables })
 }
 
 /// `--manifest` of a many-image bake: one JSON document, `images` in the order they were
@@ -624,6 +652,8 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                                 amis: Default::default(),
                                 seconds: 0.0,
                                 error: Some(format!("parent {p} did not bake")),
+                                reasons: Vec::new(),
+                                cost: None,
                                 artifact: None,
                             }),
                         );
@@ -664,6 +694,8 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                     amis: art.amis.clone(),
                     seconds,
                     error: None,
+                    reasons: art.reasons.clone(),
+                    cost: Some(art.cost.clone()),
                     artifact: Some(Box::new(art)),
                 },
                 Err(e) => Outcome {
@@ -673,6 +705,8 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
                     amis: Default::default(),
                     seconds,
                     error: Some(e.to_string()),
+                    reasons: e.reasons.clone(),
+                    cost: e.cost.clone(),
                     artifact: None,
                 },
             };
@@ -700,6 +734,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
         let summary = serde_json::json!({
             "seconds": run_started.elapsed().as_secs_f64(),
             "bakes": outcomes,
+            "cost": total_cost(&outcomes),
             "aws": stats,
         });
         write(

@@ -1,6 +1,8 @@
 //! The command line: clap definitions, and output for humans (text) and scripts (`--json`).
 
 mod bake;
+#[cfg(test)]
+mod examples;
 mod gc;
 mod lock;
 mod plan;
@@ -77,9 +79,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List images in dependency order with their fingerprints.
+    /// What needs baking and why (against the registry), or with --offline the images in
+    /// dependency order with their fingerprints.
     #[command(
-        after_help = "Examples:\n  bakery plan --offline\n  bakery plan --offline --explain teamcity-agent-linux\n  bakery plan --offline --json teamcity-agent-windows"
+        after_help = "Examples:\n  bakery plan --target prod                      # new, changed (and why) or up to date\n  bakery plan --target prod --exit-code          # exit 10 when something needs baking\n  bakery plan --target prod --json --levels      # a CI matrix: what to bake, parents in earlier levels\n  bakery plan --offline\n  bakery plan --offline --explain teamcity-agent-linux\n  bakery plan --offline --json teamcity-agent-windows"
     )]
     Plan {
         /// Images to plan (default: all), with their ancestors.
@@ -93,10 +96,16 @@ pub enum Command {
         /// List every input of this image's fingerprint with its own hash (with --offline).
         #[arg(long, value_name = "IMAGE", requires = "offline")]
         explain: Option<String>,
+        /// Target in bakery.toml (default: the only one).
         #[arg(long)]
         target: Option<String>,
+        /// Print JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Group what needs baking by dependency level (parents in earlier levels), for a CI
+        /// matrix: `levels` in the JSON, one line per level in text.
+        #[arg(long, conflicts_with = "offline")]
+        levels: bool,
     },
     /// Bake an image: launch, provision, verify, capture, register a new version.
     #[command(
@@ -404,14 +413,18 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             explain,
             target,
             json,
+            levels,
         } => plan::run(
             &cli.project,
             images,
-            *offline,
-            explain.as_deref(),
-            target.as_deref(),
-            *json,
-            *exit_code,
+            plan::Mode {
+                offline: *offline,
+                explain: explain.as_deref(),
+                target: target.as_deref(),
+                json: *json,
+                exit_code: *exit_code,
+                levels: *levels,
+            },
         ),
         Command::Bake {
             images,

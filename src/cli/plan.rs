@@ -10,17 +10,26 @@ use crate::catalog::graph;
 use crate::catalog::model::{ImageName, Target};
 use crate::plan::Planner;
 
-pub fn run(
-    project: &Path,
-    images: &[String],
-    offline: bool,
-    explain: Option<&str>,
-    target: Option<&str>,
-    json: bool,
-    exit_code: bool,
-) -> Result<(), CliError> {
+/// How `bakery plan` was asked.
+pub struct Mode<'a> {
+    pub offline: bool,
+    pub explain: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub json: bool,
+    pub exit_code: bool,
+    pub levels: bool,
+}
+
+pub fn run(project: &Path, images: &[String], mode: Mode<'_>) -> Result<(), CliError> {
+    let Mode {
+        offline,
+        explain,
+        target,
+        json,
+        ..
+    } = mode;
     if !offline {
-        return online(project, images, target, json, exit_code);
+        return online(project, images, &mode);
     }
     let catalog = load(project)?;
     let offline_target = Target::offline();
@@ -108,16 +117,11 @@ pub fn run(
 pub const EXIT_CHANGES: i32 = 10;
 
 /// `bakery plan` against the registry: what needs baking and why.
-fn online(
-    project: &Path,
-    images: &[String],
-    target: Option<&str>,
-    json_out: bool,
-    exit_code: bool,
-) -> Result<(), CliError> {
+fn online(project: &Path, images: &[String], mode: &Mode<'_>) -> Result<(), CliError> {
     use crate::registry::changes::{self, Status};
+    let (json_out, exit_code) = (mode.json, mode.exit_code);
     let catalog = load(project)?;
-    let target = super::registry::pick_target(&catalog, target)?;
+    let target = super::registry::pick_target(&catalog, mode.target)?;
     let mut names = Vec::new();
     for n in images {
         names.push(catalog.image(n)?.name.clone());
@@ -127,8 +131,29 @@ fn online(
         .block_on(changes::plan(&catalog, target, &names))
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let to_bake = rows.iter().filter(|r| r.status.bakes()).count();
+    let by_level: Vec<(&str, Option<&str>, bool)> = rows
+        .iter()
+        .map(|r| {
+            let parent = catalog
+                .images
+                .get(&ImageName::new_unchecked(r.image.clone()))
+                .and_then(graph::parent)
+                .map(|p| p.as_str());
+            (r.image.as_str(), parent, r.status.bakes())
+        })
+        .collect();
+    let levels = changes::levels(&by_level);
     if json_out {
-        print_json(&json!({ "target": target.name, "to_bake": to_bake, "images": rows }))?;
+        let mut out = json!({ "target": target.name, "to_bake": to_bake, "images": rows });
+        if mode.levels {
+            out["levels"] = json!(levels);
+        }
+        print_json(&out)?;
+    } else if mode.levels {
+        for (n, images) in levels.iter().enumerate() {
+            println!("level {n}: {}", images.join(" "));
+        }
+        println!("{to_bake} to bake");
     } else {
         for r in &rows {
             let (what, detail) = match &r.status {

@@ -43,6 +43,11 @@ pub struct BakeReport<'a> {
     pub seconds: f64,
     pub phase_seconds: &'a BTreeMap<String, f64>,
     pub fingerprint_inputs: &'a [FingerprintInput],
+    /// Why it was baked (the plan's reasons: `new`, `changed <file>`, `source a -> b`,
+    /// `parent 1.0.3 -> 1.0.4`).
+    pub reasons: &'a [String],
+    /// The cost estimate and the price table it used (none when nothing was launched).
+    pub cost: Option<&'a crate::cost::Cost>,
     pub resources: Resources,
     pub checks: &'a [CheckResult],
     /// Windows updates installed (`KB5034439 <title>`).
@@ -119,6 +124,8 @@ impl Recorder {
                         seconds,
                         phase_seconds: &a.timings,
                         fingerprint_inputs: &a.inputs,
+                        reasons: &a.reasons,
+                        cost: Some(&a.cost),
                         resources: Resources {
                             created: t.created,
                             removed: t.removed,
@@ -149,6 +156,8 @@ impl Recorder {
                         seconds,
                         phase_seconds: &e.timings,
                         fingerprint_inputs: &e.inputs,
+                        reasons: &e.reasons,
+                        cost: e.cost.as_ref(),
                         resources: Resources {
                             created: t.created,
                             removed: t.removed,

@@ -48,6 +48,9 @@ pub struct ImageInfo {
     /// `windows` or empty (the SDK's enum does not know Windows: aws/aws-sdk#797).
     pub platform: String,
     pub snapshots: Vec<SnapshotId>,
+    /// GiB of the EBS volumes the AMI's snapshots hold (their sizes as volumes: an upper
+    /// bound of what the snapshots store).
+    pub ebs_gb: Option<u64>,
     pub tags: Tags,
     /// When the image is (or was) deprecated, RFC 3339.
     pub deprecation_time: Option<String>,

@@ -14,7 +14,7 @@ use crate::catalog::model::{ImageName, ParentReq, Source, Target};
 use crate::catalog::{graph, Catalog};
 use crate::cloud::aws::Aws;
 use crate::cloud::{CloudError, ImageInfo};
-use crate::plan::Planner;
+use crate::plan::{FingerprintInput, Planner};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -39,6 +39,75 @@ pub struct Row {
     pub fingerprint: Option<String>,
     pub source_ami: Option<String>,
     pub parent: Option<String>,
+}
+
+/// Why a bake from `ami` (and `parent`, `image@version`) with `inputs` differs from the version
+/// whose tags are `old` and whose recorded inputs (the JSON of label -> hash prefix that publish
+/// writes) are `recorded`: `source ami-a -> ami-b`, `parent 1.0.3 -> 1.0.4`, `changed <input>`,
+/// `added <input>`, `removed <input>`.
+pub fn change_reasons(
+    old: &BTreeMap<String, String>,
+    ami: &str,
+    parent: Option<&str>,
+    inputs: &[FingerprintInput],
+    recorded: Option<&str>,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(o) = old.get(tag::SOURCE_AMI).filter(|o| o.as_str() != ami) {
+        reasons.push(format!("source {o} -> {ami}"));
+    }
+    if let (Some(o), Some(n)) = (old.get(tag::PARENT), parent) {
+        if o != n {
+            reasons.push(format!(
+                "parent {} -> {}",
+                o.rsplit('@').next().unwrap_or(o),
+                n.rsplit('@').next().unwrap_or(n)
+            ));
+        }
+    }
+    match recorded.and_then(|r| serde_json::from_str::<BTreeMap<String, String>>(r).ok()) {
+        Some(old) => {
+            for input in inputs {
+                match old.get(&input.label) {
+                    Some(h) if input.sha256.starts_with(h.as_str()) => {}
+                    Some(_) => reasons.push(format!("changed {}", input.label)),
+                    None => reasons.push(format!("added {}", input.label)),
+                }
+            }
+            for label in old
+                .keys()
+                .filter(|l| !inputs.iter().any(|i| &i.label == *l))
+            {
+                reasons.push(format!("removed {label}"));
+            }
+        }
+        None if reasons.is_empty() => {
+            reasons.push("inputs changed (no record of the previous inputs)".into())
+        }
+        None => {}
+    }
+    reasons
+}
+
+/// The images that need baking grouped for a CI matrix: level `n` holds the images with `n`
+/// ancestors that are baked too, so every level can bake in parallel once the levels before it
+/// are published. `rows` are `(image, parent, bakes)` with parents first (plan order); an image
+/// whose parent does not bake starts at level 0, whatever its depth in the catalog.
+pub fn levels<'a>(rows: &[(&'a str, Option<&'a str>, bool)]) -> Vec<Vec<&'a str>> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out: Vec<Vec<&str>> = Vec::new();
+    for (image, parent, bakes) in rows {
+        if !bakes {
+            continue;
+        }
+        let n = parent.and_then(|p| level.get(p)).map_or(0, |l| l + 1);
+        level.insert(image, n);
+        if out.len() <= n {
+            out.resize_with(n + 1, Vec::new);
+        }
+        out[n].push(image);
+    }
+    out
 }
 
 /// The newest published version of each image, from one DescribeImages.
@@ -155,12 +224,12 @@ pub async fn plan(
                 Some(Status::Blocked { .. }) => Err(Status::Blocked {
                     reason: format!("parent {parent} is blocked"),
                 }),
-                Some(s) if s.bakes() => Err(Status::Changed {
-                    since: newest
-                        .as_ref()
-                        .map(|(v, _)| v.to_string())
-                        .unwrap_or_default(),
-                    reasons: vec![format!("parent {parent} is baked first")],
+                Some(s) if s.bakes() => Err(match &newest {
+                    None => Status::New,
+                    Some((v, _)) => Status::Changed {
+                        since: v.to_string(),
+                        reasons: vec![format!("parent {parent} is baked first")],
+                    },
                 }),
                 _ => {
                     let pv = registry.get(parent.as_str()).cloned().unwrap_or_default();
@@ -215,45 +284,17 @@ pub async fn plan(
                         version: v.to_string(),
                     },
                     Some((v, i)) => {
-                        let mut reasons = Vec::new();
-                        if let Some(old) = i.tags.get(tag::SOURCE_AMI).filter(|o| **o != ami) {
-                            reasons.push(format!("source {old} -> {ami}"));
-                        }
-                        if let (Some(old), Some(new)) = (i.tags.get(tag::PARENT), &parent) {
-                            if old != new {
-                                reasons.push(format!(
-                                    "parent {} -> {}",
-                                    old.rsplit('@').next().unwrap_or(old),
-                                    new.rsplit('@').next().unwrap_or(new)
-                                ));
-                            }
-                        }
                         // Which inputs differ from what that version was baked from.
                         let recorded = aws
                             .get_parameter(&inputs_param(&target.ssm_prefix, name.as_str(), v))
                             .await?;
-                        match recorded
-                            .and_then(|r| serde_json::from_str::<BTreeMap<String, String>>(&r).ok())
-                        {
-                            Some(old) => {
-                                for input in &offline.inputs {
-                                    match old.get(&input.label) {
-                                        Some(h) if input.sha256.starts_with(h.as_str()) => {}
-                                        Some(_) => reasons.push(format!("changed {}", input.label)),
-                                        None => reasons.push(format!("added {}", input.label)),
-                                    }
-                                }
-                                for label in old
-                                    .keys()
-                                    .filter(|l| !offline.inputs.iter().any(|i| &i.label == *l))
-                                {
-                                    reasons.push(format!("removed {label}"));
-                                }
-                            }
-                            None if reasons.is_empty() => reasons
-                                .push("inputs changed (no record of the previous inputs)".into()),
-                            None => {}
-                        }
+                        let reasons = change_reasons(
+                            &i.tags,
+                            &ami,
+                            parent.as_deref(),
+                            &offline.inputs,
+                            recorded.as_deref(),
+                        );
                         Status::Changed {
                             since: v.to_string(),
                             reasons,
@@ -273,4 +314,30 @@ pub async fn plan(
         out.push(row);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::levels;
+
+    #[test]
+    fn levels_follow_baked_ancestors_only() {
+        let rows = [
+            ("al2023", None, true),
+            ("win", None, false),
+            ("agent-linux", Some("al2023"), true),
+            ("agent-win", Some("win"), true),
+            ("agent-linux-gpu", Some("agent-linux"), true),
+            ("unchanged-child", Some("al2023"), false),
+        ];
+        assert_eq!(
+            levels(&rows),
+            vec![
+                vec!["al2023", "agent-win"],
+                vec!["agent-linux"],
+                vec!["agent-linux-gpu"]
+            ]
+        );
+        assert!(levels(&[("a", None, false)]).is_empty());
+    }
 }

@@ -384,3 +384,38 @@ fn an_unreachable_endpoint_is_one_readable_line() {
         assert!(!err.contains(dump), "{dump} in {err}");
     }
 }
+
+/// The GitHub Actions example passes actionlint (with shellcheck on its scripts), installed by
+/// scripts/install-sandbox-deps into the sandbox's virtualenv.
+#[test]
+fn the_github_actions_example_passes_actionlint() {
+    let root = repo_root();
+    let venv = std::env::var("BAKERY_SANDBOX_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".sandbox/venv"));
+    let actionlint = venv.join("bin/actionlint");
+    assert!(
+        actionlint.exists(),
+        "no {}: run `bash scripts/install-sandbox-deps`",
+        actionlint.display()
+    );
+    let workflow = root.join("examples/ci/github/bake.yml");
+    let out = Command::new(&actionlint)
+        .arg("-no-color")
+        .arg(&workflow)
+        .current_dir(&root)
+        .output()
+        .expect("run actionlint");
+    assert!(
+        out.status.success(),
+        "actionlint found problems:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // shellcheck is what checks the run: scripts; without it actionlint skips them silently.
+    let sc = Command::new("shellcheck").arg("--version").output();
+    assert!(
+        sc.is_ok_and(|o| o.status.success()),
+        "no shellcheck: run `bash scripts/install-sandbox-deps`"
+    );
+}

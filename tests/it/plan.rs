@@ -113,6 +113,42 @@ fn a_changed_script_is_named_and_children_follow_their_parent() {
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
+/// `plan --json --levels` on the shipped catalog: what a CI matrix fans out, parents' level first.
+#[test]
+fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
+    let sb = Sandbox::start();
+    let out = sb.bakery(&["plan", "--target", "sandbox", "--json", "--levels"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let levels: Vec<std::collections::BTreeSet<String>> =
+        serde_json::from_value(v["levels"].clone()).expect("levels: [[image]]");
+    let set = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        levels,
+        vec![
+            set(&[
+                "amazon-linux-2023-base",
+                "sandbox-demo",
+                "windows-2022-base"
+            ]),
+            set(&["teamcity-agent-linux", "teamcity-agent-windows"]),
+        ],
+        "{v}"
+    );
+    assert_eq!(v["to_bake"], 5, "{v}");
+    // A child of an image that bakes is new (not 'changed since nothing').
+    assert_eq!(row(&v, "teamcity-agent-linux")["status"], "new", "{v}");
+    let text_out = sb.bakery(&["plan", "--target", "sandbox", "--levels"]);
+    let shown = text(&text_out.stdout);
+    assert!(
+        shown.contains("level 1: teamcity-agent-linux teamcity-agent-windows"),
+        "{shown}"
+    );
+    // Levels need the registry: --offline refuses them with a usage error.
+    let out = sb.bakery(&["plan", "--offline", "--levels"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 #[test]
 fn a_moved_source_ami_is_the_reason() {
     let sb = Sandbox::start();
@@ -187,6 +223,109 @@ fn a_moved_source_ami_is_the_reason() {
         table.contains("changed since 0.1.0") && table.contains("1 to bake"),
         "{table}"
     );
+    // The bake's report says the same.
+    let r = report_of(&sb, "sandbox-demo");
+    assert_eq!(
+        r["reasons"],
+        serde_json::json!([format!("source {first} -> {second}")]),
+        "{r}"
+    );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
+/// Bakes `image` with `--report` and returns its report.
+fn report_of(sb: &Sandbox, image: &str) -> serde_json::Value {
+    let dir = sb.project.path().join("out");
+    let out = sb.bakery(&[
+        "bake",
+        image,
+        "--target",
+        "sandbox",
+        "--report",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let path = dir.join(format!("{image}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("report")).expect("report json")
+}
+
+/// A report says why the image was baked (new, a changed file, a new parent version) and what
+/// it cost by the target's price table: checked against the sum computed here from the table
+/// and the instance-seconds the report lists.
+#[test]
+fn reports_say_why_and_what_it_cost() {
+    let sb = Sandbox::start();
+    sb.add_layered_image("demo-child", "sandbox-demo");
+    sb.project.write(
+        "prices/team.toml",
+        "name = \"team\"\ndate = \"2026-10-15\"\ncurrency = \"EUR\"\n[regions.us-east-1]\nsnapshot_gb_month = 0.5\nvolume_gb_month = { gp3 = 7.3 }\nlinux = { \"t3.micro\" = 36.0 }\n",
+    );
+    let toml = std::fs::read_to_string(sb.project.path().join("bakery.toml")).expect("toml");
+    sb.project.write(
+        "bakery.toml",
+        &format!("{toml}prices = \"prices/team.toml\"\n"),
+    );
+    let r = report_of(&sb, "sandbox-demo");
+    assert_eq!(r["reasons"], serde_json::json!(["new"]), "{r}");
+    let cost = &r["cost"];
+    assert_eq!(cost["price_table"], "team", "{cost}");
+    assert_eq!(cost["price_date"], "2026-10-15");
+    assert_eq!(cost["price_source"], "prices/team.toml");
+    assert_eq!(cost["currency"], "EUR");
+    let instances = cost["instances"].as_array().expect("instances");
+    let roles: Vec<&str> = instances
+        .iter()
+        .filter_map(|i| i["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["build", "test"], "{cost}");
+    let mut want = 0.0;
+    for i in instances {
+        let s = i["seconds"].as_f64().unwrap().max(60.0);
+        assert_eq!(i["billed_seconds"].as_f64(), Some(s));
+        // 36/h is 0.01/s; 8 GiB of gp3 at 7.3 per GiB-month is 8 * 7.3 / (730 * 3600) per second.
+        want += 0.01 * s + 8.0 * 7.3 * s / (730.0 * 3600.0);
+    }
+    let bake = cost["bake"].as_f64().unwrap();
+    assert!(
+        (bake - want).abs() < 1e-9,
+        "cost {bake}, computed {want}: {cost}"
+    );
+    // One region: 8 GiB of snapshots at 0.5 per GiB-month.
+    assert!(
+        (cost["storage_per_month"].as_f64().unwrap() - 4.0).abs() < 1e-9,
+        "{cost}"
+    );
+    assert_eq!(cost.get("unpriced"), None, "{cost}");
+
+    let r = report_of(&sb, "demo-child");
+    assert_eq!(r["reasons"], serde_json::json!(["new"]), "{r}");
+
+    let script = sb
+        .project
+        .path()
+        .join("recipes/sandbox-demo/scripts/write-motd.sh");
+    let mut s = std::fs::read_to_string(&script).expect("script");
+    s.push('\n');
+    std::fs::write(&script, s).expect("write");
+    let r = report_of(&sb, "sandbox-demo");
+    assert_eq!(
+        r["reasons"],
+        serde_json::json!(["changed recipes/sandbox-demo/scripts/write-motd.sh"]),
+        "{r}"
+    );
+    let r = report_of(&sb, "demo-child");
+    let reasons = r["reasons"].to_string();
+    assert!(reasons.contains("parent 0.1.0 -> 0.1.1"), "{r}");
+
+    // A price table with a mistake is refused before anything is created, located.
+    sb.project.write(
+        "prices/team.toml",
+        "name = \"team\"\ndate = \"last week\"\ncurrency = \"EUR\"\nregions = {}\n",
+    );
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("prices/team.toml:2:"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 

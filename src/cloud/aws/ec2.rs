@@ -83,6 +83,12 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> Option<ImageInfo> {
             .filter_map(|m| m.ebs()?.snapshot_id())
             .map(|s| SnapshotId(s.to_string()))
             .collect(),
+        ebs_gb: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.volume_size())
+            .map(|g| u64::try_from(g).unwrap_or(0))
+            .reduce(|a, b| a + b),
         tags: tags_of(i.tags()),
         deprecation_time: i.deprecation_time().map(str::to_string),
         imds_support: i.imds_support().map(|v| v.as_str().to_string()),
