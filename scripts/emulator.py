@@ -51,8 +51,17 @@ output, nothing run, DescribeInstanceInformation missing):
   default is the AWS managed key, as AWS answers, else the key's ARN.
 - ModifyImageAttribute ImdsSupport=v2.0 (moto ignores it): the AMI's ImdsSupport, in
   DescribeImages; any other value is InvalidParameterValue.
+- CreateImage's block device mapping has the size of the instance's root volume, and a copy
+  its source's (moto says 15 GiB for every image).
 - A Windows Server 2022 AMI in every region, named by /aws/service/ami-windows-latest/
   Windows_Server-2022-English-Full-Base (moto seeds neither and refuses writes under /aws/).
+- EC2 Fast Launch (moto has none of it): EnableFastLaunch (Windows AMIs that are available;
+  MaxParallelLaunches at least 6; a launch template by id or name, with a version, that exists),
+  DisableFastLaunch and DescribeFastLaunchImages (ImageIds; filters state, resource-type,
+  owner-id). Enabling answers "enabling" and becomes "enabled"; disabling answers "disabling" and
+  the image is then no longer listed (both after `fast_launch` of BAKERY_EMULATOR_DELAYS, at once
+  when unset). Deregistering an AMI does not disable it (AWS does not document that it does), so
+  a test sees an AMI deregistered with Fast Launch still on.
 
 State delays (AWS's transitions take time; moto makes them at once), for benchmarks:
 - BAKERY_EMULATOR_DELAYS="running=2,stopped=2,available=3,online=2" (seconds; any subset):
@@ -197,6 +206,16 @@ def create_image(self, instance_id, name, description, tag_specifications):
     specs = tag_specifications or []
     ami = _create_image(self, instance_id, name, description,
                         [s for s in specs if s.get("ResourceType") != "snapshot"])
+    # The snapshot holds the instance's root volume, so the image's mapping has its size.
+    try:
+        instance = self.get_instance(instance_id)
+        root = next((b for d, b in instance.get_block_device_mapping
+                     if d == instance.root_device_name), None)
+        root = root or next((b for _, b in instance.get_block_device_mapping), None)
+        if root is not None:
+            ami.bakery_volume_size = self.get_volume(root.volume_id).size
+    except Exception as e:  # the size is a detail; never fail CreateImage over it
+        print(f"create_image volume size: {e}", file=sys.stderr)
     for snap in _snapshots(ami):
         for tag in _spec_tags(specs, "snapshot"):
             snap.add_tag(tag["Key"], tag["Value"])
@@ -205,6 +224,24 @@ def create_image(self, instance_id, name, description, tag_specifications):
 
 
 AmiBackend.create_image = create_image
+
+
+def _block_device_mappings(self):
+    # moto says 15 GiB for every image; an image bakery made has its instance's root size.
+    return [{
+        "DeviceName": self.root_device_name,
+        "Ebs": {
+            "SnapshotId": self.ebs_snapshot.id,
+            "VolumeSize": getattr(self, "bakery_volume_size", 15),
+            "DeleteOnTermination": False,
+            "VolumeType": "standard",
+        },
+    }]
+
+
+from moto.ec2.models.amis import Ami as _Ami
+
+_Ami.block_device_mappings = property(_block_device_mappings)
 
 _COPIES = {}  # (account, region, client token) -> (image id, the call's other parameters)
 _COPY_LOCK = threading.Lock()
@@ -234,6 +271,14 @@ def copy_image(self):
             self._get_param("Name"),
             self._get_param("Description"),
         )
+        try:
+            from moto.ec2.models import ec2_backends as _backends
+            source = _backends[self.current_account][self._get_param("SourceRegion")].amis.get(
+                self._get_param("SourceImageId"))
+            if source is not None and hasattr(source, "bakery_volume_size"):
+                image.bakery_volume_size = source.bakery_volume_size
+        except Exception as e:
+            print(f"copy_image volume size: {e}", file=sys.stderr)
         for tag in _spec_tags(specs, "image"):
             image.add_tag(tag["Key"], tag["Value"])
         for snap in _snapshots(image):
@@ -393,6 +438,130 @@ def _pending_image(ami):
             ami.state = "available"
             _transition(ami.id, "available", region)
     _later(d, ready)
+
+
+# --- EC2 Fast Launch (moto 5.2.5 has none of its actions) ---------------------------------------
+from datetime import datetime, timezone
+
+_FAST = {}  # (account, region, image id) -> the DescribeFastLaunchImages item
+_FAST_LOCK = threading.Lock()
+
+
+def _fast_error(code, message):
+    return EmulatorError(code, message)
+
+
+def enable_fast_launch(self):
+    """EnableFastLaunch: Windows AMIs only, MaxParallelLaunches 6 or more (AWS's minimum), a
+    launch template (optional) by id or name with a version; the image is "enabling", then
+    "enabled" after BAKERY_EMULATOR_DELAYS' `fast_launch` seconds (at once when unset). AWS does
+    not document the error codes of a Linux or unavailable AMI: InvalidParameter and
+    IncorrectState stand in."""
+    self.error_on_dryrun()
+    ami = _image(self)
+    if (ami.platform or "").lower() != "windows":
+        raise _fast_error("InvalidParameter", f"{ami.id} is not a Windows AMI: Fast Launch is for Windows AMIs only.")
+    if ami.state != "available":
+        raise _fast_error("IncorrectState", f"{ami.id} is {ami.state}, not available.")
+    resource_type = self._get_param("ResourceType") or "snapshot"
+    if resource_type != "snapshot":
+        raise _fast_error("InvalidParameterValue", f"Value ({resource_type}) for parameter ResourceType is invalid.")
+    parallel = int(self._get_param("MaxParallelLaunches") or 6)
+    if parallel < 6:
+        raise _fast_error("InvalidParameterValue", f"MaxParallelLaunches must be at least 6, not {parallel}.")
+    target = int(((self._get_param("SnapshotConfiguration") or {}).get("TargetResourceCount")) or 5)
+    if target < 1:
+        raise _fast_error("InvalidParameterValue", f"TargetResourceCount must be at least 1, not {target}.")
+    template = self._get_param("LaunchTemplate") or {}
+    if template:
+        tid, tname, version = template.get("LaunchTemplateId"), template.get("LaunchTemplateName"), template.get("Version")
+        if bool(tid) == bool(tname) or not version:
+            raise _fast_error("InvalidParameterCombination",
+                              "LaunchTemplate needs a Version and exactly one of LaunchTemplateId, LaunchTemplateName.")
+        try:
+            lt = self.ec2_backend.get_launch_template(tid) if tid else self.ec2_backend.get_launch_template_by_name(tname)
+        except Exception:
+            raise _fast_error("InvalidLaunchTemplateId.NotFound", f"The launch template {tid or tname} does not exist.")
+        template = {"LaunchTemplateId": lt.id, "LaunchTemplateName": lt.name, "Version": str(version)}
+    key = (self.current_account, self.region, ami.id)
+    item = {
+        "ImageId": ami.id,
+        "ResourceType": "snapshot",
+        "SnapshotConfiguration": {"TargetResourceCount": target},
+        "LaunchTemplate": template,
+        "MaxParallelLaunches": parallel,
+        "OwnerId": ami.owner_id,
+        "State": "enabling",
+        "StateTransitionReason": "Client.UserInitiated",
+        "StateTransitionTime": datetime.now(timezone.utc),
+    }
+    region = self.region
+    with _FAST_LOCK:
+        was = _FAST.get(key)
+        if was and was["State"] == "enabled":
+            item["State"] = "enabled"  # new settings for an image already enabled
+        _FAST[key] = item
+
+    def enabled():
+        with _FAST_LOCK:
+            cur = _FAST.get(key)
+            if cur is item and cur["State"] == "enabling":
+                cur["State"] = "enabled"
+                cur["StateTransitionTime"] = datetime.now(timezone.utc)
+        _transition(ami.id, "fast-launch-enabled", region)
+    _later(_DELAYS.get("fast_launch", 0.0), enabled)
+    return ActionResult(dict(item))
+
+
+def disable_fast_launch(self):
+    """DisableFastLaunch: "disabling", then the image is no longer listed (its pre-provisioned
+    snapshots cleaned up) after `fast_launch` seconds."""
+    self.error_on_dryrun()
+    ami = _image(self)
+    key = (self.current_account, self.region, ami.id)
+    region = self.region
+    with _FAST_LOCK:
+        item = _FAST.get(key)
+        if item is None:
+            raise _fast_error("InvalidParameter", f"Fast Launch is not enabled for {ami.id}.")
+        item["State"] = "disabling"
+        item["StateTransitionReason"] = "Client.UserInitiated"
+        item["StateTransitionTime"] = datetime.now(timezone.utc)
+        answer = dict(item)
+
+    def gone():
+        with _FAST_LOCK:
+            if _FAST.get(key) is item and item["State"] == "disabling":
+                del _FAST[key]
+        _transition(ami.id, "fast-launch-disabled", region)
+    _later(_DELAYS.get("fast_launch", 0.0), gone)
+    return ActionResult(answer)
+
+
+def describe_fast_launch_images(self):
+    self.error_on_dryrun()
+    ids = self._get_param("ImageIds") or []
+    filters = {f.get("Name"): f.get("Values") or [] for f in (self._get_param("Filters") or [])}
+    out = []
+    with _FAST_LOCK:
+        for (account, region, image_id), item in sorted(_FAST.items()):
+            if account != self.current_account or region != self.region:
+                continue
+            if ids and image_id not in ids:
+                continue
+            if "state" in filters and item["State"] not in filters["state"]:
+                continue
+            if "resource-type" in filters and item["ResourceType"] not in filters["resource-type"]:
+                continue
+            if "owner-id" in filters and item["OwnerId"] not in filters["owner-id"]:
+                continue
+            out.append(dict(item))
+    return ActionResult({"FastLaunchImages": out})
+
+
+AmisResponse.enable_fast_launch = enable_fast_launch
+AmisResponse.disable_fast_launch = disable_fast_launch
+AmisResponse.describe_fast_launch_images = describe_fast_launch_images
 
 
 # --- The action log, and faults for every service moto answers through call_action ----------

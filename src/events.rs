@@ -52,12 +52,219 @@ pub enum BakeEvent {
         bake_id: String,
         what: String,
     },
-    /// The last event of a bake: `baked`, `failed`, `checks_failed` or `cancelled`.
+    /// The last event of a bake: `baked`, `failed`, `checks_failed`, `invalid` or `cancelled`,
+    /// how long it took, and on a failure its stable code and hash.
     Finished {
         bake_id: String,
         image: String,
         outcome: &'static str,
+        seconds: f64,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        failure: Option<FailureInfo>,
     },
+}
+
+/// What kind of failure ended a bake: a stable code an alert can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// A check failed (nothing was registered).
+    CheckFailed,
+    /// A provisioning step failed or exited non-zero.
+    StepFailed,
+    /// AWS throttled the requests beyond the SDK's retries.
+    AwsThrottled,
+    /// No capacity for the instance types (or none offered in the zone).
+    Capacity,
+    /// Something did not happen within its timeout.
+    Timeout,
+    /// SIGINT, SIGTERM or SIGHUP.
+    Interrupted,
+    /// The bake cannot work as configured (found in preflight, exit 2).
+    Invalid,
+    /// The build instance could not be reached (SSH or SSM).
+    ConnectFailed,
+    /// An AWS call failed otherwise.
+    AwsError,
+    /// Anything else.
+    Failed,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::CheckFailed => "check_failed",
+            FailureCode::StepFailed => "step_failed",
+            FailureCode::AwsThrottled => "aws_throttled",
+            FailureCode::Capacity => "capacity",
+            FailureCode::Timeout => "timeout",
+            FailureCode::Interrupted => "interrupted",
+            FailureCode::Invalid => "invalid",
+            FailureCode::ConnectFailed => "connect_failed",
+            FailureCode::AwsError => "aws_error",
+            FailureCode::Failed => "failed",
+        }
+    }
+
+    /// The code of a failure of `outcome` in `phase` with `cause` (the error's text; AWS
+    /// errors carry their API error code in it).
+    pub fn classify(outcome: &str, phase: &str, cause: &str) -> FailureCode {
+        match outcome {
+            "checks_failed" => return FailureCode::CheckFailed,
+            "cancelled" => return FailureCode::Interrupted,
+            "invalid" => return FailureCode::Invalid,
+            _ => {}
+        }
+        let has = |needles: &[&str]| needles.iter().any(|n| cause.contains(n));
+        if has(&[
+            "Throttling",
+            "RequestLimitExceeded",
+            "ThrottlingException",
+            "TooManyRequests",
+            "throttled",
+        ]) {
+            FailureCode::AwsThrottled
+        } else if has(&[
+            "InsufficientInstanceCapacity",
+            "InsufficientCapacity",
+            "InsufficientHostCapacity",
+            "Unsupported",
+            "InstanceLimitExceeded",
+        ]) {
+            FailureCode::Capacity
+        } else if has(&["timed out", "took longer than", "within "]) {
+            FailureCode::Timeout
+        } else if phase == "provision" {
+            FailureCode::StepFailed
+        } else if phase == "connect" {
+            FailureCode::ConnectFailed
+        } else if has(&["(aws ", "AWS ", "Ec2", "service error", "dispatch failure"]) {
+            FailureCode::AwsError
+        } else {
+            FailureCode::Failed
+        }
+    }
+}
+
+/// The failure fields of a `finished` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureInfo {
+    pub code: FailureCode,
+    /// 12 hex digits of sha256 over the code and the message with every word that holds a digit
+    /// (ids, counts, times) replaced by `#`: the same kind of failure hashes the same across
+    /// bakes, a new kind differently.
+    pub error_hash: String,
+    /// The phase that failed.
+    pub phase: &'static str,
+    pub error: String,
+}
+
+impl FailureInfo {
+    /// The failure of bake `bake_id` (its id is not part of the hash: it may hold no digit).
+    pub fn new(bake_id: &str, outcome: &str, phase: &'static str, cause: &str) -> FailureInfo {
+        let code = FailureCode::classify(outcome, phase, cause);
+        let masked = if bake_id.is_empty() {
+            cause.to_string()
+        } else {
+            cause.replace(bake_id, "#")
+        };
+        FailureInfo {
+            code,
+            error_hash: error_hash(code, phase, &masked),
+            phase,
+            error: cause.to_string(),
+        }
+    }
+}
+
+/// The message with ids and numbers masked (see `FailureInfo::error_hash`).
+pub fn normalise(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+pub fn error_hash(code: FailureCode, phase: &str, message: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(code.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(phase.as_bytes());
+    h.update(b"\n");
+    h.update(normalise(message).as_bytes());
+    hex::encode(h.finalize())[..12].to_string()
+}
+
+/// Version of the JSON event and log line format (`schema` in every line). 2: every line has
+/// `timestamp`, `level` and `app`; every bake event `image`; `finished` has `seconds` and, on a
+/// failure, `code`, `error_hash`, `phase` and `error`.
+pub const JSON_SCHEMA_VERSION: u32 = 2;
+
+impl BakeEvent {
+    /// The bake this event belongs to.
+    pub fn bake_id(&self) -> &str {
+        match self {
+            BakeEvent::Phase { bake_id, .. }
+            | BakeEvent::Step { bake_id, .. }
+            | BakeEvent::Output { bake_id, .. }
+            | BakeEvent::Check { bake_id, .. }
+            | BakeEvent::Created { bake_id, .. }
+            | BakeEvent::Removed { bake_id, .. }
+            | BakeEvent::Warning { bake_id, .. }
+            | BakeEvent::Waiting { bake_id, .. }
+            | BakeEvent::Finished { bake_id, .. } => bake_id,
+        }
+    }
+
+    /// The log level of the event: `error` for a failed bake or check, `warn` for a warning,
+    /// `info` otherwise.
+    pub fn level(&self) -> &'static str {
+        match self {
+            BakeEvent::Finished {
+                failure: Some(_), ..
+            } => "error",
+            BakeEvent::Check { result, .. } if !result.passed => "error",
+            BakeEvent::Warning { .. } => "warn",
+            _ => "info",
+        }
+    }
+
+    /// One JSON line: the envelope (`schema`, `timestamp` RFC 3339 UTC with milliseconds,
+    /// `level`, `app`, `image`) then the event's own fields, `image` taken from the bake when
+    /// the event does not carry it.
+    pub fn json_line(&self, at: std::time::SystemTime, image: Option<&str>) -> String {
+        let body = serde_json::to_string(self).unwrap_or_default();
+        let mut line = format!(
+            "{{\"schema\":{JSON_SCHEMA_VERSION},\"timestamp\":\"{}\",\"level\":\"{}\",\"app\":\"bakery\",",
+            humantime::format_rfc3339_millis(at),
+            self.level()
+        );
+        let carries_image = matches!(self, BakeEvent::Phase { .. } | BakeEvent::Finished { .. });
+        if let (false, Some(i)) = (carries_image, image) {
+            line.push_str("\"image\":");
+            line.push_str(&serde_json::to_string(i).unwrap_or_default());
+            line.push(',');
+        }
+        line.push_str(body.strip_prefix('{').unwrap_or(&body));
+        line
+    }
 }
 
 /// Where events go. Cheap to clone.
@@ -168,12 +375,123 @@ mod tests {
                     bake_id: b(),
                     image: "img".into(),
                     outcome: "baked",
+                    seconds: 61.5,
+                    failure: None,
                 },
-                r#"{"event":"finished","bake_id":"bk-1","image":"img","outcome":"baked"}"#,
+                r#"{"event":"finished","bake_id":"bk-1","image":"img","outcome":"baked","seconds":61.5}"#,
+            ),
+            (
+                BakeEvent::Finished {
+                    bake_id: b(),
+                    image: "img".into(),
+                    outcome: "checks_failed",
+                    seconds: 2.0,
+                    failure: Some(FailureInfo {
+                        code: FailureCode::CheckFailed,
+                        error_hash: "0123456789ab".into(),
+                        phase: "verify",
+                        error: "1 of 6 checks failed".into(),
+                    }),
+                },
+                r#"{"event":"finished","bake_id":"bk-1","image":"img","outcome":"checks_failed","seconds":2.0,"code":"check_failed","error_hash":"0123456789ab","phase":"verify","error":"1 of 6 checks failed"}"#,
             ),
         ];
         for (e, want) in cases {
             assert_eq!(serde_json::to_string(&e).unwrap(), want);
         }
+    }
+
+    /// Every line starts with the envelope, in this order.
+    #[test]
+    fn a_json_line_has_the_envelope_and_the_image() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_790_000_000_123);
+        let e = BakeEvent::Warning {
+            bake_id: "bk-1".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            e.json_line(at, Some("img")),
+            r#"{"schema":2,"timestamp":"2026-09-21T14:13:20.123Z","level":"warn","app":"bakery","image":"img","event":"warning","bake_id":"bk-1","message":"m"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&e.json_line(at, None)).unwrap();
+        assert_eq!(v["event"], "warning");
+        assert!(v.get("image").is_none());
+    }
+
+    #[test]
+    fn failures_get_a_stable_code_and_a_hash_blind_to_ids_and_numbers() {
+        use FailureCode::*;
+        for (outcome, phase, cause, want) in [
+            (
+                "checks_failed",
+                "verify",
+                "1 of 6 checks failed",
+                CheckFailed,
+            ),
+            ("cancelled", "provision", "cancelled", Interrupted),
+            ("invalid", "preflight", "aws/ebs", Invalid),
+            (
+                "failed",
+                "launch",
+                "RunInstances: InsufficientInstanceCapacity: no m5.large",
+                Capacity,
+            ),
+            (
+                "failed",
+                "capture",
+                "DescribeImages: RequestLimitExceeded: slow down",
+                AwsThrottled,
+            ),
+            (
+                "failed",
+                "provision",
+                "step 2/5 jdk / Install: timed out after 600s",
+                Timeout,
+            ),
+            (
+                "failed",
+                "provision",
+                "step 2/5 jdk / Install exited 1",
+                StepFailed,
+            ),
+            (
+                "failed",
+                "connect",
+                "ssh: authentication refused",
+                ConnectFailed,
+            ),
+            ("failed", "publish", "something odd", Failed),
+        ] {
+            assert_eq!(
+                FailureCode::classify(outcome, phase, cause),
+                want,
+                "{cause}"
+            );
+        }
+        let a = FailureInfo::new(
+            "bk-tabcxy-deadbeef",
+            "failed",
+            "provision",
+            "step 2/5 jdk / Install exited 1 on i-0abc123 in /tmp/bk-tabcxy-deadbeef",
+        );
+        let b = FailureInfo::new(
+            "bk-uvwxyz-abcdefab",
+            "failed",
+            "provision",
+            "step 3/5 jdk / Install exited 127 on i-0fff999 in /tmp/bk-uvwxyz-abcdefab",
+        );
+        let c = FailureInfo::new(
+            "bk-tabcxy-deadbeef",
+            "failed",
+            "provision",
+            "step 2/5 git / Clone exited 1 on i-0abc123 in /tmp/bk-tabcxy-deadbeef",
+        );
+        assert_eq!(a.error_hash, b.error_hash);
+        assert_ne!(a.error_hash, c.error_hash);
+        assert_eq!(a.error_hash.len(), 12);
+        assert_eq!(
+            normalise("i-0abc12 took 3.5s (bk-x1-2f)"),
+            "i-# took #.# (bk-#-#)"
+        );
     }
 }

@@ -37,7 +37,7 @@ fn init_tracing(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.event_format(bakery::cli::log::JsonLog).init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -108,6 +108,10 @@ pub struct Artifact {
     pub reasons: Vec<String>,
     /// The cost estimate: instances and volumes while it ran, snapshot storage per month.
     pub cost: crate::cost::Cost,
+    /// Region -> EC2 Fast Launch state of the new AMI (`publish.fast_launch`): `enabling`,
+    /// `enabled`, or `not-enabled` when enabling failed (a warning says why).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fast_launch: BTreeMap<String, String>,
     /// Windows updates the bake installed (`KB5034439 <title>`); their KB count is the AMI's
     /// `bakery:kbs` tag.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@ use semver::Version;
 
 use super::context::Bake;
 use super::distribute::Distributed;
+use crate::catalog::model::FastLaunch;
 use crate::cloud::CloudError;
 use crate::events::BakeEvent;
 use crate::registry::{self, tag};
@@ -34,6 +35,9 @@ impl Bake<'_> {
             if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
                 tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
             }
+        }
+        if let Some(fl) = self.image.publish.fast_launch.clone() {
+            self.enable_fast_launch(&fl, d).await;
         }
         let image = self.image.name.to_string();
         let target = &self.target.name;
@@ -90,5 +94,42 @@ impl Bake<'_> {
         }
         self.leave();
         channels
+    }
+
+    /// EC2 Fast Launch on the new AMI in every publish region at once, after the commit: a
+    /// region where it cannot be enabled is a warning (the version stands), its state in the
+    /// manifest says so, and `bakery versions` shows it.
+    async fn enable_fast_launch(&mut self, fl: &FastLaunch, d: &Distributed) {
+        let calls = d.copies.iter().map(|(region, (aws, ami))| {
+            let template = fl.launch_templates.get(region).map(String::as_str);
+            async move {
+                let r = aws
+                    .enable_fast_launch(
+                        ami,
+                        fl.max_parallel_launches,
+                        fl.target_resource_count,
+                        template,
+                    )
+                    .await;
+                (region.clone(), ami.clone(), r)
+            }
+        });
+        for (region, ami, r) in futures_util::future::join_all(calls).await {
+            match r {
+                Ok(state) => {
+                    self.events.emit(BakeEvent::Created {
+                        bake_id: self.bake_id.clone(),
+                        resource: format!("fast launch of {ami} in {region} ({state})"),
+                    });
+                    self.fast_launch.insert(region, state);
+                }
+                Err(e) => {
+                    self.warn(format!(
+                        "Fast Launch not enabled on {ami} in {region}: {e}; the version is published without it"
+                    ));
+                    self.fast_launch.insert(region, "not-enabled".into());
+                }
+            }
+        }
     }
 }

@@ -161,6 +161,7 @@ pub async fn bake(
         boot_seconds: None,
         reasons: Vec::new(),
         instances: Vec::new(),
+        fast_launch: BTreeMap::new(),
         reach: None,
         phase: "preflight",
         phase_started: Instant::now(),
@@ -335,6 +336,8 @@ impl Run<'_> {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),
             outcome: "baked",
+            seconds: self.timings.values().sum(),
+            failure: None,
         });
         Ok(Artifact {
             image: self.image.name.to_string(),
@@ -355,6 +358,7 @@ impl Run<'_> {
             checks: self.checks.clone(),
             inputs: self.plan.inputs.clone(),
             reasons: self.reasons.clone(),
+            fast_launch: self.fast_launch.clone(),
             cost: self.cost(&r.distributed.copies.keys().cloned().collect::<Vec<_>>()),
             updates: self.updates.clone(),
             boot_seconds: self.boot_seconds,
@@ -447,6 +451,13 @@ impl Run<'_> {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),
             outcome,
+            seconds: self.timings.values().sum(),
+            failure: Some(crate::events::FailureInfo::new(
+                &self.bake_id,
+                outcome,
+                failed_phase,
+                &f.cause,
+            )),
         });
         BakeError {
             bake_id: self.bake_id.clone(),

@@ -111,6 +111,7 @@ pub async fn test_version(
         boot_seconds: None,
         reasons: Vec::new(),
         instances: Vec::new(),
+        fast_launch: BTreeMap::new(),
         reach: None,
         phase: "launch",
         phase_started: Instant::now(),
@@ -195,6 +196,8 @@ impl Run<'_> {
             bake_id: self.bake_id.clone(),
             image: self.image.name.to_string(),
             outcome: "tested",
+            seconds: self.timings.values().sum(),
+            failure: None,
         });
         TestRun {
             bake_id: self.bake_id.clone(),

@@ -715,6 +715,52 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
             "keep must be at least 1: the newest version is always kept",
         );
     }
+    let fast_launch = p.fast_launch.as_ref().map(|f| {
+        let fl = path.k("fast_launch");
+        if raw.platform != Some(Platform::Windows) {
+            cx.err(
+                &fl,
+                ErrorKind::InvalidValue,
+                "fast_launch is for Windows images (EC2 Fast Launch pre-provisions Windows instances)",
+            );
+        }
+        let parallel = f.max_parallel_launches.unwrap_or(6);
+        if parallel < 6 {
+            cx.err(
+                &fl.k("max_parallel_launches"),
+                ErrorKind::InvalidValue,
+                format!("max_parallel_launches is {parallel}: EC2 Fast Launch needs 6 or more"),
+            );
+        }
+        let count = f.target_resource_count.unwrap_or(5);
+        if count == 0 {
+            cx.err(
+                &fl.k("target_resource_count"),
+                ErrorKind::InvalidValue,
+                "target_resource_count must be at least 1",
+            );
+        }
+        let templates = f.launch_templates.clone().unwrap_or_default();
+        for (region, lt) in &templates {
+            let at = fl.k("launch_templates").k(region);
+            cx.check(&at, ErrorKind::InvalidRegion, values::region(region));
+            let ok = lt
+                .strip_prefix("lt-")
+                .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+            if !ok {
+                cx.err(
+                    &at,
+                    ErrorKind::InvalidValue,
+                    format!("`{lt}` is not a launch template id (lt-<hex>)"),
+                );
+            }
+        }
+        FastLaunch {
+            max_parallel_launches: parallel,
+            target_resource_count: count,
+            launch_templates: templates,
+        }
+    });
     if cx.diags.len() > before {
         return None;
     }
@@ -729,5 +775,6 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
         deprecate_after,
         keep: p.keep,
         imds_v1: p.imds_v1.clone(),
+        fast_launch,
     })
 }

@@ -206,6 +206,17 @@ pub struct Publish {
     pub keep: Option<u32>,
     /// Why the image allows IMDSv1; `None`: the AMIs are IMDSv2-only.
     pub imds_v1: Option<String>,
+    /// EC2 Fast Launch on every published AMI (Windows images).
+    pub fast_launch: Option<FastLaunch>,
+}
+
+/// `publish.fast_launch`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FastLaunch {
+    pub max_parallel_launches: u32,
+    pub target_resource_count: u32,
+    /// Region -> launch template id (`lt-…`), latest version.
+    pub launch_templates: BTreeMap<String, String>,
 }
 
 /// A reference to a secret, looked up on the instance at run time; its value never passes

@@ -232,6 +232,21 @@ pub struct RawPublish {
     /// Allow IMDSv1 on instances launched from the image, and why. Without it the AMI and every
     /// copy are marked IMDSv2-only (`ImdsSupport = v2.0`, which AWS cannot undo).
     pub imds_v1: Option<String>,
+    /// EC2 Fast Launch for a Windows image: enabled on the new AMI in every publish region
+    /// after publish, disabled on versions that prune removes.
+    pub fast_launch: Option<RawFastLaunch>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFastLaunch {
+    /// Instances launched at once to pre-provision snapshots (6 or more; default 6).
+    pub max_parallel_launches: Option<u32>,
+    /// Pre-provisioned snapshots kept ready (default 5).
+    pub target_resource_count: Option<u32>,
+    /// Launch template (`lt-…`) per region for the pre-provisioning instances; needed where the
+    /// instances cannot use the default VPC (a region without one, or a target subnet).
+    pub launch_templates: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

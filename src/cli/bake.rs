@@ -46,12 +46,16 @@ fn renderer(
     recorder: Arc<Recorder>,
 ) -> Events {
     let tty = std::io::stderr().is_terminal() && log_format == LogFormat::Text;
+    // Colour on a terminal unless NO_COLOR is set to anything but "" (no-color.org).
+    let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let bars = tty.then(|| Bars {
         multi: indicatif::MultiProgress::new(),
         lines: Mutex::new(std::collections::HashMap::new()),
+        color,
     });
     let teamcity = std::env::var_os("TEAMCITY_VERSION")
         .map(|_| Mutex::new(super::teamcity::TeamCity::default()));
+    let images: Mutex<std::collections::HashMap<String, String>> = Mutex::default();
     Events::new(move |e| {
         recorder.record(e);
         if let Some(tc) = &teamcity {
@@ -67,18 +71,21 @@ fn renderer(
             }
         }
         if log_format == LogFormat::Json {
-            // Each line says when it happened (UTC, milliseconds) for log collectors: `ts`,
-            // last, after the event's pinned fields.
-            if let Ok(mut s) = serde_json::to_string(e) {
-                if s.ends_with('}') {
-                    s.pop();
-                    s.push_str(&format!(
-                        ",\"ts\":\"{}\"}}",
-                        humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                    ));
+            // The envelope a log pipeline indexes (schema, timestamp, level, app, image), then
+            // the event's pinned fields. A bake's image comes from its first event (a phase).
+            let image = match e {
+                BakeEvent::Phase { bake_id, image, .. } => {
+                    if let Ok(mut m) = images.lock() {
+                        m.insert(bake_id.clone(), image.clone());
+                    }
+                    None
                 }
-                crate::errln!("{s}");
-            }
+                _ => images.lock().ok().and_then(|m| m.get(e.bake_id()).cloned()),
+            };
+            crate::errln!(
+                "{}",
+                e.json_line(std::time::SystemTime::now(), image.as_deref())
+            );
             return;
         }
         if let Some(b) = &bars {
@@ -105,19 +112,38 @@ fn renderer(
             }
             BakeEvent::Check { result, .. } => Some(format!(
                 "    {} {}: {}",
-                if result.passed { "pass" } else { "FAIL" },
+                if result.passed {
+                    paint(color, GREEN, "pass")
+                } else {
+                    paint(color, RED, "FAIL")
+                },
                 result.name,
                 result.detail
             )),
             BakeEvent::Created { resource, .. } => Some(format!("    + {resource}")),
             BakeEvent::Removed { resource, .. } => Some(format!("    - {resource}")),
-            BakeEvent::Warning { message, .. } => Some(format!("warning: {message}")),
+            BakeEvent::Warning { message, .. } => {
+                Some(format!("{}: {message}", paint(color, YELLOW, "warning")))
+            }
             BakeEvent::Waiting { what, .. } => Some(format!("    … {what}")),
             BakeEvent::Finished {
                 bake_id,
                 image,
                 outcome,
-            } => Some(format!("==> {image} [{bake_id}] {outcome}")),
+                seconds,
+                failure,
+            } => Some(match failure {
+                None => format!(
+                    "==> {image} [{bake_id}] {} in {seconds:.1}s",
+                    paint(color, GREEN, outcome)
+                ),
+                Some(f) => format!(
+                    "==> {image} [{bake_id}] {} in {seconds:.1}s ({}, {})",
+                    paint(color, RED, outcome),
+                    f.code.as_str(),
+                    f.error_hash
+                ),
+            }),
         };
         if let Some(l) = line {
             match &bars {
@@ -130,11 +156,27 @@ fn renderer(
     })
 }
 
+/// SGR colours of the text output on a terminal.
+const GREEN: &str = "32";
+const RED: &str = "31";
+const YELLOW: &str = "33";
+
+/// `s` in colour `sgr` when `on`.
+fn paint(on: bool, sgr: &str, s: &str) -> String {
+    if on {
+        format!("\x1b[{sgr}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
 /// One progress line per bake on a terminal.
 struct Bars {
     multi: indicatif::MultiProgress,
     /// bake id -> (line, image, phase, step)
     lines: Mutex<std::collections::HashMap<String, BakeLine>>,
+    /// Colour (a terminal without NO_COLOR).
+    color: bool,
 }
 
 struct BakeLine {
@@ -157,9 +199,12 @@ impl Bars {
         {
             let l = lines.entry(bake_id.clone()).or_insert_with(|| {
                 let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
-                if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix:<28} {elapsed:>5} {wide_msg}",
-                ) {
+                let template = if self.color {
+                    "{spinner:.cyan} {prefix:<28.bold} {elapsed:>5} {wide_msg}"
+                } else {
+                    "{spinner} {prefix:<28} {elapsed:>5} {wide_msg}"
+                };
+                if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
                     bar.set_style(style);
                 }
                 bar.set_prefix(image.clone());
@@ -176,17 +221,10 @@ impl Bars {
             l.bar.set_message(l.phase.clone());
             return;
         }
-        let id = match e {
-            BakeEvent::Step { bake_id, .. }
-            | BakeEvent::Output { bake_id, .. }
-            | BakeEvent::Check { bake_id, .. }
-            | BakeEvent::Created { bake_id, .. }
-            | BakeEvent::Removed { bake_id, .. }
-            | BakeEvent::Warning { bake_id, .. }
-            | BakeEvent::Waiting { bake_id, .. }
-            | BakeEvent::Finished { bake_id, .. } => bake_id,
-            BakeEvent::Phase { .. } => return,
-        };
+        if let BakeEvent::Phase { .. } = e {
+            return;
+        }
+        let id = e.bake_id();
         let Some(l) = lines.get_mut(id) else {
             return;
         };
@@ -209,9 +247,15 @@ impl Bars {
             BakeEvent::Waiting { what, .. } => {
                 l.bar.set_message(format!("{}: {what}", l.phase));
             }
-            BakeEvent::Finished { outcome, .. } => {
-                l.bar
-                    .finish_with_message(format!("{outcome} ({})", l.image));
+            BakeEvent::Finished {
+                outcome, failure, ..
+            } => {
+                let sgr = if failure.is_some() { RED } else { GREEN };
+                l.bar.finish_with_message(format!(
+                    "{} ({})",
+                    paint(self.color, sgr, outcome),
+                    l.image
+                ));
             }
             _ => {}
         }

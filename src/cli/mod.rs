@@ -5,6 +5,7 @@ mod bake;
 mod examples;
 mod gc;
 mod lock;
+pub mod log;
 mod plan;
 mod registry;
 mod render;

@@ -114,35 +114,70 @@ pub fn versions(
                 channels.entry(v).or_default().push(ch);
             }
         }
+        // EC2 Fast Launch of the Windows AMIs: one Describe per region for all versions.
+        let mut windows: BTreeMap<String, Vec<crate::cloud::ImageId>> = BTreeMap::new();
+        for v in &all {
+            for (region, ami) in v.amis.iter().filter(|(_, a)| a.platform == "windows") {
+                windows
+                    .entry(region.clone())
+                    .or_default()
+                    .push(ami.id.clone());
+            }
+        }
+        let mut fast = BTreeMap::new();
+        for (region, amis) in &windows {
+            let aws = reg.regions.get(region).await;
+            fast.extend(aws.fast_launch_states(amis).await.map_err(fail)?);
+        }
+        let currency = &target.prices.table.currency;
         let rows: Vec<serde_json::Value> = all
             .iter()
             .rev()
             .map(|v| {
-                view_json(
+                let mut row = view_json(
                     v,
                     channels.get(&v.version).map_or(&[][..], |c| c.as_slice()),
-                )
+                );
+                row["storage_per_month"] = json!(v.storage_per_month(&target.prices));
+                let states: BTreeMap<&String, &str> = v
+                    .amis
+                    .iter()
+                    .filter_map(|(r, a)| fast.get(&a.id).map(|s| (r, s.as_str())))
+                    .collect();
+                if !states.is_empty() {
+                    row["fast_launch"] = json!(states);
+                }
+                row
             })
             .collect();
         if json_out {
-            return print_json(&json!({ "image": image, "versions": rows }));
+            return print_json(&json!({
+                "image": image, "versions": rows, "currency": currency,
+                "price_table": format!("{} {}", target.prices.table.name, target.prices.table.date),
+            }));
         }
         println!(
-            "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} AMIS",
-            "VERSION", "STATE", "CREATED", "FINGERPRINT", "PARENT", "CHANNELS"
+            "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {:<14} AMIS",
+            "VERSION", "STATE", "CREATED", "FINGERPRINT", "PARENT", "CHANNELS", "STORAGE/MONTH"
         );
         for r in &rows {
+            // An AMI with EC2 Fast Launch says so: `eu-west-1=ami-… (fast launch enabled)`.
             let amis: Vec<String> = r["amis"]
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .map(|(k, v)| match r["fast_launch"][k].as_str() {
+                            Some(s) => {
+                                format!("{k}={} (fast launch {s})", v.as_str().unwrap_or(""))
+                            }
+                            None => format!("{k}={}", v.as_str().unwrap_or("")),
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            let chans = strs(&r["channels"]);
+            let chans = strs(&r["channels"]).join(",");
             println!(
-                "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {}",
+                "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {:<14} {}",
                 r["version"].as_str().unwrap_or(""),
                 r["state"].as_str().unwrap_or(""),
                 r["created"].as_str().unwrap_or(""),
@@ -154,8 +189,12 @@ pub fn versions(
                 if chans.is_empty() {
                     "-".to_string()
                 } else {
-                    chans.join(",")
+                    chans
                 },
+                format!(
+                    "{:.2} {currency}",
+                    r["storage_per_month"].as_f64().unwrap_or(0.0)
+                ),
                 amis.join(" ")
             );
         }
@@ -362,22 +401,41 @@ pub fn prune_cmd(
         let decisions = prune::prune(&mut reg, image, keep, older, dry_run)
             .await
             .map_err(fail)?;
+        let currency = &target.prices.table.currency;
+        let saves: f64 = decisions
+            .iter()
+            .filter(|d| d.pruned)
+            .map(|d| d.storage_per_month)
+            .sum();
         if json_out {
-            return print_json(
-                &json!({ "image": image, "dry_run": dry_run, "decisions": decisions }),
-            );
+            return print_json(&json!({
+                "image": image, "dry_run": dry_run, "decisions": decisions,
+                "saves_per_month": saves, "currency": currency,
+                "price_table": format!("{} {}", target.prices.table.name, target.prices.table.date),
+            }));
         }
         for d in &decisions {
             if d.pruned {
                 println!(
-                    "{} {}",
+                    "{} {} (snapshots {:.2} {currency}/month)",
                     if dry_run { "would prune" } else { "pruned" },
-                    d.version
+                    d.version,
+                    d.storage_per_month
                 );
             } else {
                 println!("kept {} ({})", d.version, d.kept_because.join("; "));
             }
         }
+        println!(
+            "{} {saves:.2} {currency} a month of snapshot storage (price table {} {})",
+            if dry_run {
+                "pruning would save"
+            } else {
+                "pruning saved"
+            },
+            target.prices.table.name,
+            target.prices.table.date
+        );
         Ok(())
     })
 }

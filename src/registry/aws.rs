@@ -166,6 +166,25 @@ pub struct VersionView {
 }
 
 impl VersionView {
+    /// What its snapshots cost a month in every region it is in, by `prices` (the size of their
+    /// volumes: an upper bound; a region the table lacks counts as nothing).
+    pub fn storage_per_month(&self, prices: &crate::cost::Prices) -> f64 {
+        self.amis
+            .iter()
+            .map(|(region, ami)| {
+                crate::cost::storage(
+                    prices,
+                    std::slice::from_ref(region),
+                    ami.ebs_gb.unwrap_or(0),
+                )
+                .0
+                .iter()
+                .map(|s| s.per_month)
+                .sum::<f64>()
+            })
+            .sum()
+    }
+
     pub fn state(&self) -> &'static str {
         if self.revoked.is_some() {
             return "revoked";

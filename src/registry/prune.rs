@@ -1,6 +1,6 @@
 //! Retention: which versions to deregister, and why each survivor was kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use semver::Version;
@@ -16,6 +16,9 @@ pub struct Decision {
     pub pruned: bool,
     /// Why it was kept (empty when pruned).
     pub kept_because: Vec<String>,
+    /// What its snapshots cost a month (what pruning it saves), in the target's price table's
+    /// currency.
+    pub storage_per_month: f64,
 }
 
 /// Facts about the versions that retention weighs (gathered from AWS, decided purely).
@@ -73,6 +76,7 @@ pub fn decide(
                 version: v.clone(),
                 pruned: why.is_empty(),
                 kept_because: why,
+                storage_per_month: 0.0,
             }
         })
         .collect()
@@ -81,6 +85,55 @@ pub fn decide(
 fn created(v: &VersionView) -> SystemTime {
     humantime::parse_rfc3339_weak(v.created().trim_end_matches('Z'))
         .unwrap_or_else(|_| SystemTime::now())
+}
+
+/// How long DisableFastLaunch may take to clean up before prune gives up on those AMIs (they
+/// stay registered; a later prune finishes).
+const FAST_LAUNCH_DISABLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Turns EC2 Fast Launch off on those of `amis` (one region) that have it, and waits until
+/// EC2 no longer lists them: AWS does not document what deregistering an AMI with Fast Launch
+/// on does to its pre-provisioned snapshots, so they go first. One Describe per look for all.
+async fn disable_fast_launch(
+    aws: &crate::cloud::aws::Aws,
+    amis: &[ImageId],
+) -> Result<(), CloudError> {
+    let on = aws.fast_launch_states(amis).await?;
+    if on.is_empty() {
+        return Ok(());
+    }
+    for (ami, state) in &on {
+        if state != "disabling" {
+            aws.disable_fast_launch(ami).await?;
+        }
+    }
+    let wanted: Vec<ImageId> = on.keys().cloned().collect();
+    let deadline = std::time::Instant::now() + FAST_LAUNCH_DISABLE_TIMEOUT;
+    let mut gap = Duration::from_millis(200);
+    loop {
+        let left = aws.fast_launch_states(&wanted).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if let Some((ami, state)) = left.iter().find(|(_, s)| s.as_str() == "disabling-failed") {
+            return Err(CloudError::NotFound(format!(
+                "Fast Launch of {ami} could not be disabled ({state}): it stays registered"
+            )));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CloudError::NotFound(format!(
+                "Fast Launch of {} still {} after {}s: they stay registered; prune again later",
+                left.keys()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                left.values().next().map_or("", String::as_str),
+                FAST_LAUNCH_DISABLE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(gap).await;
+        gap = (gap * 2).min(Duration::from_secs(10));
+    }
 }
 
 /// Applies retention to `image` in every region of the target (`dry_run`: decide only).
@@ -143,7 +196,12 @@ pub async fn prune(
         .iter()
         .map(|v| (v.version.clone(), created(v)))
         .collect();
-    let decisions = decide(&facts, &usage, keep.max(1), older_than, SystemTime::now());
+    let mut decisions = decide(&facts, &usage, keep.max(1), older_than, SystemTime::now());
+    for d in &mut decisions {
+        if let Some(v) = all.iter().find(|v| v.version == d.version) {
+            d.storage_per_month = v.storage_per_month(&reg.target.prices);
+        }
+    }
     if dry_run {
         return Ok(decisions);
     }
@@ -179,11 +237,33 @@ pub async fn prune(
     if names_pruned {
         reg.refresh_latest(image).await?;
     }
-    // Then the AMIs and snapshots: every one is tried; snapshots wait out `InUse`.
+    // EC2 Fast Launch off first (its pre-provisioned snapshots go with it), then the AMIs and
+    // snapshots: every one is tried; snapshots wait out `InUse`.
     let cancel = crate::cloud::cancel::Cancel::new();
     let mut errors = Vec::new();
+    let mut by_region: BTreeMap<String, Vec<ImageId>> = BTreeMap::new();
+    for v in &pruned {
+        // Fast Launch is for Windows AMIs: a Linux image's prune asks nothing more.
+        for (region, ami) in v.amis.iter().filter(|(_, a)| a.platform == "windows") {
+            by_region
+                .entry(region.clone())
+                .or_default()
+                .push(ami.id.clone());
+        }
+    }
+    let mut fast_launch_on: BTreeSet<ImageId> = BTreeSet::new();
+    for (region, amis) in &by_region {
+        let aws = reg.regions.get(region).await;
+        if let Err(e) = disable_fast_launch(aws, amis).await {
+            errors.push(e.to_string());
+            fast_launch_on.extend(amis.iter().cloned());
+        }
+    }
     for v in &pruned {
         for (region, ami) in &v.amis {
+            if fast_launch_on.contains(&ami.id) {
+                continue;
+            }
             let aws = reg.regions.get(region).await;
             if let Err(e) = aws.deregister_image(&ami.id).await {
                 errors.push(e.to_string());

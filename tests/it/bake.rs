@@ -212,9 +212,46 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
 fn a_failing_step_registers_nothing_and_leaves_nothing() {
     let sb = Sandbox::start();
     sb.add_failing_step();
-    let out = sb.bakery(&["bake", "fail-step", "--target", "sandbox"]);
+    let bake = || {
+        sb.bakery(&[
+            "bake",
+            "fail-step",
+            "--target",
+            "sandbox",
+            "--log-format",
+            "json",
+        ])
+    };
+    // The finished event names the failure with a stable code and a hash that is the same for
+    // the same failure in another bake (another bake id, instance id, time).
+    let finished = |err: &str| -> serde_json::Value {
+        err.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "finished")
+            .unwrap_or_else(|| panic!("a finished event: {err}"))
+    };
+    let out = bake();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    let first = finished(&err);
+    assert_eq!(first["level"], "error", "{first}");
+    assert_eq!(first["outcome"], "failed", "{first}");
+    assert_eq!(first["code"], "step_failed", "{first}");
+    assert_eq!(first["phase"], "provision", "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited with 7")),
+        "{first}"
+    );
+    let hash = first["error_hash"].as_str().expect("error_hash");
+    assert!(
+        hash.len() == 12 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "{hash}"
+    );
+    let again = finished(&text(&bake().stderr));
+    assert_ne!(again["bake_id"], first["bake_id"]);
+    assert_eq!(again["error_hash"], first["error_hash"], "{first}\n{again}");
     assert!(err.contains("failed in provision"), "{err}");
     assert!(
         err.contains("fails on purpose") && err.contains("exited with 7"),
@@ -640,14 +677,40 @@ fn teamcity_gets_service_messages() {
         "{err}"
     );
     assert!(err.contains("##teamcity[testFinished "), "{err}");
-    let phase = err
+    // Every JSON line carries the envelope (schema 2); every event its image.
+    let lines: Vec<serde_json::Value> = err
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
-        .find(|v| v["event"] == "phase")
-        .expect("a phase event");
-    let ts = phase["ts"].as_str().expect("ts");
-    assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        .collect();
+    assert!(lines.iter().any(|v| v["event"] == "phase"), "{err}");
+    for v in &lines {
+        assert_eq!(v["schema"], 2, "{v}");
+        assert_eq!(v["app"], "bakery", "{v}");
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        assert!(
+            ts.ends_with('Z') && ts.len() == 24,
+            "milliseconds, UTC: {ts}"
+        );
+        assert!(
+            ["info", "warn", "error"].contains(&v["level"].as_str().unwrap_or("")),
+            "{v}"
+        );
+        if v.get("event").is_some() {
+            assert_eq!(v["image"], "sandbox-demo", "{v}");
+        }
+    }
+    let finished = lines
+        .iter()
+        .find(|v| v["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(finished["outcome"], "baked");
+    assert!(
+        finished["seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{finished}"
+    );
+    assert!(finished.get("code").is_none(), "{finished}");
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 

@@ -254,9 +254,30 @@ fn json_logs_are_json() {
     let out = bakery(&["-vv", "--log-format", "json", "validate"], p.path());
     assert_eq!(out.status.code(), Some(0));
     let err = text(&out.stderr);
-    let first = err.lines().next().expect("a log line");
-    let v: serde_json::Value = serde_json::from_str(first).expect("json log line");
-    assert!(v["level"].is_string(), "{first}");
+    // The log lines (the command's own result line is not one) have the JSON events' envelope.
+    let logs: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!logs.is_empty(), "a log line: {err}");
+    for l in logs {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json log line");
+        assert_eq!(v["schema"], 2, "{l}");
+        assert_eq!(v["app"], "bakery", "{l}");
+        assert!(
+            ["trace", "debug", "info", "warn", "error"]
+                .contains(&v["level"].as_str().unwrap_or("")),
+            "{l}"
+        );
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        assert!(
+            humantime::parse_rfc3339(ts).is_ok() && ts.len() == 24,
+            "{ts}"
+        );
+        assert!(
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("bakery")),
+            "{l}"
+        );
+    }
 }
 
 #[test]

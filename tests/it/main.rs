@@ -13,3 +13,4 @@ mod ssm;
 #[path = "../support/mod.rs"]
 mod support;
 mod teamcity;
+mod terminal;

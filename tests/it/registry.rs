@@ -188,7 +188,14 @@ fn a_bake_is_distributed_to_every_region_and_listed() {
     assert_eq!(row["amis"][EU], eu);
     assert_eq!(row["state"], "available");
     assert_eq!(row["channels"], serde_json::json!(["candidate"]));
+    // 8 GiB of snapshots in each of two regions at the shipped table's 0.05 USD per GiB-month.
+    assert_eq!(v["currency"], "USD");
+    let storage = row["storage_per_month"]
+        .as_f64()
+        .expect("storage_per_month");
+    assert!((storage - 0.8).abs() < 1e-9, "{row}");
     let table = ok(sb.bakery(&["versions", "sandbox-demo", "--target", "sandbox"]));
+    assert!(table.contains("0.80 USD"), "{table}");
     assert!(
         table.contains("0.1.0")
             && table.contains("candidate")
@@ -671,6 +678,14 @@ fn prune_keeps_what_is_in_use_and_says_why() {
         "{out}"
     );
     assert!(out.contains("kept 0.1.0 (channel stable)"), "{out}");
+    // Two versions in two regions, 8 GiB each, at the shipped table's 0.05 USD per GiB-month.
+    assert!(
+        out.contains("pruned 0.1.1 (snapshots 0.80 USD/month)")
+            && out.contains(
+                "pruning saved 1.60 USD a month of snapshot storage (price table aws-on-demand"
+            ),
+        "{out}"
+    );
     for region in [US, EU] {
         assert!(images_named(&sb, region, "sandbox-demo-0.1.1").is_empty());
         assert!(images_named(&sb, region, "sandbox-demo-0.1.2").is_empty());

@@ -621,3 +621,94 @@ fn windows_probe_kinds() -> Vec<bakery::checks::CheckKind> {
         },
     ]
 }
+
+/// A Windows image that bakes in the sandbox (its one PowerShell step is recorded, not run;
+/// no checks, which could not pass here) with EC2 Fast Launch in `publish`.
+fn add_fast_launch_image(sb: &Sandbox) {
+    sb.project.write(
+        "recipes/hello/recipe.toml",
+        "platforms = [\"windows\"]\n\n[[step]]\nname = \"hello\"\npowershell = { inline = \"Write-Output hello\" }\n",
+    );
+    sb.project.write(
+        "images/win-fast.toml",
+        "name = \"win-fast\"\nversion = \"1.0\"\nplatform = \"windows\"\narchitecture = \"x86_64\"\n\n[source]\nssm_parameter = \"/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base\"\n\n[build]\ninstance_types = [\"m6i.large\"]\ncommunicator = \"ssm\"\nroot_volume = { size_gb = 40, type = \"gp3\" }\n\n[[recipe]]\nuse = \"hello\"\n\n[publish]\nfast_launch = { max_parallel_launches = 6, target_resource_count = 2 }\n",
+    );
+}
+
+/// EC2 Fast Launch of each AMI in `region` that has it: (AMI, state, parallel launches, target
+/// snapshot count), read back from the emulator.
+fn fast_launch_of(sb: &Sandbox, region: &str) -> Vec<(String, String, i32, i32)> {
+    rt().block_on(async {
+        let (ec2, _) = sb.clients_in(region).await;
+        let out = ec2
+            .describe_fast_launch_images()
+            .send()
+            .await
+            .expect("DescribeFastLaunchImages");
+        out.fast_launch_images()
+            .iter()
+            .map(|i| {
+                (
+                    i.image_id().unwrap_or_default().to_string(),
+                    i.state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    i.max_parallel_launches().unwrap_or_default(),
+                    i.snapshot_configuration()
+                        .and_then(|c| c.target_resource_count())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// `publish.fast_launch`: enabled on the new AMI in every publish region after publish, shown
+/// by `bakery versions`, and disabled by prune before it deregisters an AMI.
+#[test]
+fn fast_launch_is_enabled_in_every_region_and_disabled_by_prune() {
+    const EU: &str = "eu-west-1";
+    let sb = Sandbox::start();
+    sb.set_regions(&["us-east-1", EU]);
+    add_fast_launch_image(&sb);
+    let bake = || {
+        let out = sb.bakery(&["bake", "win-fast", "--target", "sandbox", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let first = bake();
+    let amis = first["amis"].as_object().expect("amis").clone();
+    assert_eq!(amis.len(), 2, "{first}");
+    for (region, ami) in &amis {
+        let state = first["fast_launch"][region].as_str().unwrap_or_default();
+        assert!(["enabling", "enabled"].contains(&state), "{first}");
+        let fl = fast_launch_of(&sb, region);
+        assert_eq!(fl.len(), 1, "{region}: {fl:?}");
+        assert_eq!(fl[0].0, ami.as_str().unwrap());
+        assert_eq!((fl[0].2, fl[0].3), (6, 2), "{fl:?}");
+    }
+    let v = sb.bakery(&["versions", "win-fast", "--target", "sandbox", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).expect("versions json");
+    assert_eq!(
+        v["versions"][0]["fast_launch"].as_object().map(|m| m.len()),
+        Some(2),
+        "{v}"
+    );
+    let table = text(
+        &sb.bakery(&["versions", "win-fast", "--target", "sandbox"])
+            .stdout,
+    );
+    assert!(table.contains("(fast launch enabl"), "{table}");
+
+    // A second version; pruning the first turns its Fast Launch off before it deregisters it.
+    let second = bake();
+    let out = sb.bakery(&["prune", "win-fast", "--keep", "1", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for (region, ami) in &amis {
+        let fl = fast_launch_of(&sb, region);
+        let ids: Vec<&str> = fl.iter().map(|f| f.0.as_str()).collect();
+        assert!(!ids.contains(&ami.as_str().unwrap()), "{region}: {fl:?}");
+        assert_eq!(ids, [second["amis"][region].as_str().unwrap()], "{region}");
+    }
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
