@@ -54,6 +54,7 @@ pub mod cli;
 pub mod cloud;
 pub mod cost;
 pub mod events;
+pub mod inputs;
 pub mod plan;
 pub mod registry;
 pub mod remote;

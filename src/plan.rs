@@ -168,10 +168,36 @@ pub struct Plan {
     pub test: Option<PlannedTest>,
     pub fingerprint: Fingerprint,
     pub inputs: Vec<FingerprintInput>,
+    /// `[inputs.<name>]` of the image and its recipes, sources rendered: what must be read
+    /// (`inputs::resolve`) before the plan is final.
+    pub live_inputs: Vec<LiveInput>,
     /// What validation found that does not stop a bake (script traps, unquoted parameters).
     #[serde(skip)]
     pub warnings: Vec<crate::catalog::diag::Diagnostic>,
 }
+
+/// A live input of a plan, its source rendered.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LiveInput {
+    pub name: String,
+    pub kind: InputKind,
+    /// The URL or SSM parameter name.
+    pub source: String,
+}
+
+/// What a live input read: the sha256 of what the URL served (or of the parameter's value),
+/// and the value (the parameter's; the URL for http).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputValue {
+    pub sha256: String,
+    pub value: String,
+}
+
+/// Values of live inputs by (kind, rendered source).
+pub type InputValues = BTreeMap<(InputKind, String), InputValue>;
+
+/// What `inputs.<name>.sha256` is until the input is read (`plan --offline`, `render`).
+pub const UNREAD_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -182,6 +208,7 @@ pub struct Planner<'a> {
     catalog: &'a Catalog,
     target: &'a Target,
     done: BTreeMap<ImageName, Fingerprint>,
+    values: InputValues,
 }
 
 impl<'a> Planner<'a> {
@@ -190,7 +217,15 @@ impl<'a> Planner<'a> {
             catalog,
             target,
             done: BTreeMap::new(),
+            values: InputValues::new(),
         }
+    }
+
+    /// A planner that renders live inputs with these values (read by `inputs::resolve`);
+    /// inputs without a value render as unread.
+    pub fn with_inputs(mut self, values: InputValues) -> Self {
+        self.values = values;
+        self
     }
 
     /// Renders the plan of `name` (planning its ancestors first for their fingerprints).
@@ -203,7 +238,7 @@ impl<'a> Planner<'a> {
             },
             _ => None,
         };
-        let plan = render(self.catalog, image, self.target, parent_fp)?;
+        let plan = render(self.catalog, image, self.target, parent_fp, &self.values)?;
         self.done.insert(name.clone(), plan.fingerprint.clone());
         Ok(plan)
     }
@@ -266,11 +301,91 @@ impl Acc {
     }
 }
 
+/// Renders the sources of the live inputs of `image` and its recipes; the `inputs` context of
+/// every template (values where read, unread placeholders otherwise), with the fingerprint
+/// entries: a read input counts by its sha256, an unread one by its source.
+fn live_inputs(
+    acc: &mut Acc,
+    catalog: &Catalog,
+    image: &Image,
+    target: &Target,
+    values: &InputValues,
+) -> (Vec<LiveInput>, serde_json::Value) {
+    let mut live: Vec<(LiveInput, &Template)> = Vec::new();
+    let img_env = RenderEnv::for_image(image, target);
+    let mut declared: Vec<(&RenderEnv, &crate::catalog::model::Input)> = Vec::new();
+    let recipe_envs: Vec<(RenderEnv, &crate::catalog::model::Recipe)> = image
+        .recipes
+        .iter()
+        .map(|u| &catalog.recipes[&u.recipe])
+        .zip(image.recipes.iter())
+        .filter(|(r, _)| !r.inputs.is_empty())
+        .map(|(r, u)| (RenderEnv::for_recipe(image, target, &r.name, &u.params), r))
+        .collect();
+    declared.extend(image.inputs.iter().map(|i| (&img_env, i)));
+    for (env, r) in &recipe_envs {
+        declared.extend(r.inputs.iter().map(|i| (env, i)));
+    }
+    for (env, i) in declared {
+        let Some(source) = acc.render(env, &i.source) else {
+            continue;
+        };
+        let l = LiveInput {
+            name: i.name.clone(),
+            kind: i.kind,
+            source,
+        };
+        match live.iter().find(|(o, _)| o.name == l.name) {
+            Some((o, _)) if o == &l => {}
+            Some(_) => {
+                let t = &i.source;
+                acc.diags.push(
+                    t.src
+                        .diag(
+                            ErrorKind::InvalidValue,
+                            t.offset..t.offset + t.text.len(),
+                            format!(
+                                "input `{}` is declared twice with different sources in image {}",
+                                l.name, image.name
+                            ),
+                        )
+                        .with_hint("one name, one source: rename one of them"),
+                );
+            }
+            None => live.push((l, &i.source)),
+        }
+    }
+    let mut ctx = serde_json::Map::new();
+    let mut out = Vec::new();
+    for (l, _) in live {
+        let (sha, value) = match values.get(&(l.kind, l.source.clone())) {
+            Some(v) => {
+                acc.inputs.push(FingerprintInput {
+                    label: format!("input {}", l.name),
+                    sha256: v.sha256.clone(),
+                });
+                (v.sha256.clone(), v.value.clone())
+            }
+            None => {
+                acc.input(format!("input {} (unread)", l.name), l.source.as_bytes());
+                (UNREAD_SHA256.to_string(), String::new())
+            }
+        };
+        ctx.insert(
+            l.name.clone(),
+            serde_json::json!({ "sha256": sha, "value": value, "source": l.source }),
+        );
+        out.push(l);
+    }
+    (out, serde_json::Value::Object(ctx))
+}
+
 fn render(
     catalog: &Catalog,
     image: &Image,
     target: &Target,
     parent: Option<(ImageName, Fingerprint)>,
+    values: &InputValues,
 ) -> Result<Plan, Diagnostics> {
     let mut acc = Acc {
         diags: Diagnostics::default(),
@@ -285,7 +400,8 @@ fn render(
     if let Some((p, fp)) = &parent {
         acc.input(format!("parent {p}"), fp.as_str().as_bytes());
     }
-    let img_env = RenderEnv::for_image(image, target);
+    let (live, inputs_cx) = live_inputs(&mut acc, catalog, image, target, values);
+    let img_env = RenderEnv::for_image(image, target).with_inputs(&inputs_cx);
     let user_data = image.build.user_data.as_ref().and_then(|t| {
         let s = acc.render(&img_env, t)?;
         acc.user_data_syntax(t, &s, image.platform)?;
@@ -297,7 +413,8 @@ fn render(
     let mut checks = Vec::new();
     for u in &image.recipes {
         let recipe = &catalog.recipes[&u.recipe];
-        let env = RenderEnv::for_recipe(image, target, &recipe.name, &u.params);
+        let env =
+            RenderEnv::for_recipe(image, target, &recipe.name, &u.params).with_inputs(&inputs_cx);
         acc.input(
             format!("recipe {}", recipe.dir.join("recipe.toml").display()),
             recipe.canonical.as_bytes(),
@@ -337,7 +454,7 @@ fn render(
             });
         }
     }
-    let test = plan_test(&mut acc, catalog, target, image, &img_env);
+    let test = plan_test(&mut acc, catalog, target, image, &img_env, &inputs_cx);
     if !acc.diags.is_empty() {
         return Err(acc.diags);
     }
@@ -363,6 +480,7 @@ fn render(
         test,
         fingerprint: Fingerprint(hex::encode(h.finalize())),
         inputs: acc.inputs,
+        live_inputs: live,
         warnings: acc.warnings,
     })
 }
@@ -375,11 +493,13 @@ fn plan_test(
     target: &Target,
     image: &Image,
     img_env: &RenderEnv,
+    inputs_cx: &serde_json::Value,
 ) -> Option<PlannedTest> {
     let mut checks = Vec::new();
     for u in &image.recipes {
         let recipe = &catalog.recipes[&u.recipe];
-        let env = RenderEnv::for_recipe(image, target, &recipe.name, &u.params);
+        let env =
+            RenderEnv::for_recipe(image, target, &recipe.name, &u.params).with_inputs(inputs_cx);
         for c in recipe
             .test_checks
             .iter()

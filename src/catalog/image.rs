@@ -141,6 +141,13 @@ pub fn validate(
         }
     }
     let publish = publish(&mut cx, &top.k("publish"), &raw);
+    let inputs = super::inputs::validate(
+        cx.doc,
+        &top.k("inputs"),
+        &raw.inputs,
+        &format!("image {}", rel.display()),
+        cx.diags,
+    );
     let test = match (&raw.test, &build) {
         (Some(t), Some(b)) => test(&mut cx, root, &top.k("test"), t, b, &platforms),
         _ => None,
@@ -173,6 +180,7 @@ pub fn validate(
         checks,
         publish: publish?,
         test,
+        inputs,
         file: rel.to_path_buf(),
         // Description and publish settings do not change what is baked; everything else does.
         canonical: serde_json::to_string(&RawImage {

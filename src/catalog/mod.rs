@@ -4,6 +4,7 @@ pub mod diag;
 pub mod doc;
 pub mod graph;
 pub mod image;
+pub mod inputs;
 pub mod load;
 pub mod model;
 pub mod params;

@@ -270,6 +270,8 @@ pub struct Image {
     pub publish: Publish,
     /// `[test]`: checks on a fresh instance launched from the new AMI.
     pub test: Option<TestSpec>,
+    /// `[inputs.<name>]`: live values (their sources render in the image's context).
+    pub inputs: Vec<Input>,
     /// `images/<name>.toml`, relative to the project.
     pub file: PathBuf,
     /// Canonical JSON of the definition, for the fingerprint (comments and layout do not count).
@@ -380,10 +382,29 @@ pub struct Recipe {
     pub checks: Vec<CheckTemplate>,
     /// `[[test.check]]`: checks for the test phase of every image using the recipe.
     pub test_checks: Vec<CheckTemplate>,
+    /// `[inputs.<name>]`: live values (their sources render with the recipe's parameters).
+    pub inputs: Vec<Input>,
     /// `recipes/<name>`, relative to the project.
     pub dir: PathBuf,
     /// Canonical JSON of `recipe.toml`.
     pub canonical: String,
+}
+
+/// Where a live input is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    Http,
+    SsmParameter,
+}
+
+/// `[inputs.<name>]` of an image or recipe.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub name: String,
+    pub kind: InputKind,
+    /// The URL or parameter name, a template.
+    pub source: Template,
 }
 
 /// A target from `bakery.toml`.

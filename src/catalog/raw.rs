@@ -111,6 +111,10 @@ pub struct RawImage {
     /// distributed or published; its checks must pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<RawTest>,
+    /// Live values read at plan and bake time: `[inputs.<name>]` with `http` or
+    /// `ssm_parameter`, used in templates as `inputs.<name>.sha256` / `.value`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, RawInput>,
 }
 
 /// `[test]` of an image.
@@ -237,6 +241,17 @@ pub struct RawPublish {
     pub fast_launch: Option<RawFastLaunch>,
 }
 
+/// `[inputs.<name>]`: a live value read at plan and bake time.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    /// URL (a template): the input is the sha256 of the body it serves (conditional requests
+    /// skip the download when it did not change).
+    pub http: Option<String>,
+    /// SSM parameter name (a template): the input is its value.
+    pub ssm_parameter: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFastLaunch {
@@ -281,6 +296,11 @@ pub struct RawRecipe {
     /// that uses this recipe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<RawRecipeTest>,
+    /// Live values read at plan and bake time: `[inputs.<name>]` with `http` or
+    /// `ssm_parameter` (templates with the recipe's parameters), used in templates as
+    /// `inputs.<name>.sha256` / `.value`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, RawInput>,
 }
 
 /// `[test]` of a recipe: only checks (the image says how the test instance is launched).

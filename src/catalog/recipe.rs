@@ -342,6 +342,13 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
             test_checks.push(c);
         }
     }
+    let inputs = super::inputs::validate(
+        cx.doc,
+        &top.k("inputs"),
+        &raw.inputs,
+        &format!("recipe {name}"),
+        cx.diags,
+    );
     if raw.finalize && !raw.check.is_empty() {
         let d = doc
             .at(
@@ -364,6 +371,7 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
         steps,
         checks,
         test_checks,
+        inputs,
         dir,
         // The description does not change what runs; everything else does.
         canonical: serde_json::to_string(&RawRecipe {

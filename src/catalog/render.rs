@@ -111,6 +111,12 @@ impl RenderEnv {
         }
     }
 
+    /// The live inputs' context, `inputs.<name>.sha256` / `.value` / `.source`.
+    pub fn with_inputs(mut self, inputs: &Value) -> Self {
+        self.context.insert("inputs", inputs);
+        self
+    }
+
     /// The statements that fetch, before `script` runs, every secret parameter it refers to
     /// (see `params::secret_fetch`); empty when it uses none.
     pub fn secret_prelude(&self, script: &str) -> String {

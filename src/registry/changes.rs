@@ -70,6 +70,13 @@ pub fn change_reasons(
             for input in inputs {
                 match old.get(&input.label) {
                     Some(h) if input.sha256.starts_with(h.as_str()) => {}
+                    // A live input says what it read: `input agent_zip: sha256 9f2c1a0b… -> 41aa07e2…`.
+                    Some(h) if input.label.starts_with("input ") => reasons.push(format!(
+                        "{}: sha256 {}… -> {}…",
+                        input.label,
+                        &h[..h.len().min(8)],
+                        &input.sha256[..input.sha256.len().min(8)]
+                    )),
                     Some(_) => reasons.push(format!("changed {}", input.label)),
                     None => reasons.push(format!("added {}", input.label)),
                 }
@@ -134,6 +141,7 @@ fn newest_by_image(images: Vec<ImageInfo>) -> BTreeMap<String, Vec<(Version, Ima
 
 /// Plans `names` (all when empty) and their ancestors, parents first.
 pub async fn plan(
+    project: &std::path::Path,
     catalog: &Catalog,
     target: &Target,
     names: &[ImageName],
@@ -189,9 +197,19 @@ pub async fn plan(
     let mut out = Vec::new();
     for name in order {
         let image = &catalog.images[name];
-        let offline = planner
+        let mut offline = planner
             .plan(name)
             .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        // Live inputs read now (as a bake would), never taken as unchanged when unreadable.
+        if !offline.live_inputs.is_empty() {
+            let values = crate::inputs::resolve(project, target, &offline.live_inputs)
+                .await
+                .map_err(CloudError::NotFound)?;
+            offline = Planner::new(catalog, target)
+                .with_inputs(values)
+                .plan(name)
+                .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        }
         let versions = registry.get(name.as_str()).cloned().unwrap_or_default();
         let newest = versions
             .iter()

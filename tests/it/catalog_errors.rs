@@ -515,3 +515,30 @@ fn windows_update_lists_are_checked_when_loaded_or_rendered() {
         "{d}"
     );
 }
+
+/// `[inputs.<name>]` mistakes are located: a bad name, no source or two, a URL that is not
+/// one, a parameter name that is not one; and a template that reads an input nobody declared
+/// is an error of the template.
+#[test]
+fn live_input_mistakes_are_located() {
+    let p = Project::fixture();
+    p.write(
+        "images/base.toml",
+        &format!(
+            "{}\n[inputs.Agent]\nhttp = \"https://example.com/a.zip\"\n\n[inputs.both]\nhttp = \"https://example.com/a\"\nssm_parameter = \"/a/b\"\n\n[inputs.url]\nhttp = \"ftp://example.com/a.zip\"\n\n[inputs.param]\nssm_parameter = \"no-slash\"\n",
+            crate::support::BASE_IMAGE
+        ),
+    );
+    let d = Catalog::load(p.path()).unwrap_err();
+    let shown = d.to_string();
+    for want in [
+        "`Agent` is not an input name",
+        "input `both` needs exactly one of http, ssm_parameter",
+        "`ftp://example.com/a.zip` is not an http(s) URL",
+        "`no-slash` is not a fully qualified SSM parameter name",
+    ] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
+    assert!(shown.contains("images/base.toml:"), "{shown}");
+    assert_eq!(d.len(), 4, "{shown}");
+}

@@ -117,6 +117,16 @@ fn a_changed_script_is_named_and_children_follow_their_parent() {
 #[test]
 fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
     let sb = Sandbox::start();
+    // The agent images read their agent zip from the TeamCity server: a local one here.
+    let server = crate::support::sandbox::InputServer::start(b"agent zip");
+    let base = server.url.trim_end_matches("/update/buildAgentFull.zip");
+    for image in ["teamcity-agent-linux", "teamcity-agent-windows"] {
+        let path = format!("images/{image}.toml");
+        let toml = std::fs::read_to_string(sb.project.path().join(&path)).expect("image");
+        let moved = toml.replace("https://teamcity.example.com", base);
+        assert_ne!(moved, toml, "{image} names the server");
+        sb.project.write(&path, &moved);
+    }
     let out = sb.bakery(&["plan", "--target", "sandbox", "--json", "--levels"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -519,5 +529,96 @@ fn two_runners_on_one_image_never_publish_one_version_or_one_fingerprint_twice()
         "no fingerprint twice: {images:?}"
     );
     assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
+/// Live inputs (`[inputs.<name>] http = …`): read at plan and bake time from a local server whose
+/// body the test changes; an unchanged input costs a conditional request and no download, a
+/// changed one is the plan's reason and the bake downloads and verifies the new body on the
+/// instance; an unreachable one is an error naming it, with nothing created.
+#[test]
+fn a_live_input_is_read_conditionally_and_feeds_the_plan_and_the_bake() {
+    use sha2::Digest;
+    let sb = Sandbox::start();
+    let mut server = crate::support::sandbox::InputServer::start(b"agent build 1");
+    sb.project.write(
+        "recipes/agent-zip/recipe.toml",
+        "platforms = [\"linux\"]\n\n[params.url]\ntype = \"string\"\n\n[inputs.agent_zip]\nhttp = \"{{ params.url }}\"\n\n[[step]]\nname = \"fetch the agent\"\n\n[step.download]\nurl = \"{{ inputs.agent_zip.source }}\"\nsha256 = \"{{ inputs.agent_zip.sha256 }}\"\ndestination = \"agent.zip\"\n",
+    );
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let image = demo
+        .replace("name = \"sandbox-demo\"", "name = \"agent-demo\"")
+        .replacen(
+            "[[check]]",
+            &format!(
+                "[[recipe]]\nuse = \"agent-zip\"\nwith = {{ url = \"{}\" }}\n\n[[check]]",
+                server.url
+            ),
+            1,
+        );
+    sb.project.write("images/agent-demo.toml", &image);
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let input_of = |r: &serde_json::Value| -> String {
+        r["fingerprint_inputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["label"] == "input agent_zip"))
+            .and_then(|i| i["sha256"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let (code, v) = plan(&sb, &["agent-demo"]);
+    assert_eq!(code, Some(10), "{v}");
+    assert_eq!(row(&v, "agent-demo")["status"], "new");
+    let r = report_of(&sb, "agent-demo");
+    assert_eq!(r["reasons"], serde_json::json!(["new"]), "{r}");
+    assert_eq!(input_of(&r), sha(b"agent build 1"), "{r}");
+
+    // Unchanged: one conditional request, no body.
+    let (requests, bodies) = (server.requests(), server.bodies_sent());
+    let (code, v) = plan(&sb, &["agent-demo"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(row(&v, "agent-demo")["status"], "up_to_date");
+    assert_eq!(server.requests(), requests + 1, "one request");
+    assert_eq!(server.bodies_sent(), bodies, "no body downloaded");
+
+    // Changed: the reason names the input and both hashes; the bake fetches the new body on the
+    // instance, where the download step checks it against the new sha256.
+    server.set_body(b"agent build 2");
+    let (old, new) = (sha(b"agent build 1"), sha(b"agent build 2"));
+    let want = format!("input agent_zip: sha256 {}… -> {}…", &old[..8], &new[..8]);
+    let (code, v) = plan(&sb, &["agent-demo"]);
+    assert_eq!(code, Some(10), "{v}");
+    // (The download step that uses the sha256 rendered differently too, and says so.)
+    let reasons = row(&v, "agent-demo")["reasons"].clone();
+    assert_eq!(reasons[0], want, "{v}");
+    let r = report_of(&sb, "agent-demo");
+    assert_eq!(r["reasons"][0], want, "{r}");
+    assert_eq!(input_of(&r), new, "{r}");
+    assert_eq!(r["version"], "0.1.1", "{r}");
+
+    // Unreachable: an error naming the input (exit 1), never "unchanged", and nothing created.
+    server.stop();
+    let out = sb.bakery(&["plan", "--target", "sandbox", "agent-demo"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input agent_zip: GET http://127.0.0.1:"),
+        "{err}"
+    );
+    let before = sb.requests();
+    let out = sb.bakery(&["bake", "agent-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed in plan: input agent_zip: GET"),
+        "{err}"
+    );
+    assert_eq!(
+        sb.requests(),
+        before,
+        "no AWS call before the inputs are read"
+    );
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }

@@ -487,6 +487,114 @@ impl Drop for FileServer {
     }
 }
 
+/// What a live input reads in tests: an HTTP server on a free loopback port whose body a test
+/// can change, answering with an ETag and `304 Not Modified` to a matching `If-None-Match`, and
+/// counting requests and bodies sent. Stopped on drop (or by `stop`, to be unreachable).
+pub struct InputServer {
+    pub url: String,
+    body: Arc<std::sync::Mutex<Vec<u8>>>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    bodies: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InputServer {
+    pub fn start(body: &[u8]) -> InputServer {
+        use std::sync::atomic::AtomicUsize;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/update/buildAgentFull.zip",
+            listener.local_addr().expect("addr")
+        );
+        listener.set_nonblocking(true).expect("nonblocking");
+        let body = Arc::new(std::sync::Mutex::new(body.to_vec()));
+        let (requests, bodies) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, r, n, st) = (body.clone(), requests.clone(), bodies.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let data = b.lock().expect("body").clone();
+                use sha2::Digest;
+                let etag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(&data))[..16]);
+                let matches = head.lines().any(|l| {
+                    l.strip_prefix("if-none-match:")
+                        .is_some_and(|v| v.trim() == etag)
+                });
+                if matches {
+                    let _ = s.write_all(
+                        format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    );
+                } else {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+                            data.len()
+                        )
+                        .as_bytes(),
+                    );
+                    let _ = s.write_all(&data);
+                }
+            }
+        });
+        InputServer {
+            url,
+            body,
+            requests,
+            bodies,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// What it serves from now on.
+    pub fn set_body(&self, body: &[u8]) {
+        *self.body.lock().expect("body") = body.to_vec();
+    }
+
+    /// Requests answered so far (304s included).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bodies sent so far (200s).
+    pub fn bodies_sent(&self) -> usize {
+        self.bodies.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening: the URL is unreachable from now on.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for InputServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Sandbox {
     /// Everything in the emulator (in `region`) a bake could have left behind: instances not
     /// terminated, key pairs, security groups but the default, snapshots no image uses (tagged

@@ -1,0 +1,205 @@
+//! Reading live inputs (`[inputs.<name>]`) at plan and bake time: the sha256 of what a URL
+//! serves (streamed, never held in memory; a conditional request with the ETag and
+//! Last-Modified of the last read skips the download when nothing changed) and the value of an
+//! SSM parameter (one GetParameters for all). A failure names the input: never a silent
+//! "unchanged".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::model::{InputKind, Region, Target};
+use crate::cloud::aws::Aws;
+use crate::plan::{InputValue, InputValues, LiveInput};
+
+/// How long one URL may take to answer and send its body.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the last read of a URL saw, to ask "changed since?" next time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Seen {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    sha256: String,
+}
+
+/// `.bakery/inputs.json`: URL -> what its last read saw. Losing it costs one download.
+fn cache_path(project: &Path) -> PathBuf {
+    project.join(".bakery").join("inputs.json")
+}
+
+fn read_cache(project: &Path) -> BTreeMap<String, Seen> {
+    std::fs::read(cache_path(project))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_cache(project: &Path, cache: &BTreeMap<String, Seen>) {
+    let path = cache_path(project);
+    let tmp = path.with_extension("json.tmp");
+    let ok = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .and_then(|_| std::fs::write(&tmp, serde_json::to_vec_pretty(cache).unwrap_or_default()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = ok {
+        // A cache that cannot be written costs a download next time, nothing else.
+        tracing::warn!(error = %e, path = %path.display(), "cannot write the input cache");
+    }
+}
+
+/// Reads every input of `wanted` (deduplicated by source); `project` holds the cache.
+pub async fn resolve(
+    project: &Path,
+    target: &Target,
+    wanted: &[LiveInput],
+) -> Result<InputValues, String> {
+    let mut out = InputValues::new();
+    let mut urls: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut params: BTreeMap<&str, &str> = BTreeMap::new();
+    for l in wanted {
+        match l.kind {
+            InputKind::Http => urls.entry(&l.source).or_insert(&l.name),
+            InputKind::SsmParameter => params.entry(&l.source).or_insert(&l.name),
+        };
+    }
+    if !urls.is_empty() {
+        let mut cache = read_cache(project);
+        let client = client()?;
+        for (url, name) in &urls {
+            let seen = fetch(&client, url, cache.get(*url))
+                .await
+                .map_err(|e| format!("input {name}: GET {url}: {e}"))?;
+            out.insert(
+                (InputKind::Http, url.to_string()),
+                InputValue {
+                    sha256: seen.sha256.clone(),
+                    value: url.to_string(),
+                },
+            );
+            cache.insert(url.to_string(), seen);
+        }
+        write_cache(project, &cache);
+    }
+    if !params.is_empty() {
+        let region = target
+            .regions
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Region("us-east-1".into()));
+        let aws = Aws::connect(target, &region).await;
+        let names: Vec<String> = params.keys().map(|s| s.to_string()).collect();
+        let got = aws.get_parameters(&names).await.map_err(|e| {
+            let which: Vec<&str> = params.values().copied().collect();
+            format!("input {}: {e}", which.join(", "))
+        })?;
+        for (p, name) in &params {
+            let v = got.get(*p).ok_or_else(|| {
+                format!("input {name}: SSM parameter {p} does not exist in {region}")
+            })?;
+            out.insert(
+                (InputKind::SsmParameter, p.to_string()),
+                InputValue {
+                    sha256: hex::encode(Sha256::digest(v.as_bytes())),
+                    value: v.clone(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn client() -> Result<Client, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .map_err(|e| format!("TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
+/// GETs `url` (conditionally when `last` is known), hashing the body as it streams in.
+async fn fetch(client: &Client, url: &str, last: Option<&Seen>) -> Result<Seen, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let mut req = hyper::Request::get(uri)
+        .header("user-agent", concat!("bakery/", env!("CARGO_PKG_VERSION")));
+    if let Some(s) = last {
+        if let Some(e) = &s.etag {
+            req = req.header("if-none-match", e);
+        }
+        if let Some(m) = &s.last_modified {
+            req = req.header("if-modified-since", m);
+        }
+    }
+    let req = req
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    let work = async {
+        let resp = client.request(req).await.map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })?;
+        let status = resp.status();
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (etag, last_modified) = (header("etag"), header("last-modified"));
+        if status == hyper::StatusCode::NOT_MODIFIED {
+            return match last {
+                Some(s) => Ok(s.clone()),
+                None => {
+                    Err("answered 304 Not Modified to a request that was not conditional".into())
+                }
+            };
+        }
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        let mut body = resp.into_body();
+        let mut h = Sha256::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+            if let Some(data) = frame.data_ref() {
+                h.update(data);
+            }
+        }
+        Ok(Seen {
+            etag,
+            last_modified,
+            sha256: hex::encode(h.finalize()),
+        })
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, work)
+        .await
+        .map_err(|_| format!("no complete answer within {}s", HTTP_TIMEOUT.as_secs()))?
+}
