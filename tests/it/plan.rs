@@ -622,3 +622,62 @@ fn a_live_input_is_read_conditionally_and_feeds_the_plan_and_the_bake() {
     );
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
+
+/// An SSM parameter as a live input of the image itself: its value reaches the templates (a
+/// check on the instance sees it), a new value is the plan's reason, a missing parameter is an
+/// error naming the input.
+#[test]
+fn an_ssm_parameter_input_feeds_the_templates_and_the_plan() {
+    let sb = Sandbox::start();
+    let put = |value: &str| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let (_, ssm) = sb.clients().await;
+            ssm.put_parameter()
+                .name("/platform/teamcity/server-version")
+                .value(value)
+                .overwrite(true)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send()
+                .await
+                .expect("put");
+        })
+    };
+    put("2025.07");
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let image = demo.replace("name = \"sandbox-demo\"", "name = \"versioned\"")
+        + "\n[inputs.server_version]\nssm_parameter = \"/platform/teamcity/server-version\"\n\n[[check]]\nname = \"the server version reached the instance\"\ncommand = \"echo {{ inputs.server_version.value | sh }}\"\nstdout_contains = \"2025.07\"\n";
+    sb.project.write("images/versioned.toml", &image);
+    let r = report_of(&sb, "versioned");
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "the server version reached the instance" && c["passed"] == true),
+        "{r}"
+    );
+    let (code, _) = plan(&sb, &["versioned"]);
+    assert_eq!(code, Some(0), "unchanged");
+    put("2025.11");
+    let (code, v) = plan(&sb, &["versioned"]);
+    assert_eq!(code, Some(10), "{v}");
+    let reasons = row(&v, "versioned")["reasons"].to_string();
+    assert!(reasons.contains("input server_version: sha256 "), "{v}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (_, ssm) = sb.clients().await;
+        ssm.delete_parameter()
+            .name("/platform/teamcity/server-version")
+            .send()
+            .await
+            .expect("delete");
+    });
+    let out = sb.bakery(&["plan", "--target", "sandbox", "versioned"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input server_version: SSM parameter /platform/teamcity/server-version does not exist"),
+        "{err}"
+    );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
