@@ -50,26 +50,60 @@ impl Bake<'_> {
                 .get(&region)
                 .or(self.target.kms_key.as_ref())
                 .cloned();
+            let aws = self
+                .opts
+                .fleet
+                .connect(self.target, &crate::catalog::model::Region(region.clone()))
+                .await;
             let (key, whence) = match configured {
                 Some(k) => (k, format!("target {}'s kms key", self.target.name)),
-                None => {
-                    let aws = self
-                        .opts
-                        .fleet
-                        .connect(self.target, &crate::catalog::model::Region(region.clone()))
-                        .await;
-                    (
-                        aws.ebs_default_kms_key().await?,
-                        "the account's default EBS key".into(),
-                    )
-                }
+                None => (
+                    aws.ebs_default_kms_key().await?,
+                    "the account's default EBS key".into(),
+                ),
             };
-            if aws_managed_ebs_key(&key) {
+            // An alias or id of the AWS managed key is known by its manager, not its name.
+            let info = if aws_managed_ebs_key(&key) {
+                None
+            } else {
+                Some(aws.kms_key(&key).await?)
+            };
+            if info.as_ref().is_none_or(|i| i.manager == "AWS") {
                 return Err(Failure {
                     kind: FailKind::Invalid,
                     cause: format!(
                         "{} is shared with other accounts, but its snapshots in {region} would be encrypted with {key} ({whence}), the AWS managed key, which AWS does not let you share: set kms_keys.{region} (or kms_key) in target {} to a customer managed key whose key policy lets the consumer accounts use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant, kms:ReEncrypt*, kms:GenerateDataKey*)",
                         self.image.name, self.target.name
+                    ),
+                });
+            }
+            // A customer key: its policy must let every account the image is shared with use
+            // it (organizations and OUs are granted by conditions bakery cannot evaluate).
+            let Some(info) = info else { continue };
+            let policy = info.policy.unwrap_or_default();
+            let mut lacking: Vec<String> = Vec::new();
+            let mut actions: Vec<&str> = Vec::new();
+            for account in &share.accounts {
+                let missing = crate::cloud::aws::kms::missing_actions(&policy, account)
+                    .map_err(|e| Failure::new(format!("key {} in {region}: {e}", info.arn)))?;
+                if !missing.is_empty() {
+                    lacking.push(account.clone());
+                    actions.extend(missing);
+                }
+            }
+            if !lacking.is_empty() {
+                actions.sort_unstable();
+                actions.dedup();
+                return Err(Failure {
+                    kind: FailKind::Invalid,
+                    cause: format!(
+                        "{} is shared with {}, but the key policy of {} ({whence}, {region}) does not let {} use the key ({} missing), so they could not launch the AMI; add this statement to the key policy (or use a key that has it):\n{}",
+                        self.image.name,
+                        share.accounts.join(", "),
+                        info.arn,
+                        lacking.join(", "),
+                        actions.join(", "),
+                        crate::cloud::aws::kms::consumer_statement(&lacking)
                     ),
                 });
             }

@@ -13,10 +13,7 @@ use super::values;
 
 /// An input's name: lowercase letters, digits and `_`, starting with a letter.
 fn input_name(s: &str) -> Result<(), String> {
-    let ok = s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if values::snake_name(s, false) {
         Ok(())
     } else {
         Err(format!(

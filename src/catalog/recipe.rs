@@ -383,10 +383,7 @@ pub fn validate(root: &Path, name: &str, doc: &mut Doc, diags: &mut Diagnostics)
 }
 
 fn param_name(s: &str) -> Result<(), String> {
-    let ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if values::snake_name(s, true) {
         Ok(())
     } else {
         Err(format!(

@@ -96,6 +96,14 @@ pub fn ami_id(s: &str) -> Result<(), String> {
     }
 }
 
+/// A name templates read as `params.<name>` / `inputs.<name>`: lowercase letters, digits and
+/// `_`, starting with a letter (or `_` when `underscore_first`).
+pub fn snake_name(s: &str, underscore_first: bool) -> bool {
+    s.starts_with(|c: char| c.is_ascii_lowercase() || (underscore_first && c == '_'))
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 pub fn image_name(s: &str) -> Result<(), String> {
     if IMAGE_NAME.is_match(s) && s.len() <= 64 {
         Ok(())

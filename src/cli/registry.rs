@@ -115,15 +115,7 @@ pub fn versions(
             }
         }
         // EC2 Fast Launch of the Windows AMIs: one Describe per region for all versions.
-        let mut windows: BTreeMap<String, Vec<crate::cloud::ImageId>> = BTreeMap::new();
-        for v in &all {
-            for (region, ami) in v.amis.iter().filter(|(_, a)| a.platform == "windows") {
-                windows
-                    .entry(region.clone())
-                    .or_default()
-                    .push(ami.id.clone());
-            }
-        }
+        let windows = crate::registry::aws::windows_amis(&all);
         let mut fast = BTreeMap::new();
         for (region, amis) in &windows {
             let aws = reg.regions.get(region).await;

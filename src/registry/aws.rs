@@ -9,7 +9,7 @@ use semver::Version;
 use super::tag;
 use crate::catalog::model::{ParentReq, Target};
 use crate::cloud::aws::{Aws, Regions};
-use crate::cloud::{CloudError, ImageInfo};
+use crate::cloud::{CloudError, ImageId, ImageInfo};
 
 /// A registered version of an image in one region.
 #[derive(Debug, Clone)]
@@ -163,6 +163,20 @@ pub struct VersionView {
     /// Region -> AMI.
     pub amis: BTreeMap<String, ImageInfo>,
     pub revoked: Option<String>,
+}
+
+/// The Windows AMIs of `versions` by region: what EC2 Fast Launch can be on (one Describe per
+/// region covers them all).
+pub fn windows_amis<'a>(
+    versions: impl IntoIterator<Item = &'a VersionView>,
+) -> BTreeMap<String, Vec<ImageId>> {
+    let mut out: BTreeMap<String, Vec<ImageId>> = BTreeMap::new();
+    for v in versions {
+        for (region, ami) in v.amis.iter().filter(|(_, a)| a.platform == "windows") {
+            out.entry(region.clone()).or_default().push(ami.id.clone());
+        }
+    }
+    out
 }
 
 impl VersionView {

@@ -241,16 +241,8 @@ pub async fn prune(
     // snapshots: every one is tried; snapshots wait out `InUse`.
     let cancel = crate::cloud::cancel::Cancel::new();
     let mut errors = Vec::new();
-    let mut by_region: BTreeMap<String, Vec<ImageId>> = BTreeMap::new();
-    for v in &pruned {
-        // Fast Launch is for Windows AMIs: a Linux image's prune asks nothing more.
-        for (region, ami) in v.amis.iter().filter(|(_, a)| a.platform == "windows") {
-            by_region
-                .entry(region.clone())
-                .or_default()
-                .push(ami.id.clone());
-        }
-    }
+    // Fast Launch is for Windows AMIs: a Linux image's prune asks nothing more.
+    let by_region = super::aws::windows_amis(pruned.iter().copied());
     let mut fast_launch_on: BTreeSet<ImageId> = BTreeSet::new();
     for (region, amis) in &by_region {
         let aws = reg.regions.get(region).await;

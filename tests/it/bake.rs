@@ -853,9 +853,10 @@ fn aws_errors_say_what_failed_where_and_what_to_do() {
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 
-/// Sharing with other accounts needs a customer managed KMS key: with the account's default
-/// `aws/ebs` the bake stops in preflight (exit 2, nothing created) and says what to set; with a
-/// customer managed key in the target, it bakes.
+/// Sharing with other accounts needs a customer managed KMS key the consumers may use: with the
+/// account's default `aws/ebs` the bake stops in preflight (exit 2, nothing created) and says
+/// what to set; with a customer key whose policy does not name the consumer, it stops and prints
+/// the statement to add; with one that does, it bakes.
 #[test]
 fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     let sb = Sandbox::start();
@@ -888,8 +889,25 @@ fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     assert_eq!(leftovers(&sb), Vec::<String>::new());
     assert!(registered(&sb, "sandbox-demo").is_empty());
 
-    // A customer managed key named by the target: preflight passes, the image is shared.
-    sb.set_kms_key();
+    // A customer managed key whose policy names only its own account: refused before launch,
+    // with the statement to add.
+    sb.set_kms_key(&[]);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not let 111122223333 use the key (kms:CreateGrant, kms:Decrypt"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"arn:aws:iam::111122223333:root\"") && err.contains("\"kms:ReEncrypt*\""),
+        "the missing statement is printed: {err}"
+    );
+    assert!(!err.contains("+ key pair"), "nothing is created: {err}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+
+    // With that statement in the key policy: preflight passes, the image is shared.
+    sb.set_kms_key(&["111122223333"]);
     let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(registered(&sb, "sandbox-demo").len(), 1);

@@ -22,6 +22,17 @@ fn row<'a>(v: &'a serde_json::Value, image: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("{image} in {v}"))
 }
 
+/// Changes one byte of sandbox-demo's write-motd.sh (a new line at its end).
+fn touch_demo_script(sb: &Sandbox) {
+    let script = sb
+        .project
+        .path()
+        .join("recipes/sandbox-demo/scripts/write-motd.sh");
+    let mut s = std::fs::read_to_string(&script).expect("script");
+    s.push('\n');
+    std::fs::write(&script, s).expect("write");
+}
+
 fn bake(sb: &Sandbox, image: &str) {
     let out = sb.bakery(&["bake", image, "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -65,13 +76,7 @@ fn a_changed_script_is_named_and_children_follow_their_parent() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(row(&v, "demo-child")["status"], "up_to_date");
 
-    let script = sb
-        .project
-        .path()
-        .join("recipes/sandbox-demo/scripts/write-motd.sh");
-    let mut s = std::fs::read_to_string(&script).expect("script");
-    s.push('\n');
-    std::fs::write(&script, s).expect("write");
+    touch_demo_script(&sb);
     let (code, v) = plan(&sb, &["demo-child"]);
     assert_eq!(code, Some(10), "{v}");
     let parent = row(&v, "sandbox-demo");
@@ -310,13 +315,7 @@ fn reports_say_why_and_what_it_cost() {
     let r = report_of(&sb, "demo-child");
     assert_eq!(r["reasons"], serde_json::json!(["new"]), "{r}");
 
-    let script = sb
-        .project
-        .path()
-        .join("recipes/sandbox-demo/scripts/write-motd.sh");
-    let mut s = std::fs::read_to_string(&script).expect("script");
-    s.push('\n');
-    std::fs::write(&script, s).expect("write");
+    touch_demo_script(&sb);
     let r = report_of(&sb, "sandbox-demo");
     assert_eq!(
         r["reasons"],
@@ -676,7 +675,9 @@ fn an_ssm_parameter_input_feeds_the_templates_and_the_plan() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("input server_version: SSM parameter /platform/teamcity/server-version does not exist"),
+        err.contains(
+            "input server_version: SSM parameter /platform/teamcity/server-version does not exist"
+        ),
         "{err}"
     );
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");

@@ -88,7 +88,7 @@ fn resolve(sb: &Sandbox, spec: &str) -> Result<String, String> {
 fn a_bake_is_distributed_to_every_region_and_listed() {
     let sb = two_regions();
     // Shared images need a customer managed key (the AWS managed aws/ebs cannot be shared).
-    sb.set_kms_key();
+    sb.set_kms_key(&["111122223333"]);
     let demo =
         std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     sb.project.write(

@@ -261,14 +261,71 @@ impl Sandbox {
         std::fs::write(path, toml).expect("write");
     }
 
-    /// Gives the `sandbox` target a customer managed KMS key (shared images need one).
-    pub fn set_kms_key(&self) {
+    /// Gives the `sandbox` target a customer managed KMS key in each region the sandbox uses
+    /// (shared images need one), whose key policy lets `consumers` use it (their statement is
+    /// left out when empty, as a key made for the account alone has it).
+    pub fn set_kms_key(&self, consumers: &[&str]) {
+        let mut statements = vec![serde_json::json!({
+            "Sid": "Enable IAM User Permissions", "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*", "Resource": "*"
+        })];
+        if !consumers.is_empty() {
+            let principals: Vec<String> = consumers
+                .iter()
+                .map(|a| format!("arn:aws:iam::{a}:root"))
+                .collect();
+            statements.push(serde_json::json!({
+                "Sid": "consumers", "Effect": "Allow", "Principal": {"AWS": principals},
+                "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
+                "Resource": "*"
+            }));
+        }
+        let policy =
+            serde_json::json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
+        let keys: Vec<(String, String)> = super::rt().block_on(async {
+            let mut out = Vec::new();
+            for region in ["us-east-1", "eu-west-1"] {
+                let conf = self
+                    .sdk_config()
+                    .await
+                    .into_builder()
+                    .region(aws_config::Region::new(region))
+                    .build();
+                let kms = aws_sdk_kms::Client::new(&conf);
+                let key = kms
+                    .create_key()
+                    .policy(&policy)
+                    .description("bakery sandbox: shared images")
+                    .send()
+                    .await
+                    .expect("CreateKey");
+                let arn = key.key_metadata().and_then(|m| m.arn()).expect("arn");
+                out.push((region.to_string(), arn.to_string()));
+            }
+            out
+        });
         let path = self.project.path().join("bakery.toml");
         let toml = std::fs::read_to_string(&path).expect("bakery.toml");
-        let toml = toml.replace(
-            "[targets.sandbox]\n",
-            "[targets.sandbox]\nkms_key = \"arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6\"\n",
-        );
+        let list: Vec<String> = keys
+            .iter()
+            .map(|(r, k)| format!("\"{r}\" = \"{k}\""))
+            .collect();
+        let toml = match toml.find("\nkms_keys = ") {
+            // A second call replaces the keys.
+            Some(i) => {
+                let end = toml[i + 1..].find('\n').map_or(toml.len(), |e| i + 1 + e);
+                format!(
+                    "{}\nkms_keys = {{ {} }}{}",
+                    &toml[..i],
+                    list.join(", "),
+                    &toml[end..]
+                )
+            }
+            None => toml.replace(
+                "[targets.sandbox]\n",
+                &format!("[targets.sandbox]\nkms_keys = {{ {} }}\n", list.join(", ")),
+            ),
+        };
         std::fs::write(path, toml).expect("write");
     }
 

@@ -4,6 +4,7 @@
 
 mod ec2;
 mod iam;
+pub mod kms;
 mod limited;
 mod s3;
 mod ssm;
@@ -41,6 +42,7 @@ pub struct Aws {
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) iam: aws_sdk_iam::Client,
+    pub(crate) kms: aws_sdk_kms::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     limiter: Arc<Limiter>,
     pub(crate) instances: Arc<Poller<InstanceId, InstanceInfo>>,
@@ -153,6 +155,7 @@ impl Aws {
             ec2,
             ssm,
             iam: aws_sdk_iam::Client::new(&conf),
+            kms: aws_sdk_kms::Client::new(&conf),
             // A custom endpoint (the emulator, a VPC endpoint) is addressed by path, not by a
             // bucket subdomain.
             s3: aws_sdk_s3::Client::from_conf(
