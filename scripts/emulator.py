@@ -41,7 +41,10 @@ output, nothing run, DescribeInstanceInformation missing):
   StandardOutputUrl / StandardErrorUrl name them (as the agent does).
 - Reboots: each instance has its own boot id, seen by its commands at
   /proc/sys/kernel/random/boot_id; `reboot`, `shutdown` and `systemctl reboot` make it
-  ConnectionLost for a moment and give it a new one (see "Reboots" below).
+  ConnectionLost for a moment and give it a new one (see "Reboots" below). The same holds over
+  the sandbox's SSH: a key logs in with command="ssh-session <instance>", which gives the
+  session the instance's boot id (its mentions of the path point at the instance's file) and the
+  reboot stand-ins, so a restart step or exit 194 over SSH sees a new boot.
 - Commands find an `aws` on their PATH that stands in for the AWS CLI of a real instance: it does
   `aws s3 cp s3://bucket/key file` against this emulator (the instance role's credentials).
 - CancelCommand stops a running script (its process group); the invocation ends Cancelled.
@@ -776,6 +779,23 @@ if [ "$(basename "$0")" = systemctl ] && [ "${{1:-}}" != reboot ]; then exec /us
 touch "{_REQUESTS}/$BAKERY_INSTANCE_ID"
 """)
     os.chmod(os.path.join(_BIN, _name), 0o755)
+# SSH sessions of an emulated instance (the sandbox's sshd, whose authorized key for an instance
+# carries command="ssh-session <instance id>", see "Authorized keys"): the same boot id and the
+# same reboot stand-ins as its Run Command scripts. This host's own boot id is read only as the
+# literal path, so the command's mentions of it are pointed at the instance's file.
+with open(os.path.join(_BIN, "ssh-session"), "w") as f:
+    f.write(f"""#!/bin/bash
+# sshd runs this for each session of emulated instance $1 (its authorized key's command=).
+export BAKERY_INSTANCE_ID="$1" PATH="{_BIN}:$PATH"
+cmd="${{SSH_ORIGINAL_COMMAND:-}}"
+case "$cmd" in
+  internal-sftp|sftp|*/sftp-server) exec /usr/lib/openssh/sftp-server ;;
+  "") exec bash -l ;;
+esac
+host_boot=/proc/sys/kernel/random/boot_id
+exec bash -c "${{cmd//"$host_boot"/{_BIN}/boot-$1}}"
+""")
+os.chmod(os.path.join(_BIN, "ssh-session"), 0o755)
 _BOOT_FILES = {}  # instance id -> file holding its boot id
 _DOWN_UNTIL = {}  # instance id -> when a rebooting instance is back
 
@@ -1120,12 +1140,16 @@ class _Keys(BaseHTTPRequestHandler):
         lines = []
         try:
             backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
-            running = {i.key_name for r in backend.all_reservations() for i in r.instances
+            # The running instance a key logs in to (a bake's build and test instances share
+            # their key pair, but capture stops the build instance before the test one runs).
+            running = {i.key_name: i.id for r in backend.all_reservations() for i in r.instances
                        if i._state.name == "running"}
             for kp in list(backend.key_pairs.values()):
                 parts = kp.public_key.split()
                 if kp.key_name in running and len(parts) >= 2 and parts[1] == offered:
-                    lines.append(" ".join(parts[:2]))
+                    iid = running[kp.key_name]
+                    _boot_file(iid)
+                    lines.append(f'command="{_BIN}/ssh-session {iid}" ' + " ".join(parts[:2]))
         except Exception as e:
             print(f"authorized keys: {e!r}", file=sys.stderr)
         body = "".join(l + "\n" for l in lines).encode()

@@ -912,3 +912,36 @@ fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(registered(&sb, "sandbox-demo").len(), 1);
 }
+
+/// Exit 194 over SSH means what it means over SSM: bakery restarts the instance, waits for a new
+/// boot id (the emulator gives each instance its own, and its SSH sessions the reboot
+/// stand-ins), and runs the same step again; the second run goes on.
+#[test]
+fn exit_194_over_ssh_restarts_and_runs_the_step_again() {
+    let sb = Sandbox::start();
+    sb.project.write(
+        "recipes/restart-once/recipe.toml",
+        "platforms = [\"linux\"]\n\n[[step]]\nname = \"asks for a restart once\"\nshell = { inline = '''\nif [ ! -f \"$BAKERY_WORKDIR/asked\" ]; then\n  touch \"$BAKERY_WORKDIR/asked\"\n  echo \"first run: asking for a restart\"\n  exit 194\nfi\necho \"second run: going on\"\ntouch \"$BAKERY_WORKDIR/ran-again\"\n''' }\n\n[[check]]\nname = \"the step ran again\"\nfile = \"{{ workdir }}/ran-again\"\n",
+    );
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let image = demo
+        .replace("name = \"sandbox-demo\"", "name = \"restart-once\"")
+        .replacen(
+            "[[check]]",
+            "[[recipe]]\nuse = \"restart-once\"\n\n[[check]]",
+            1,
+        );
+    sb.project.write("images/restart-once.toml", &image);
+    let out = sb.bakery(&["bake", "restart-once", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let first = err.find("first run: asking for a restart").expect(&err);
+    let restart = err
+        .find("asked for a restart (exit 194): restarting, then running it again (1 of at most")
+        .expect(&err);
+    let second = err.find("second run: going on").expect(&err);
+    assert!(first < restart && restart < second, "{err}");
+    assert!(err.contains("pass the step ran again"), "{err}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
