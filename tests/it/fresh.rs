@@ -58,13 +58,22 @@ fn the_test_phase_boots_the_new_ami_and_a_failing_test_check_publishes_nothing()
         "{err}"
     );
     // The fresh instance was asked whether it finished booting (its boot id is in the answer)
-    // before its checks ran.
+    // before its checks ran: the instance's own (the emulator gives each instance one, over SSH
+    // too), not this host's.
     let waited = err
         .lines()
         .find(|l| l.contains(r#""event":"waiting""#) && l.contains("booted ("))
         .unwrap_or_else(|| panic!("no first-boot event: {err}"));
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
-    assert!(waited.contains(boot.trim()), "{waited}");
+    let uuid = regex::Regex::new(
+        r"booted \(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\)",
+    )
+    .expect("regex");
+    let seen = uuid
+        .captures(waited)
+        .map(|c| c[1].to_string())
+        .unwrap_or_else(|| panic!("a boot id: {waited}"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    assert_ne!(seen, host.trim(), "{waited}");
     let test_checks: Vec<&serde_json::Value> = art["checks"]
         .as_array()
         .expect("checks")
