@@ -1120,6 +1120,110 @@ SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
 SimpleSystemManagerResponse.list_commands = list_commands
 SimpleSystemManagerResponse.cancel_command = cancel_command
 
+# --- Accounts: assuming a role, and AMIs shared across accounts ------------------------------
+# moto lets sts:AssumeRole into any role ARN, existing or not, and keeps an AMI visible only to
+# the account that owns it. AWS refuses a role that does not exist, whose trust policy does not
+# name the caller's account, or whose sts:ExternalId condition the call does not meet (all as
+# AccessDenied); and an account sees (DescribeImages by id, or with ExecutableUsers=self) and
+# launches the AMIs another account shared with it by launch permission. The exception is
+# OrganizationAccountAccessRole, the role AWS Organizations creates in every member account for
+# the management account: the harness uses it to set consumer accounts up.
+from moto.iam.models import iam_backends
+from moto.sts.exceptions import STSClientError
+from moto.sts.models import STSBackend
+
+ORGANIZATION_ROLE = "OrganizationAccountAccessRole"
+_assume_role = STSBackend.assume_role
+
+
+def _trusts(role, caller, external_id):
+    try:
+        doc = json.loads(role.assume_role_policy_document or "{}")
+    except ValueError:
+        return False
+    statements = doc.get("Statement") or []
+    if isinstance(statements, dict):
+        statements = [statements]
+    for st in statements:
+        if st.get("Effect") != "Allow":
+            continue
+        principal = (st.get("Principal") or {})
+        aws = principal.get("AWS") if isinstance(principal, dict) else principal
+        aws = [aws] if isinstance(aws, str) else (aws or [])
+        if not any(caller in a or a == "*" for a in aws):
+            continue
+        wanted = ((st.get("Condition") or {}).get("StringEquals") or {}).get("sts:ExternalId")
+        if wanted is not None and wanted != external_id:
+            continue
+        return True
+    return False
+
+
+def assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id):
+    parts = role_arn.split(":")
+    account, name = (parts[4], parts[5].rsplit("/", 1)[-1]) if len(parts) >= 6 else ("", "")
+    if name != ORGANIZATION_ROLE:
+        role = next((r for r in iam_backends[account]["global"].roles.values() if r.name == name), None) \
+            if account.isdigit() else None
+        if role is None or not _trusts(role, self.account_id, external_id):
+            raise STSClientError(
+                "AccessDenied",
+                f"User: arn:aws:iam::{self.account_id}:user/bakery is not authorized to perform: "
+                f"sts:AssumeRole on resource: {role_arn}")
+    return _assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id)
+
+
+STSBackend.assume_role = assume_role
+
+_describe_images_own = AmiBackend.describe_images
+
+
+def _shared_with(backend):
+    """AMIs of other accounts in this region that name this account in their launch permission."""
+    out = []
+    for account in list(ec2_backends.keys()):
+        if account == backend.account_id:
+            continue
+        regions = ec2_backends[account]
+        if backend.region_name not in dict.keys(regions):
+            continue
+        for ami in list(regions[backend.region_name].amis.values()):
+            if any(lp.get("UserId") == backend.account_id for lp in ami.launch_permissions):
+                out.append(ami)
+    return out
+
+
+def describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+    shared = _shared_with(self)
+    if not shared:
+        return _describe_images_own(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+    if ami_ids:
+        theirs = [a for a in shared if a.id in ami_ids]
+        mine_ids = [i for i in ami_ids if i not in {a.id for a in theirs}]
+        mine = []
+        if mine_ids:
+            try:
+                mine = _describe_images_own(self, ami_ids=mine_ids)
+            except Exception:
+                if not theirs:
+                    raise
+        return mine + theirs
+    mine = _describe_images_own(self, filters=filters, exec_users=exec_users, owners=owners)
+    theirs = shared
+    # With neither Owners nor ExecutableUsers, AWS lists every image the caller may launch.
+    if owners:
+        theirs = [a for a in theirs if a.owner_id in owners]
+    elif exec_users and not ({"self", self.account_id} & set(exec_users)):
+        theirs = []
+    if filters:
+        from moto.ec2.utils import generic_filter
+        theirs = generic_filter(filters, theirs)
+    return mine + theirs
+
+
+AmiBackend.describe_images = describe_images
+
+
 # --- Authorized keys, for the sandbox's sshd ------------------------------------------------
 # sshd asks its AuthorizedKeysCommand twice per login (once whether the key would do, once to
 # check the signature). Answering that through the Query API cost two Python start-ups and four

@@ -141,6 +141,8 @@ pub(super) struct Bake<'a> {
     pub(super) instances: Vec<(&'static str, String, Option<u64>, std::time::Instant)>,
     /// Region -> EC2 Fast Launch state of the new AMI after publish (`publish.fast_launch`).
     pub(super) fast_launch: BTreeMap<String, String>,
+    /// The registry's mirror in each consumer account and region after publish.
+    pub(super) consumers: Vec<crate::registry::consumers::Synced>,
     /// How to log in to the build instance once known; read only by the failure path
     /// (`--on-error keep`).
     pub(super) reach: Option<SshTarget>,

@@ -131,11 +131,12 @@ impl Bake<'_> {
             if self.image.publish.imds_v1.is_none() {
                 aws.require_imdsv2(id).await?;
             }
-            aws.share_image(id, &share.accounts, &share.organizations, &share.ous)
+            let accounts = self.target.share_accounts(&share.accounts, region);
+            aws.share_image(id, &accounts, &share.organizations, &share.ous)
                 .await?;
-            if !share.accounts.is_empty() {
+            if !accounts.is_empty() {
                 for s in snapshots.get(region).into_iter().flatten() {
-                    aws.share_snapshot(s, &share.accounts).await?;
+                    aws.share_snapshot(s, &accounts).await?;
                 }
             }
             if let Some(after) = self.image.publish.deprecate_after {

@@ -112,6 +112,10 @@ pub struct Artifact {
     /// `enabled`, or `not-enabled` when enabling failed (a warning says why).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fast_launch: BTreeMap<String, String>,
+    /// The mirror in each consumer account and region (bakery.toml's `consumers`): written, or
+    /// why not (the version stands; `bakery sync` finishes it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<crate::registry::consumers::Synced>,
     /// Windows updates the bake installed (`KB5034439 <title>`); their KB count is the AMI's
     /// `bakery:kbs` tag.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -40,10 +40,11 @@ impl Bake<'_> {
     /// refused here, before anything is created, instead of an hour later when sharing fails.
     async fn check_sharing_keys(&self) -> Result<(), Failure> {
         let share = &self.image.publish.share;
-        if share.accounts.is_empty() && share.ous.is_empty() && share.organizations.is_empty() {
-            return Ok(());
-        }
         for region in self.publish_regions() {
+            let accounts = self.target.share_accounts(&share.accounts, &region);
+            if accounts.is_empty() && share.ous.is_empty() && share.organizations.is_empty() {
+                continue;
+            }
             let configured = self
                 .target
                 .kms_keys
@@ -83,7 +84,7 @@ impl Bake<'_> {
             let policy = info.policy.unwrap_or_default();
             let mut lacking: Vec<String> = Vec::new();
             let mut actions: Vec<&str> = Vec::new();
-            for account in &share.accounts {
+            for account in &accounts {
                 let missing = crate::cloud::aws::kms::missing_actions(&policy, account)
                     .map_err(|e| Failure::new(format!("key {} in {region}: {e}", info.arn)))?;
                 if !missing.is_empty() {
@@ -99,7 +100,7 @@ impl Bake<'_> {
                     cause: format!(
                         "{} is shared with {}, but the key policy of {} ({whence}, {region}) does not let {} use the key ({} missing), so they could not launch the AMI; add this statement to the key policy (or use a key that has it):\n{}",
                         self.image.name,
-                        share.accounts.join(", "),
+                        accounts.join(", "),
                         info.arn,
                         lacking.join(", "),
                         actions.join(", "),

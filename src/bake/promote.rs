@@ -92,8 +92,44 @@ impl Bake<'_> {
                 }
             }
         }
+        self.sync_consumers(&mut reg, &image).await;
         self.leave();
         channels
+    }
+
+    /// The mirror in every consumer account and region, after the channels and retention. A
+    /// consumer that cannot be reached fails alone: the version stands, the report names it,
+    /// and `bakery sync` finishes it.
+    async fn sync_consumers(&mut self, reg: &mut registry::aws::Registry<'_>, image: &str) {
+        if self.target.consumers.is_empty() {
+            return;
+        }
+        let finish = format!("bakery sync {image} --target {}", self.target.name);
+        if self.cancel.is_cancelled() {
+            self.warn(format!(
+                "interrupted: consumers not updated; finish with: {finish}"
+            ));
+            return;
+        }
+        let mut sessions = crate::cloud::aws::consumer::Consumers::new();
+        let synced = tokio::select! {
+            r = registry::consumers::sync(reg, &mut sessions, image) => r,
+            () = self.cancel.cancelled() => Err(CloudError::Cancelled),
+        };
+        match synced {
+            Ok(done) => {
+                for s in done.iter().filter(|s| s.failed()) {
+                    self.warn(format!(
+                        "consumer {} ({}) not updated: {}; finish with: {finish}",
+                        s.account,
+                        s.region,
+                        s.error.as_deref().unwrap_or_default()
+                    ));
+                }
+                self.consumers = done;
+            }
+            Err(e) => self.warn(format!("consumers not updated: {e}; finish with: {finish}")),
+        }
     }
 
     /// EC2 Fast Launch on the new AMI in every publish region at once, after the commit: a

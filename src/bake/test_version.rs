@@ -112,6 +112,7 @@ pub async fn test_version(
         reasons: Vec::new(),
         instances: Vec::new(),
         fast_launch: BTreeMap::new(),
+        consumers: Vec::new(),
         reach: None,
         phase: "launch",
         phase_started: Instant::now(),

@@ -429,12 +429,54 @@ pub struct Target {
     /// Prices for cost estimates (`prices` in bakery.toml, else the shipped table).
     #[serde(skip)]
     pub prices: crate::cost::Prices,
+    /// Accounts that launch the images (shared with, parameters mirrored into them).
+    pub consumers: Vec<Consumer>,
+    /// The credentials are a consumer account's: the registry is read from the mirror.
+    pub consumer: bool,
+}
+
+/// An account that launches what a target publishes, and the role bakery assumes there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Consumer {
+    pub account: String,
+    pub role_arn: String,
+    pub external_id: Option<String>,
+    /// Regions it launches in (a subset of the target's).
+    pub regions: Vec<Region>,
+    /// SSM prefix of the mirror in that account.
+    pub ssm_prefix: String,
 }
 
 /// SSM prefix when a target does not name one.
 pub const DEFAULT_SSM_PREFIX: &str = "/bakery";
 
 impl Target {
+    /// Refuses what only the bakery account may do (bake, move or remove versions) on a target
+    /// whose credentials are a consumer's.
+    pub fn writable(&self) -> Result<(), String> {
+        if self.consumer {
+            return Err(format!(
+                "target {} is a consumer account (consumer = true in bakery.toml): it can resolve, lock and check pins, but versions are made and moved from the bakery account's target",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The accounts an image is shared with in `region`: its own `share.accounts` and every
+    /// consumer that launches there (sorted, each once), so no consumer is ever given
+    /// parameters naming an AMI it cannot launch.
+    pub fn share_accounts(&self, image: &[String], region: &str) -> Vec<String> {
+        let mut out: std::collections::BTreeSet<String> = image.iter().cloned().collect();
+        out.extend(
+            self.consumers
+                .iter()
+                .filter(|c| c.regions.iter().any(|r| r.as_str() == region))
+                .map(|c| c.account.clone()),
+        );
+        out.into_iter().collect()
+    }
+
     /// The target used when none is named (offline validation, render, plan).
     pub fn offline() -> Self {
         Target {
@@ -455,6 +497,8 @@ impl Target {
             ssh_cidr: None,
             tags: BTreeMap::new(),
             prices: Default::default(),
+            consumers: Vec::new(),
+            consumer: false,
         }
     }
 }

@@ -52,6 +52,28 @@ pub struct RawTarget {
     /// Price table for cost estimates, relative to the project (default: the shipped
     /// prices/aws-on-demand.toml).
     pub prices: Option<String>,
+    /// Accounts that launch what this target publishes: bakery shares each AMI with them and
+    /// mirrors the registry's parameters into them through a role it assumes there.
+    pub consumers: Option<Vec<RawConsumer>>,
+    /// These credentials belong to a consumer account: `resolve`, `lock` and `outdated` read
+    /// the parameters bakery mirrored here (AMI tags do not cross accounts).
+    pub consumer: Option<bool>,
+}
+
+/// `[[targets.<name>.consumers]]`: an account that launches the images.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// The consumer's 12-digit account id.
+    pub account: Option<String>,
+    /// The role bakery assumes in that account (`arn:aws:iam::<account>:role/<name>`).
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for, if any.
+    pub external_id: Option<String>,
+    /// Regions the consumer launches in: each one of the target's regions (default: all).
+    pub regions: Option<Vec<String>>,
+    /// SSM prefix in the consumer account (default: the target's).
+    pub ssm_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::diag::{Diagnostics, ErrorKind};
 use super::doc::{Doc, DocPath};
-use super::model::{Region, Target, DEFAULT_SSM_PREFIX};
+use super::model::{Consumer, Region, Target, DEFAULT_SSM_PREFIX};
 use super::raw::RawProject;
 use super::values;
 use crate::cost::Prices;
@@ -27,6 +27,144 @@ fn load_prices(root: &Path, file: &str, diags: &mut Diagnostics) -> Option<Price
         table,
         source: file.to_string(),
     })
+}
+
+/// An external id is 2 to 1224 characters of `[\w+=,.@:/-]` (STS AssumeRole reference).
+fn external_id(s: &str) -> Result<(), String> {
+    let ok = (2..=1224).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c));
+    ok.then_some(())
+        .ok_or_else(|| "an external id is 2 to 1224 letters, digits and `_+=,.@:/-`".to_string())
+}
+
+/// `arn:<partition>:iam::<account>:role/<path/><name>`: the account it names, or what is wrong.
+fn role_arn(s: &str) -> Result<&str, String> {
+    let bad = || format!("`{s}` is not an IAM role ARN; write arn:aws:iam::<account>:role/<name>");
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let [arn, partition, "iam", "", account, resource] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let name = resource.strip_prefix("role/").ok_or_else(bad)?;
+    let name_ok = !name.is_empty()
+        && name
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| (1..=64).contains(&n.len()))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+    if *arn != "arn" || !partition.starts_with("aws") || !name_ok {
+        return Err(bad());
+    }
+    values::account_id(account).map_err(|_| bad())?;
+    Ok(account)
+}
+
+/// `consumers` of a target, validated (every problem reported at its place).
+fn consumers(
+    doc: &Doc,
+    p: &DocPath,
+    t: &super::raw::RawTarget,
+    regions: &[String],
+    diags: &mut Diagnostics,
+) -> Vec<Consumer> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in t.consumers.iter().flatten().enumerate() {
+        let at = p.k("consumers").i(i);
+        let before = diags.len();
+        let mut need = |field: &str, v: &Option<String>| {
+            if v.is_none() {
+                diags.push(doc.at(
+                    &at,
+                    ErrorKind::MissingField,
+                    format!("a consumer needs `{field}`"),
+                ));
+            }
+        };
+        need("account", &c.account);
+        need("role_arn", &c.role_arn);
+        if let Some(a) = &c.account {
+            if let Err(e) = values::account_id(a) {
+                diags.push(doc.at(&at.k("account"), ErrorKind::InvalidValue, e));
+            } else if !seen.insert(a.clone()) {
+                diags.push(doc.at(
+                    &at.k("account"),
+                    ErrorKind::InvalidValue,
+                    format!("consumer {a} is listed twice"),
+                ));
+            }
+        }
+        if let Some(arn) = &c.role_arn {
+            match role_arn(arn) {
+                Err(e) => diags.push(doc.at(&at.k("role_arn"), ErrorKind::InvalidValue, e)),
+                Ok(acct) if c.account.as_deref().is_some_and(|a| a != acct) => diags.push(doc.at(
+                    &at.k("role_arn"),
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "the role is in account {acct}, not in the consumer's account {}",
+                        c.account.as_deref().unwrap_or_default()
+                    ),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if let Some(x) = &c.external_id {
+            if let Err(e) = external_id(x) {
+                diags.push(doc.at(&at.k("external_id"), ErrorKind::InvalidValue, e));
+            }
+        }
+        for (j, r) in c.regions.iter().flatten().enumerate() {
+            let r_at = at.k("regions").i(j);
+            if let Err(e) = values::region(r) {
+                diags.push(doc.at(&r_at, ErrorKind::InvalidRegion, e));
+            } else if !regions.contains(r) {
+                diags.push(doc.at(
+                    &r_at,
+                    ErrorKind::InvalidRegion,
+                    format!(
+                        "{r} is not one of the target's regions ({}): the images are published only there",
+                        regions.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(prefix) = &c.ssm_prefix {
+            if let Err(e) = values::ssm_prefix(prefix) {
+                diags.push(doc.at(&at.k("ssm_prefix"), ErrorKind::InvalidValue, e));
+            }
+        }
+        if diags.len() > before {
+            continue;
+        }
+        out.push(Consumer {
+            account: c.account.clone().unwrap_or_default(),
+            role_arn: c.role_arn.clone().unwrap_or_default(),
+            external_id: c.external_id.clone(),
+            regions: c
+                .regions
+                .clone()
+                .unwrap_or_else(|| regions.to_vec())
+                .into_iter()
+                .map(Region)
+                .collect(),
+            ssm_prefix: c
+                .ssm_prefix
+                .clone()
+                .or_else(|| t.ssm_prefix.clone())
+                .unwrap_or_else(|| DEFAULT_SSM_PREFIX.into()),
+        });
+    }
+    if t.consumer == Some(true) && !out.is_empty() {
+        diags.push(doc.at(
+            &p.k("consumer"),
+            ErrorKind::InvalidValue,
+            "a consumer target reads another account's mirror: it cannot have consumers of its own"
+                .to_string(),
+        ));
+    }
+    out
 }
 
 /// Tag key prefixes a user may not set: AWS reserves `aws:`, bakery owns `bakery:`.
@@ -134,6 +272,7 @@ pub fn validate(root: &Path, doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap
                 );
             }
         }
+        let consumers = consumers(doc, &p, t, &regions, diags);
         let prices = match &t.prices {
             None => Some(Prices::default()),
             Some(file) => load_prices(root, file, diags),
@@ -167,6 +306,8 @@ pub fn validate(root: &Path, doc: &mut Doc, diags: &mut Diagnostics) -> BTreeMap
                 ssh_cidr: t.ssh_cidr.clone(),
                 tags: t.tags.clone().unwrap_or_default(),
                 prices,
+                consumers,
+                consumer: t.consumer.unwrap_or(false),
             },
         );
     }

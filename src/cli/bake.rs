@@ -392,6 +392,7 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
     let catalog = load(project)?;
     catalog.image(a.image)?;
     let target = catalog.target(a.target)?.clone();
+    target.writable().map_err(CliError::usage)?;
     let se = Session::new(
         a.log_format,
         a.verbose,
@@ -633,6 +634,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     use crate::registry::changes;
     let catalog = load(project)?;
     let target = catalog.target(a.target)?.clone();
+    target.writable().map_err(CliError::usage)?;
     let mut named = Vec::new();
     for n in a.images {
         named.push(catalog.image(n)?.name.clone());
@@ -898,6 +900,7 @@ pub fn run_test(project: &Path, a: &TestArgs) -> Result<(), CliError> {
     let catalog = load(project)?;
     catalog.image(&image)?;
     let target = super::registry::pick_target(&catalog, a.target)?.clone();
+    target.writable().map_err(CliError::usage)?;
     let plan = crate::plan::Planner::new(&catalog, &target)
         .plan(&ImageName::new_unchecked(&image))
         .map_err(CliError::Invalid)?;

@@ -304,6 +304,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring the registry's mirror in every consumer account up to date (bakery.toml's
+    /// `consumers`): share what they cannot launch yet, write what changed, remove what is gone.
+    #[command(
+        after_help = "Examples:\n  bakery sync --target prod                      # every image\n  bakery sync teamcity-agent-windows --target prod --json\n\nA no-op when every consumer is up to date. Exit 1 when a consumer could not be reached (the others are still brought up to date)."
+    )]
+    Sync {
+        /// Images to sync (default: every image of the catalog).
+        images: Vec<String>,
+        #[arg(long, env = "BAKERY_TARGET")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Pin the images in bakery.lock.toml to exact versions and AMIs (--check: fail if a pin went stale).
     #[command(
         after_help = "Examples:\n  bakery lock\n  bakery lock --check   # in CI: exit 4 when a pinned version was revoked or deregistered"
@@ -591,6 +604,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             reason,
             target,
         } => registry::revoke(&cli.project, spec, *descendants, reason, target.as_deref()),
+        Command::Sync {
+            images,
+            target,
+            json,
+        } => registry::sync(&cli.project, images, target.as_deref(), *json),
         Command::Prune {
             image,
             keep,

@@ -10,7 +10,7 @@ use super::{load, print_json, CliError};
 use crate::catalog::model::{ParentReq, Target};
 use crate::catalog::{values, Catalog};
 use crate::registry::aws::{Registry, VersionView};
-use crate::registry::{prune, tag};
+use crate::registry::{consumers, prune, tag};
 
 /// Exit code of `lock --check` when a locked version was revoked or deregistered.
 pub const EXIT_STALE_LOCK: i32 = 4;
@@ -45,6 +45,121 @@ pub fn pick_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a T
                 .join(", ")
         ))),
     }
+}
+
+/// `pick_target`, for what only the bakery account may do (exit 2 on a consumer's target).
+fn writable_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a Target, CliError> {
+    let t = pick_target(catalog, name)?;
+    t.writable().map_err(invalid)?;
+    Ok(t)
+}
+
+/// Brings the consumers' mirrors of `image` up to date after a change, printing each; a
+/// consumer that failed is an error naming it and the command that finishes the job.
+async fn sync_after(reg: &mut Registry<'_>, image: &str) -> Result<(), CliError> {
+    let mut sessions = crate::cloud::aws::consumer::Consumers::new();
+    let done = consumers::sync(reg, &mut sessions, image)
+        .await
+        .map_err(fail)?;
+    report_synced(image, &done);
+    let failed: Vec<String> = done
+        .iter()
+        .filter(|s| s.failed())
+        .map(|s| format!("{} ({})", s.account, s.region))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(fail(format!(
+        "the change stands in the bakery account, but consumer {} was not updated; finish with: bakery sync --target {}",
+        failed.join(", "),
+        reg.target.name
+    )))
+}
+
+fn report_synced(image: &str, done: &[consumers::Synced]) {
+    for s in done {
+        match (&s.error, s.written, s.removed) {
+            (Some(e), _, _) => eprintln!(
+                "{image}: consumer {} ({}): failed: {e}",
+                s.account, s.region
+            ),
+            (None, Some(0), Some(0)) if s.shared.is_empty() => {
+                println!("{image}: consumer {} ({}): up to date", s.account, s.region)
+            }
+            (None, w, r) => println!(
+                "{image}: consumer {} ({}): {} written, {} removed{}",
+                s.account,
+                s.region,
+                w.unwrap_or(0),
+                r.unwrap_or(0),
+                if s.shared.is_empty() {
+                    String::new()
+                } else {
+                    format!(", shared {}", s.shared.join(" "))
+                }
+            ),
+        }
+    }
+}
+
+/// `bakery sync`: every consumer's mirror of `images` (default: every image of the catalog)
+/// brought up to date; a no-op when nothing changed. Exit 1 when a consumer failed.
+pub fn sync(
+    project: &Path,
+    images: &[String],
+    target: Option<&str>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let catalog = load(project)?;
+    let target = writable_target(&catalog, target)?;
+    for i in images {
+        values::image_name(i).map_err(|e| invalid(format!("`{i}`: {e}")))?;
+    }
+    let names: Vec<String> = if images.is_empty() {
+        catalog.images.keys().map(|k| k.to_string()).collect()
+    } else {
+        images.to_vec()
+    };
+    if target.consumers.is_empty() {
+        return Err(invalid(format!(
+            "target {} has no consumers (add [[targets.{}.consumers]] to bakery.toml)",
+            target.name, target.name
+        )));
+    }
+    rt()?.block_on(async {
+        let mut reg = Registry::new(target);
+        let mut sessions = crate::cloud::aws::consumer::Consumers::new();
+        let mut all = BTreeMap::new();
+        for image in &names {
+            let done = consumers::sync(&mut reg, &mut sessions, image)
+                .await
+                .map_err(fail)?;
+            if !json_out {
+                report_synced(image, &done);
+            }
+            all.insert(image.clone(), done);
+        }
+        let failed: Vec<String> = all
+            .values()
+            .flatten()
+            .filter(|s| s.failed())
+            .map(|s| format!("{} ({})", s.account, s.region))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if json_out {
+            print_json(&json!({ "target": target.name, "images": all }))?;
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(format!(
+                "consumer {} not brought up to date; run the same sync again once it can be reached",
+                failed.join(", ")
+            )))
+        }
+    })
 }
 
 /// `image@req` from the command line.
@@ -238,7 +353,7 @@ pub fn promote(
     let (image, version) = image_version(spec)?;
     values::channel(channel).map_err(invalid)?;
     let catalog = load(project)?;
-    let target = pick_target(&catalog, target)?;
+    let target = writable_target(&catalog, target)?;
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let all = reg.versions(&image, None).await.map_err(fail)?;
@@ -255,7 +370,7 @@ pub fn promote(
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        Ok(())
+        sync_after(&mut reg, &image).await
     })
 }
 
@@ -268,12 +383,12 @@ pub fn rollback(
     values::image_name(image).map_err(invalid)?;
     values::channel(channel).map_err(invalid)?;
     let catalog = load(project)?;
-    let target = pick_target(&catalog, target)?;
+    let target = writable_target(&catalog, target)?;
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let v = reg.rollback(image, channel).await.map_err(fail)?;
         println!("{image} {channel} -> {v}");
-        Ok(())
+        sync_after(&mut reg, image).await
     })
 }
 
@@ -327,7 +442,7 @@ pub fn revoke(
         ));
     }
     let catalog = load(project)?;
-    let target = pick_target(&catalog, target)?;
+    let target = writable_target(&catalog, target)?;
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let mut queue = vec![(image.clone(), version.clone())];
@@ -353,6 +468,11 @@ pub fn revoke(
                     queue.push(child);
                 }
             }
+        }
+        // Every revoked image's consumers learn of it (their lock --check reads the mirror).
+        let images: std::collections::BTreeSet<String> = seen.iter().map(|(i, _)| i.clone()).collect();
+        for img in &images {
+            sync_after(&mut reg, img).await?;
         }
         if !side_errors.is_empty() {
             // The registry is done (marks, channels, latest); only these calls are missing.
@@ -387,7 +507,7 @@ pub fn prune_cmd(
         ));
     }
     let catalog = load(project)?;
-    let target = pick_target(&catalog, target)?;
+    let target = writable_target(&catalog, target)?;
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let decisions = prune::prune(&mut reg, image, keep, older, dry_run)

@@ -271,6 +271,31 @@ impl<'a> Registry<'a> {
             None => self.target.regions.iter().map(|r| r.to_string()).collect(),
         };
         let mut by_version: BTreeMap<Version, VersionView> = BTreeMap::new();
+        if self.target.consumer {
+            // A consumer account: AMI tags do not cross accounts; the mirror says it all.
+            for region in regions {
+                let aws = self.regions.get(&region).await;
+                let base = format!("{}/{image}/meta", self.target.ssm_prefix);
+                let params = aws.parameters_by_path(&base).await?;
+                for (version, meta) in super::mirror::read(&self.target.ssm_prefix, image, &params)
+                {
+                    let info = meta.image();
+                    let e = by_version
+                        .entry(version.clone())
+                        .or_insert_with(|| VersionView {
+                            version,
+                            amis: BTreeMap::new(),
+                            revoked: None,
+                        });
+                    e.revoked = e
+                        .revoked
+                        .take()
+                        .or_else(|| info.tags.get(tag::REVOKED).cloned());
+                    e.amis.insert(region.clone(), info);
+                }
+            }
+            return Ok(by_version.into_values().collect());
+        }
         for region in regions {
             let aws = self.regions.get(&region).await;
             for r in versions(aws, image)

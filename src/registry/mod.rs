@@ -3,6 +3,8 @@
 
 pub mod aws;
 pub mod changes;
+pub mod consumers;
+pub mod mirror;
 pub mod prune;
 
 use semver::Version;

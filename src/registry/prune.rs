@@ -32,6 +32,9 @@ pub struct Usage {
     pub templates: BTreeMap<Version, Vec<String>>,
     /// The version `latest` names.
     pub latest: Option<Version>,
+    /// Version -> what consumer accounts launch from it (instances, launch templates, launch
+    /// configurations, Auto Scaling groups), each saying which account and region.
+    pub consumers: BTreeMap<Version, Vec<String>>,
 }
 
 /// Pure decision: keep the newest `keep`, the newest always, anything a channel, instance or
@@ -66,6 +69,9 @@ pub fn decide(
             }
             if let Some(t) = usage.templates.get(v) {
                 why.push(format!("named by launch template {}", t.join(", ")));
+            }
+            if let Some(c) = usage.consumers.get(v) {
+                why.push(format!("used by {}", c.join(", ")));
             }
             if let Some(d) = older_than {
                 if now.duration_since(*created).unwrap_or_default() < d {
@@ -192,6 +198,10 @@ pub async fn prune(
             }
         }
     }
+    // What production launches is in the consumer accounts: every one is asked, and one that
+    // cannot be stops the prune (keeping everything) before anything is decided.
+    let mut consumers = crate::cloud::aws::consumer::Consumers::new();
+    usage.consumers = super::consumers::usage(reg, &mut consumers, &all).await?;
     let facts: Vec<(Version, SystemTime)> = all
         .iter()
         .map(|v| (v.version.clone(), created(v)))
@@ -236,6 +246,22 @@ pub async fn prune(
     }
     if names_pruned {
         reg.refresh_latest(image).await?;
+    }
+    // The consumers' mirrors next: no consumer keeps a parameter naming an AMI about to go.
+    let kept: Vec<VersionView> = all
+        .iter()
+        .filter(|v| !pruned.iter().any(|p| p.version == v.version))
+        .cloned()
+        .collect();
+    let channels = reg.channels(image).await?;
+    let synced = super::consumers::sync_views(reg, &mut consumers, image, &kept, &channels).await;
+    if let Some(f) = synced.iter().find(|s| s.failed()) {
+        return Err(CloudError::NotFound(format!(
+            "pruning {image}: the mirror in consumer account {} ({}) could not be updated ({}): no AMI was deregistered; run the same prune again",
+            f.account,
+            f.region,
+            f.error.as_deref().unwrap_or_default()
+        )));
     }
     // EC2 Fast Launch off first (its pre-provisioned snapshots go with it), then the AMIs and
     // snapshots: every one is tried; snapshots wait out `InUse`.

@@ -1093,7 +1093,9 @@ impl Aws {
         Ok(out)
     }
 
-    /// AMI ids referenced by the default or latest version of any launch template.
+    /// AMI ids named by any version of any launch template (an Auto Scaling group or a
+    /// TeamCity cloud profile may pin an old version, not only `$Default` / `$Latest`): one
+    /// listing, then the versions of each template, paged.
     pub async fn launch_template_images(&self) -> Result<Vec<(String, ImageId)>, CloudError> {
         let mut out = Vec::new();
         let mut pages = self.ec2.describe_launch_templates().into_paginator().send();
@@ -1107,18 +1109,20 @@ impl Aws {
             );
         }
         for id in names {
-            let v = self
+            let mut pages = self
                 .ec2
                 .describe_launch_template_versions()
                 .launch_template_id(&id)
-                .versions("$Default")
-                .versions("$Latest")
                 // Templates may name `resolve:ssm:/bakery/...`: ask for the AMI it resolves to.
                 .resolve_alias(true)
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeLaunchTemplateVersions", e))?;
-            for ver in v.launch_template_versions() {
+                .into_paginator()
+                .send();
+            let mut versions = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.err("DescribeLaunchTemplateVersions", e))?;
+                versions.extend(page.launch_template_versions().iter().cloned());
+            }
+            for ver in &versions {
                 if let Some(ami) = ver.launch_template_data().and_then(|d| d.image_id()) {
                     let label = format!(
                         "{} v{}",

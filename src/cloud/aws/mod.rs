@@ -2,6 +2,8 @@
 //! endpoint, retries), and each operation maps SDK types to domain types. Errors name the
 //! operation and region.
 
+mod autoscaling;
+pub mod consumer;
 mod ec2;
 mod iam;
 pub mod kms;
@@ -24,6 +26,7 @@ use super::limit::{Budget, Limiter, LimiterStats};
 use super::poller::{self, Pace, PollStats, Poller};
 use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, Invocation, ManagedNode};
 
+pub use autoscaling::AutoScaling;
 pub(crate) use ec2::Describer;
 pub use ssm::CommandSpec;
 
@@ -44,6 +47,7 @@ pub struct Aws {
     pub(crate) iam: aws_sdk_iam::Client,
     pub(crate) kms: aws_sdk_kms::Client,
     pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) autoscaling: aws_sdk_autoscaling::Client,
     limiter: Arc<Limiter>,
     pub(crate) instances: Arc<Poller<InstanceId, InstanceInfo>>,
     pub(crate) images: Arc<Poller<ImageId, ImageInfo>>,
@@ -109,6 +113,15 @@ impl Aws {
     /// Builds clients with the standard credential chain (or the target's profile), the region,
     /// and the target's endpoint or `AWS_ENDPOINT_URL`.
     pub async fn connect(target: &Target, region: &Region) -> Self {
+        Self::connect_with(target, region, None).await
+    }
+
+    /// `connect`, with these credentials instead of the chain's (a consumer's assumed role).
+    pub async fn connect_with(
+        target: &Target,
+        region: &Region,
+        credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    ) -> Self {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
@@ -128,6 +141,9 @@ impl Aws {
         }
         if let Some(e) = &target.endpoint_url {
             loader = loader.endpoint_url(e);
+        }
+        if let Some(c) = credentials {
+            loader = loader.credentials_provider(c);
         }
         let conf = loader.load().await;
         let limiter = Arc::new(Limiter::default());
@@ -156,6 +172,7 @@ impl Aws {
             ssm,
             iam: aws_sdk_iam::Client::new(&conf),
             kms: aws_sdk_kms::Client::new(&conf),
+            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
             // A custom endpoint (the emulator, a VPC endpoint) is addressed by path, not by a
             // bucket subdomain.
             s3: aws_sdk_s3::Client::from_conf(
