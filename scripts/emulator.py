@@ -1,6 +1,13 @@
 """The sandbox's AWS emulator: moto's server, with documented AWS behaviour that bakery relies on
 and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself):
 
+- Accounts: sts:AssumeRole refuses (AccessDenied) a role that does not exist in the account
+  its ARN names, whose trust policy does not name the caller's account, or whose
+  sts:ExternalId condition the call does not meet; moto lets any ARN be assumed. The exception
+  is OrganizationAccountAccessRole, which AWS Organizations creates in member accounts and the
+  harness uses to set consumer accounts up. An AMI shared by launch permission is visible to
+  (DescribeImages by id, by filter, ExecutableUsers=self) and launchable by (RunInstances) the
+  account it is shared with, as in AWS; moto keeps every AMI to its owner.
 - CreateImage applies TagSpecifications of ResourceType "snapshot" to every snapshot of the new
   image, as well as those of ResourceType "image" to the image (AWS documents both; moto
   answers 500 for "snapshot").
@@ -15,7 +22,8 @@ and moto 5.2.5 lacks filled in here (in the test harness, never in bakery itself
   DescribeImages then reports (moto implements neither).
 
 Every call is appended to $BAKERY_EMULATOR_ACTIONS (when set) as a JSON line once answered:
-when it arrived (`t`) and when it was answered (`done`), service, action and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
+when it arrived (`t`) and when it was answered (`done`), service, action, the account and region it was made in (`account`, `region`; the account
+is the assumed role's for a consumer's call), and the ids it named (InstanceId.N / ImageId.N, and the values of DescribeInstances'
 `instance-id` / DescribeImages' `image-id` filter and of DescribeInstanceInformation's
 `InstanceIds` filter), so
 tests can count calls per action and see how many resources one call covered. S3 calls are logged
@@ -592,7 +600,7 @@ def _named_ids(action, qs):
     return ids, filter_ids
 
 
-def _log(service, action, ids=(), filter_ids=(), fault=None, t=None, done=None):
+def _log(service, action, ids=(), filter_ids=(), fault=None, t=None, done=None, where=None):
     """One line per call: `t` when it arrived, `done` when it was answered (a Describe that
     arrived just before a modelled transition may still have seen the new state)."""
     if not _ACTIONS_LOG:
@@ -609,6 +617,8 @@ def _log(service, action, ids=(), filter_ids=(), fault=None, t=None, done=None):
         }
         if fault:
             entry["fault"] = fault
+        if where:
+            entry["account"], entry["region"] = where
         with _ACTIONS_LOCK, open(_ACTIONS_LOG, "a") as f:
             f.write(json.dumps(entry) + "\n")
     except Exception as e:  # the log must never change an answer
@@ -647,14 +657,19 @@ def call_action(self):
         except Exception as e:
             print(f"action log: {e}", file=sys.stderr)
             ids, filter_ids = [], []
+        where = None
+        try:
+            where = (self.current_account, self.region)
+        except Exception:
+            pass
         if fault is not None:
-            _log(self.service_name, action, ids, filter_ids, fault[0], t=arrived)
+            _log(self.service_name, action, ids, filter_ids, fault[0], t=arrived, where=where)
     if fault is None:
         try:
             return _call_action(self)
         finally:
             if _ACTIONS_LOG:
-                _log(self.service_name, action, ids, filter_ids, t=arrived, done=time.time())
+                _log(self.service_name, action, ids, filter_ids, t=arrived, done=time.time(), where=where)
     code, status, message = fault
     if code == LOST_RESPONSE:
         try:

@@ -2,6 +2,7 @@
 mod bake;
 mod catalog_errors;
 mod cli;
+mod consumers;
 mod crash;
 mod fingerprint;
 mod fresh;

@@ -68,6 +68,11 @@ pub struct EmulatorCall {
     /// The error code the emulator injected instead of (or, `LostResponse`, after) answering.
     #[serde(default)]
     pub fault: Option<String>,
+    /// The account the call was made in (a consumer's, through its role) and its region.
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 pub struct Sandbox {
@@ -326,6 +331,97 @@ impl Sandbox {
                 &format!("[targets.sandbox]\nkms_keys = {{ {} }}\n", list.join(", ")),
             ),
         };
+        std::fs::write(path, toml).expect("write");
+    }
+
+    /// SDK configuration for another account of the emulator, in `region`: the harness enters
+    /// it as AWS Organizations' management account does, through OrganizationAccountAccessRole.
+    pub async fn account_config(&self, account: &str, region: &str) -> aws_config::SdkConfig {
+        use aws_credential_types::provider::ProvideCredentials;
+        let base = self
+            .sdk_config()
+            .await
+            .into_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        let creds = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{account}:role/OrganizationAccountAccessRole"
+        ))
+        .session_name("harness")
+        .configure(&base)
+        .build()
+        .await
+        .provide_credentials()
+        .await
+        .expect("assume OrganizationAccountAccessRole");
+        base.into_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+            )
+            .build()
+    }
+
+    /// Environment for a `bakery` command run with `account`'s credentials (a team's CI).
+    pub fn account_env(&self, account: &str) -> Vec<(String, String)> {
+        use aws_credential_types::provider::ProvideCredentials;
+        super::rt().block_on(async {
+            let conf = self.account_config(account, REGION).await;
+            let c = conf
+                .credentials_provider()
+                .expect("credentials")
+                .provide_credentials()
+                .await
+                .expect("credentials");
+            vec![
+                ("AWS_ACCESS_KEY_ID".into(), c.access_key_id().to_string()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    c.secret_access_key().to_string(),
+                ),
+                (
+                    "AWS_SESSION_TOKEN".into(),
+                    c.session_token().unwrap_or_default().to_string(),
+                ),
+            ]
+        })
+    }
+
+    /// Creates the role bakery assumes in a consumer account: trusted by the sandbox's own
+    /// account (123456789012), with `external_id` required when given.
+    pub fn create_consumer_role(&self, account: &str, name: &str, external_id: Option<&str>) {
+        let mut statement = serde_json::json!({
+            "Effect": "Allow", "Action": "sts:AssumeRole",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        });
+        if let Some(x) = external_id {
+            statement["Condition"] = serde_json::json!({"StringEquals": {"sts:ExternalId": x}});
+        }
+        let policy =
+            serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string();
+        super::rt().block_on(async {
+            let conf = self.account_config(account, REGION).await;
+            aws_sdk_iam::Client::new(&conf)
+                .create_role()
+                .role_name(name)
+                .assume_role_policy_document(policy)
+                .send()
+                .await
+                .expect("CreateRole");
+        });
+    }
+
+    /// Adds consumers to the `sandbox` target: (account, role name, external id).
+    pub fn add_consumers(&self, consumers: &[(&str, &str, Option<&str>)]) {
+        let path = self.project.path().join("bakery.toml");
+        let mut toml = std::fs::read_to_string(&path).expect("bakery.toml");
+        for (account, role, external) in consumers {
+            toml.push_str(&format!(
+                "\n[[targets.sandbox.consumers]]\naccount = \"{account}\"\nrole_arn = \"arn:aws:iam::{account}:role/{role}\"\n"
+            ));
+            if let Some(x) = external {
+                toml.push_str(&format!("external_id = \"{x}\"\n"));
+            }
+        }
         std::fs::write(path, toml).expect("write");
     }
 

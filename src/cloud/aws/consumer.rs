@@ -116,7 +116,8 @@ async fn assume(
     region: &str,
 ) -> Result<SharedCredentialsProvider, String> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()));
+        .region(aws_config::Region::new(region.to_string()))
+        .http_client(super::http_client());
     if let Some(p) = &target.profile {
         loader = loader.profile_name(p);
     }

@@ -122,11 +122,7 @@ impl Aws {
         region: &Region,
         credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     ) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = http_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.as_str().to_string()))
             .http_client(http.clone())
@@ -256,6 +252,15 @@ impl Aws {
             message: message.into(),
         }
     }
+}
+
+/// The HTTPS client every SDK client uses (rustls with ring: no OpenSSL to install).
+pub(crate) fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// An SDK error as a `CloudError` naming the operation and region, with AWS's code.
