@@ -332,6 +332,24 @@ fn prune_asks_every_consumer_what_it_launches() {
             .await
             .expect("RunInstances in A");
         let instance = run.instances()[0].instance_id().unwrap().to_string();
+        // ... and an Auto Scaling group whose launch configuration names 0.1.0.
+        let asg = aws_sdk_autoscaling::Client::new(&sb.account_config(A, REGION).await);
+        asg.create_launch_configuration()
+            .launch_configuration_name("agents-lc")
+            .image_id(ami(0))
+            .instance_type("t3.micro")
+            .send()
+            .await
+            .expect("CreateLaunchConfiguration in A");
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name("build-agents")
+            .launch_configuration_name("agents-lc")
+            .availability_zones("us-east-1a")
+            .min_size(0)
+            .max_size(0)
+            .send()
+            .await
+            .expect("CreateAutoScalingGroup in A");
         let ec2 = aws_sdk_ec2::Client::new(&sb.account_config(B, REGION).await);
         let data = |ami: String| {
             aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
@@ -392,6 +410,14 @@ fn prune_asks_every_consumer_what_it_launches() {
         "{out}"
     );
     assert!(
+        why("0.1.0").contains(&format!(
+            "launch configuration agents-lc (account {A}, {REGION})"
+        )) && why("0.1.0").contains(&format!(
+            "auto scaling group build-agents (account {A}, {REGION})"
+        )),
+        "{out}"
+    );
+    assert!(
         why("0.1.1").contains(&format!(
             "launch template agents v2 (account {B}, {REGION})"
         )),
@@ -433,6 +459,17 @@ fn prune_asks_every_consumer_what_it_launches() {
             .send()
             .await
             .expect("terminate");
+        let asg = aws_sdk_autoscaling::Client::new(&sb.account_config(A, REGION).await);
+        asg.delete_auto_scaling_group()
+            .auto_scaling_group_name("build-agents")
+            .send()
+            .await
+            .expect("DeleteAutoScalingGroup");
+        asg.delete_launch_configuration()
+            .launch_configuration_name("agents-lc")
+            .send()
+            .await
+            .expect("DeleteLaunchConfiguration");
         let ec2 = aws_sdk_ec2::Client::new(&sb.account_config(B, REGION).await);
         ec2.delete_launch_template()
             .launch_template_id(&template)
