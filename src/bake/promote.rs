@@ -113,7 +113,7 @@ impl Bake<'_> {
         }
         let mut sessions = crate::cloud::aws::consumer::Consumers::new();
         let synced = tokio::select! {
-            r = registry::consumers::sync(reg, &mut sessions, image) => r,
+            r = registry::consumers::sync(reg, &mut sessions, image, false) => r,
             () = self.cancel.cancelled() => Err(CloudError::Cancelled),
         };
         match synced {

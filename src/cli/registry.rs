@@ -58,7 +58,7 @@ fn writable_target<'a>(catalog: &'a Catalog, name: Option<&str>) -> Result<&'a T
 /// consumer that failed is an error naming it and the command that finishes the job.
 async fn sync_after(reg: &mut Registry<'_>, image: &str) -> Result<(), CliError> {
     let mut sessions = crate::cloud::aws::consumer::Consumers::new();
-    let done = consumers::sync(reg, &mut sessions, image)
+    let done = consumers::sync(reg, &mut sessions, image, false)
         .await
         .map_err(fail)?;
     report_synced(image, &done);
@@ -132,7 +132,7 @@ pub fn sync(
         let mut sessions = crate::cloud::aws::consumer::Consumers::new();
         let mut all = BTreeMap::new();
         for image in &names {
-            let done = consumers::sync(&mut reg, &mut sessions, image)
+            let done = consumers::sync(&mut reg, &mut sessions, image, true)
                 .await
                 .map_err(fail)?;
             if !json_out {

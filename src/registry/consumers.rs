@@ -39,17 +39,21 @@ impl Synced {
 }
 
 /// Brings every consumer's mirror of `image` up to date with the registry as it is now.
+/// With `full`, every mirror is read and compared whatever its digest says (`bakery sync`, the
+/// repair: a parameter removed by hand comes back); otherwise a mirror whose digest matches
+/// is taken as up to date.
 pub async fn sync(
     reg: &mut Registry<'_>,
     consumers: &mut Consumers,
     image: &str,
+    full: bool,
 ) -> Result<Vec<Synced>, CloudError> {
     if reg.target.consumers.is_empty() {
         return Ok(Vec::new());
     }
     let all = reg.versions(image, None).await?;
     let channels = reg.channels(image).await?;
-    Ok(sync_views(reg, consumers, image, &all, &channels).await)
+    Ok(sync_views(reg, consumers, image, &all, &channels, full).await)
 }
 
 /// `sync` to a given state of the registry (prune passes it without the versions it removes).
@@ -59,6 +63,7 @@ pub async fn sync_views(
     image: &str,
     versions: &[VersionView],
     channels: &BTreeMap<String, Version>,
+    full: bool,
 ) -> Vec<Synced> {
     let mut out = Vec::new();
     for c in reg.target.consumers.clone() {
@@ -80,7 +85,12 @@ pub async fn sync_views(
                     continue;
                 }
             };
-            match sync_one(&owner, &there, &c, image, versions, channels, &mut s).await {
+            let state = State {
+                versions,
+                channels,
+                full,
+            };
+            match sync_one(&owner, &there, &c, image, &state, &mut s).await {
                 Ok((w, r)) => {
                     s.written = Some(w);
                     s.removed = Some(r);
@@ -93,17 +103,26 @@ pub async fn sync_views(
     out
 }
 
+/// The registry state a sync brings the mirrors to.
+struct State<'a> {
+    versions: &'a [VersionView],
+    channels: &'a BTreeMap<String, Version>,
+    full: bool,
+}
+
 async fn sync_one(
     owner: &Aws,
     there: &Aws,
     c: &Consumer,
     image: &str,
-    versions: &[VersionView],
-    channels: &BTreeMap<String, Version>,
+    state: &State<'_>,
     s: &mut Synced,
 ) -> Result<(usize, usize), CloudError> {
+    let versions = state.versions;
     let region = owner.region.to_string();
-    let desired = mirror::desired(&c.ssm_prefix, image, &region, versions, channels);
+    let desired = mirror::desired(&c.ssm_prefix, image, &region, versions, state.channels);
+    let digest = mirror::digest(&desired);
+    let digest_name = mirror::digest_param(&c.ssm_prefix, image);
     // Never a parameter naming an AMI the consumer cannot launch: what it cannot see yet (a
     // version published before it became a consumer) is shared first, then looked at again.
     let amis: Vec<&crate::cloud::ImageInfo> = versions
@@ -132,6 +151,12 @@ async fn sync_one(
             )));
         }
     }
+    if !state.full
+        && s.shared.is_empty()
+        && there.get_parameter(&digest_name).await?.as_deref() == Some(digest.as_str())
+    {
+        return Ok((0, 0));
+    }
     let current: BTreeMap<String, String> = there
         .parameters_by_path(&format!("{}/{image}", c.ssm_prefix))
         .await?
@@ -151,6 +176,10 @@ async fn sync_one(
     }
     for name in &deletes {
         there.delete_parameter(name).await?;
+    }
+    // Last: only a mirror written in full carries the digest of what it holds.
+    if current.get(&digest_name) != Some(&digest) {
+        there.put_string_parameter(&digest_name, &digest).await?;
     }
     Ok((puts.len(), deletes.len()))
 }

@@ -18,6 +18,22 @@ use serde::{Deserialize, Serialize};
 use super::aws::{channel_param, channel_version_param, latest_param, version_param, VersionView};
 use crate::cloud::{ImageId, ImageInfo, SnapshotId, Tags};
 
+/// The digest of the mirror as last written in full: a sync whose `desired` has the same one
+/// reads one parameter instead of the whole mirror (GetParametersByPath returns 10 a page).
+pub fn digest_param(prefix: &str, image: &str) -> String {
+    format!("{prefix}/{image}/mirror-digest")
+}
+
+/// A digest of what the mirror should hold (names, values and data types).
+pub fn digest(desired: &BTreeMap<String, Value>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (n, v) in desired {
+        h.update(format!("{n}\t{}\t{}\n", v.ami, v.value).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn meta_param(prefix: &str, image: &str, v: &Version) -> String {
     format!("{prefix}/{image}/meta/{v}")
 }

@@ -254,7 +254,8 @@ pub async fn prune(
         .cloned()
         .collect();
     let channels = reg.channels(image).await?;
-    let synced = super::consumers::sync_views(reg, &mut consumers, image, &kept, &channels).await;
+    let synced =
+        super::consumers::sync_views(reg, &mut consumers, image, &kept, &channels, false).await;
     if let Some(f) = synced.iter().find(|s| s.failed()) {
         return Err(CloudError::NotFound(format!(
             "pruning {image}: the mirror in consumer account {} ({}) could not be updated ({}): no AMI was deregistered; run the same prune again",
