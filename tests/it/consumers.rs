@@ -131,18 +131,25 @@ fn a_bake_publishes_into_every_consumer_and_promote_rollback_revoke_follow() {
         );
     }
 
+    // Pins from consumer A's account, with its own credentials.
+    add_consumer_target(&sb);
+    sb.project.write(
+        "bakery.lock.toml",
+        "[[image]]\nname = \"sandbox-demo\"\nrequirement = \"^0.1\"\n",
+    );
+    let out = ok(as_team_a(&sb, &["lock", "--target", "team-a"]));
+    assert!(out.contains("sandbox-demo ^0.1 -> 0.1.0"), "{out}");
+
     let second = bake(&sb);
     let ami1 = second["amis"][REGION].as_str().expect("ami").to_string();
     assert_eq!(
         consumer_param(&sb, B, "/bakery/sandbox-demo/latest").as_deref(),
         Some(ami1.as_str())
     );
-
-    // Pins from consumer A's account, with its own credentials.
-    add_consumer_target(&sb);
-    sb.project.write(
-        "bakery.lock.toml",
-        "[[image]]\nname = \"sandbox-demo\"\nrequirement = \"^0.1\"\n",
+    let out = ok(as_team_a(&sb, &["outdated", "--target", "team-a"]));
+    assert!(
+        out.contains("sandbox-demo locked 0.1.0 (^0.1): newer 0.1.1"),
+        "{out}"
     );
     let out = ok(as_team_a(&sb, &["lock", "--target", "team-a"]));
     assert!(out.contains("sandbox-demo ^0.1 -> 0.1.1"), "{out}");
