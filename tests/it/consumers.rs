@@ -510,3 +510,32 @@ fn prune_asks_every_consumer_what_it_launches() {
     }
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
+
+/// The README's consumer configuration, as written, loads with the consumers it shows.
+#[test]
+fn the_readme_consumer_examples_validate() {
+    let readme =
+        std::fs::read_to_string(crate::support::repo_root().join("README.md")).expect("README");
+    let start = readme
+        .find("## Pinning an image from another account")
+        .expect("section");
+    let blocks: Vec<&str> = readme[start..]
+        .split("```toml\n")
+        .skip(1)
+        .take(2)
+        .map(|b| b.split("```").next().unwrap_or(""))
+        .collect();
+    let project = crate::support::fixtures::Project::fixture();
+    project.write("bakery.toml", &format!("{}\n{}", blocks[0], blocks[1]));
+    let catalog = bakery::catalog::Catalog::load(project.path()).unwrap_or_else(|d| panic!("{d}"));
+    let prod = catalog.target("prod").expect("prod");
+    assert_eq!(prod.consumers.len(), 2);
+    assert_eq!(prod.consumers[0].external_id.as_deref(), Some("team-a-7f3"));
+    assert_eq!(prod.consumers[0].regions.len(), 1);
+    assert_eq!(
+        prod.consumers[1].regions.len(),
+        2,
+        "default: every region of the target"
+    );
+    assert!(catalog.target("team-a").expect("team-a").consumer);
+}
