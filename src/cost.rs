@@ -48,11 +48,15 @@ pub struct RegionPrices {
     pub windows: BTreeMap<String, f64>,
 }
 
+/// The shipped table, parsed once per process (every target that names no table of its own
+/// uses it). Compiled in and parsed by a unit test: it cannot fail at run time.
+static SHIPPED_TABLE: std::sync::LazyLock<PriceTable> =
+    std::sync::LazyLock::new(|| toml::from_str(SHIPPED).expect("prices/aws-on-demand.toml parses"));
+
 impl PriceTable {
     /// The shipped table.
     pub fn shipped() -> PriceTable {
-        // Compiled in and parsed by a unit test: it cannot fail at run time.
-        toml::from_str(SHIPPED).expect("prices/aws-on-demand.toml parses")
+        SHIPPED_TABLE.clone()
     }
 
     /// What is wrong with the table's values: `(key path, message)`.

@@ -7,6 +7,7 @@ use semver::Version;
 use serde::Serialize;
 
 use super::aws::{version_param, Registry, VersionView};
+use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, ImageId};
 
 /// What retention decided for one version.
@@ -103,6 +104,7 @@ const FAST_LAUNCH_DISABLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 async fn disable_fast_launch(
     aws: &crate::cloud::aws::Aws,
     amis: &[ImageId],
+    cancel: &crate::cloud::cancel::Cancel,
 ) -> Result<(), CloudError> {
     let on = aws.fast_launch_states(amis).await?;
     if on.is_empty() {
@@ -114,32 +116,35 @@ async fn disable_fast_launch(
         }
     }
     let wanted: Vec<ImageId> = on.keys().cloned().collect();
-    let deadline = std::time::Instant::now() + FAST_LAUNCH_DISABLE_TIMEOUT;
-    let mut gap = Duration::from_millis(200);
-    loop {
+    let names: Vec<String> = wanted.iter().map(|a| a.to_string()).collect();
+    let wait = Wait {
+        // Disabling cleans up pre-provisioned snapshots: seconds on a quiet AMI, minutes on a
+        // busy one; look soon, then back off.
+        first_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(10),
+        ..Wait::new(
+            format!("Fast Launch of {} in {}", names.join(", "), aws.region),
+            "disabled (they stay registered until it is; prune again later)",
+            FAST_LAUNCH_DISABLE_TIMEOUT,
+        )
+    };
+    wait.until(cancel, || async {
         let left = aws.fast_launch_states(&wanted).await?;
-        if left.is_empty() {
-            return Ok(());
-        }
-        if let Some((ami, state)) = left.iter().find(|(_, s)| s.as_str() == "disabling-failed") {
-            return Err(CloudError::NotFound(format!(
-                "Fast Launch of {ami} could not be disabled ({state}): it stays registered"
-            )));
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(CloudError::NotFound(format!(
-                "Fast Launch of {} still {} after {}s: they stay registered; prune again later",
-                left.keys()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                left.values().next().map_or("", String::as_str),
-                FAST_LAUNCH_DISABLE_TIMEOUT.as_secs()
-            )));
-        }
-        tokio::time::sleep(gap).await;
-        gap = (gap * 2).min(Duration::from_secs(10));
-    }
+        Ok(
+            match left.iter().find(|(_, s)| s.as_str() == "disabling-failed") {
+                Some((ami, state)) => Poll::Failed {
+                    state: state.clone(),
+                    reason: Some(format!("{ami} could not be disabled: it stays registered")),
+                },
+                None if left.is_empty() => Poll::Ready(()),
+                None => Poll::Pending {
+                    state: left.values().next().cloned().unwrap_or_default(),
+                    reason: None,
+                },
+            },
+        )
+    })
+    .await
 }
 
 /// Applies retention to `image` in every region of the target (`dry_run`: decide only).
@@ -264,16 +269,16 @@ pub async fn prune(
             f.error.as_deref().unwrap_or_default()
         )));
     }
+    let cancel = crate::cloud::cancel::Cancel::new();
     // EC2 Fast Launch off first (its pre-provisioned snapshots go with it), then the AMIs and
     // snapshots: every one is tried; snapshots wait out `InUse`.
-    let cancel = crate::cloud::cancel::Cancel::new();
     let mut errors = Vec::new();
     // Fast Launch is for Windows AMIs: a Linux image's prune asks nothing more.
     let by_region = super::aws::windows_amis(pruned.iter().copied());
     let mut fast_launch_on: BTreeSet<ImageId> = BTreeSet::new();
     for (region, amis) in &by_region {
         let aws = reg.regions.get(region).await;
-        if let Err(e) = disable_fast_launch(aws, amis).await {
+        if let Err(e) = disable_fast_launch(aws, amis, &cancel).await {
             errors.push(e.to_string());
             fast_launch_on.extend(amis.iter().cloned());
         }
