@@ -106,43 +106,51 @@ impl FailureCode {
         }
     }
 
-    /// The code of a failure of `outcome` in `phase` with `cause` (the error's text; AWS
-    /// errors carry their API error code in it).
-    pub fn classify(outcome: &str, phase: &str, cause: &str) -> FailureCode {
+    /// The code of an AWS API error code: throttling, capacity, or any other AWS error.
+    pub fn of_aws_code(code: &str) -> FailureCode {
+        const THROTTLED: &[&str] = &[
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "SlowDown",
+        ];
+        const CAPACITY: &[&str] = &[
+            "InsufficientInstanceCapacity",
+            "InsufficientCapacity",
+            "InsufficientHostCapacity",
+            "InsufficientReservedInstanceCapacity",
+            "InstanceLimitExceeded",
+            "VcpuLimitExceeded",
+            "Unsupported",
+        ];
+        let code = code
+            .trim_start_matches("Server.")
+            .trim_start_matches("Client.");
+        if THROTTLED.contains(&code) {
+            FailureCode::AwsThrottled
+        } else if CAPACITY.contains(&code) {
+            FailureCode::Capacity
+        } else {
+            FailureCode::AwsError
+        }
+    }
+
+    /// The code of a failure of `outcome` in `phase`, given the code its error carried (an AWS
+    /// error's, a timeout, a step's exit), if it carried one. The outcome wins (checks,
+    /// interrupts, invalid input); then the carried code; then the phase.
+    pub fn of(outcome: &str, phase: &str, carried: Option<FailureCode>) -> FailureCode {
         match outcome {
             "checks_failed" => return FailureCode::CheckFailed,
             "cancelled" => return FailureCode::Interrupted,
             "invalid" => return FailureCode::Invalid,
             _ => {}
         }
-        let has = |needles: &[&str]| needles.iter().any(|n| cause.contains(n));
-        if has(&[
-            "Throttling",
-            "RequestLimitExceeded",
-            "ThrottlingException",
-            "TooManyRequests",
-            "throttled",
-        ]) {
-            FailureCode::AwsThrottled
-        } else if has(&[
-            "InsufficientInstanceCapacity",
-            "InsufficientCapacity",
-            "InsufficientHostCapacity",
-            "Unsupported",
-            "InstanceLimitExceeded",
-        ]) {
-            FailureCode::Capacity
-        } else if has(&["timed out", "took longer than", "within "]) {
-            FailureCode::Timeout
-        } else if phase == "provision" {
-            FailureCode::StepFailed
-        } else if phase == "connect" {
-            FailureCode::ConnectFailed
-        } else if has(&["(aws ", "AWS ", "Ec2", "service error", "dispatch failure"]) {
-            FailureCode::AwsError
-        } else {
-            FailureCode::Failed
-        }
+        carried.unwrap_or(match phase {
+            "provision" => FailureCode::StepFailed,
+            "connect" => FailureCode::ConnectFailed,
+            _ => FailureCode::Failed,
+        })
     }
 }
 
@@ -161,8 +169,14 @@ pub struct FailureInfo {
 
 impl FailureInfo {
     /// The failure of bake `bake_id` (its id is not part of the hash: it may hold no digit).
-    pub fn new(bake_id: &str, outcome: &str, phase: &'static str, cause: &str) -> FailureInfo {
-        let code = FailureCode::classify(outcome, phase, cause);
+    pub fn new(
+        bake_id: &str,
+        outcome: &str,
+        phase: &'static str,
+        cause: &str,
+        carried: Option<FailureCode>,
+    ) -> FailureInfo {
+        let code = FailureCode::of(outcome, phase, carried);
         let masked = if bake_id.is_empty() {
             cause.to_string()
         } else {
@@ -421,70 +435,48 @@ mod tests {
     #[test]
     fn failures_get_a_stable_code_and_a_hash_blind_to_ids_and_numbers() {
         use FailureCode::*;
-        for (outcome, phase, cause, want) in [
-            (
-                "checks_failed",
-                "verify",
-                "1 of 6 checks failed",
-                CheckFailed,
-            ),
-            ("cancelled", "provision", "cancelled", Interrupted),
-            ("invalid", "preflight", "aws/ebs", Invalid),
-            (
-                "failed",
-                "launch",
-                "RunInstances: InsufficientInstanceCapacity: no m5.large",
-                Capacity,
-            ),
-            (
-                "failed",
-                "capture",
-                "DescribeImages: RequestLimitExceeded: slow down",
-                AwsThrottled,
-            ),
-            (
-                "failed",
-                "provision",
-                "step 2/5 jdk / Install: timed out after 600s",
-                Timeout,
-            ),
-            (
-                "failed",
-                "provision",
-                "step 2/5 jdk / Install exited 1",
-                StepFailed,
-            ),
-            (
-                "failed",
-                "connect",
-                "ssh: authentication refused",
-                ConnectFailed,
-            ),
-            ("failed", "publish", "something odd", Failed),
+        // The outcome wins over what the error carried; the phase decides when it carried none.
+        for (outcome, phase, carried, want) in [
+            ("checks_failed", "verify", Some(Timeout), CheckFailed),
+            ("cancelled", "provision", Some(StepFailed), Interrupted),
+            ("invalid", "preflight", Some(AwsError), Invalid),
+            ("failed", "launch", Some(Capacity), Capacity),
+            ("failed", "provision", Some(Timeout), Timeout),
+            ("failed", "provision", None, StepFailed),
+            ("failed", "connect", None, ConnectFailed),
+            ("failed", "publish", None, Failed),
         ] {
-            assert_eq!(
-                FailureCode::classify(outcome, phase, cause),
-                want,
-                "{cause}"
-            );
+            assert_eq!(FailureCode::of(outcome, phase, carried), want);
+        }
+        for (aws, want) in [
+            ("InsufficientInstanceCapacity", Capacity),
+            ("Server.InsufficientInstanceCapacity", Capacity),
+            ("RequestLimitExceeded", AwsThrottled),
+            ("ThrottlingException", AwsThrottled),
+            ("UnauthorizedOperation", AwsError),
+        ] {
+            assert_eq!(FailureCode::of_aws_code(aws), want, "{aws}");
         }
         let a = FailureInfo::new(
             "bk-tabcxy-deadbeef",
             "failed",
             "provision",
             "step 2/5 jdk / Install exited 1 on i-0abc123 in /tmp/bk-tabcxy-deadbeef",
+            Some(StepFailed),
         );
         let b = FailureInfo::new(
             "bk-uvwxyz-abcdefab",
             "failed",
             "provision",
             "step 3/5 jdk / Install exited 127 on i-0fff999 in /tmp/bk-uvwxyz-abcdefab",
+            Some(StepFailed),
         );
         let c = FailureInfo::new(
             "bk-tabcxy-deadbeef",
             "failed",
             "provision",
             "step 2/5 git / Clone exited 1 on i-0abc123 in /tmp/bk-tabcxy-deadbeef",
+            Some(StepFailed),
         );
         assert_eq!(a.error_hash, b.error_hash);
         assert_ne!(a.error_hash, c.error_hash);

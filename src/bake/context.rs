@@ -16,7 +16,7 @@ use crate::cloud::aws::Aws;
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, ImageId, ImageInfo, InstanceId, Tags};
-use crate::events::{BakeEvent, Events};
+use crate::events::{BakeEvent, Events, FailureCode};
 use crate::plan::Plan;
 use crate::registry::tag;
 use crate::remote::ssh::{HostKeyPin, SshTarget};
@@ -27,6 +27,9 @@ use crate::remote::Conn;
 pub(super) struct Failure {
     pub(super) kind: FailKind,
     pub(super) cause: String,
+    /// What kind of error it was, when the error said (an AWS error code, a timeout, a step's
+    /// exit): the `code` of the `finished` event, never guessed from the text.
+    pub(super) code: Option<FailureCode>,
 }
 
 impl Failure {
@@ -44,6 +47,7 @@ impl Failure {
             .collect();
         (!failed.is_empty()).then(|| Failure {
             kind: FailKind::Checks,
+            code: None,
             cause: format!(
                 "{prefix}{} of {} {noun} failed: {}",
                 failed.len(),
@@ -57,30 +61,59 @@ impl Failure {
         Failure {
             kind: FailKind::Failed,
             cause: cause.to_string(),
+            code: None,
         }
+    }
+
+    pub(super) fn cancelled() -> Self {
+        Failure {
+            kind: FailKind::Cancelled,
+            cause: "cancelled".into(),
+            code: None,
+        }
+    }
+}
+
+/// The failure code an AWS error carries.
+fn cloud_code(e: &CloudError) -> FailureCode {
+    match e {
+        CloudError::Api { code: Some(c), .. } => FailureCode::of_aws_code(c),
+        CloudError::Timeout { .. } => FailureCode::Timeout,
+        // An instance that ended while we waited says why in its state reason's code
+        // (`Server.InsufficientInstanceCapacity`: the first word).
+        CloudError::Terminal {
+            reason: Some(r), ..
+        } => FailureCode::of_aws_code(r.split([':', ' ']).next().unwrap_or_default()),
+        CloudError::Cancelled => FailureCode::Interrupted,
+        CloudError::NotFound(_) => FailureCode::Failed,
+        _ => FailureCode::AwsError,
     }
 }
 
 impl From<CloudError> for Failure {
     fn from(e: CloudError) -> Self {
         match e {
-            CloudError::Cancelled => Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
+            CloudError::Cancelled => Failure::cancelled(),
+            e => Failure {
+                code: Some(cloud_code(&e)),
+                ..Failure::new(e)
             },
-            e => Failure::new(e),
         }
     }
 }
 
 impl From<StepError> for Failure {
     fn from(e: StepError) -> Self {
-        match e {
-            StepError::Cancelled => Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
-            },
-            e => Failure::new(e),
+        let code = match &e {
+            StepError::Cancelled => return Failure::cancelled(),
+            StepError::Exit { .. } | StepError::Unsupported(_) => Some(FailureCode::StepFailed),
+            StepError::Timeout(_) => Some(FailureCode::Timeout),
+            // The connection broke: what that is depends on the phase (connect or a step).
+            StepError::Remote(_) => None,
+        };
+        Failure {
+            code,
+            ..Failure::new(e)
         }
     }
 }

@@ -72,6 +72,7 @@ impl Bake<'_> {
             if info.as_ref().is_none_or(|i| i.manager == "AWS") {
                 return Err(Failure {
                     kind: FailKind::Invalid,
+                    code: None,
                     cause: format!(
                         "{} is shared with other accounts, but its snapshots in {region} would be encrypted with {key} ({whence}), the AWS managed key, which AWS does not let you share: set kms_keys.{region} (or kms_key) in target {} to a customer managed key whose key policy lets the consumer accounts use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant, kms:ReEncrypt*, kms:GenerateDataKey*)",
                         self.image.name, self.target.name
@@ -97,6 +98,7 @@ impl Bake<'_> {
                 actions.dedup();
                 return Err(Failure {
                     kind: FailKind::Invalid,
+                    code: None,
                     cause: format!(
                         "{} is shared with {}, but the key policy of {} ({whence}, {region}) does not let {} use the key ({} missing), so they could not launch the AMI; add this statement to the key policy (or use a key that has it):\n{}",
                         self.image.name,

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use super::context::{wait_instance, Bake, Failure, Link};
 use super::launch::Launched;
 use super::steps::StepError;
-use super::FailKind;
 use crate::catalog::model::Platform;
 use crate::events::BakeEvent;
 use crate::plan::{PlannedAction, PlannedStep};
@@ -273,7 +272,7 @@ impl Bake<'_> {
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                () = self.cancel.cancelled() => return Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+                () = self.cancel.cancelled() => return Err(Failure::cancelled()),
             }
             let conn = self.reach_again(l, left).await?;
             let now = self.host(&conn, &workdir).boot_id().await;

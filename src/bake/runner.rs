@@ -187,7 +187,7 @@ pub async fn bake(
             let c = cancel.clone();
             tokio::select! {
                 r = run.phases() => r,
-                () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+                () = c.cancelled() => Err(Failure::cancelled()),
             }
         };
         // The commit is not cancellable: once it starts, it finishes, so that no interrupt
@@ -469,6 +469,7 @@ impl Run<'_> {
                 outcome,
                 failed_phase,
                 &f.cause,
+                f.code,
             )),
         });
         BakeError {

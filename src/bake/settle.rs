@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use super::context::{Bake, Failure};
 use super::launch::Launched;
-use super::FailKind;
 use crate::remote::ssh::Ssh;
 use crate::remote::Conn;
 
@@ -177,7 +176,7 @@ impl Bake<'_> {
     async fn pause(&self) -> Result<(), Failure> {
         tokio::select! {
             () = tokio::time::sleep(ASK_EVERY) => Ok(()),
-            () = self.cancel.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+            () = self.cancel.cancelled() => Err(Failure::cancelled()),
         }
     }
 }

@@ -16,7 +16,6 @@ use super::context::{wait_instance, Bake, Failure};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
-use super::FailKind;
 use crate::catalog::model::Platform;
 
 /// How a version was tested, for its `bakery:tested` tag.
@@ -202,10 +201,7 @@ impl Bake<'_> {
         conn.close().await;
         checks.extend(results.iter().cloned());
         if self.cancel.is_cancelled() {
-            return Err(Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
-            });
+            return Err(Failure::cancelled());
         }
         // The test instance is done with: it goes now (the cleanup at the end waits for it).
         if let Err(e) = self.aws.terminate_instance(&id).await {

@@ -132,7 +132,7 @@ pub async fn test_version(
             let c = cancel.clone();
             tokio::select! {
                 r = run.test_phases(&pre, &types, &checks, timeout) => r,
-                () = c.cancelled() => Err(Failure { kind: FailKind::Cancelled, cause: "cancelled".into() }),
+                () = c.cancelled() => Err(Failure::cancelled()),
             }
         };
         match outcome {
@@ -172,10 +172,7 @@ impl Run<'_> {
         *checks = results;
         b.leave();
         if b.cancel.is_cancelled() {
-            return Err(Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
-            });
+            return Err(Failure::cancelled());
         }
         let prefix = format!(
             "failed on a fresh instance launched from {}: ",

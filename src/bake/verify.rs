@@ -3,7 +3,6 @@
 
 use super::context::{Bake, Failure, Link};
 use super::launch::Launched;
-use super::FailKind;
 
 impl Bake<'_> {
     /// Every check as a probe on the build instance, evaluated by the pure check code (results
@@ -18,10 +17,7 @@ impl Bake<'_> {
         let host = self.host(link.get()?, &workdir);
         let results = self.probe_all(&host, &self.plan.checks).await;
         if self.cancel.is_cancelled() {
-            return Err(Failure {
-                kind: FailKind::Cancelled,
-                cause: "cancelled".into(),
-            });
+            return Err(Failure::cancelled());
         }
         let failed = Failure::checks(&results, "", "checks");
         *checks = results;
