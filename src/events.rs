@@ -283,20 +283,43 @@ impl BakeEvent {
 
 /// Where events go. Cheap to clone.
 #[derive(Clone)]
-pub struct Events(Arc<dyn Fn(&BakeEvent) + Send + Sync>);
+pub struct Events {
+    sink: Arc<dyn Fn(&BakeEvent, Option<&str>) + Send + Sync>,
+    /// Bake id -> image, from each bake's first event (a phase): the one place that knows which
+    /// image an event without an `image` field belongs to.
+    images: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+}
 
 impl Events {
-    pub fn new(f: impl Fn(&BakeEvent) + Send + Sync + 'static) -> Self {
-        Events(Arc::new(f))
+    /// A sink that gets every event with its bake's image (when known).
+    pub fn new(f: impl Fn(&BakeEvent, Option<&str>) + Send + Sync + 'static) -> Self {
+        Events {
+            sink: Arc::new(f),
+            images: Arc::default(),
+        }
     }
 
     /// Drops every event (library use, tests).
     pub fn none() -> Self {
-        Events(Arc::new(|_| {}))
+        Events::new(|_, _| {})
     }
 
     pub fn emit(&self, e: BakeEvent) {
-        (self.0)(&e);
+        let image = match &e {
+            BakeEvent::Phase { bake_id, image, .. }
+            | BakeEvent::Finished { bake_id, image, .. } => {
+                if let Ok(mut m) = self.images.lock() {
+                    m.entry(bake_id.clone()).or_insert_with(|| image.clone());
+                }
+                Some(image.clone())
+            }
+            _ => self
+                .images
+                .lock()
+                .ok()
+                .and_then(|m| m.get(e.bake_id()).cloned()),
+        };
+        (self.sink)(&e, image.as_deref());
     }
 }
 

@@ -55,8 +55,7 @@ fn renderer(
     });
     let teamcity = std::env::var_os("TEAMCITY_VERSION")
         .map(|_| Mutex::new(super::teamcity::TeamCity::default()));
-    let images: Mutex<std::collections::HashMap<String, String>> = Mutex::default();
-    Events::new(move |e| {
+    Events::new(move |e, image| {
         recorder.record(e);
         if let Some(tc) = &teamcity {
             if let Ok(mut tc) = tc.lock() {
@@ -72,20 +71,8 @@ fn renderer(
         }
         if log_format == LogFormat::Json {
             // The envelope a log pipeline indexes (schema, timestamp, level, app, image), then
-            // the event's pinned fields. A bake's image comes from its first event (a phase).
-            let image = match e {
-                BakeEvent::Phase { bake_id, image, .. } => {
-                    if let Ok(mut m) = images.lock() {
-                        m.insert(bake_id.clone(), image.clone());
-                    }
-                    None
-                }
-                _ => images.lock().ok().and_then(|m| m.get(e.bake_id()).cloned()),
-            };
-            crate::errln!(
-                "{}",
-                e.json_line(std::time::SystemTime::now(), image.as_deref())
-            );
+            // the event's pinned fields.
+            crate::errln!("{}", e.json_line(std::time::SystemTime::now(), image));
             return;
         }
         if let Some(b) = &bars {
