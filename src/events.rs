@@ -281,10 +281,13 @@ impl BakeEvent {
     }
 }
 
+/// What receives events: the event and its bake's image.
+type Sink = Arc<dyn Fn(&BakeEvent, Option<&str>) + Send + Sync>;
+
 /// Where events go. Cheap to clone.
 #[derive(Clone)]
 pub struct Events {
-    sink: Arc<dyn Fn(&BakeEvent, Option<&str>) + Send + Sync>,
+    sink: Sink,
     /// Bake id -> image, from each bake's first event (a phase): the one place that knows which
     /// image an event without an `image` field belongs to.
     images: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
