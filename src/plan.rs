@@ -221,11 +221,26 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// A planner that renders live inputs with these values (read by `inputs::resolve`);
+    /// Adds values of live inputs (read by `inputs::resolve`) for the plans that follow;
     /// inputs without a value render as unread.
-    pub fn with_inputs(mut self, values: InputValues) -> Self {
-        self.values = values;
-        self
+    pub fn add_inputs(&mut self, values: InputValues) {
+        self.values.extend(values);
+    }
+
+    /// The live inputs of `name` with their sources rendered: what `inputs::resolve` reads
+    /// before `plan` (nothing else is rendered, so an image is planned once).
+    pub fn live_inputs(&self, name: &ImageName) -> Result<Vec<LiveInput>, Diagnostics> {
+        let image = &self.catalog.images[name];
+        let mut acc = Acc {
+            diags: Diagnostics::default(),
+            warnings: Vec::new(),
+            inputs: Vec::new(),
+        };
+        let (live, _) = live_inputs(&mut acc, self.catalog, image, self.target, &self.values);
+        if !acc.diags.is_empty() {
+            return Err(acc.diags);
+        }
+        Ok(live)
     }
 
     /// Renders the plan of `name` (planning its ancestors first for their fingerprints).

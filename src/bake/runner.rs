@@ -111,19 +111,20 @@ pub async fn bake(
         reasons: Vec::new(),
         cost: None,
     };
-    let mut plan = Planner::new(catalog, target)
-        .plan(image)
-        .map_err(|d| fail_early("plan", d.to_string()))?;
     // Live inputs are read now (before anything is created) and the plan rendered with them.
-    if !plan.live_inputs.is_empty() {
-        let values = crate::inputs::resolve(project, target, &plan.live_inputs)
+    let mut planner = Planner::new(catalog, target);
+    let live = planner
+        .live_inputs(image)
+        .map_err(|d| fail_early("plan", d.to_string()))?;
+    if !live.is_empty() {
+        let values = crate::inputs::resolve(project, target, &live)
             .await
             .map_err(|e| fail_early("plan", e))?;
-        plan = Planner::new(catalog, target)
-            .with_inputs(values)
-            .plan(image)
-            .map_err(|d| fail_early("plan", d.to_string()))?;
+        planner.add_inputs(values);
     }
+    let plan = planner
+        .plan(image)
+        .map_err(|d| fail_early("plan", d.to_string()))?;
     // What the communicator needs, checked before anything is created.
     if img.build.communicator == Communicator::Ssm {
         if target.instance_profile.is_none() {

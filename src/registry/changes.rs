@@ -197,19 +197,19 @@ pub async fn plan(
     let mut out = Vec::new();
     for name in order {
         let image = &catalog.images[name];
-        let mut offline = planner
-            .plan(name)
-            .map_err(|d| CloudError::NotFound(d.to_string()))?;
         // Live inputs read now (as a bake would), never taken as unchanged when unreadable.
-        if !offline.live_inputs.is_empty() {
-            let values = crate::inputs::resolve(project, target, &offline.live_inputs)
+        let live = planner
+            .live_inputs(name)
+            .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        if !live.is_empty() {
+            let values = crate::inputs::resolve(project, target, &live)
                 .await
                 .map_err(CloudError::NotFound)?;
-            offline = Planner::new(catalog, target)
-                .with_inputs(values)
-                .plan(name)
-                .map_err(|d| CloudError::NotFound(d.to_string()))?;
+            planner.add_inputs(values);
         }
+        let offline = planner
+            .plan(name)
+            .map_err(|d| CloudError::NotFound(d.to_string()))?;
         let versions = registry.get(name.as_str()).cloned().unwrap_or_default();
         let newest = versions
             .iter()
