@@ -284,11 +284,7 @@ fn rss(sb: &Sandbox) {
         "recipes/loud/recipe.toml",
         "description = \"Prints 300 MB of step output\"\nplatforms = [\"linux\"]\n\n[[step]]\nname = \"prints 300 MB\"\nshell = { inline = \"awk 'BEGIN { for (i = 0; i < 3000000; i++) print \\\"a line of step output, streamed as an event, 100 characters long ..................................\\\" }'\" }\n",
     );
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let loud = demo
-        .replace("name = \"sandbox-demo\"", "name = \"loud-demo\"")
-        .replacen("[[check]]", "[[recipe]]\nuse = \"loud\"\n\n[[check]]", 1);
+    let loud = sb.demo_variant("loud-demo", "[[recipe]]\nuse = \"loud\"\n\n");
     sb.project.write("images/loud-demo.toml", &loud);
     let (ok, quiet) = peak_rss(
         sb,

@@ -408,13 +408,9 @@ fn downloads_are_fetched_on_the_instance_and_verified() {
     let recipe = |sha: &str| {
         format!("platforms = [\"linux\"]\n\n[[step]]\nname = \"fetch\"\ndownload = {{ url = \"{}\", sha256 = \"{sha}\", destination = \"dl/file.bin\" }}\n\n[[check]]\nfile = \"{{{{ workdir }}}}/dl/file.bin\"\nsha256 = \"{real}\"\n", server.url)
     };
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
     sb.project.write(
         "images/fetch.toml",
-        &demo
-            .replace("name = \"sandbox-demo\"", "name = \"fetch\"")
-            .replace("[[check]]", "[[recipe]]\nuse = \"fetch\"\n\n[[check]]"),
+        &sb.demo_variant("fetch", "[[recipe]]\nuse = \"fetch\"\n\n"),
     );
 
     sb.project
@@ -923,15 +919,7 @@ fn exit_194_over_ssh_restarts_and_runs_the_step_again() {
         "recipes/restart-once/recipe.toml",
         "platforms = [\"linux\"]\n\n[[step]]\nname = \"asks for a restart once\"\nshell = { inline = '''\nif [ ! -f \"$BAKERY_WORKDIR/asked\" ]; then\n  touch \"$BAKERY_WORKDIR/asked\"\n  echo \"first run: asking for a restart\"\n  exit 194\nfi\necho \"second run: going on\"\ntouch \"$BAKERY_WORKDIR/ran-again\"\n''' }\n\n[[check]]\nname = \"the step ran again\"\nfile = \"{{ workdir }}/ran-again\"\n",
     );
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let image = demo
-        .replace("name = \"sandbox-demo\"", "name = \"restart-once\"")
-        .replacen(
-            "[[check]]",
-            "[[recipe]]\nuse = \"restart-once\"\n\n[[check]]",
-            1,
-        );
+    let image = sb.demo_variant("restart-once", "[[recipe]]\nuse = \"restart-once\"\n\n");
     sb.project.write("images/restart-once.toml", &image);
     let out = sb.bakery(&["bake", "restart-once", "--target", "sandbox"]);
     let err = text(&out.stderr);

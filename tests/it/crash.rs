@@ -246,11 +246,7 @@ fn add_slow_image(sb: &Sandbox, secs: u32) {
             "platforms = [\"linux\"]\n\n[[step]]\nname = \"sleeps\"\nshell = {{ inline = \"sleep {secs}\" }}\n"
         ),
     );
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let img = demo
-        .replace("name = \"sandbox-demo\"", "name = \"slow\"")
-        .replace("[[check]]", "[[recipe]]\nuse = \"slow\"\n\n[[check]]");
+    let img = sb.demo_variant("slow", "[[recipe]]\nuse = \"slow\"\n\n");
     sb.project.write("images/slow.toml", &img);
 }
 

@@ -544,18 +544,13 @@ fn a_live_input_is_read_conditionally_and_feeds_the_plan_and_the_bake() {
         "recipes/agent-zip/recipe.toml",
         "platforms = [\"linux\"]\n\n[params.url]\ntype = \"string\"\n\n[inputs.agent_zip]\nhttp = \"{{ params.url }}\"\n\n[[step]]\nname = \"fetch the agent\"\n\n[step.download]\nurl = \"{{ inputs.agent_zip.source }}\"\nsha256 = \"{{ inputs.agent_zip.sha256 }}\"\ndestination = \"agent.zip\"\n",
     );
-    let demo =
-        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
-    let image = demo
-        .replace("name = \"sandbox-demo\"", "name = \"agent-demo\"")
-        .replacen(
-            "[[check]]",
-            &format!(
-                "[[recipe]]\nuse = \"agent-zip\"\nwith = {{ url = \"{}\" }}\n\n[[check]]",
-                server.url
-            ),
-            1,
-        );
+    let image = sb.demo_variant(
+        "agent-demo",
+        &format!(
+            "[[recipe]]\nuse = \"agent-zip\"\nwith = {{ url = \"{}\" }}\n\n",
+            server.url
+        ),
+    );
     sb.project.write("images/agent-demo.toml", &image);
     let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
     let input_of = |r: &serde_json::Value| -> String {

@@ -91,13 +91,7 @@ fn add_ssm_step(sb: &Sandbox, name: &str, script: &str) {
             "platforms = [\"linux\"]\n\n[[step]]\nname = \"{name}\"\nshell = {{ inline = '''\n{script}\n''' }}\n"
         ),
     );
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
-        .expect("demo")
-        .replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
-        .replace(
-            "[[check]]",
-            &format!("[[recipe]]\nuse = \"{name}\"\n\n[[check]]"),
-        );
+    let demo = sb.demo_variant(name, &format!("[[recipe]]\nuse = \"{name}\"\n\n"));
     sb.project
         .write(&format!("images/{name}.toml"), &ssm_toml(&demo));
 }
@@ -157,10 +151,7 @@ name = "a new boot"
 shell = { inline = '''test "$(cat /proc/sys/kernel/random/boot_id)" != "$(cat "$BAKERY_WORKDIR/boot-before")" && echo booted again''' }
 "#,
     );
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
-        .expect("demo")
-        .replace("name = \"sandbox-demo\"", "name = \"reboots\"")
-        .replace("[[check]]", "[[recipe]]\nuse = \"reboots\"\n\n[[check]]");
+    let demo = sb.demo_variant("reboots", "[[recipe]]\nuse = \"reboots\"\n\n");
     sb.project.write("images/reboots.toml", &ssm_toml(&demo));
     let out = sb.bakery(&["bake", "reboots", "--target", "sandbox", "-v"]);
     let err = text(&out.stderr);
@@ -278,13 +269,10 @@ fn a_large_file_goes_through_s3_and_its_objects_are_removed() {
         "recipes/big-file/recipe.toml",
         "platforms = [\"linux\"]\n\n[[step]]\nname = \"big file\"\nfile = { source = \"files/big.txt\", destination = \"{{ workdir }}/big.txt\" }\n",
     );
-    let demo = std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml"))
-        .expect("demo")
-        .replace("name = \"sandbox-demo\"", "name = \"big-file\"")
-        .replace(
-            "[[check]]",
-            &format!("[[recipe]]\nuse = \"big-file\"\n\n[[check]]\nname = \"the big file arrived whole\"\nfile = \"{{{{ workdir }}}}/big.txt\"\nsha256 = \"{sha}\"\n\n[[check]]"),
-        );
+    let demo = sb.demo_variant(
+        "big-file",
+        &format!("[[recipe]]\nuse = \"big-file\"\n\n[[check]]\nname = \"the big file arrived whole\"\nfile = \"{{{{ workdir }}}}/big.txt\"\nsha256 = \"{sha}\"\n\n"),
+    );
     sb.project.write("images/big-file.toml", &ssm_toml(&demo));
     let out = sb.bakery(&["bake", "big-file", "--target", "sandbox", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -410,6 +410,17 @@ impl Sandbox {
         });
     }
 
+    /// sandbox-demo's image file renamed to `name`, with `inserted` (a `[[recipe]]` table, or
+    /// checks) placed before its first `[[check]]`: after its own recipes, so the variant bakes
+    /// what the demo does and then that. The caller writes it (to `images/<name>.toml`).
+    pub fn demo_variant(&self, name: &str, inserted: &str) -> String {
+        let demo = std::fs::read_to_string(self.project.path().join("images/sandbox-demo.toml"))
+            .expect("images/sandbox-demo.toml");
+        assert!(demo.contains("[[check]]"), "sandbox-demo has checks");
+        demo.replace("name = \"sandbox-demo\"", &format!("name = \"{name}\""))
+            .replacen("[[check]]", &format!("{inserted}[[check]]"), 1)
+    }
+
     /// Adds consumers to the `sandbox` target: (account, role name, external id).
     pub fn add_consumers(&self, consumers: &[(&str, &str, Option<&str>)]) {
         let path = self.project.path().join("bakery.toml");
