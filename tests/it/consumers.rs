@@ -5,23 +5,12 @@
 use std::process::Output;
 
 use crate::support::sandbox::Sandbox;
-use crate::support::{rt, text};
+use crate::support::{ok, rt, text};
 
 const A: &str = "222222222222";
 const B: &str = "333333333333";
 const ROLE: &str = "bakery-consumer";
 const REGION: &str = "us-east-1";
-
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn bake(sb: &Sandbox) -> serde_json::Value {
     let s = ok(sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]));
@@ -49,16 +38,7 @@ fn with_consumers(with_b_role: bool) -> Sandbox {
 fn consumer_param(sb: &Sandbox, account: &str, name: &str) -> Option<String> {
     rt().block_on(async {
         let ssm = aws_sdk_ssm::Client::new(&sb.account_config(account, REGION).await);
-        match ssm.get_parameter().name(name).send().await {
-            Ok(p) => p.parameter().and_then(|p| p.value()).map(str::to_string),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                None
-            }
-            Err(e) => panic!("GetParameter {name} in {account}: {e:?}"),
-        }
+        crate::support::parameter(&ssm, name).await
     })
 }
 

@@ -2,40 +2,12 @@
 //! from nothing but tags, signals as CI systems send them, what gc must leave alone, pointers
 //! that never move backwards, and injected faults.
 
-use std::process::Output;
 use std::time::Duration;
 
 use crate::support::sandbox::{signal, Sandbox, REGION};
-use crate::support::{bake_id_of, rt, text};
+use crate::support::{bake_id_of, ok, param, rt, text};
 
 const EU: &str = "eu-west-1";
-
-pub(crate) fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-pub(crate) fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
-    rt().block_on(async {
-        let (_, ssm) = sb.clients_in(region).await;
-        match ssm.get_parameter().name(name).send().await {
-            Ok(p) => p.parameter().and_then(|p| p.value()).map(str::to_string),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                None
-            }
-            Err(e) => panic!("GetParameter {name}: {e:?}"),
-        }
-    })
-}
 
 /// (version, ami, published) of every AMI of `image` in `region`.
 pub(crate) fn amis(sb: &Sandbox, region: &str, image: &str) -> Vec<(String, String, bool)> {

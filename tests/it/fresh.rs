@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::crash::{amis, leftovers_in_aws, param};
+use crate::crash::{amis, leftovers_in_aws};
+use crate::support::param;
 use crate::support::sandbox::{Sandbox, REGION};
 use crate::support::{rt, text};
 

@@ -4,21 +4,10 @@
 use std::process::Output;
 
 use crate::support::sandbox::Sandbox;
-use crate::support::{rt, text};
+use crate::support::{ok, param, rt, text};
 
 const EU: &str = "eu-west-1";
 const US: &str = "us-east-1";
-
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn json(out: Output) -> serde_json::Value {
     let s = ok(out);
@@ -33,22 +22,6 @@ fn two_regions() -> Sandbox {
 
 fn bake(sb: &Sandbox, image: &str) -> serde_json::Value {
     json(sb.bakery(&["bake", image, "--target", "sandbox", "--json"]))
-}
-
-fn param(sb: &Sandbox, region: &str, name: &str) -> Option<String> {
-    rt().block_on(async {
-        let (_, ssm) = sb.clients_in(region).await;
-        match ssm.get_parameter().name(name).send().await {
-            Ok(p) => p.parameter().and_then(|p| p.value()).map(str::to_string),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                None
-            }
-            Err(e) => panic!("GetParameter {name}: {e:?}"),
-        }
-    })
 }
 
 /// Images of this account named `name` in `region`.
