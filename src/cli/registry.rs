@@ -62,11 +62,7 @@ async fn sync_after(reg: &mut Registry<'_>, image: &str) -> Result<(), CliError>
         .await
         .map_err(fail)?;
     report_synced(image, &done);
-    let failed: Vec<String> = done
-        .iter()
-        .filter(|s| s.failed())
-        .map(|s| format!("{} ({})", s.account, s.region))
-        .collect();
+    let failed = failed_consumers(&done);
     if failed.is_empty() {
         return Ok(());
     }
@@ -75,6 +71,16 @@ async fn sync_after(reg: &mut Registry<'_>, image: &str) -> Result<(), CliError>
         failed.join(", "),
         reg.target.name
     )))
+}
+
+/// `account (region)` of each consumer a sync failed for, each once.
+fn failed_consumers<'a>(done: impl IntoIterator<Item = &'a consumers::Synced>) -> Vec<String> {
+    done.into_iter()
+        .filter(|s| s.failed())
+        .map(|s| format!("{} ({})", s.account, s.region))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn report_synced(image: &str, done: &[consumers::Synced]) {
@@ -140,14 +146,7 @@ pub fn sync(
             }
             all.insert(image.clone(), done);
         }
-        let failed: Vec<String> = all
-            .values()
-            .flatten()
-            .filter(|s| s.failed())
-            .map(|s| format!("{} ({})", s.account, s.region))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let failed = failed_consumers(all.values().flatten());
         if json_out {
             print_json(&json!({ "target": target.name, "images": all }))?;
         }

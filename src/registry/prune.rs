@@ -157,8 +157,14 @@ pub async fn prune(
 ) -> Result<Vec<Decision>, CloudError> {
     let all = reg.versions(image, None).await?;
     let mut usage = Usage::default();
-    for (ch, v) in reg.channels(image).await? {
-        usage.channels.entry(v).or_default().push(ch);
+    // Read once: retention weighs them, and the consumers' mirrors keep them after the prune.
+    let channels = reg.channels(image).await?;
+    for (ch, v) in &channels {
+        usage
+            .channels
+            .entry(v.clone())
+            .or_default()
+            .push(ch.clone());
     }
     let regions: Vec<String> = reg.target.regions.iter().map(|r| r.to_string()).collect();
     if let Some(primary) = regions.first() {
@@ -258,7 +264,6 @@ pub async fn prune(
         .filter(|v| !pruned.iter().any(|p| p.version == v.version))
         .cloned()
         .collect();
-    let channels = reg.channels(image).await?;
     let synced =
         super::consumers::sync_views(reg, &mut consumers, image, &kept, &channels, false).await;
     if let Some(f) = synced.iter().find(|s| s.failed()) {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_config::sts::AssumeRoleProvider;
-use aws_config::BehaviorVersion;
 use aws_credential_types::provider::{
     error::CredentialsError, future, ProvideCredentials, SharedCredentialsProvider,
 };
@@ -115,16 +114,9 @@ async fn assume(
     consumer: &Consumer,
     region: &str,
 ) -> Result<SharedCredentialsProvider, String> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .http_client(super::http_client());
-    if let Some(p) = &target.profile {
-        loader = loader.profile_name(p);
-    }
-    if let Some(e) = &target.endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
-    let base = loader.load().await;
+    let base = super::loader(target, &Region(region.to_string()), super::http_client())
+        .load()
+        .await;
     let mut b = AssumeRoleProvider::builder(&consumer.role_arn)
         .session_name(SESSION_NAME)
         .region(aws_config::Region::new(region.to_string()));

@@ -123,21 +123,7 @@ impl Aws {
         credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     ) -> Self {
         let http = http_client();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.as_str().to_string()))
-            .http_client(http.clone())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(p) = &target.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(e) = &target.endpoint_url {
-            loader = loader.endpoint_url(e);
-        }
+        let mut loader = loader(target, region, http.clone());
         if let Some(c) = credentials {
             loader = loader.credentials_provider(c);
         }
@@ -252,6 +238,31 @@ impl Aws {
             message: message.into(),
         }
     }
+}
+
+/// The SDK configuration of `target` in `region`, credentials from the chain (or the target's
+/// profile): region, HTTP client, retries, per-attempt timeout and the target's endpoint.
+pub(crate) fn loader(
+    target: &Target,
+    region: &Region,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.as_str().to_string()))
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+    if let Some(p) = &target.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(e) = &target.endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    loader
 }
 
 /// The HTTPS client every SDK client uses (rustls with ring: no OpenSSL to install).
