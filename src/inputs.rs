@@ -63,29 +63,48 @@ pub async fn resolve(
     wanted: &[LiveInput],
 ) -> Result<InputValues, String> {
     let mut out = InputValues::new();
-    let mut urls: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut urls: BTreeMap<(InputKind, &str), (&str, Option<&str>)> = BTreeMap::new();
     let mut params: BTreeMap<&str, &str> = BTreeMap::new();
     for l in wanted {
         match l.kind {
-            InputKind::Http => urls.entry(&l.source).or_insert(&l.name),
-            InputKind::SsmParameter => params.entry(&l.source).or_insert(&l.name),
-        };
+            InputKind::Http | InputKind::HttpText => {
+                urls.entry((l.kind, l.source.as_str()))
+                    .or_insert((&l.name, l.token_env.as_deref()));
+            }
+            InputKind::SsmParameter => {
+                params.entry(&l.source).or_insert(&l.name);
+            }
+        }
     }
     if !urls.is_empty() {
         let mut cache = read_cache(project);
         let client = client()?;
-        for (url, name) in &urls {
-            let seen = fetch(&client, url, cache.get(*url))
-                .await
-                .map_err(|e| format!("input {name}: GET {url}: {e}"))?;
-            out.insert(
-                (InputKind::Http, url.to_string()),
+        for ((kind, url), (name, token_env)) in &urls {
+            let token = match token_env {
+                Some(var) => Some(bearer(var).map_err(|e| format!("input {name}: {e}"))?),
+                None => None,
+            };
+            let fail = |e: String| format!("input {name}: GET {url}: {e}");
+            let value = if *kind == InputKind::HttpText {
+                let text = fetch_text(&client, url, token.as_ref())
+                    .await
+                    .map_err(fail)?;
                 InputValue {
+                    sha256: hex::encode(Sha256::digest(text.as_bytes())),
+                    value: text,
+                }
+            } else {
+                let seen = fetch(&client, url, token.as_ref(), cache.get(*url))
+                    .await
+                    .map_err(fail)?;
+                let v = InputValue {
                     sha256: seen.sha256.clone(),
                     value: url.to_string(),
-                },
-            );
-            cache.insert(url.to_string(), seen);
+                };
+                cache.insert(url.to_string(), seen);
+                v
+            };
+            out.insert((*kind, url.to_string()), value);
         }
         write_cache(project, &cache);
     }
@@ -140,11 +159,103 @@ fn client() -> Result<Client, String> {
     )
 }
 
-/// GETs `url` (conditionally when `last` is known), hashing the body as it streams in.
-async fn fetch(client: &Client, url: &str, last: Option<&Seen>) -> Result<Seen, String> {
+/// The most a `body = "text"` input may serve.
+const MAX_TEXT: usize = 4096;
+
+/// The `Authorization` header for the token in environment variable `var`, marked sensitive
+/// (the token is never logged nor part of an error).
+fn bearer(var: &str) -> Result<hyper::header::HeaderValue, String> {
+    let token = std::env::var(var).unwrap_or_default();
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "environment variable {var} (bearer_token_env) is not set: it must hold the token the request needs"
+        ));
+    }
+    let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        format!(
+            "environment variable {var} (bearer_token_env) holds characters a header cannot carry"
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A GET of `url` (with the bearer token when there is one).
+fn request(
+    url: &str,
+    token: Option<&hyper::header::HeaderValue>,
+) -> Result<http::request::Builder, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let mut req = hyper::Request::get(uri)
         .header("user-agent", concat!("bakery/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, t.clone());
+    }
+    Ok(req)
+}
+
+/// The error of a request that got no answer, with its causes.
+fn unanswered(e: hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// GETs `url` and returns its body as text, trimmed (at most `MAX_TEXT` bytes of UTF-8).
+async fn fetch_text(
+    client: &Client,
+    url: &str,
+    token: Option<&hyper::header::HeaderValue>,
+) -> Result<String, String> {
+    let req = request(url, token)?
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    let work = async {
+        let resp = client.request(req).await.map_err(unanswered)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+            if let Some(data) = frame.data_ref() {
+                bytes.extend_from_slice(data);
+                if bytes.len() > MAX_TEXT {
+                    return Err(format!(
+                        "answered more than {MAX_TEXT} bytes: body = \"text\" is for short values such as a version (use the default body = \"sha256\" for files)"
+                    ));
+                }
+            }
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| "answered a body that is not UTF-8 text (body = \"text\")".to_string())?;
+        Ok(text.trim().to_string())
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT * 3, work)
+        .await
+        .map_err(|_| {
+            format!(
+                "no complete answer within {}s",
+                CONNECT_TIMEOUT.as_secs() * 3
+            )
+        })?
+}
+
+/// GETs `url` (conditionally when `last` is known), hashing the body as it streams in.
+async fn fetch(
+    client: &Client,
+    url: &str,
+    token: Option<&hyper::header::HeaderValue>,
+    last: Option<&Seen>,
+) -> Result<Seen, String> {
+    let mut req = request(url, token)?;
     if let Some(s) = last {
         if let Some(e) = &s.etag {
             req = req.header("if-none-match", e);
@@ -157,15 +268,7 @@ async fn fetch(client: &Client, url: &str, last: Option<&Seen>) -> Result<Seen, 
         .body(http_body_util::Empty::new())
         .map_err(|e| e.to_string())?;
     let work = async {
-        let resp = client.request(req).await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        let resp = client.request(req).await.map_err(unanswered)?;
         let status = resp.status();
         let header = |h: &str| {
             resp.headers()

@@ -183,10 +183,12 @@ pub struct LiveInput {
     pub kind: InputKind,
     /// The URL or SSM parameter name.
     pub source: String,
+    /// The environment variable holding the request's bearer token (its name, never the token).
+    pub token_env: Option<String>,
 }
 
 /// What a live input read: the sha256 of what the URL served (or of the parameter's value),
-/// and the value (the parameter's; the URL for http).
+/// and the value (the parameter's, the body of a `body = "text"` URL; the URL for http).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InputValue {
     pub sha256: String,
@@ -349,6 +351,7 @@ fn live_inputs(
             name: i.name.clone(),
             kind: i.kind,
             source,
+            token_env: i.token_env.clone(),
         };
         match live.iter().find(|(o, _)| o.name == l.name) {
             Some((o, _)) if o == &l => {}

@@ -8,6 +8,7 @@ use semver::Version;
 use super::context::{Bake, Failure};
 use super::FailKind;
 use crate::catalog::model::{Platform, Source};
+use crate::cloud::aws::kms;
 use crate::cloud::{ImageId, ImageInfo};
 use crate::registry::{self};
 
@@ -79,34 +80,60 @@ impl Bake<'_> {
                     ),
                 });
             }
-            // A customer key: its policy must let every account the image is shared with use
-            // it (organizations and OUs are granted by conditions bakery cannot evaluate).
+            // A customer key: its policy must let every account, organization and OU the image
+            // is shared with use it.
             let Some(info) = info else { continue };
             let policy = info.policy.unwrap_or_default();
+            let bad_policy = |e: String| Failure::new(format!("key {} in {region}: {e}", info.arn));
             let mut lacking: Vec<String> = Vec::new();
             let mut actions: Vec<&str> = Vec::new();
             for account in &accounts {
-                let missing = crate::cloud::aws::kms::missing_actions(&policy, account)
-                    .map_err(|e| Failure::new(format!("key {} in {region}: {e}", info.arn)))?;
+                let missing = kms::missing_actions(&policy, account).map_err(bad_policy)?;
                 if !missing.is_empty() {
                     lacking.push(account.clone());
                     actions.extend(missing);
                 }
             }
-            if !lacking.is_empty() {
+            let mut lacking_units: Vec<kms::OrgUnit> = Vec::new();
+            for arn in share.organizations.iter().chain(&share.ous) {
+                let unit = kms::OrgUnit::parse(arn).ok_or_else(|| Failure {
+                    kind: FailKind::Invalid,
+                    code: None,
+                    cause: format!("{arn} is not an organization or organizational unit ARN"),
+                })?;
+                let missing = kms::missing_actions_for_unit(&policy, &unit).map_err(bad_policy)?;
+                if !missing.is_empty() {
+                    lacking_units.push(unit);
+                    actions.extend(missing);
+                }
+            }
+            if !lacking.is_empty() || !lacking_units.is_empty() {
                 actions.sort_unstable();
                 actions.dedup();
+                let mut who: Vec<String> = lacking.clone();
+                who.extend(lacking_units.iter().map(|u| u.to_string()));
+                let mut statements = Vec::new();
+                if !lacking.is_empty() {
+                    statements.push(kms::consumer_statement(&lacking));
+                }
+                if !lacking_units.is_empty() {
+                    statements.extend(kms::unit_statements(&lacking_units));
+                }
+                let mut shared_with: Vec<String> = accounts.clone();
+                shared_with.extend(share.organizations.iter().chain(&share.ous).cloned());
                 return Err(Failure {
                     kind: FailKind::Invalid,
                     code: None,
                     cause: format!(
-                        "{} is shared with {}, but the key policy of {} ({whence}, {region}) does not let {} use the key ({} missing), so they could not launch the AMI; add this statement to the key policy (or use a key that has it):\n{}",
+                        "{} is shared with {}, but the key policy of {} ({whence}, {region}) does not let {} use the key ({} missing), so they could not launch the AMI; add {} to the key policy (or use a key that has {}):\n{}",
                         self.image.name,
-                        accounts.join(", "),
+                        shared_with.join(", "),
                         info.arn,
-                        lacking.join(", "),
+                        who.join(", "),
                         actions.join(", "),
-                        crate::cloud::aws::kms::consumer_statement(&lacking)
+                        if statements.len() > 1 { "these statements" } else { "this statement" },
+                        if statements.len() > 1 { "them" } else { "it" },
+                        statements.join(",\n")
                     ),
                 });
             }

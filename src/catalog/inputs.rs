@@ -22,6 +22,19 @@ fn input_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// The name of an environment variable: letters, digits and `_`, not starting with a digit.
+/// The error does not repeat the value: it may be a token pasted in the wrong place.
+fn env_name(s: &str) -> Result<(), String> {
+    if !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err("bearer_token_env is not an environment variable name (letters, digits and _, not starting with a digit): it names the variable that holds the token, never the token itself".into())
+    }
+}
+
 fn templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
@@ -56,9 +69,50 @@ pub fn validate(
                 continue;
             }
         };
+        let only_http = |key: &str| {
+            doc.at_key(
+                &path.k(key),
+                ErrorKind::InvalidValue,
+                format!("`{key}` is for an http input; input `{name}` reads an SSM parameter"),
+            )
+            .with_hint("remove it, or read the value over http")
+        };
+        let kind = match (kind, r.body.as_deref()) {
+            (InputKind::Http, None | Some("sha256")) => InputKind::Http,
+            (InputKind::Http, Some("text")) => InputKind::HttpText,
+            (InputKind::Http, Some(other)) => {
+                diags.push(
+                    doc.at(
+                        &path.k("body"),
+                        ErrorKind::InvalidValue,
+                        format!("body = \"{other}\" is not a way to read a body"),
+                    )
+                    .with_hint("\"sha256\" (the default: the sha256 of the body) or \"text\" (the body itself, at most 4 KiB)"),
+                );
+                continue;
+            }
+            (k, None) => k,
+            (_, Some(_)) => {
+                diags.push(only_http("body"));
+                continue;
+            }
+        };
+        if let Some(v) = &r.bearer_token_env {
+            if kind == InputKind::SsmParameter {
+                diags.push(only_http("bearer_token_env"));
+                continue;
+            }
+            if let Err(e) = env_name(v) {
+                // The line is not shown either: it may hold a token pasted in the wrong place.
+                let mut d = doc.at(&path.k("bearer_token_env"), ErrorKind::InvalidValue, e);
+                d.source_line = None;
+                diags.push(d);
+                continue;
+            }
+        }
         if !templated(text) {
             let r = match kind {
-                InputKind::Http => {
+                InputKind::Http | InputKind::HttpText => {
                     if text.starts_with("http://") || text.starts_with("https://") {
                         Ok(())
                     } else {
@@ -76,6 +130,7 @@ pub fn validate(
             name: name.clone(),
             kind,
             source: inline_template(doc, &at, text, format!("{label} input {name}")),
+            token_env: r.bearer_token_env.clone(),
         });
     }
     out

@@ -394,7 +394,10 @@ pub struct Recipe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputKind {
+    /// The sha256 of what a URL serves.
     Http,
+    /// What a URL serves, as text (`body = "text"`).
+    HttpText,
     SsmParameter,
 }
 
@@ -405,6 +408,8 @@ pub struct Input {
     pub kind: InputKind,
     /// The URL or parameter name, a template.
     pub source: Template,
+    /// `bearer_token_env`: the environment variable whose token the request carries.
+    pub token_env: Option<String>,
 }
 
 /// A target from `bakery.toml`.

@@ -272,6 +272,14 @@ pub struct RawInput {
     pub http: Option<String>,
     /// SSM parameter name (a template): the input is its value.
     pub ssm_parameter: Option<String>,
+    /// With `http`: `"sha256"` (default: the input is the sha256 of the body, `value` is the
+    /// URL) or `"text"` (`value` is the body itself, trimmed: short UTF-8 text such as a
+    /// version, at most 4 KiB, read in full every time).
+    pub body: Option<String>,
+    /// With `http`: an environment variable holding a token sent as `Authorization: Bearer
+    /// <token>` (read when the input is read; never logged, recorded or part of the
+    /// fingerprint).
+    pub bearer_token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

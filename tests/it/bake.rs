@@ -852,7 +852,8 @@ fn aws_errors_say_what_failed_where_and_what_to_do() {
 /// Sharing with other accounts needs a customer managed KMS key the consumers may use: with the
 /// account's default `aws/ebs` the bake stops in preflight (exit 2, nothing created) and says
 /// what to set; with a customer key whose policy does not name the consumer, it stops and prints
-/// the statement to add; with one that does, it bakes.
+/// the statement to add; with one that does, it bakes. The same for an OU the image is shared
+/// with (a statement for everyone, limited to a path through the OU).
 #[test]
 fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     let sb = Sandbox::start();
@@ -907,6 +908,62 @@ fn sharing_with_the_aws_managed_ebs_key_is_refused_before_launch() {
     let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(registered(&sb, "sandbox-demo").len(), 1);
+
+    // Shared with an OU too: a policy that names only the account leaves the OU out; refused,
+    // with the statement for everyone limited to a path through the OU.
+    let ou = "arn:aws:organizations::123456789012:ou/o-abc123defg/ou-ab12-11111111";
+    let demo = std::fs::read_to_string(&path).expect("demo");
+    std::fs::write(
+        &path,
+        demo.replace(
+            "share = { accounts = [\"111122223333\"] }",
+            &format!("share = {{ accounts = [\"111122223333\"], ous = [\"{ou}\"] }}"),
+        ),
+    )
+    .expect("write");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not let OU ou-ab12-11111111 of o-abc123defg use the key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"aws:PrincipalOrgPaths\"")
+            && err.contains("\"o-abc123defg/*/ou-ab12-11111111/*\""),
+        "the missing statement is printed: {err}"
+    );
+    assert!(!err.contains("+ key pair"), "nothing is created: {err}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+    // With it (as a team would write it, by the OU's full path): the image bakes and is shared.
+    sb.set_kms_key_with(
+        &["111122223333"],
+        vec![serde_json::json!({
+            "Sid": "ou", "Effect": "Allow", "Principal": {"AWS": "*"},
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": ["o-abc123defg/r-ab12/ou-ab12-11111111/*"]}}
+        })],
+    );
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let versions = registered(&sb, "sandbox-demo");
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let ami = versions.last().map(|(_, id)| id.clone()).expect("an AMI");
+    let ous: Vec<String> = rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        ec2.describe_image_attribute()
+            .image_id(&ami)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .expect("DescribeImageAttribute")
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| p.organizational_unit_arn().map(str::to_string))
+            .collect()
+    });
+    assert_eq!(ous, [ou], "the new version is shared with the OU");
 }
 
 /// Exit 194 over SSH means what it means over SSM: bakery restarts the instance, waits for a new

@@ -519,7 +519,8 @@ fn windows_update_lists_are_checked_when_loaded_or_rendered() {
 }
 
 /// `[inputs.<name>]` mistakes are located: a bad name, no source or two, a URL that is not
-/// one, a parameter name that is not one; and a template that reads an input nobody declared
+/// one, a parameter name that is not one, an unknown body, a body or token for an SSM input, a
+/// token variable that is not a variable name (a pasted token); and a template that reads an input nobody declared
 /// is an error of the template.
 #[test]
 fn live_input_mistakes_are_located() {
@@ -527,7 +528,7 @@ fn live_input_mistakes_are_located() {
     p.write(
         "images/base.toml",
         &format!(
-            "{}\n[inputs.Agent]\nhttp = \"https://example.com/a.zip\"\n\n[inputs.both]\nhttp = \"https://example.com/a\"\nssm_parameter = \"/a/b\"\n\n[inputs.url]\nhttp = \"ftp://example.com/a.zip\"\n\n[inputs.param]\nssm_parameter = \"no-slash\"\n",
+            "{}\n[inputs.Agent]\nhttp = \"https://example.com/a.zip\"\n\n[inputs.both]\nhttp = \"https://example.com/a\"\nssm_parameter = \"/a/b\"\n\n[inputs.url]\nhttp = \"ftp://example.com/a.zip\"\n\n[inputs.param]\nssm_parameter = \"no-slash\"\n\n[inputs.how]\nhttp = \"https://example.com/v\"\nbody = \"json\"\n\n[inputs.ssm_text]\nssm_parameter = \"/a/b\"\nbody = \"text\"\n\n[inputs.token]\nhttp = \"https://example.com/v\"\nbody = \"text\"\nbearer_token_env = \"Bearer abc123\"\n",
             crate::support::BASE_IMAGE
         ),
     );
@@ -538,9 +539,16 @@ fn live_input_mistakes_are_located() {
         "input `both` needs exactly one of http, ssm_parameter",
         "`ftp://example.com/a.zip` is not an http(s) URL",
         "`no-slash` is not a fully qualified SSM parameter name",
+        "body = \"json\" is not a way to read a body",
+        "`body` is for an http input; input `ssm_text` reads an SSM parameter",
+        "bearer_token_env is not an environment variable name",
     ] {
         assert!(shown.contains(want), "{want}: {shown}");
     }
+    assert!(
+        !shown.contains("abc123"),
+        "a pasted token is not repeated: {shown}"
+    );
     assert!(shown.contains("images/base.toml:"), "{shown}");
-    assert_eq!(d.len(), 4, "{shown}");
+    assert_eq!(d.len(), 7, "{shown}");
 }

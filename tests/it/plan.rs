@@ -5,9 +5,22 @@ use crate::support::sandbox::Sandbox;
 use crate::support::text;
 
 fn plan(sb: &Sandbox, images: &[&str]) -> (Option<i32>, serde_json::Value) {
+    plan_env(sb, images, &[])
+}
+
+/// `plan`, with environment variables set for bakery.
+fn plan_env(
+    sb: &Sandbox,
+    images: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, serde_json::Value) {
     let mut args = vec!["plan", "--target", "sandbox", "--json", "--exit-code"];
     args.extend_from_slice(images);
-    let out = sb.bakery(&args);
+    let out = sb
+        .command(&args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bakery");
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
     (out.status.code(), v)
@@ -121,19 +134,56 @@ fn a_changed_script_is_named_and_children_follow_their_parent() {
 /// `plan --json --levels` on the shipped catalog: what a CI matrix fans out, parents' level first.
 #[test]
 fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
+    use crate::support::sandbox::TEAMCITY_TOKEN;
     let sb = Sandbox::start();
-    // The agent images read their agent zip from the TeamCity server: a local one here.
+    // The agent images read their agent zip and the server's version from the TeamCity server
+    // (the version with the token in TEAMCITY_TOKEN): a local one here.
     let server = crate::support::sandbox::InputServer::start(b"agent zip");
-    let base = server.url.trim_end_matches("/update/buildAgentFull.zip");
     for image in ["teamcity-agent-linux", "teamcity-agent-windows"] {
         let path = format!("images/{image}.toml");
         let toml = std::fs::read_to_string(sb.project.path().join(&path)).expect("image");
-        let moved = toml.replace("https://teamcity.example.com", base);
+        let moved = toml.replace("https://teamcity.example.com", server.root());
         assert_ne!(moved, toml, "{image} names the server");
         sb.project.write(&path, &moved);
     }
-    let out = sb.bakery(&["plan", "--target", "sandbox", "--json", "--levels"]);
+    let plan_with = |token: Option<&str>, args: &[&str]| {
+        let mut c = sb.command(args);
+        if let Some(t) = token {
+            c.env("TEAMCITY_TOKEN", t);
+        }
+        c.output().expect("run bakery")
+    };
+    // Without the token, or with a wrong one, the version cannot be read: an error naming the
+    // input (exit 1), never the token itself.
+    let args = ["plan", "--target", "sandbox", "teamcity-agent-linux"];
+    let out = plan_with(None, &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input teamcity_server_version: environment variable TEAMCITY_TOKEN"),
+        "{err}"
+    );
+    let out = plan_with(Some("wrong-token-3f9d"), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input teamcity_server_version: GET ")
+            && err.contains("/app/rest/server/version: answered 401 Unauthorized"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-token-3f9d"),
+        "the token is never shown: {err}"
+    );
+
+    let out = plan_with(
+        Some(TEAMCITY_TOKEN),
+        &["plan", "--target", "sandbox", "--json", "--levels"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains(TEAMCITY_TOKEN) && !text(&out.stderr).contains(TEAMCITY_TOKEN)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let levels: Vec<std::collections::BTreeSet<String>> =
         serde_json::from_value(v["levels"].clone()).expect("levels: [[image]]");
@@ -153,7 +203,10 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
     assert_eq!(v["to_bake"], 5, "{v}");
     // A child of an image that bakes is new (not 'changed since nothing').
     assert_eq!(row(&v, "teamcity-agent-linux")["status"], "new", "{v}");
-    let text_out = sb.bakery(&["plan", "--target", "sandbox", "--levels"]);
+    let text_out = plan_with(
+        Some(TEAMCITY_TOKEN),
+        &["plan", "--target", "sandbox", "--levels"],
+    );
     let shown = text(&text_out.stdout);
     assert!(
         shown.contains("level 1: teamcity-agent-linux teamcity-agent-windows"),
@@ -250,15 +303,24 @@ fn a_moved_source_ami_is_the_reason() {
 
 /// Bakes `image` with `--report` and returns its report.
 fn report_of(sb: &Sandbox, image: &str) -> serde_json::Value {
+    report_env(sb, image, &[])
+}
+
+/// `report_of`, with environment variables set for bakery.
+fn report_env(sb: &Sandbox, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let dir = sb.project.path().join("out");
-    let out = sb.bakery(&[
-        "bake",
-        image,
-        "--target",
-        "sandbox",
-        "--report",
-        dir.to_str().unwrap(),
-    ]);
+    let out = sb
+        .command(&[
+            "bake",
+            image,
+            "--target",
+            "sandbox",
+            "--report",
+            dir.to_str().unwrap(),
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bakery");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let path = dir.join(format!("{image}.json"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect("report")).expect("report json")
@@ -620,6 +682,43 @@ fn a_live_input_is_read_conditionally_and_feeds_the_plan_and_the_bake() {
 /// An SSM parameter as a live input of the image itself: its value reaches the templates (a
 /// check on the instance sees it), a new value is the plan's reason, a missing parameter is an
 /// error naming the input.
+/// A `body = "text"` input read with a bearer token (the TeamCity version endpoint of the local
+/// input server): its value reaches a check on the instance, a new version is the plan's reason,
+/// and the token never shows.
+#[test]
+fn a_text_input_read_with_a_token_feeds_the_instance_and_the_plan() {
+    use crate::support::sandbox::TEAMCITY_TOKEN;
+    let sb = Sandbox::start();
+    let server = crate::support::sandbox::InputServer::start(b"unused");
+    let image = sb.demo_variant(
+        "server-version-demo",
+        &format!(
+            "[inputs.server_version]\nhttp = \"{}/app/rest/server/version\"\nbody = \"text\"\nbearer_token_env = \"TEAMCITY_TOKEN\"\n\n[[check]]\nname = \"the server version reached the instance\"\ncommand = \"echo {{{{ inputs.server_version.value | sh }}}}\"\nstdout_contains = \"2025.07 (build 197242)\"\n\n",
+            server.root()
+        ),
+    );
+    sb.project.write("images/server-version-demo.toml", &image);
+    let env = [("TEAMCITY_TOKEN", TEAMCITY_TOKEN)];
+    let r = report_env(&sb, "server-version-demo", &env);
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "the server version reached the instance" && c["passed"] == true),
+        "{r}"
+    );
+    assert!(!r.to_string().contains(TEAMCITY_TOKEN), "{r}");
+    let (code, v) = plan_env(&sb, &["server-version-demo"], &env);
+    assert_eq!(code, Some(0), "unchanged: {v}");
+    server.set_version("2025.11 (build 208000)");
+    let (code, v) = plan_env(&sb, &["server-version-demo"], &env);
+    assert_eq!(code, Some(10), "{v}");
+    let reasons = row(&v, "server-version-demo")["reasons"].to_string();
+    assert!(reasons.contains("input server_version: sha256 "), "{v}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
 #[test]
 fn an_ssm_parameter_input_feeds_the_templates_and_the_plan() {
     let sb = Sandbox::start();

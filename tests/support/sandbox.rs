@@ -207,7 +207,8 @@ impl Sandbox {
             .env("AWS_ACCESS_KEY_ID", "sandbox")
             .env("AWS_SECRET_ACCESS_KEY", "sandbox")
             .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("TEAMCITY_TOKEN");
         c
     }
 
@@ -270,10 +271,16 @@ impl Sandbox {
     /// (shared images need one), whose key policy lets `consumers` use it (their statement is
     /// left out when empty, as a key made for the account alone has it).
     pub fn set_kms_key(&self, consumers: &[&str]) {
+        self.set_kms_key_with(consumers, Vec::new());
+    }
+
+    /// `set_kms_key`, with more statements in the key policy.
+    pub fn set_kms_key_with(&self, consumers: &[&str], more: Vec<serde_json::Value>) {
         let mut statements = vec![serde_json::json!({
             "Sid": "Enable IAM User Permissions", "Effect": "Allow",
             "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*", "Resource": "*"
         })];
+        statements.extend(more);
         if !consumers.is_empty() {
             let principals: Vec<String> = consumers
                 .iter()
@@ -651,12 +658,19 @@ impl Drop for FileServer {
     }
 }
 
+/// The token the input server's version endpoint wants (`Authorization: Bearer …`).
+pub const TEAMCITY_TOKEN: &str = "sandbox-teamcity-token-5c1e";
+
 /// What a live input reads in tests: an HTTP server on a free loopback port whose body a test
 /// can change, answering with an ETag and `304 Not Modified` to a matching `If-None-Match`, and
-/// counting requests and bodies sent. Stopped on drop (or by `stop`, to be unreachable).
+/// counting requests and bodies sent. Like a TeamCity server it also answers
+/// `/app/rest/server/version` with a version a test can change, to a request that carries
+/// `TEAMCITY_TOKEN` as its bearer token (401 otherwise). Stopped on drop (or by `stop`, to be
+/// unreachable).
 pub struct InputServer {
     pub url: String,
     body: Arc<std::sync::Mutex<Vec<u8>>>,
+    version: Arc<std::sync::Mutex<String>>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
     bodies: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -675,7 +689,9 @@ impl InputServer {
         let body = Arc::new(std::sync::Mutex::new(body.to_vec()));
         let (requests, bodies) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let stop = Arc::new(AtomicBool::new(false));
+        let version = Arc::new(std::sync::Mutex::new("2025.07 (build 197242)".to_string()));
         let (b, r, n, st) = (body.clone(), requests.clone(), bodies.clone(), stop.clone());
+        let ver = version.clone();
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 let Ok((mut s, _)) = listener.accept() else {
@@ -692,8 +708,30 @@ impl InputServer {
                         Ok(k) => head.extend_from_slice(&buf[..k]),
                     }
                 }
+                let head = String::from_utf8_lossy(&head).to_string();
+                if head.starts_with("GET /app/rest/server/version ") {
+                    let authorized = head.lines().any(|l| {
+                        l.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("authorization")
+                                && v.trim() == format!("Bearer {TEAMCITY_TOKEN}")
+                        })
+                    });
+                    let (status, text) = if authorized {
+                        ("200 OK", ver.lock().expect("version").clone())
+                    } else {
+                        ("401 Unauthorized", "Authentication required".to_string())
+                    };
+                    let _ = s.write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                            text.len()
+                        )
+                        .as_bytes(),
+                    );
+                    continue;
+                }
                 r.fetch_add(1, Ordering::SeqCst);
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let head = head.to_ascii_lowercase();
                 let data = b.lock().expect("body").clone();
                 use sha2::Digest;
                 let etag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(&data))[..16]);
@@ -722,6 +760,7 @@ impl InputServer {
         InputServer {
             url,
             body,
+            version,
             requests,
             bodies,
             stop,
@@ -734,7 +773,17 @@ impl InputServer {
         *self.body.lock().expect("body") = body.to_vec();
     }
 
-    /// Requests answered so far (304s included).
+    /// The version `/app/rest/server/version` reports from now on.
+    pub fn set_version(&self, version: &str) {
+        *self.version.lock().expect("version") = version.to_string();
+    }
+
+    /// The server's root URL (what an image's `server_url` names).
+    pub fn root(&self) -> &str {
+        self.url.trim_end_matches("/update/buildAgentFull.zip")
+    }
+
+    /// Requests for the body answered so far (304s included).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }

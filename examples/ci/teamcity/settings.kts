@@ -43,6 +43,9 @@ object BakeImages : BuildType({
     params {
         // Set by the Plan step (service message) when something needs baking.
         param("bake.changes", "false")
+        // The teamcity-agent recipe reads this server's version with a token: a read-only
+        // user's access token, stored as a secure value (masked in the build log).
+        password("env.TEAMCITY_TOKEN", "credentialsJSON:teamcity-readonly-token", display = ParameterDisplay.HIDDEN)
     }
 
     steps {

@@ -123,6 +123,217 @@ pub fn missing_actions(policy: &str, account: &str) -> Result<Vec<&'static str>,
         .collect())
 }
 
+/// An organization or organizational unit an image is shared with, from its ARN
+/// (`arn:aws:organizations::<account>:organization/o-…` or `…:ou/o-…/ou-…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUnit {
+    /// `o-…`
+    pub org: String,
+    /// `ou-…`; none for the whole organization.
+    pub ou: Option<String>,
+}
+
+impl OrgUnit {
+    pub fn parse(arn: &str) -> Option<OrgUnit> {
+        let resource = arn.strip_prefix("arn:")?.split(':').nth(4)?;
+        match resource.split('/').collect::<Vec<_>>()[..] {
+            ["organization", org] if org.starts_with("o-") => Some(OrgUnit {
+                org: org.into(),
+                ou: None,
+            }),
+            ["ou", org, ou] if org.starts_with("o-") && ou.starts_with("ou-") => Some(OrgUnit {
+                org: org.into(),
+                ou: Some(ou.into()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The `aws:PrincipalOrgPaths` pattern that covers the OU and every OU under it, whatever
+    /// the root and the parents (`*` matches across `/`).
+    fn path_pattern(&self) -> String {
+        match &self.ou {
+            Some(ou) => format!("{}/*/{ou}/*", self.org),
+            None => format!("{}/*", self.org),
+        }
+    }
+
+    /// Whether an `aws:PrincipalOrgPaths` value covers every principal of this unit: the whole
+    /// organization (`o-x/*`, `o-x/r-y/*`), or, for an OU, a path through the OU that ends at
+    /// it or at `*` (`o-x/r-y/ou-p/ou-z/*`, `o-x/*/ou-z/*`).
+    fn covered_by_path(&self, pattern: &str) -> bool {
+        if pattern == "*" {
+            return true;
+        }
+        let segs: Vec<&str> = pattern.split('/').collect();
+        if segs.first() != Some(&self.org.as_str()) {
+            return false;
+        }
+        let whole_org = match &segs[1..] {
+            ["*"] => true,
+            [root, "*"] => root.starts_with("r-") || *root == "*",
+            _ => false,
+        };
+        if whole_org {
+            return true;
+        }
+        let Some(ou) = &self.ou else { return false };
+        segs.iter()
+            .position(|s| s == ou)
+            .is_some_and(|i| matches!(&segs[i + 1..], ["*"] | [""] | []))
+    }
+}
+
+impl std::fmt::Display for OrgUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ou {
+            Some(ou) => write!(f, "OU {ou} of {}", self.org),
+            None => write!(f, "organization {}", self.org),
+        }
+    }
+}
+
+/// IAM's `*`/`?` wildcards (`StringLike`), case-sensitive.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Whether an Allow statement grants `unit`: a principal of everyone (`*`), limited by
+/// `aws:PrincipalOrgID` naming the organization or by `aws:PrincipalOrgPaths` covering the unit
+/// (with no condition at all it grants everyone, the unit too). Other conditions are taken as
+/// met, as for accounts.
+fn grants_unit(statement: &Value, unit: &OrgUnit) -> bool {
+    let everyone = match &statement["Principal"] {
+        Value::String(s) => s == "*",
+        p => strings(&p["AWS"]).contains(&"*"),
+    };
+    if !everyone {
+        return false;
+    }
+    let Some(conditions) = statement["Condition"].as_object() else {
+        return true;
+    };
+    let mut limited = false;
+    let mut covered = false;
+    for (operator, keys) in conditions {
+        let like = operator.to_ascii_lowercase().contains("like");
+        let Some(keys) = keys.as_object() else {
+            continue;
+        };
+        for (key, values) in keys {
+            let values = strings(values);
+            match key.to_ascii_lowercase().as_str() {
+                "aws:principalorgid" => {
+                    limited = true;
+                    covered |= values.iter().any(|v| {
+                        if like {
+                            glob(v, &unit.org)
+                        } else {
+                            *v == unit.org
+                        }
+                    });
+                }
+                "aws:principalorgpaths" => {
+                    limited = true;
+                    covered |= values.iter().any(|v| unit.covered_by_path(v));
+                }
+                _ => {}
+            }
+        }
+    }
+    !limited || covered
+}
+
+/// The actions of `CONSUMER_ACTIONS` that `policy` does not allow the accounts of `unit` (an
+/// organization or OU) as `missing_actions` does for an account: Allow statements for everyone
+/// limited to the organization (`aws:PrincipalOrgID`) or to a path through the OU
+/// (`aws:PrincipalOrgPaths`).
+pub fn missing_actions_for_unit(policy: &str, unit: &OrgUnit) -> Result<Vec<&'static str>, String> {
+    let doc: Value =
+        serde_json::from_str(policy).map_err(|e| format!("the key policy is not JSON: {e}"))?;
+    let statements: Vec<&Value> = match &doc["Statement"] {
+        Value::Array(a) => a.iter().collect(),
+        s @ Value::Object(_) => vec![s],
+        _ => Vec::new(),
+    };
+    let allowed: Vec<&str> = statements
+        .iter()
+        .filter(|s| s["Effect"] == "Allow" && grants_unit(s, unit))
+        .flat_map(|s| strings(&s["Action"]))
+        .collect();
+    Ok(CONSUMER_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| !allowed.iter().any(|p| action_matches(p, a)))
+        .collect())
+}
+
+/// The key policy statements that let the accounts of `units` use the key for shared EBS
+/// snapshots: everyone, limited to the organizations by `aws:PrincipalOrgID` and to the OUs
+/// (and the OUs under them) by `aws:PrincipalOrgPaths`.
+pub fn unit_statements(units: &[OrgUnit]) -> Vec<String> {
+    let orgs: Vec<&str> = units
+        .iter()
+        .filter(|u| u.ou.is_none())
+        .map(|u| u.org.as_str())
+        .collect();
+    let paths: Vec<String> = units
+        .iter()
+        .filter(|u| u.ou.is_some())
+        .map(OrgUnit::path_pattern)
+        .collect();
+    let mut statements = Vec::new();
+    let actions = serde_json::json!([
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:CreateGrant",
+        "kms:ReEncrypt*",
+        "kms:GenerateDataKey*"
+    ]);
+    if !orgs.is_empty() {
+        statements.push(serde_json::json!({
+            "Sid": "AllowUseOfTheKeyByImageConsumerOrganizations",
+            "Effect": "Allow",
+            "Principal": { "AWS": "*" },
+            "Action": actions,
+            "Resource": "*",
+            "Condition": { "StringEquals": { "aws:PrincipalOrgID": orgs } }
+        }));
+    }
+    if !paths.is_empty() {
+        statements.push(serde_json::json!({
+            "Sid": "AllowUseOfTheKeyByImageConsumerOUs",
+            "Effect": "Allow",
+            "Principal": { "AWS": "*" },
+            "Action": actions,
+            "Resource": "*",
+            "Condition": { "ForAnyValue:StringLike": { "aws:PrincipalOrgPaths": paths } }
+        }));
+    }
+    statements
+        .iter()
+        .map(|s| serde_json::to_string_pretty(s).unwrap_or_default())
+        .collect()
+}
+
 /// The key policy statement that lets `accounts` use the key for shared EBS snapshots.
 pub fn consumer_statement(accounts: &[String]) -> String {
     let principals: Vec<String> = accounts
@@ -168,6 +379,111 @@ mod tests {
             );
         }
         assert_eq!(missing_actions(&policy, "999999999999").unwrap().len(), 6);
+    }
+
+    const ORG: &str = "arn:aws:organizations::123456789012:organization/o-abc123defg";
+    const OU: &str = "arn:aws:organizations::123456789012:ou/o-abc123defg/ou-ab12-11111111";
+
+    #[test]
+    fn organization_and_ou_arns_parse() {
+        let org = OrgUnit::parse(ORG).unwrap();
+        assert_eq!(
+            (org.org.as_str(), org.ou.as_deref()),
+            ("o-abc123defg", None)
+        );
+        let ou = OrgUnit::parse(OU).unwrap();
+        assert_eq!(ou.ou.as_deref(), Some("ou-ab12-11111111"));
+        assert_eq!(
+            OrgUnit::parse("arn:aws:organizations::1:account/o-x/1"),
+            None
+        );
+        assert_eq!(OrgUnit::parse("o-abc"), None);
+    }
+
+    #[test]
+    fn the_printed_unit_statement_is_what_the_check_accepts() {
+        let (org, ou) = (OrgUnit::parse(ORG).unwrap(), OrgUnit::parse(OU).unwrap());
+        assert_eq!(missing_actions_for_unit(OWNER_ONLY, &org).unwrap().len(), 6);
+        assert_eq!(missing_actions_for_unit(OWNER_ONLY, &ou).unwrap().len(), 6);
+        for units in [
+            vec![org.clone()],
+            vec![ou.clone()],
+            vec![org.clone(), ou.clone()],
+        ] {
+            let policy = format!(r#"{{"Statement":[{}]}}"#, unit_statements(&units).join(","));
+            for u in &units {
+                assert!(
+                    missing_actions_for_unit(&policy, u).unwrap().is_empty(),
+                    "{u}: {policy}"
+                );
+            }
+        }
+        // The OU statement does not grant the whole organization, nor another OU.
+        let policy = format!(
+            r#"{{"Statement":[{}]}}"#,
+            unit_statements(std::slice::from_ref(&ou)).join(",")
+        );
+        assert_eq!(missing_actions_for_unit(&policy, &org).unwrap().len(), 6);
+        let other = OrgUnit {
+            org: ou.org.clone(),
+            ou: Some("ou-ab12-22222222".into()),
+        };
+        assert_eq!(missing_actions_for_unit(&policy, &other).unwrap().len(), 6);
+        // The organization's statement covers its OUs, not another organization.
+        let policy = format!(
+            r#"{{"Statement":[{}]}}"#,
+            unit_statements(std::slice::from_ref(&org)).join(",")
+        );
+        assert!(missing_actions_for_unit(&policy, &ou).unwrap().is_empty());
+        let elsewhere = OrgUnit {
+            org: "o-zzzzzzzzzz".into(),
+            ou: None,
+        };
+        assert_eq!(
+            missing_actions_for_unit(&policy, &elsewhere).unwrap().len(),
+            6
+        );
+    }
+
+    #[test]
+    fn org_conditions_as_aws_documents_them() {
+        let ou = OrgUnit::parse(OU).unwrap();
+        let with = |cond: &str| {
+            format!(
+                r#"{{"Statement":[{{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{cond}}}]}}"#
+            )
+        };
+        // The full path of the OU, as in AWS's examples, and its parents' paths.
+        for cond in [
+            r#"{"ForAnyValue:StringLike":{"aws:PrincipalOrgPaths":["o-abc123defg/r-ab12/ou-ab12-11111111/*"]}}"#,
+            r#"{"ForAnyValue:StringEquals":{"aws:PrincipalOrgPaths":"o-abc123defg/r-ab12/ou-ab12-00000000/ou-ab12-11111111/"}}"#,
+            r#"{"ForAnyValue:StringLike":{"aws:PrincipalOrgPaths":["o-abc123defg/r-ab12/*"]}}"#,
+            r#"{"StringLike":{"aws:PrincipalOrgID":"o-abc*"}}"#,
+            r#"{"StringEquals":{"aws:PrincipalOrgID":"o-abc123defg","aws:SourceVpc":"vpc-1"}}"#,
+        ] {
+            assert!(
+                missing_actions_for_unit(&with(cond), &ou)
+                    .unwrap()
+                    .is_empty(),
+                "{cond}"
+            );
+        }
+        // Another OU's path, a child of it only, another organization.
+        for cond in [
+            r#"{"ForAnyValue:StringLike":{"aws:PrincipalOrgPaths":["o-abc123defg/r-ab12/ou-ab12-22222222/*"]}}"#,
+            r#"{"ForAnyValue:StringLike":{"aws:PrincipalOrgPaths":["o-abc123defg/r-ab12/ou-ab12-11111111/ou-ab12-33333333/*"]}}"#,
+            r#"{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}"#,
+        ] {
+            assert_eq!(
+                missing_actions_for_unit(&with(cond), &ou).unwrap().len(),
+                6,
+                "{cond}"
+            );
+        }
+        // A principal that is not everyone does not grant an OU.
+        let p = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-abc123defg"}}}]}"#;
+        assert_eq!(missing_actions_for_unit(p, &ou).unwrap().len(), 6);
+        assert!(glob("o-*-x?z", "o-abc-xyz") && !glob("o-*-x?z", "o-abc-xz"));
     }
 
     #[test]
