@@ -157,6 +157,10 @@ impl Ssh {
             keepalive_interval: Some(KEEPALIVE),
             keepalive_max: KEEPALIVE_MAX,
             inactivity_timeout: None,
+            // Every exec is a few small packets each way (channel open, exec, data, exit
+            // status, close): with Nagle's algorithm each one after the first waits for the
+            // peer's delayed ACK (~40 ms on Linux), which is most of a round trip's time.
+            nodelay: true,
             ..Default::default()
         });
         let changed = Arc::new(Mutex::new(None));
