@@ -206,6 +206,20 @@ fn unanswered(e: hyper_util::client::legacy::Error) -> String {
     msg
 }
 
+/// Streams `body` to `each`, a chunk at a time (never held whole); `each` may stop it.
+async fn each_chunk(
+    mut body: hyper::body::Incoming,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            each(data)?;
+        }
+    }
+    Ok(())
+}
+
 /// GETs `url` and returns its body as text, trimmed (at most `MAX_TEXT` bytes of UTF-8).
 async fn fetch_text(
     client: &Client,
@@ -221,19 +235,17 @@ async fn fetch_text(
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
-        let mut body = resp.into_body();
         let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
-            if let Some(data) = frame.data_ref() {
-                bytes.extend_from_slice(data);
-                if bytes.len() > MAX_TEXT {
-                    return Err(format!(
-                        "answered more than {MAX_TEXT} bytes: body = \"text\" is for short values such as a version (use the default body = \"sha256\" for files)"
-                    ));
-                }
+        each_chunk(resp.into_body(), |data| {
+            bytes.extend_from_slice(data);
+            if bytes.len() > MAX_TEXT {
+                return Err(format!(
+                    "answered more than {MAX_TEXT} bytes: body = \"text\" is for short values such as a version (use the default body = \"sha256\" for files)"
+                ));
             }
-        }
+            Ok(())
+        })
+        .await?;
         let text = String::from_utf8(bytes)
             .map_err(|_| "answered a body that is not UTF-8 text (body = \"text\")".to_string())?;
         Ok(text.trim().to_string())
@@ -288,14 +300,12 @@ async fn fetch(
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
-        let mut body = resp.into_body();
         let mut h = Sha256::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
-            if let Some(data) = frame.data_ref() {
-                h.update(data);
-            }
-        }
+        each_chunk(resp.into_body(), |data| {
+            h.update(data);
+            Ok(())
+        })
+        .await?;
         Ok(Seen {
             etag,
             last_modified,

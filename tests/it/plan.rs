@@ -306,6 +306,13 @@ fn report_of(sb: &Sandbox, image: &str) -> serde_json::Value {
     report_env(sb, image, &[])
 }
 
+/// Whether the report `r` lists check `name` as passed.
+fn passed(r: &serde_json::Value, name: &str) -> bool {
+    r["checks"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|c| c["name"] == name && c["passed"] == true))
+}
+
 /// `report_of`, with environment variables set for bakery.
 fn report_env(sb: &Sandbox, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let dir = sb.project.path().join("out");
@@ -700,14 +707,7 @@ fn a_text_input_read_with_a_token_feeds_the_instance_and_the_plan() {
     sb.project.write("images/server-version-demo.toml", &image);
     let env = [("TEAMCITY_TOKEN", TEAMCITY_TOKEN)];
     let r = report_env(&sb, "server-version-demo", &env);
-    assert!(
-        r["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "the server version reached the instance" && c["passed"] == true),
-        "{r}"
-    );
+    assert!(passed(&r, "the server version reached the instance"), "{r}");
     assert!(!r.to_string().contains(TEAMCITY_TOKEN), "{r}");
     let (code, v) = plan_env(&sb, &["server-version-demo"], &env);
     assert_eq!(code, Some(0), "unchanged: {v}");
@@ -742,14 +742,7 @@ fn an_ssm_parameter_input_feeds_the_templates_and_the_plan() {
         + "\n[inputs.server_version]\nssm_parameter = \"/platform/teamcity/server-version\"\n\n[[check]]\nname = \"the server version reached the instance\"\ncommand = \"echo {{ inputs.server_version.value | sh }}\"\nstdout_contains = \"2025.07\"\n";
     sb.project.write("images/versioned.toml", &image);
     let r = report_of(&sb, "versioned");
-    assert!(
-        r["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "the server version reached the instance" && c["passed"] == true),
-        "{r}"
-    );
+    assert!(passed(&r, "the server version reached the instance"), "{r}");
     let (code, _) = plan(&sb, &["versioned"]);
     assert_eq!(code, Some(0), "unchanged");
     put("2025.11");

@@ -104,6 +104,15 @@ fn names_account(statement: &Value, account: &str) -> bool {
 /// whose principal names the account; conditions are taken as met, explicit Deny is not
 /// weighed: this catches the missing statement, it does not replace IAM's evaluation).
 pub fn missing_actions(policy: &str, account: &str) -> Result<Vec<&'static str>, String> {
+    missing_where(policy, |s| names_account(s, account))
+}
+
+/// The actions of `CONSUMER_ACTIONS` that no Allow statement of `policy` for which `grants`
+/// holds allows.
+fn missing_where(
+    policy: &str,
+    grants: impl Fn(&Value) -> bool,
+) -> Result<Vec<&'static str>, String> {
     let doc: Value =
         serde_json::from_str(policy).map_err(|e| format!("the key policy is not JSON: {e}"))?;
     let statements: Vec<&Value> = match &doc["Statement"] {
@@ -113,7 +122,7 @@ pub fn missing_actions(policy: &str, account: &str) -> Result<Vec<&'static str>,
     };
     let allowed: Vec<&str> = statements
         .iter()
-        .filter(|s| s["Effect"] == "Allow" && names_account(s, account))
+        .filter(|s| s["Effect"] == "Allow" && grants(s))
         .flat_map(|s| strings(&s["Action"]))
         .collect();
     Ok(CONSUMER_ACTIONS
@@ -267,23 +276,7 @@ fn grants_unit(statement: &Value, unit: &OrgUnit) -> bool {
 /// limited to the organization (`aws:PrincipalOrgID`) or to a path through the OU
 /// (`aws:PrincipalOrgPaths`).
 pub fn missing_actions_for_unit(policy: &str, unit: &OrgUnit) -> Result<Vec<&'static str>, String> {
-    let doc: Value =
-        serde_json::from_str(policy).map_err(|e| format!("the key policy is not JSON: {e}"))?;
-    let statements: Vec<&Value> = match &doc["Statement"] {
-        Value::Array(a) => a.iter().collect(),
-        s @ Value::Object(_) => vec![s],
-        _ => Vec::new(),
-    };
-    let allowed: Vec<&str> = statements
-        .iter()
-        .filter(|s| s["Effect"] == "Allow" && grants_unit(s, unit))
-        .flat_map(|s| strings(&s["Action"]))
-        .collect();
-    Ok(CONSUMER_ACTIONS
-        .iter()
-        .copied()
-        .filter(|a| !allowed.iter().any(|p| action_matches(p, a)))
-        .collect())
+    missing_where(policy, |s| grants_unit(s, unit))
 }
 
 /// The key policy statements that let the accounts of `units` use the key for shared EBS
@@ -301,32 +294,27 @@ pub fn unit_statements(units: &[OrgUnit]) -> Vec<String> {
         .map(OrgUnit::path_pattern)
         .collect();
     let mut statements = Vec::new();
-    let actions = serde_json::json!([
-        "kms:Decrypt",
-        "kms:DescribeKey",
-        "kms:CreateGrant",
-        "kms:ReEncrypt*",
-        "kms:GenerateDataKey*"
-    ]);
-    if !orgs.is_empty() {
+    let mut add = |sid: &str, condition: Value| {
         statements.push(serde_json::json!({
-            "Sid": "AllowUseOfTheKeyByImageConsumerOrganizations",
+            "Sid": sid,
             "Effect": "Allow",
             "Principal": { "AWS": "*" },
-            "Action": actions,
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
             "Resource": "*",
-            "Condition": { "StringEquals": { "aws:PrincipalOrgID": orgs } }
-        }));
+            "Condition": condition
+        }))
+    };
+    if !orgs.is_empty() {
+        add(
+            "AllowUseOfTheKeyByImageConsumerOrganizations",
+            serde_json::json!({ "StringEquals": { "aws:PrincipalOrgID": orgs } }),
+        );
     }
     if !paths.is_empty() {
-        statements.push(serde_json::json!({
-            "Sid": "AllowUseOfTheKeyByImageConsumerOUs",
-            "Effect": "Allow",
-            "Principal": { "AWS": "*" },
-            "Action": actions,
-            "Resource": "*",
-            "Condition": { "ForAnyValue:StringLike": { "aws:PrincipalOrgPaths": paths } }
-        }));
+        add(
+            "AllowUseOfTheKeyByImageConsumerOUs",
+            serde_json::json!({ "ForAnyValue:StringLike": { "aws:PrincipalOrgPaths": paths } }),
+        );
     }
     statements
         .iter()
