@@ -113,18 +113,22 @@ pub async fn bake(
     };
     // Live inputs are read now (before anything is created) and the plan rendered with them.
     let mut planner = Planner::new(catalog, target);
-    let live = planner
-        .live_inputs(image)
-        .map_err(|d| fail_early("plan", d.to_string()))?;
+    let live = planner.live_inputs(image).map_err(|d| BakeError {
+        kind: FailKind::Invalid,
+        ..fail_early("plan", d.to_string())
+    })?;
     if !live.is_empty() {
         let values = crate::inputs::resolve(project, target, &live)
             .await
             .map_err(|e| fail_early("plan", e))?;
         planner.add_inputs(values);
     }
-    let plan = planner
-        .plan(image)
-        .map_err(|d| fail_early("plan", d.to_string()))?;
+    // A catalog mistake that only shows with the inputs' values (a pinned version the server
+    // contradicts) is the user's to fix: invalid input, like any other catalog error.
+    let plan = planner.plan(image).map_err(|d| BakeError {
+        kind: FailKind::Invalid,
+        ..fail_early("plan", d.to_string())
+    })?;
     // What the communicator needs, checked before anything is created.
     if img.build.communicator == Communicator::Ssm {
         if target.instance_profile.is_none() {

@@ -640,9 +640,7 @@ pub fn run_many(project: &Path, a: &ManyArgs) -> Result<(), CliError> {
     let run_started = std::time::Instant::now();
     let (outcomes, stats) = se.block_on(async {
         let selected: Vec<ImageName> = if a.changed {
-            let rows = changes::plan(project, &catalog, &target, &named)
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let rows = changes::plan(project, &catalog, &target, &named).await?;
             rows.iter()
                 .filter(|r| r.status.bakes())
                 .map(|r| ImageName::new_unchecked(r.image.clone()))

@@ -389,6 +389,17 @@ impl From<Diagnostic> for CliError {
     }
 }
 
+/// A plan against the registry: a catalog mistake the live inputs' values revealed is bad input
+/// (exit 2), anything else a run-time failure (exit 1).
+impl From<crate::registry::changes::PlanError> for CliError {
+    fn from(e: crate::registry::changes::PlanError) -> Self {
+        match e {
+            crate::registry::changes::PlanError::Invalid(d) => CliError::Invalid(d),
+            crate::registry::changes::PlanError::Cloud(e) => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
 impl From<Diagnostics> for CliError {
     fn from(d: Diagnostics) -> Self {
         CliError::Invalid(d)

@@ -127,9 +127,7 @@ fn online(project: &Path, images: &[String], mode: &Mode<'_>) -> Result<(), CliE
         names.push(catalog.image(n)?.name.clone());
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
-    let rows = rt
-        .block_on(changes::plan(project, &catalog, target, &names))
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let rows = rt.block_on(changes::plan(project, &catalog, target, &names))?;
     let to_bake = rows.iter().filter(|r| r.status.bakes()).count();
     let by_level: Vec<(&str, Option<&str>, bool)> = rows
         .iter()

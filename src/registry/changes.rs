@@ -139,13 +139,25 @@ fn newest_by_image(images: Vec<ImageInfo>) -> BTreeMap<String, Vec<(Version, Ima
     out
 }
 
+/// Why a plan against the registry could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The catalog, rendered with the values the live inputs read, is wrong (a pinned version
+    /// the server contradicts, say): located diagnostics, a user's mistake (exit 2).
+    #[error("{0}")]
+    Invalid(crate::catalog::diag::Diagnostics),
+    /// AWS, or a live input that could not be read (exit 1).
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
 /// Plans `names` (all when empty) and their ancestors, parents first.
 pub async fn plan(
     project: &std::path::Path,
     catalog: &Catalog,
     target: &Target,
     names: &[ImageName],
-) -> Result<Vec<Row>, CloudError> {
+) -> Result<Vec<Row>, PlanError> {
     let region = target
         .regions
         .first()
@@ -198,18 +210,14 @@ pub async fn plan(
     for name in order {
         let image = &catalog.images[name];
         // Live inputs read now (as a bake would), never taken as unchanged when unreadable.
-        let live = planner
-            .live_inputs(name)
-            .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        let live = planner.live_inputs(name).map_err(PlanError::Invalid)?;
         if !live.is_empty() {
             let values = crate::inputs::resolve(project, target, &live)
                 .await
                 .map_err(CloudError::NotFound)?;
             planner.add_inputs(values);
         }
-        let offline = planner
-            .plan(name)
-            .map_err(|d| CloudError::NotFound(d.to_string()))?;
+        let offline = planner.plan(name).map_err(PlanError::Invalid)?;
         let versions = registry.get(name.as_str()).cloned().unwrap_or_default();
         let newest = versions
             .iter()

@@ -215,6 +215,37 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
     // Levels need the registry: --offline refuses them with a usage error.
     let out = sb.bakery(&["plan", "--offline", "--levels"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // An image that pins a server version the server contradicts is the user's mistake: plan
+    // and bake stop with the located error (exit 2), before any AWS call.
+    let path = "images/teamcity-agent-linux.toml";
+    let toml = std::fs::read_to_string(sb.project.path().join(path)).expect("image");
+    sb.project.write(
+        path,
+        &toml.replacen(
+            "[recipe.with]\nserver_url = ",
+            "[recipe.with]\nserver_version = \"2025.03\"\nserver_url = ",
+            1,
+        ),
+    );
+    for args in [
+        &["plan", "--target", "sandbox", "teamcity-agent-linux"][..],
+        &["bake", "teamcity-agent-linux", "--target", "sandbox"][..],
+    ] {
+        let before = sb.requests();
+        let out = plan_with(Some(TEAMCITY_TOKEN), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("server_version is \"2025.03\" but the TeamCity server reports \"2025.07 (build 197242)\"")
+                && err.contains("recipes/teamcity-agent/files/buildAgent.properties"),
+            "{args:?}: {err}"
+        );
+        if args[0] == "bake" {
+            assert_eq!(sb.requests(), before, "no AWS call before the plan: {err}");
+        }
+    }
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]
