@@ -81,6 +81,9 @@ pub async fn resolve(
         let client = client()?;
         for ((kind, url), (name, token_env)) in &urls {
             let token = match token_env {
+                Some(_) if !may_carry_token(url) => {
+                    return Err(format!("input {name}: {url} is plain http: bakery sends the token of bearer_token_env only over https (or to this machine, 127.0.0.1 / localhost)"));
+                }
                 Some(var) => Some(bearer(var).map_err(|e| format!("input {name}: {e}"))?),
                 None => None,
             };
@@ -157,6 +160,22 @@ fn client() -> Result<Client, String> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(https),
     )
+}
+
+/// Whether a request to `url` may carry a token: over https, or plain http to this machine only
+/// (a token sent in clear over a network is a token given away).
+fn may_carry_token(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => matches!(
+            uri.host(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        ),
+        _ => false,
+    }
 }
 
 /// The most a `body = "text"` input may serve.
@@ -315,4 +334,45 @@ async fn fetch(
     tokio::time::timeout(HTTP_TIMEOUT, work)
         .await
         .map_err(|_| format!("no complete answer within {}s", HTTP_TIMEOUT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_over_https_or_to_this_machine_only() {
+        assert!(may_carry_token(
+            "https://teamcity.example.com/app/rest/server/version"
+        ));
+        assert!(may_carry_token(
+            "http://127.0.0.1:8111/app/rest/server/version"
+        ));
+        assert!(may_carry_token("http://localhost/v"));
+        assert!(!may_carry_token(
+            "http://teamcity.example.com/app/rest/server/version"
+        ));
+        assert!(!may_carry_token("http://127.0.0.1.example.com/v"));
+        assert!(!may_carry_token("ftp://127.0.0.1/v"));
+        assert!(!may_carry_token("not a url"));
+    }
+
+    #[test]
+    fn the_token_header_is_sensitive_and_never_in_an_error() {
+        // A variable name no other test uses.
+        std::env::set_var("BAKERY_TEST_BEARER_5C1E", " tok-123 ");
+        let v = bearer("BAKERY_TEST_BEARER_5C1E").expect("header");
+        assert!(v.is_sensitive());
+        assert_eq!(v.to_str().unwrap(), "Bearer tok-123");
+        assert!(!format!("{v:?}").contains("tok-123"));
+        let e = bearer("BAKERY_TEST_BEARER_UNSET_5C1E").unwrap_err();
+        assert!(
+            e.contains("BAKERY_TEST_BEARER_UNSET_5C1E") && e.contains("is not set"),
+            "{e}"
+        );
+        std::env::set_var("BAKERY_TEST_BEARER_5C1E", "s3cr3t\n123");
+        let e = bearer("BAKERY_TEST_BEARER_5C1E").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        std::env::remove_var("BAKERY_TEST_BEARER_5C1E");
+    }
 }
