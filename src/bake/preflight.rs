@@ -7,7 +7,7 @@ use semver::Version;
 
 use super::context::{Bake, Failure};
 use super::FailKind;
-use crate::catalog::model::{Platform, Source};
+use crate::catalog::model::{OrgUnit, Platform, Source};
 use crate::cloud::aws::kms;
 use crate::cloud::{ImageId, ImageInfo};
 use crate::registry::{self};
@@ -94,9 +94,9 @@ impl Bake<'_> {
                     actions.extend(missing);
                 }
             }
-            let mut lacking_units: Vec<kms::OrgUnit> = Vec::new();
+            let mut lacking_units: Vec<OrgUnit> = Vec::new();
             for arn in share.organizations.iter().chain(&share.ous) {
-                let unit = kms::OrgUnit::parse(arn).ok_or_else(|| Failure {
+                let unit = OrgUnit::parse(arn).ok_or_else(|| Failure {
                     kind: FailKind::Invalid,
                     code: None,
                     cause: format!("{arn} is not an organization or organizational unit ARN"),

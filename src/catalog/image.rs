@@ -680,15 +680,16 @@ fn publish(cx: &mut Ctx, path: &DocPath, raw: &RawImage) -> Option<Publish> {
             values::account_id(a),
         );
     }
+    let unit = |arn: &str| super::model::OrgUnit::parse(arn).filter(|_| arn.starts_with("arn:aws"));
     for (i, ou) in share.ous.iter().enumerate() {
-        if !ou.starts_with("arn:aws") || !ou.contains(":ou/") {
+        if unit(ou).is_none_or(|u| u.ou.is_none()) {
             cx.err(&path.k("share").k("ous").i(i), ErrorKind::InvalidValue, format!(
                 "`{ou}` is not an organizational unit ARN (arn:aws:organizations::<account>:ou/o-.../ou-...)"
             ));
         }
     }
     for (i, o) in share.organizations.iter().enumerate() {
-        if !o.starts_with("arn:aws") || !o.contains(":organization/") {
+        if unit(o).is_none_or(|u| u.ou.is_some()) {
             cx.err(&path.k("share").k("organizations").i(i), ErrorKind::InvalidValue, format!(
                 "`{o}` is not an organization ARN (arn:aws:organizations::<account>:organization/o-...)"
             ));

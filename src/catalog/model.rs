@@ -401,6 +401,43 @@ pub enum InputKind {
     SsmParameter,
 }
 
+/// An organization or organizational unit an image is shared with, from its ARN
+/// (`arn:aws:organizations::<account>:organization/o-…` or `…:ou/o-…/ou-…`): what the catalog
+/// accepts in `publish.share` and what the KMS preflight checks the key policy for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUnit {
+    /// `o-…`
+    pub org: String,
+    /// `ou-…`; none for the whole organization.
+    pub ou: Option<String>,
+}
+
+impl OrgUnit {
+    pub fn parse(arn: &str) -> Option<OrgUnit> {
+        let resource = arn.strip_prefix("arn:")?.split(':').nth(4)?;
+        match resource.split('/').collect::<Vec<_>>()[..] {
+            ["organization", org] if org.starts_with("o-") => Some(OrgUnit {
+                org: org.into(),
+                ou: None,
+            }),
+            ["ou", org, ou] if org.starts_with("o-") && ou.starts_with("ou-") => Some(OrgUnit {
+                org: org.into(),
+                ou: Some(ou.into()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OrgUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ou {
+            Some(ou) => write!(f, "OU {ou} of {}", self.org),
+            None => write!(f, "organization {}", self.org),
+        }
+    }
+}
+
 /// `[inputs.<name>]` of an image or recipe.
 #[derive(Debug, Clone)]
 pub struct Input {

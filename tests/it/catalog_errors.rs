@@ -39,6 +39,7 @@ const CASES: &[Case] = &[
     Case { name: "missing recipe parameter", edits: &[Replace(W, "with = { server_url = \"https://tc.example.com\" }\n", "")], expect: &[(MissingParam, "images/winimg.toml:12:7")] },
     Case { name: "ill-typed recipe parameter", edits: &[Replace(B, "count = 2", "count = \"2\"")], expect: &[(ParamType, "images/base.toml:15:38")] },
     Case { name: "imds_v1 without a reason", edits: &[Replace(B, "channels = [\"candidate\"]\n", "channels = [\"candidate\"]\nimds_v1 = \" \"\n")], expect: &[(InvalidValue, "images/base.toml:23:11")] },
+    Case { name: "share ARNs that name no OU or organization", edits: &[Replace(B, "channels = [\"candidate\"]\n", "channels = [\"candidate\"]\nshare = { ous = [\"arn:aws:organizations::111122223333:ou/o-abc123/r-ab12\"], organizations = [\"arn:aws:organizations::111122223333:ou/o-abc123/ou-ab12-1\"] }\n")], expect: &[(InvalidValue, "images/base.toml:23:18"), (InvalidValue, "images/base.toml:23:94")] },
     Case { name: "secret literal", edits: &[Replace(B, "count = 2 }", "count = 2, token = \"hunter2\" }")], expect: &[(SecretLiteral, "images/base.toml:15:49")] },
     Case { name: "template syntax in a script file", edits: &[Replace(G, "{{ params.greeting }}", "{{ params.greeting }")], expect: &[(TemplateSyntax, "recipes/demo/greet.sh:2:26")] },
     Case { name: "undefined variable in a script file", edits: &[Replace(G, "image.name", "image.nmae")], expect: &[(UndefinedVariable, "recipes/demo/greet.sh:2:37")] },

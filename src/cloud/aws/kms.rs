@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::Aws;
+use crate::catalog::model::OrgUnit;
 use crate::cloud::CloudError;
 
 /// What preflight learns of a key.
@@ -17,6 +18,16 @@ pub struct KeyInfo {
     /// The key policy (`default`), JSON.
     pub policy: Option<String>,
 }
+
+/// The actions the printed statements grant (AWS's "allow use of the key by other accounts"
+/// statement for EBS): they cover `CONSUMER_ACTIONS`.
+const STATEMENT_ACTIONS: [&str; 5] = [
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:CreateGrant",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey*",
+];
 
 /// What an account needs of the key to launch an AMI whose snapshots it encrypts (and to copy
 /// it): the actions of AWS's "allow use of the key by other accounts" statement for EBS.
@@ -132,32 +143,7 @@ fn missing_where(
         .collect())
 }
 
-/// An organization or organizational unit an image is shared with, from its ARN
-/// (`arn:aws:organizations::<account>:organization/o-…` or `…:ou/o-…/ou-…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgUnit {
-    /// `o-…`
-    pub org: String,
-    /// `ou-…`; none for the whole organization.
-    pub ou: Option<String>,
-}
-
 impl OrgUnit {
-    pub fn parse(arn: &str) -> Option<OrgUnit> {
-        let resource = arn.strip_prefix("arn:")?.split(':').nth(4)?;
-        match resource.split('/').collect::<Vec<_>>()[..] {
-            ["organization", org] if org.starts_with("o-") => Some(OrgUnit {
-                org: org.into(),
-                ou: None,
-            }),
-            ["ou", org, ou] if org.starts_with("o-") && ou.starts_with("ou-") => Some(OrgUnit {
-                org: org.into(),
-                ou: Some(ou.into()),
-            }),
-            _ => None,
-        }
-    }
-
     /// The `aws:PrincipalOrgPaths` pattern that covers the OU and every OU under it, whatever
     /// the root and the parents (`*` matches across `/`).
     fn path_pattern(&self) -> String {
@@ -190,15 +176,6 @@ impl OrgUnit {
         segs.iter()
             .position(|s| s == ou)
             .is_some_and(|i| matches!(&segs[i + 1..], ["*"] | [""] | []))
-    }
-}
-
-impl std::fmt::Display for OrgUnit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.ou {
-            Some(ou) => write!(f, "OU {ou} of {}", self.org),
-            None => write!(f, "organization {}", self.org),
-        }
     }
 }
 
@@ -299,7 +276,7 @@ pub fn unit_statements(units: &[OrgUnit]) -> Vec<String> {
             "Sid": sid,
             "Effect": "Allow",
             "Principal": { "AWS": "*" },
-            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
+            "Action": STATEMENT_ACTIONS,
             "Resource": "*",
             "Condition": condition
         }))
@@ -332,7 +309,7 @@ pub fn consumer_statement(accounts: &[String]) -> String {
         "Sid": "AllowUseOfTheKeyByImageConsumers",
         "Effect": "Allow",
         "Principal": { "AWS": principals },
-        "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
+        "Action": STATEMENT_ACTIONS,
         "Resource": "*"
     }))
     .unwrap_or_default()
