@@ -20,6 +20,8 @@ use crate::plan::{InputValue, InputValues, LiveInput};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How long a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a `body = "text"` URL may take to answer in full (a few bytes).
+const TEXT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the last read of a URL saw, to ask "changed since?" next time.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -269,14 +271,7 @@ async fn fetch_text(
             .map_err(|_| "answered a body that is not UTF-8 text (body = \"text\")".to_string())?;
         Ok(text.trim().to_string())
     };
-    tokio::time::timeout(CONNECT_TIMEOUT * 3, work)
-        .await
-        .map_err(|_| {
-            format!(
-                "no complete answer within {}s",
-                CONNECT_TIMEOUT.as_secs() * 3
-            )
-        })?
+    within(TEXT_TIMEOUT, work).await
 }
 
 /// GETs `url` (conditionally when `last` is known), hashing the body as it streams in.
@@ -331,9 +326,17 @@ async fn fetch(
             sha256: hex::encode(h.finalize()),
         })
     };
-    tokio::time::timeout(HTTP_TIMEOUT, work)
+    within(HTTP_TIMEOUT, work).await
+}
+
+/// `work`, or an error once `limit` has passed without a complete answer.
+async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| format!("no complete answer within {}s", HTTP_TIMEOUT.as_secs()))?
+        .map_err(|_| format!("no complete answer within {}s", limit.as_secs()))?
 }
 
 #[cfg(test)]
