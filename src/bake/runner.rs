@@ -113,22 +113,20 @@ pub async fn bake(
     };
     // Live inputs are read now (before anything is created) and the plan rendered with them.
     let mut planner = Planner::new(catalog, target);
-    let live = planner.live_inputs(image).map_err(|d| BakeError {
+    // The catalog's mistakes, some of which show only with the inputs' values (a pinned version
+    // the server contradicts), are the user's to fix: invalid input.
+    let invalid_plan = |d: crate::catalog::diag::Diagnostics| BakeError {
         kind: FailKind::Invalid,
         ..fail_early("plan", d.to_string())
-    })?;
+    };
+    let live = planner.live_inputs(image).map_err(invalid_plan)?;
     if !live.is_empty() {
         let values = crate::inputs::resolve(project, target, &live)
             .await
             .map_err(|e| fail_early("plan", e))?;
         planner.add_inputs(values);
     }
-    // A catalog mistake that only shows with the inputs' values (a pinned version the server
-    // contradicts) is the user's to fix: invalid input, like any other catalog error.
-    let plan = planner.plan(image).map_err(|d| BakeError {
-        kind: FailKind::Invalid,
-        ..fail_early("plan", d.to_string())
-    })?;
+    let plan = planner.plan(image).map_err(invalid_plan)?;
     // What the communicator needs, checked before anything is created.
     if img.build.communicator == Communicator::Ssm {
         if target.instance_profile.is_none() {

@@ -146,7 +146,7 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
         assert_ne!(moved, toml, "{image} names the server");
         sb.project.write(&path, &moved);
     }
-    let plan_with = |token: Option<&str>, args: &[&str]| {
+    let run_with = |token: Option<&str>, args: &[&str]| {
         let mut c = sb.command(args);
         if let Some(t) = token {
             c.env("TEAMCITY_TOKEN", t);
@@ -156,14 +156,14 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
     // Without the token, or with a wrong one, the version cannot be read: an error naming the
     // input (exit 1), never the token itself.
     let args = ["plan", "--target", "sandbox", "teamcity-agent-linux"];
-    let out = plan_with(None, &args);
+    let out = run_with(None, &args);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("input teamcity_server_version: environment variable TEAMCITY_TOKEN"),
         "{err}"
     );
-    let out = plan_with(Some("wrong-token-3f9d"), &args);
+    let out = run_with(Some("wrong-token-3f9d"), &args);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -176,7 +176,7 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
         "the token is never shown: {err}"
     );
 
-    let out = plan_with(
+    let out = run_with(
         Some(TEAMCITY_TOKEN),
         &["plan", "--target", "sandbox", "--json", "--levels"],
     );
@@ -203,7 +203,7 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
     assert_eq!(v["to_bake"], 5, "{v}");
     // A child of an image that bakes is new (not 'changed since nothing').
     assert_eq!(row(&v, "teamcity-agent-linux")["status"], "new", "{v}");
-    let text_out = plan_with(
+    let text_out = run_with(
         Some(TEAMCITY_TOKEN),
         &["plan", "--target", "sandbox", "--levels"],
     );
@@ -233,7 +233,7 @@ fn levels_group_the_shipped_catalog_for_a_ci_matrix() {
         &["bake", "teamcity-agent-linux", "--target", "sandbox"][..],
     ] {
         let before = sb.requests();
-        let out = plan_with(Some(TEAMCITY_TOKEN), args);
+        let out = run_with(Some(TEAMCITY_TOKEN), args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
