@@ -325,6 +325,7 @@ impl Run<'_> {
                 &mut regions,
                 &mut self.b.journal,
                 false,
+                false,
                 self.b.events,
                 &cancel,
             ),
@@ -441,6 +442,7 @@ impl Run<'_> {
                 undo_all(
                     &mut regions,
                     &mut self.b.journal,
+                    true,
                     true,
                     self.b.events,
                     &cancel,

@@ -269,15 +269,21 @@ pub async fn scan(
     Ok(all)
 }
 
-/// Undoes the journal's pending entries in reverse, then sweeps every region of the target for
-/// what carries the bake id. Instances tagged with the bake go first (an instance the journal
-/// missed would hold the security group). `failed` asks for the artifact to go too, which is
-/// refused once the version was published (see `committed`). Returns the errors; every entry is
-/// attempted even if an earlier one failed.
+/// Undoes the journal's pending entries in reverse, then (with `sweep`) sweeps every region of
+/// the target for what carries the bake id. Instances tagged with the bake go first (an instance
+/// the journal missed would hold the security group). `failed` asks for the artifact to go too,
+/// which is refused once the version was published (see `committed`). Returns the errors; every
+/// entry is attempted even if an earlier one failed.
+///
+/// `sweep` is false only for the process that ran a bake to success: every create it made
+/// returned and was journaled before the next call (a create whose answer was lost fails the
+/// bake, and a failure sweeps), so the journal is complete and a sweep would find nothing. Any
+/// other caller (a failure, an interrupt, `bakery cleanup` on another machine) sweeps.
 pub async fn undo_all(
     regions: &mut Regions<'_>,
     journal: &mut Journal,
     failed: bool,
+    sweep: bool,
     events: &Events,
     cancel: &Cancel,
 ) -> Vec<String> {
@@ -297,7 +303,7 @@ pub async fn undo_all(
     let in_regions = regions_of(regions, journal, failed);
     // After a failure an instance may be missing from the journal (killed between RunInstances
     // and the journal write), and it would hold the security group: look for instances first.
-    // After a success every instance is in the journal; the sweep below is the safety net.
+    // After a success every instance is in the journal.
     let instances = match failed {
         true => scan(regions, &in_regions, Some(&bake_id), Scope::Instances).await,
         false => Ok(sweep::Scan::default()),
@@ -318,6 +324,9 @@ pub async fn undo_all(
     }
     let pending = journal.pending(failed);
     apply(regions, journal, pending, events, cancel, &mut errors).await;
+    if !sweep {
+        return errors;
+    }
     let scope = if failed { Scope::All } else { Scope::Temporary };
     match scan(regions, &in_regions, Some(&bake_id), scope).await {
         Ok(s) => {
@@ -476,7 +485,7 @@ pub async fn cleanup(
         }
     }
     let failed = !published;
-    let errors = undo_all(&mut regions, &mut journal, failed, events, cancel).await;
+    let errors = undo_all(&mut regions, &mut journal, failed, true, events, cancel).await;
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
