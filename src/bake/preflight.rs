@@ -232,9 +232,17 @@ impl Bake<'_> {
     /// Resolves the source, picks the next free version, and checks what the launch will need
     /// exists: nothing is created here.
     pub(super) async fn preflight(&mut self) -> Result<Preflighted, Failure> {
-        let (source, parent, fingerprint) = self.resolve_source().await?;
+        // Three independent reads at once (each a round trip or two); their errors are
+        // reported in this order whichever answers first.
+        let (source, registered, prerequisites) = tokio::join!(
+            self.resolve_source(),
+            registry::aws::versions(&self.aws, self.image.name.as_str()),
+            self.launch_prerequisites(),
+        );
+        let (source, parent, fingerprint) = source?;
         // Next free version (AMI names must be unique; the emulator does not enforce it).
-        let registered = registry::aws::versions(&self.aws, self.image.name.as_str()).await?;
+        let registered = registered?;
+        prerequisites?;
         // AMI names this image's versions hold (a name another AMI of the account holds makes
         // CreateImage fail; capture then takes the next patch).
         let names: std::collections::BTreeSet<String> =
@@ -324,7 +332,18 @@ impl Bake<'_> {
         }
         self.journal.version = Some(v.to_string());
         self.journal.save()?;
-        let version = v;
+        Ok(Preflighted {
+            source,
+            parent,
+            fingerprint,
+            version: v,
+            known_versions,
+        })
+    }
+
+    /// What the launch names that exists before it (subnet, instance profile, S3 bucket,
+    /// security group), checked.
+    async fn launch_prerequisites(&self) -> Result<(), Failure> {
         if let Some(s) = &self.target.subnet {
             self.aws.subnet_vpc(s).await?;
         }
@@ -349,13 +368,7 @@ impl Bake<'_> {
                 )));
             }
         }
-        Ok(Preflighted {
-            source,
-            parent,
-            fingerprint,
-            version,
-            known_versions,
-        })
+        Ok(())
     }
 }
 
