@@ -23,28 +23,44 @@ impl Bake<'_> {
         let mut channels = Vec::new();
         self.emit_phase("promote");
         // The lease was the bake's: a version does not expire.
-        for (region, (aws, ami)) in &d.copies {
-            let mut ids = vec![ami.to_string()];
-            ids.extend(
-                d.snapshots
-                    .get(region)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| s.to_string()),
-            );
-            if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
-                tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
+        let untag = async {
+            for (region, (aws, ami)) in &d.copies {
+                let mut ids = vec![ami.to_string()];
+                ids.extend(
+                    d.snapshots
+                        .get(region)
+                        .into_iter()
+                        .flatten()
+                        .map(|s| s.to_string()),
+                );
+                if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
+                    tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
+                }
             }
-        }
+        };
+        let image = self.image.name.to_string();
+        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
+        // One listing after the commit serves `latest` and retention (neither the channel
+        // moves nor `latest` change which versions exist); `latest` and the channels are read
+        // once, and the first look of each move decides on that. Both while the tag goes.
+        let channel_names = self.image.publish.channels.clone();
+        let reads = async {
+            let listed = reg.versions(&image, None).await;
+            let pointers = reg.pointers(&image, &channel_names).await;
+            (listed, pointers)
+        };
+        let ((listed, pointers), ()) = tokio::join!(reads, untag);
         if let Some(fl) = self.image.publish.fast_launch.clone() {
             self.enable_fast_launch(&fl, d).await;
         }
-        let image = self.image.name.to_string();
         let target = &self.target.name;
-        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
         // Another runner may have written `latest` between this bake's read and write: once
         // committed, `latest` goes to the newest published release wherever it names an older.
-        if let Err(e) = reg.converge_latest(&image).await {
+        let converged = match (&listed, &pointers) {
+            (Ok(all), Ok(now)) => reg.converge_latest(&image, all, now).await,
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        if let Err(e) = converged {
             self.warn(format!("latest not checked after the commit: {e}"));
         }
         // The copies are known here: no need to re-read the registry (which may lag).
@@ -58,7 +74,10 @@ impl Bake<'_> {
                 self.warn(format!("interrupted: channel {ch} not moved to {version}; finish with: bakery promote {image}@{version} {ch} --target {target}"));
                 continue;
             }
-            match reg.promote_if_newer(&image, &version, &amis, &ch).await {
+            match reg
+                .promote_if_newer(&image, &version, &amis, &ch, pointers.as_ref().ok())
+                .await
+            {
                 Ok(true) => channels.push(ch),
                 Ok(false) => self.warn(format!(
                     "channel {ch} already names a newer version than {version}: left there"
@@ -72,9 +91,20 @@ impl Bake<'_> {
                 self.warn(format!(
                     "interrupted: retention not applied; finish with: {finish}"
                 ));
+            } else if listed
+                .as_ref()
+                .is_ok_and(|all| all.len() <= (keep as usize).max(1))
+            {
+                // No more versions than it keeps: retention keeps them all, whatever uses them.
             } else {
+                let keep = keep as usize;
                 let pruned = tokio::select! {
-                    r = registry::prune::prune(&mut reg, &image, keep as usize, None, false) => r,
+                    r = async {
+                        match listed {
+                            Ok(all) => registry::prune::prune_listed(&mut reg, &image, all, keep, None, false).await,
+                            Err(_) => registry::prune::prune(&mut reg, &image, keep, None, false).await,
+                        }
+                    } => r,
                     () = self.cancel.cancelled() => Err(CloudError::Cancelled),
                 };
                 match pruned {

@@ -100,14 +100,29 @@ impl Bake<'_> {
             }
         }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
-        // validation passed, so read back until it shows (bounded).
+        // validation passed, so read back until it shows (bounded). The first look also reads
+        // `latest`, which `point` decides on.
+        let mut latest_now = BTreeMap::new();
         for (region, aws, ami) in &copies {
-            read_back(aws, &versioned, ami, &self.cancel).await?;
+            let wanted = if moves_latest {
+                vec![versioned.clone(), latest.clone()]
+            } else {
+                vec![versioned.clone()]
+            };
+            let first = aws.get_parameters(&wanted).await?;
+            if first.get(&versioned) != Some(&ami.to_string()) {
+                read_back(aws, &versioned, ami, &self.cancel).await?;
+            }
+            latest_now.insert(region.clone(), first.get(&latest).cloned());
             parameters.insert(format!("{region}:{versioned}"), ami.to_string());
         }
         if moves_latest {
             for (region, aws, ami) in &copies {
-                if self.point(aws, &latest, ami, &version, &known).await? {
+                let current = latest_now.remove(region).flatten();
+                if self
+                    .point(aws, &latest, ami, &version, &known, current)
+                    .await?
+                {
                     parameters.insert(format!("{region}:{latest}"), ami.to_string());
                 }
             }
@@ -120,18 +135,18 @@ impl Bake<'_> {
             .map(|i| (i.label.as_str(), &i.sha256[..INPUT_HASH_LEN]))
             .collect();
         let inputs = serde_json::to_string(&inputs).unwrap_or_default();
-        if inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX {
-            let name = registry::aws::inputs_param(&prefix, &image, &version);
+        let inputs_name = registry::aws::inputs_param(&prefix, &image, &version);
+        let record_inputs = inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX;
+        if record_inputs {
             self.journal.push(
                 Undo::RestoreParameter {
                     region: self.region(),
-                    name: name.clone(),
+                    name: inputs_name.clone(),
                     previous: None,
                     ours: Some(inputs.clone()),
                 },
                 When::OnFailure,
             )?;
-            self.aws.put_string_parameter(&name, &inputs).await?;
         } else {
             self.events.emit(BakeEvent::Warning {
                 bake_id: self.bake_id.clone(),
@@ -142,16 +157,27 @@ impl Bake<'_> {
         }
         // The number stays taken even if retention removes the version later.
         let issued = registry::aws::issued_param(&prefix, &image, version.major, version.minor);
-        self.aws
-            .put_string_parameter(&issued, &version.patch.to_string())
-            .await?;
+        let patch = version.patch.to_string();
+        // Two independent writes at once.
+        let (recorded, taken) = tokio::join!(
+            async {
+                match record_inputs {
+                    true => self.aws.put_string_parameter(&inputs_name, &inputs).await,
+                    false => Ok(()),
+                }
+            },
+            self.aws.put_string_parameter(&issued, &patch),
+        );
+        recorded?;
+        taken?;
         Ok(parameters)
     }
 
     /// Points `name` (in the region of `aws`) at `ami` unless it already names a newer version of
     /// the image: pointers never move backwards. Reads back after writing; when another runner
     /// wrote in between, decides again against its value. Returns whether it names `ami` now.
-    /// `known`: versions of AMIs already listed (AMI ids are unique across regions).
+    /// `known`: versions of AMIs already listed (AMI ids are unique across regions). `read`:
+    /// the value of `name` just read (the first try decides on it).
     async fn point(
         &mut self,
         aws: &Aws,
@@ -159,10 +185,15 @@ impl Bake<'_> {
         ami: &ImageId,
         version: &Version,
         known: &BTreeMap<String, Version>,
+        read: Option<String>,
     ) -> Result<bool, Failure> {
         let mut journaled = false;
+        let mut read = Some(read);
         for _ in 0..POINTER_TRIES {
-            let current = aws.get_parameter(name).await?;
+            let current = match read.take() {
+                Some(r) => r,
+                None => aws.get_parameter(name).await?,
+            };
             if current.as_deref() == Some(ami.as_str()) {
                 return Ok(true);
             }

@@ -423,6 +423,22 @@ impl<'a> Registry<'a> {
         amis: &BTreeMap<String, String>,
         channel: &str,
     ) -> Result<(), CloudError> {
+        self.move_channel(image, version, amis, channel).await?;
+        let mut back = self.rolled_back(image, channel).await?;
+        if back.remove(version) {
+            self.set_rolled_back(image, channel, &back).await?;
+        }
+        Ok(())
+    }
+
+    /// The parameters of `promote`, without its bookkeeping of rollbacks.
+    async fn move_channel(
+        &mut self,
+        image: &str,
+        version: &Version,
+        amis: &BTreeMap<String, String>,
+        channel: &str,
+    ) -> Result<(), CloudError> {
         let prefix = self.target.ssm_prefix.clone();
         let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
         for region in regions {
@@ -444,10 +460,6 @@ impl<'a> Registry<'a> {
                         .await?;
                 }
             }
-        }
-        let mut back = self.rolled_back(image, channel).await?;
-        if back.remove(version) {
-            self.set_rolled_back(image, channel, &back).await?;
         }
         Ok(())
     }
@@ -663,16 +675,38 @@ impl<'a> Registry<'a> {
     /// A bake's channel move: `promote` only when the channel names no newer version in any
     /// region, read back in every region after the move; when another runner moved a region to
     /// an older one in between, moved again (bounded), and a newer one stays. Returns whether
-    /// the channel names `version` everywhere.
+    /// the channel names `version` everywhere. `version` is the one the bake just published:
+    /// no channel was ever rolled back from it (numbers are never reused), so the list of
+    /// rollbacks is not read.
+    /// `read`: what `pointers` read (the first look decides on it).
     pub async fn promote_if_newer(
         &mut self,
         image: &str,
         version: &Version,
         amis: &BTreeMap<String, String>,
         channel: &str,
+        read: Option<&BTreeMap<String, BTreeMap<String, String>>>,
     ) -> Result<bool, CloudError> {
+        let p = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let mut first = read
+            .filter(|r| {
+                self.target
+                    .regions
+                    .iter()
+                    .all(|t| r.contains_key(t.as_str()))
+            })
+            .map(|r| {
+                self.target
+                    .regions
+                    .iter()
+                    .map(|t| r[t.as_str()].get(&p).and_then(|v| Version::parse(v).ok()))
+                    .collect::<Vec<_>>()
+            });
         for attempt in 0..=POINTER_TRIES {
-            let now = self.channel_everywhere(image, channel).await?;
+            let now = match first.take() {
+                Some(n) => n,
+                None => self.channel_everywhere(image, channel).await?,
+            };
             if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
                 return Ok(false);
             }
@@ -682,7 +716,7 @@ impl<'a> Registry<'a> {
             if attempt == POINTER_TRIES {
                 break;
             }
-            self.promote(image, version, amis, channel).await?;
+            self.move_channel(image, version, amis, channel).await?;
         }
         Err(CloudError::NotFound(format!(
             "channel {channel} of {image} kept changing while it was moved to {version}"
@@ -714,8 +748,37 @@ impl<'a> Registry<'a> {
     /// does this after its commit, so whichever of two racing runners finishes last leaves
     /// `latest` on the newer one. Never moves it backwards (revoke and prune use
     /// `refresh_latest`, which may).
-    pub async fn converge_latest(&mut self, image: &str) -> Result<(), CloudError> {
-        let all = self.versions(image, None).await?;
+    /// `latest` and the versions `channels` name, in every target region: one GetParameters
+    /// per region (region -> parameter name -> value; an unset parameter is absent).
+    pub async fn pointers(
+        &mut self,
+        image: &str,
+        channels: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CloudError> {
+        let prefix = self.target.ssm_prefix.clone();
+        let mut names = vec![latest_param(&prefix, image)];
+        names.extend(
+            channels
+                .iter()
+                .map(|c| channel_version_param(&prefix, image, c)),
+        );
+        let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
+        let mut out = BTreeMap::new();
+        for region in regions {
+            let aws = self.regions.get(&region).await;
+            out.insert(region, aws.get_parameters(&names).await?);
+        }
+        Ok(out)
+    }
+
+    /// `all`: the registry's listing (`versions`), read after the commit; `now`: what
+    /// `pointers` read since.
+    pub async fn converge_latest(
+        &mut self,
+        image: &str,
+        all: &[VersionView],
+        now: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<(), CloudError> {
         let Some(best) = all
             .iter()
             .filter(|v| v.revoked.is_none() && v.version.pre.is_empty())
@@ -726,7 +789,10 @@ impl<'a> Registry<'a> {
         let name = latest_param(&self.target.ssm_prefix, image);
         for (region, ami) in &best.amis {
             let aws = self.regions.get(region).await;
-            let current = aws.get_parameter(&name).await?;
+            let current = match now.get(region) {
+                Some(read) => read.get(&name).cloned(),
+                None => aws.get_parameter(&name).await?,
+            };
             if current.as_deref() == Some(ami.id.as_str()) {
                 continue;
             }

@@ -156,6 +156,19 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<Vec<Decision>, CloudError> {
     let all = reg.versions(image, None).await?;
+    prune_listed(reg, image, all, keep, older_than, dry_run).await
+}
+
+/// `prune` of the versions `all` (the registry's listing, `Registry::versions`), for a caller
+/// that has just read it.
+pub async fn prune_listed(
+    reg: &mut Registry<'_>,
+    image: &str,
+    all: Vec<VersionView>,
+    keep: usize,
+    older_than: Option<Duration>,
+    dry_run: bool,
+) -> Result<Vec<Decision>, CloudError> {
     let mut usage = Usage::default();
     // Read once: retention weighs them, and the consumers' mirrors keep them after the prune.
     let channels = reg.channels(image).await?;
