@@ -233,7 +233,7 @@ impl Bake<'_> {
     /// exists: nothing is created here.
     pub(super) async fn preflight(&mut self) -> Result<Preflighted, Failure> {
         // Three independent reads at once (each a round trip or two); their errors are
-        // reported in this order whichever answers first.
+        // reported in the order of the checks, whichever answers first.
         let (source, registered, prerequisites) = tokio::join!(
             self.resolve_source(),
             registry::aws::versions(&self.aws, self.image.name.as_str()),
@@ -242,7 +242,6 @@ impl Bake<'_> {
         let (source, parent, fingerprint) = source?;
         // Next free version (AMI names must be unique; the emulator does not enforce it).
         let registered = registered?;
-        prerequisites?;
         // AMI names this image's versions hold (a name another AMI of the account holds makes
         // CreateImage fail; capture then takes the next patch).
         let names: std::collections::BTreeSet<String> =
@@ -332,6 +331,8 @@ impl Bake<'_> {
         }
         self.journal.version = Some(v.to_string());
         self.journal.save()?;
+        // Reported where it was checked before the reads went out together.
+        prerequisites?;
         Ok(Preflighted {
             source,
             parent,

@@ -23,42 +23,41 @@ impl Bake<'_> {
         let mut channels = Vec::new();
         self.emit_phase("promote");
         // The lease was the bake's: a version does not expire.
-        let untag = async {
-            for (region, (aws, ami)) in &d.copies {
-                let mut ids = vec![ami.to_string()];
-                ids.extend(
-                    d.snapshots
-                        .get(region)
-                        .into_iter()
-                        .flatten()
-                        .map(|s| s.to_string()),
-                );
-                if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
-                    tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
-                }
+        for (region, (aws, ami)) in &d.copies {
+            let mut ids = vec![ami.to_string()];
+            ids.extend(
+                d.snapshots
+                    .get(region)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.to_string()),
+            );
+            if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
+                tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
             }
-        };
-        let image = self.image.name.to_string();
-        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
-        // One listing after the commit serves `latest` and retention (neither the channel
-        // moves nor `latest` change which versions exist); `latest` and the channels are read
-        // once, and the first look of each move decides on that. Both while the tag goes.
-        let channel_names = self.image.publish.channels.clone();
-        let reads = async {
-            let listed = reg.versions(&image, None).await;
-            let pointers = reg.pointers(&image, &channel_names).await;
-            (listed, pointers)
-        };
-        let ((listed, pointers), ()) = tokio::join!(reads, untag);
+        }
         if let Some(fl) = self.image.publish.fast_launch.clone() {
             self.enable_fast_launch(&fl, d).await;
         }
+        let image = self.image.name.to_string();
         let target = &self.target.name;
+        let mut reg = registry::aws::Registry::in_fleet(self.target, &self.opts.fleet);
+        // One listing after the commit serves `latest` and retention (neither the channel
+        // moves nor `latest` change which versions exist); `latest` and the channels are read
+        // in one call per region right after it.
+        let channel_names = self.image.publish.channels.clone();
+        let listed = reg.versions(&image, None).await;
+        let pointers = reg.pointers(&image, &channel_names).await;
         // Another runner may have written `latest` between this bake's read and write: once
-        // committed, `latest` goes to the newest published release wherever it names an older.
-        let converged = match (&listed, &pointers) {
-            (Ok(all), Ok(now)) => reg.converge_latest(&image, all, now).await,
-            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        // committed, `latest` goes to the newest published release wherever it names an older
+        // (a region whose pointers could not be read is read by itself).
+        let no_pointers = BTreeMap::new();
+        let converged = match &listed {
+            Ok(all) => {
+                let now = pointers.as_ref().unwrap_or(&no_pointers);
+                reg.converge_latest(&image, all, now).await
+            }
+            Err(e) => Err(e.clone()),
         };
         if let Err(e) = converged {
             self.warn(format!("latest not checked after the commit: {e}"));
@@ -69,13 +68,16 @@ impl Bake<'_> {
             .iter()
             .map(|(r, (_, a))| (r.clone(), a.to_string()))
             .collect();
-        for ch in self.image.publish.channels.clone() {
+        for (i, ch) in channel_names.into_iter().enumerate() {
             if self.cancel.is_cancelled() {
                 self.warn(format!("interrupted: channel {ch} not moved to {version}; finish with: bakery promote {image}@{version} {ch} --target {target}"));
                 continue;
             }
+            // The first channel's move decides on the read above (only `latest` may have been
+            // written since); a later one reads afresh.
+            let read = pointers.as_ref().ok().filter(|_| i == 0);
             match reg
-                .promote_if_newer(&image, &version, &amis, &ch, pointers.as_ref().ok())
+                .promote_if_newer(&image, &version, &amis, &ch, read)
                 .await
             {
                 Ok(true) => channels.push(ch),

@@ -100,9 +100,9 @@ impl Bake<'_> {
             }
         }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
-        // validation passed, so read back until it shows (bounded). The first look also reads
-        // `latest`, which `point` decides on.
-        let mut latest_now = BTreeMap::new();
+        // validation passed, so read back until it shows (bounded). Region by region, `latest`
+        // follows at once: the first look also reads it, and `point` decides on that value
+        // when nothing came between (a read-back that had to wait leaves `point` to read).
         for (region, aws, ami) in &copies {
             let wanted = if moves_latest {
                 vec![versioned.clone(), latest.clone()]
@@ -110,21 +110,18 @@ impl Bake<'_> {
                 vec![versioned.clone()]
             };
             let first = aws.get_parameters(&wanted).await?;
+            let mut current = Some(first.get(&latest).cloned());
             if first.get(&versioned) != Some(&ami.to_string()) {
                 read_back(aws, &versioned, ami, &self.cancel).await?;
+                current = None;
             }
-            latest_now.insert(region.clone(), first.get(&latest).cloned());
             parameters.insert(format!("{region}:{versioned}"), ami.to_string());
-        }
-        if moves_latest {
-            for (region, aws, ami) in &copies {
-                let current = latest_now.remove(region).flatten();
-                if self
+            if moves_latest
+                && self
                     .point(aws, &latest, ami, &version, &known, current)
                     .await?
-                {
-                    parameters.insert(format!("{region}:{latest}"), ami.to_string());
-                }
+            {
+                parameters.insert(format!("{region}:{latest}"), ami.to_string());
             }
         }
         // What this version was baked from, for `plan` to say what changed since.
@@ -177,7 +174,8 @@ impl Bake<'_> {
     /// the image: pointers never move backwards. Reads back after writing; when another runner
     /// wrote in between, decides again against its value. Returns whether it names `ami` now.
     /// `known`: versions of AMIs already listed (AMI ids are unique across regions). `read`:
-    /// the value of `name` just read (the first try decides on it).
+    /// the value of `name` the call before read (the first try decides on it), or `None` to
+    /// read it here.
     async fn point(
         &mut self,
         aws: &Aws,
@@ -185,10 +183,9 @@ impl Bake<'_> {
         ami: &ImageId,
         version: &Version,
         known: &BTreeMap<String, Version>,
-        read: Option<String>,
+        mut read: Option<Option<String>>,
     ) -> Result<bool, Failure> {
         let mut journaled = false;
-        let mut read = Some(read);
         for _ in 0..POINTER_TRIES {
             let current = match read.take() {
                 Some(r) => r,

@@ -743,11 +743,6 @@ impl<'a> Registry<'a> {
         Ok(out)
     }
 
-    /// Points `latest` at the newest published, not revoked release in every region where it
-    /// names an older version, something that is not a published version, or nothing. Every bake
-    /// does this after its commit, so whichever of two racing runners finishes last leaves
-    /// `latest` on the newer one. Never moves it backwards (revoke and prune use
-    /// `refresh_latest`, which may).
     /// `latest` and the versions `channels` name, in every target region: one GetParameters
     /// per region (region -> parameter name -> value; an unset parameter is absent).
     pub async fn pointers(
@@ -771,8 +766,14 @@ impl<'a> Registry<'a> {
         Ok(out)
     }
 
+    /// Points `latest` at the newest published, not revoked release in every region where it
+    /// names an older version, something that is not a published version, or nothing. Every bake
+    /// does this after its commit, so whichever of two racing runners finishes last leaves
+    /// `latest` on the newer one. Never moves it backwards (revoke and prune use
+    /// `refresh_latest`, which may).
     /// `all`: the registry's listing (`versions`), read after the commit; `now`: what
-    /// `pointers` read since.
+    /// `pointers` read since (a region it lacks is read here; a write is decided on a fresh
+    /// read).
     pub async fn converge_latest(
         &mut self,
         image: &str,
@@ -796,16 +797,26 @@ impl<'a> Registry<'a> {
             if current.as_deref() == Some(ami.id.as_str()) {
                 continue;
             }
-            let newer = all.iter().any(|v| {
-                v.version > best.version
-                    && v.amis
-                        .get(region)
-                        .is_some_and(|i| Some(i.id.as_str()) == current.as_deref())
-            });
-            if !newer {
-                aws.put_image_parameter(&name, ami.id.as_str(), true)
-                    .await?;
+            let newer = |current: &Option<String>| {
+                all.iter().any(|v| {
+                    v.version > best.version
+                        && v.amis
+                            .get(region)
+                            .is_some_and(|i| Some(i.id.as_str()) == current.as_deref())
+                })
+            };
+            if newer(&current) {
+                continue;
             }
+            // About to write: decide on a fresh read when the one above came from `now`.
+            if now.contains_key(region) {
+                let fresh = aws.get_parameter(&name).await?;
+                if fresh.as_deref() == Some(ami.id.as_str()) || newer(&fresh) {
+                    continue;
+                }
+            }
+            aws.put_image_parameter(&name, ami.id.as_str(), true)
+                .await?;
         }
         Ok(())
     }
