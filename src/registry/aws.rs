@@ -11,6 +11,10 @@ use crate::catalog::model::{ParentReq, Target};
 use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::{CloudError, ImageId, ImageInfo};
 
+/// Values of the registry's pointers (`latest`, channel versions) as read: region ->
+/// parameter name -> value (an unset parameter is absent).
+pub type Pointers = BTreeMap<String, BTreeMap<String, String>>;
+
 /// A registered version of an image in one region.
 #[derive(Debug, Clone)]
 pub struct Registered {
@@ -685,28 +689,10 @@ impl<'a> Registry<'a> {
         version: &Version,
         amis: &BTreeMap<String, String>,
         channel: &str,
-        read: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+        mut read: Option<&Pointers>,
     ) -> Result<bool, CloudError> {
-        let p = channel_version_param(&self.target.ssm_prefix, image, channel);
-        let mut first = read
-            .filter(|r| {
-                self.target
-                    .regions
-                    .iter()
-                    .all(|t| r.contains_key(t.as_str()))
-            })
-            .map(|r| {
-                self.target
-                    .regions
-                    .iter()
-                    .map(|t| r[t.as_str()].get(&p).and_then(|v| Version::parse(v).ok()))
-                    .collect::<Vec<_>>()
-            });
         for attempt in 0..=POINTER_TRIES {
-            let now = match first.take() {
-                Some(n) => n,
-                None => self.channel_everywhere(image, channel).await?,
-            };
+            let now = self.channel_everywhere(image, channel, read.take()).await?;
             if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
                 return Ok(false);
             }
@@ -723,33 +709,34 @@ impl<'a> Registry<'a> {
         )))
     }
 
-    /// The version a channel names in each region of the target that has it.
+    /// The version a channel names in each region of the target that has it: from `read` (what
+    /// `pointers` read) where it has the region, else read here.
     async fn channel_everywhere(
         &mut self,
         image: &str,
         channel: &str,
+        read: Option<&Pointers>,
     ) -> Result<Vec<Option<Version>>, CloudError> {
         let p = channel_version_param(&self.target.ssm_prefix, image, channel);
         let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
         let mut out = Vec::new();
         for region in regions {
-            let aws = self.regions.get(&region).await;
-            out.push(
-                aws.get_parameter(&p)
-                    .await?
-                    .and_then(|v| Version::parse(&v).ok()),
-            );
+            let value = match read.and_then(|r| r.get(&region)) {
+                Some(values) => values.get(&p).cloned(),
+                None => self.regions.get(&region).await.get_parameter(&p).await?,
+            };
+            out.push(value.and_then(|v| Version::parse(&v).ok()));
         }
         Ok(out)
     }
 
     /// `latest` and the versions `channels` name, in every target region: one GetParameters
-    /// per region (region -> parameter name -> value; an unset parameter is absent).
+    /// per region.
     pub async fn pointers(
         &mut self,
         image: &str,
         channels: &[String],
-    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CloudError> {
+    ) -> Result<Pointers, CloudError> {
         let prefix = self.target.ssm_prefix.clone();
         let mut names = vec![latest_param(&prefix, image)];
         names.extend(
@@ -778,7 +765,7 @@ impl<'a> Registry<'a> {
         &mut self,
         image: &str,
         all: &[VersionView],
-        now: &BTreeMap<String, BTreeMap<String, String>>,
+        now: &Pointers,
     ) -> Result<(), CloudError> {
         let Some(best) = all
             .iter()
