@@ -95,7 +95,7 @@ impl Bake<'_> {
                 ));
             } else if listed
                 .as_ref()
-                .is_ok_and(|all| all.len() <= (keep as usize).max(1))
+                .is_ok_and(|all| registry::prune::keeps_all(all.len(), keep as usize))
             {
                 // No more versions than it keeps: retention keeps them all, whatever uses them.
             } else {

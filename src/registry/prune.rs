@@ -89,6 +89,12 @@ pub fn decide(
         .collect()
 }
 
+/// Whether retention keeps all of `versions` versions whatever uses them (`decide` keeps the
+/// newest `keep`, and the newest always), so a caller may skip gathering what uses them.
+pub fn keeps_all(versions: usize, keep: usize) -> bool {
+    versions <= keep.max(1)
+}
+
 fn created(v: &VersionView) -> SystemTime {
     humantime::parse_rfc3339_weak(v.created().trim_end_matches('Z'))
         .unwrap_or_else(|_| SystemTime::now())
@@ -333,6 +339,21 @@ mod tests {
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn keeps_all_agrees_with_decide() {
+        let now = SystemTime::now();
+        for n in 0..6usize {
+            let vs: Vec<(Version, SystemTime)> =
+                (0..n).map(|i| (v(&format!("1.0.{i}")), now)).collect();
+            for keep in 0..5 {
+                let none_pruned = decide(&vs, &Usage::default(), keep.max(1), None, now)
+                    .iter()
+                    .all(|d| !d.pruned);
+                assert_eq!(keeps_all(n, keep), none_pruned, "{n} versions, keep {keep}");
+            }
+        }
     }
 
     #[test]
