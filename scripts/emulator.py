@@ -73,6 +73,10 @@ output, nothing run, DescribeInstanceInformation missing):
   the image is then no longer listed (both after `fast_launch` of BAKERY_EMULATOR_DELAYS, at once
   when unset). Deregistering an AMI does not disable it (AWS does not document that it does), so
   a test sees an AMI deregistered with Fast Launch still on.
+- Root on an instance (an instance is this host, which must never change): an SSH login as root
+  runs in the instance's own copy-on-write root filesystem, which an AMI made from it carries to
+  the instances launched from it; their first root login is their boot (enabled units start, user
+  data runs). systemctl's manager verbs have a stand-in, systemd not running. See "Root instances".
 
 State delays (AWS's transitions take time; moto makes them at once), for benchmarks:
 - BAKERY_EMULATOR_DELAYS="running=2,stopped=2,available=3,online=2" (seconds; any subset):
@@ -230,6 +234,7 @@ def create_image(self, instance_id, name, description, tag_specifications):
     for snap in _snapshots(ami):
         for tag in _spec_tags(specs, "snapshot"):
             snap.add_tag(tag["Key"], tag["Value"])
+    _image_layer(instance_id, ami)
     _pending_image(ami)
     return ami
 
@@ -288,6 +293,8 @@ def copy_image(self):
                 self._get_param("SourceImageId"))
             if source is not None and hasattr(source, "bakery_volume_size"):
                 image.bakery_volume_size = source.bakery_volume_size
+            if source is not None and hasattr(source, "bakery_layer"):
+                image.bakery_layer = source.bakery_layer
         except Exception as e:
             print(f"copy_image volume size: {e}", file=sys.stderr)
         for tag in _spec_tags(specs, "image"):
@@ -736,7 +743,10 @@ S3Response.bucket_response = _s3_faulty("BUCKET", S3Response.bucket_response)
 S3Response.key_response = _s3_faulty("KEY", S3Response.key_response)
 
 # --- Systems Manager Run Command ------------------------------------------------------------
+import base64
 import hashlib
+import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -753,7 +763,9 @@ REBOOT_EXIT, MAX_REBOOTS = 194, 5
 NOT_YET_VISIBLE = 0.3
 WINDOWS_PARAM = "/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base"
 PORT = sys.argv[2] if len(sys.argv) > 2 else "5000"
-_BIN = tempfile.mkdtemp(prefix="bakery-emulator-bin-")
+# Outside /tmp where the sandbox puts it (BAKERY_EMULATOR_HOME): an instance's root filesystem
+# has a /tmp of its own, which a cleanup step may empty, while this directory is shared with it.
+_BIN = tempfile.mkdtemp(prefix="bakery-emulator-bin-", dir=os.environ.get("BAKERY_EMULATOR_HOME") or None)
 os.chmod(_BIN, 0o755)
 with open(os.path.join(_BIN, "aws"), "w") as f:
     # bash and curl: the build user cannot read this emulator's Python.
@@ -790,10 +802,91 @@ for _name in ("reboot", "shutdown", "systemctl"):
     with open(os.path.join(_BIN, _name), "w") as f:
         f.write(f"""#!/bin/bash
 # Stands in for {_name} on an emulated instance: asks the emulator to reboot this instance.
-if [ "$(basename "$0")" = systemctl ] && [ "${{1:-}}" != reboot ]; then exec /usr/bin/systemctl "$@"; fi
+if [ "$(basename "$0")" = systemctl ] && [ "${{1:-}}" != reboot ]; then
+  # No systemd runs here (nor on this host): its manager's verbs are the stand-in's.
+  [ -d /run/systemd/system ] || exec "{_BIN}/systemd-manager" "$@"
+  exec /usr/bin/systemctl "$@"
+fi
 touch "{_REQUESTS}/$BAKERY_INSTANCE_ID"
 """)
     os.chmod(os.path.join(_BIN, _name), 0o755)
+# systemd's manager, where none runs (this host, and so every emulated instance): systemctl's
+# manager verbs (daemon-reload, start, stop, restart, is-active, show of LoadState, ActiveState and
+# UnitFileState) read the unit files at systemd's paths, and a started unit is its ExecStart run as
+# its User, recorded under /run/bakery-units. The unit-file verbs (enable, disable, is-enabled, ...)
+# are the real systemctl's, which works on the files without a manager. Not modelled: unit
+# dependencies, Type=, EnvironmentFile=, restarts, and starting enabled units at a reboot.
+with open(os.path.join(_BIN, "systemd-manager"), "w") as f:
+    f.write(r"""#!/bin/bash
+set -u
+orig=("$@") quiet=false value=false prop="" args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -q|--quiet) quiet=true ;;
+    --value) value=true ;;
+    -p|--property) prop=$2; shift ;;
+    --property=*) prop=${1#*=} ;;
+    -*) ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+verb=${args[0]:-} units=("${args[@]:1}") state=/run/bakery-units
+name() { case "$1" in *.*) echo "$1" ;; *) echo "$1.service" ;; esac; }
+unit_file() {
+  local d
+  for d in /etc/systemd/system /run/systemd/system /usr/lib/systemd/system /lib/systemd/system; do
+    [ -f "$d/$(name "$1")" ] && { echo "$d/$(name "$1")"; return 0; }
+  done
+  return 1
+}
+running() { local f="$state/$(name "$1").pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+directive() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
+stop() {
+  if running "$1"; then
+    kill -TERM -- "-$(cat "$state/$(name "$1").pid")" 2>/dev/null
+    rm -f "$state/$(name "$1").pid"
+  elif ! unit_file "$1" >/dev/null; then
+    echo "Failed to stop $(name "$1"): Unit $(name "$1") not loaded." >&2; return 5
+  fi
+}
+start() {
+  local f cmd user dir
+  f=$(unit_file "$1") || { echo "Failed to start $(name "$1"): Unit $(name "$1") not found." >&2; return 5; }
+  running "$1" && return 0
+  cmd=$(directive ExecStart "$f") user=$(directive User "$f") dir=$(directive WorkingDirectory "$f")
+  cmd=${cmd#[-@+!:]}
+  mkdir -p "$state" || return 1
+  (cd "${dir:-/}" && exec setsid ${user:+runuser -u "$user" --} sh -c "exec $cmd" </dev/null >/dev/null 2>&1) &
+  echo $! > "$state/$(name "$1").pid"
+}
+rc=0
+case "$verb" in
+  daemon-reload) ;;
+  start|stop) for u in "${units[@]}"; do "$verb" "$u" || rc=$?; done ;;
+  restart) for u in "${units[@]}"; do { running "$u" && stop "$u"; start "$u"; } || rc=$?; done ;;
+  is-active)
+    rc=3
+    for u in "${units[@]}"; do
+      if running "$u"; then $quiet || echo active; rc=0; else $quiet || echo inactive; fi
+    done ;;
+  show)
+    for u in "${units[@]}"; do
+      for p in ${prop//,/ }; do
+        case "$p" in
+          LoadState) unit_file "$u" >/dev/null && v=loaded || v=not-found ;;
+          ActiveState) running "$u" && v=active || v=inactive ;;
+          UnitFileState) v=$(/usr/bin/systemctl is-enabled "$(name "$u")" 2>/dev/null) ;;
+          *) v="" ;;
+        esac
+        if $value; then echo "$v"; else echo "$p=$v"; fi
+      done
+    done ;;
+  *) exec /usr/bin/systemctl "${orig[@]}" ;;
+esac
+exit "$rc"
+""")
+os.chmod(os.path.join(_BIN, "systemd-manager"), 0o755)
 # SSH sessions of an emulated instance (the sandbox's sshd, whose authorized key for an instance
 # carries command="ssh-session <instance id>", see "Authorized keys"): the same boot id and the
 # same reboot stand-ins as its Run Command scripts. This host's own boot id is read only as the
@@ -803,12 +896,19 @@ with open(os.path.join(_BIN, "ssh-session"), "w") as f:
 # sshd runs this for each session of emulated instance $1 (its authorized key's command=).
 export BAKERY_INSTANCE_ID="$1" PATH="{_BIN}:$PATH"
 cmd="${{SSH_ORIGINAL_COMMAND:-}}"
+enter=()
+if [ "$(id -u)" -eq 0 ]; then
+  # root works in the instance's own root filesystem ("Root instances").
+  root=$(curl -fsS --max-time 30 "http://127.0.0.1:$(cat {_BIN}/keys-port)/root?instance=$1") \
+    || {{ echo "the emulator has no root filesystem for instance $1" >&2; exit 1; }}
+  enter=(nsenter --target "${{root%% *}}" --mount -- chroot "${{root#* }}" env -C "${{HOME:-/}}")
+fi
 case "$cmd" in
-  internal-sftp|sftp|*/sftp-server) exec /usr/lib/openssh/sftp-server ;;
-  "") exec bash -l ;;
+  internal-sftp|sftp|*/sftp-server) exec "${{enter[@]}}" /usr/lib/openssh/sftp-server ;;
+  "") exec "${{enter[@]}}" bash -l ;;
 esac
 host_boot=/proc/sys/kernel/random/boot_id
-exec bash -c "${{cmd//"$host_boot"/{_BIN}/boot-$1}}"
+exec "${{enter[@]}}" bash -c "${{cmd//"$host_boot"/{_BIN}/boot-$1}}"
 """)
 os.chmod(os.path.join(_BIN, "ssh-session"), 0o755)
 _BOOT_FILES = {}  # instance id -> file holding its boot id
@@ -1239,6 +1339,155 @@ def describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=No
 AmiBackend.describe_images = describe_images
 
 
+# --- Root instances ----------------------------------------------------------------------------
+# An instance's root sessions (the sandbox's sshd lets root log in with an instance's key, whose
+# command= is ssh-session) run in the instance's own root filesystem: a copy-on-write overlay of
+# this host's /, whose upper layer belongs to the instance, mounted in a mount namespace that a
+# holder process keeps; each session joins it (nsenter) and chroots into it. What a root step
+# writes (a user in /etc/passwd, a unit in /etc/systemd/system, /opt/...) stays in the instance and
+# goes when it is terminated: this host is never changed. /tmp, /var/tmp and /run are the
+# instance's own, empty at first; /proc, /dev, /sys and this emulator's directory (boot ids,
+# reboot requests, the stand-ins; outside /tmp) are the host's. Sessions of the build user run on
+# the host itself, as before.
+# An AMI made from such an instance carries its files (its upper layer, copied at CreateImage, and
+# to every copy of the AMI): an instance launched from it starts with a copy of that layer as its
+# own, over this host's /. Its first root login is its boot (sshd answers only then, in the
+# sandbox): the units the AMI's layer enabled in multi-user.target.wants start (this host's own
+# units never do), then a user data script runs as root, as cloud-init runs one (its output in
+# /var/log/cloud-init-output.log; a failure does not stop the boot). Not modelled: units starting
+# again at a reboot, and SSM commands (they run on the host, as the build user).
+_ROOTS = {}  # instance id -> (holder process, region, root path)
+_ROOTS_LOCK = threading.Lock()
+
+
+def _image_layer(instance_id, ami):
+    """At CreateImage: the AMI keeps a copy of a root instance's files (see "Root instances")."""
+    held = _ROOTS.get(instance_id)
+    if not held:
+        return
+    upper = os.path.join(os.path.dirname(held[2]), "upper")
+    layer = os.path.join(_BIN, "layers", ami.id)
+    os.makedirs(os.path.dirname(layer), exist_ok=True)
+    # -a keeps what makes it a layer: whiteouts (0/0 devices) and opaque directories (xattrs).
+    subprocess.run(["cp", "-a", upper, layer], check=True)
+    ami.bakery_layer = layer
+
+
+def _user_data(inst):
+    raw = inst.user_data
+    if isinstance(raw, (list, tuple)):
+        raw = raw[0] if raw else None
+    if not raw:
+        return None
+    # moto keeps it as sent: base64 (a Base64EncodedString, whose str() is the encoded text).
+    raw = raw if isinstance(raw, bytes) else str(raw).encode()
+    try:
+        return base64.b64decode(raw, validate=True)
+    except Exception:
+        return raw
+
+
+def _root_of(iid, region):
+    """The holder's pid and the root path of running instance `iid`, made (and booted) at its
+    first root login."""
+    with _ROOTS_LOCK:
+        held = _ROOTS.get(iid)
+        if held and held[0].poll() is None:
+            return held[0].pid, held[2]
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+        inst = backend.get_instance(iid)
+        ami = backend.amis.get(inst.image_id)
+        layer = getattr(ami, "bakery_layer", None)
+        base = os.path.join(_BIN, f"root-{iid}")
+        for d in ("upper", "work", "merged", "tmp", "var-tmp", "run"):
+            os.makedirs(os.path.join(base, d), exist_ok=True)
+        for d in ("tmp", "var-tmp"):
+            os.chmod(os.path.join(base, d), 0o1777)
+        os.chmod(os.path.join(base, "run"), 0o755)
+        merged = os.path.join(base, "merged")
+        units = []
+        if layer:
+            wants = os.path.join(layer, "etc/systemd/system/multi-user.target.wants")
+            units = sorted(u for u in (os.listdir(wants) if os.path.isdir(wants) else [])
+                           if not os.path.isdir(os.path.join(wants, u)))
+        user_data = _user_data(inst)
+        if user_data and user_data.startswith(b"#!"):
+            with open(os.path.join(base, "user-data"), "wb") as f:
+                f.write(user_data)
+        # /tmp, /var/tmp and /run of its own, empty at first boot (so no systemd or D-Bus socket
+        # of this host's is in reach: systemctl is the stand-in's). The holder leaves with the
+        # emulator, even one killed with SIGKILL.
+        if layer:
+            # Its root volume starts as the AMI's snapshot: the layer, over this host's / (a copy,
+            # as overlayfs refuses a second lower layer that lies inside /).
+            subprocess.run(["cp", "-a", f"{layer}/.", os.path.join(base, "upper")], check=True)
+        enter = f"chroot {merged} env -C / PATH={_BIN}:$PATH BAKERY_INSTANCE_ID={iid}"
+        script = f"""set -e
+mount -t overlay overlay -o lowerdir=/,upperdir={base}/upper,workdir={base}/work {merged}
+for d in proc dev sys; do mount --rbind /$d {merged}/$d; done
+mount --bind {base}/tmp {merged}/tmp
+mount --bind {base}/var-tmp {merged}/var/tmp
+mount --bind {base}/run {merged}/run
+mount --bind {_BIN} {merged}{_BIN}
+for u in {" ".join(units)}; do {enter} {_BIN}/systemd-manager start "$u" || true; done
+if [ -f {base}/user-data ]; then
+  mkdir -p {merged}/var/log
+  {enter} timeout 600 /bin/bash {base}/user-data >>{merged}/var/log/cloud-init-output.log 2>&1 || true
+fi
+echo ready
+while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done
+"""
+        log = open(os.path.join(base, "holder.log"), "wb")
+        p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                             stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        log.close()
+        if p.stdout.readline().strip() != b"ready":
+            p.wait()
+            with open(os.path.join(base, "holder.log"), errors="replace") as f:
+                raise RuntimeError(f"root filesystem of {iid}: {f.read().strip()}")
+        _ROOTS[iid] = (p, region, merged)
+        return p.pid, merged
+
+
+def _drop_root(iid):
+    """Stops what runs in a terminated instance's root filesystem and removes the filesystem."""
+    with _ROOTS_LOCK:
+        held = _ROOTS.pop(iid, None)
+    if not held:
+        return
+    p, _, merged = held
+    try:
+        ns = os.readlink(f"/proc/{p.pid}/ns/mnt")
+    except OSError:
+        ns = None
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != p.pid:
+            try:
+                if ns and os.readlink(f"/proc/{pid}/ns/mnt") == ns:
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    p.kill()
+    p.wait()
+    shutil.rmtree(os.path.dirname(merged), ignore_errors=True)
+
+
+def _reap_roots():
+    while True:
+        time.sleep(0.5)
+        for iid, (_, region, _) in list(_ROOTS.items()):
+            try:
+                inst = ec2_backends[DEFAULT_ACCOUNT_ID][region].get_instance(iid)
+                gone = inst._state.name == "terminated"
+            except Exception:
+                gone = True
+            if gone:
+                _drop_root(iid)
+
+
+threading.Thread(target=_reap_roots, daemon=True).start()
+
+
 # --- Authorized keys, for the sandbox's sshd ------------------------------------------------
 # sshd asks its AuthorizedKeysCommand twice per login (once whether the key would do, once to
 # check the signature). Answering that through the Query API cost two Python start-ups and four
@@ -1254,6 +1503,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 class _Keys(BaseHTTPRequestHandler):
     def do_GET(self):
         q = parse_qs(self.path.partition("?")[2])
+        if self.path.startswith("/root?"):
+            return self._root((q.get("instance") or [""])[0])
         region = (q.get("region") or ["us-east-1"])[0]
         offered = (q.get("key") or [""])[0]
         lines = []
@@ -1277,6 +1528,27 @@ class _Keys(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _root(self, iid):
+        # Only a running instance has a root filesystem to log in to.
+        status, body = 404, b"no such running instance\n"
+        for region, backend in ec2_backends[DEFAULT_ACCOUNT_ID].items():
+            try:
+                inst = backend.get_instance(iid)
+            except Exception:
+                continue
+            if inst._state.name == "running":
+                try:
+                    pid, root = _root_of(iid, region)
+                    status, body = 200, f"{pid} {root}".encode()
+                except Exception as e:
+                    print(f"root filesystem of {iid}: {e!r}", file=sys.stderr)
+                    status, body = 500, f"{e}\n".encode()
+            break
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):
         pass
 
@@ -1284,9 +1556,12 @@ class _Keys(BaseHTTPRequestHandler):
 def _serve_keys(port_file):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Keys)
     server.daemon_threads = True
-    with open(port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.replace(port_file + ".tmp", port_file)
+    # ssh-session reads it from the emulator's own directory.
+    for path in (os.path.join(_BIN, "keys-port"), port_file):
+        with open(path + ".tmp", "w") as f:
+            f.write(str(server.server_address[1]))
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
@@ -1300,6 +1575,7 @@ if __name__ == "__main__":
 
     # moto's server exits through sys.exit on SIGTERM/SIGINT: atexit handlers run.
     atexit.register(shutil.rmtree, _BIN, True)
+    atexit.register(lambda: [_drop_root(i) for i in list(_ROOTS)])
     # Scripts still running stop with the emulator (a test stops what it started).
     atexit.register(lambda: [_kill(p) for p in list(_PROCS.values())])
 
