@@ -800,3 +800,161 @@ fn an_ssm_parameter_input_feeds_the_templates_and_the_plan() {
     );
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
+
+/// A buildAgentFull.zip as a TeamCity server serves it (bin/agent.sh, conf, launcher and lib at
+/// its root), built by Python's zipfile; `build` tells two builds apart.
+fn agent_zip(dir: &std::path::Path, build: &str) -> Vec<u8> {
+    let path = dir.join(format!("{build}.zip"));
+    let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    for name, data in zip(sys.argv[2::2], sys.argv[3::2]):\n        z.writestr(name, data)\n";
+    // Not `exec sleep`: the image's test looks for a process running from the agent's home.
+    let agent = format!("#!/bin/sh\necho \"TeamCity agent {build}\"\nsleep 600\n");
+    let files = [
+        ("bin/agent.sh", agent.as_str()),
+        ("conf/buildAgent.dist.properties", "serverUrl=\n"),
+        (
+            "launcher/bin/TeamCityAgentService-linux-x86-64",
+            "launcher\n",
+        ),
+        ("lib/agent.jar", build),
+    ];
+    let mut c = std::process::Command::new("python3");
+    c.arg("-c").arg(script).arg(&path);
+    for (name, data) in files {
+        c.arg(name).arg(data);
+    }
+    let out = c.output().expect("run python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::read(&path).expect("agent zip")
+}
+
+/// The shipped teamcity-agent-linux image, baked for real with the real teamcity-agent recipe:
+/// the agent account, the unpacked zip checked against the input's sha256, the systemd unit
+/// enabled and stopped, linux-cleanup, then the image's test on a fresh instance whose user data
+/// names the agent and starts it. A new zip on the server is the plan's reason and the next bake
+/// installs it. The sandbox's instances run root sessions in a copy-on-write root filesystem of
+/// their own, which the AMI carries to the test instance (scripts/emulator.py, "Root instances"),
+/// with systemd's manager verbs played by a stand-in (no systemd runs here): this host gets no
+/// account, unit or /opt.
+#[test]
+fn the_linux_agent_image_bakes_each_new_zip_the_server_serves() {
+    use crate::support::sandbox::TEAMCITY_TOKEN;
+    use sha2::Digest;
+    let sb = Sandbox::start();
+    let zips = tempfile::tempdir().expect("tempdir");
+    let (zip1, zip2) = (
+        agent_zip(zips.path(), "build-1"),
+        agent_zip(zips.path(), "build-2"),
+    );
+    let server = crate::support::sandbox::InputServer::start(&zip1);
+
+    // What the sandbox cannot give, changed in the shipped file (each edit must apply): the
+    // parent image and the JDK and git recipes need the network (the sandbox host has none), so
+    // the Temurin check goes too. The sandbox has no sudo: the image logs in as root instead of
+    // ec2-user.
+    let path = "images/teamcity-agent-linux.toml";
+    let shipped = std::fs::read_to_string(sb.project.path().join(path)).expect("image");
+    let cut = |s: &str, from: &str, to: &str| -> String {
+        let (a, b) = (s.find(from), s.find(to));
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("{path} no longer has {from:?} .. {to:?}")
+        };
+        format!("{}{}", &s[..a], &s[b..])
+    };
+    let mut image = cut(
+        &shipped,
+        "[[recipe]]\nuse = \"jdk\"",
+        "[[recipe]]\nuse = \"teamcity-agent\"",
+    );
+    image = cut(
+        &image,
+        "[[check]]\nname = \"login shells get Temurin",
+        "# A fresh instance from the new AMI",
+    );
+    for (from, to) in [
+        (
+            "image = \"amazon-linux-2023-base@^1\"",
+            "ssm_parameter = \"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64\"",
+        ),
+        ("user = \"ec2-user\"", "user = \"root\""),
+        // The sandbox boots in a second: a broken boot fails in 2 minutes, not 15.
+        ("timeout = \"15m\"", "timeout = \"2m\""),
+        ("https://teamcity.example.com", server.root()),
+    ] {
+        assert!(image.contains(from), "{path} no longer has {from:?}");
+        image = image.replace(from, to);
+    }
+    sb.project.write(path, &image);
+    let bakery_toml = sb.project.path().join("bakery.toml");
+    let target = std::fs::read_to_string(&bakery_toml).expect("bakery.toml");
+    let as_root = target.replace("ssh_user = \"bakery-build\"", "ssh_user = \"root\"");
+    assert_ne!(as_root, target, "the sandbox target names its SSH user");
+    std::fs::write(&bakery_toml, as_root).expect("bakery.toml");
+
+    let env = [("TEAMCITY_TOKEN", TEAMCITY_TOKEN)];
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let image = "teamcity-agent-linux";
+    let agent_checks = [
+        "agent service starts at boot and is stopped",
+        "agent comes from the pinned server build",
+        "buildAgent.properties points at the server",
+        "no agent name or authorization token is baked in",
+        "agent is not running",
+        "agent configuration is world-readable, not writable",
+        // The test phase, on a fresh instance from the new AMI, with the cloud profile's user data.
+        "agent service runs after a fresh boot",
+        "the agent on a fresh instance is the pinned server build",
+        "buildAgent.properties carries the name the cloud profile gave",
+        "the running agent is the TeamCity build this image was baked for",
+    ];
+    let baked = |want_sha: &str, version: &str| {
+        let r = report_env(&sb, image, &env);
+        assert_eq!(r["version"], version, "{r}");
+        for check in agent_checks {
+            assert!(passed(&r, check), "{check}: {r}");
+        }
+        let input = r["fingerprint_inputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["label"] == "input teamcity_agent"))
+            .and_then(|i| i["sha256"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(input, want_sha, "{r}");
+        r
+    };
+
+    let (code, v) = plan_env(&sb, &[image], &env);
+    assert_eq!(code, Some(10), "{v}");
+    assert_eq!(row(&v, image)["status"], "new", "{v}");
+    baked(&sha(&zip1), "1.4.0");
+
+    let (code, v) = plan_env(&sb, &[image], &env);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(row(&v, image)["status"], "up_to_date", "{v}");
+
+    // The server is upgraded: a new zip. The plan names the input; the bake unpacks the new zip
+    // (the check "agent comes from the pinned server build" reads the sha256 the instance wrote).
+    server.set_body(&zip2);
+    let (old, new) = (sha(&zip1), sha(&zip2));
+    let (code, v) = plan_env(&sb, &[image], &env);
+    assert_eq!(code, Some(10), "{v}");
+    assert_eq!(
+        row(&v, image)["reasons"][0],
+        format!(
+            "input teamcity_agent: sha256 {}… -> {}…",
+            &old[..8],
+            &new[..8]
+        ),
+        "{v}"
+    );
+    baked(&new, "1.4.1");
+
+    // Everything the recipe did as root stayed in the instances' own filesystems.
+    assert!(!std::path::Path::new("/opt/buildagent").exists());
+    assert!(!std::path::Path::new("/etc/systemd/system/buildagent.service").exists());
+    let id = std::process::Command::new("id")
+        .arg("buildagent")
+        .output()
+        .expect("id");
+    assert!(!id.status.success(), "this host has no buildagent account");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
