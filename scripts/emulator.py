@@ -234,7 +234,7 @@ def create_image(self, instance_id, name, description, tag_specifications):
     for snap in _snapshots(ami):
         for tag in _spec_tags(specs, "snapshot"):
             snap.add_tag(tag["Key"], tag["Value"])
-    _image_layer(instance_id, ami)
+    _image_layer(self, instance_id, ami)
     _pending_image(ami)
     return ami
 
@@ -819,13 +819,18 @@ touch "{_REQUESTS}/$BAKERY_INSTANCE_ID"
 with open(os.path.join(_BIN, "systemd-manager"), "w") as f:
     f.write(r"""#!/bin/bash
 set -u
-orig=("$@") quiet=false value=false prop="" args=()
+orig=("$@") quiet=false value=false now=false prop="" args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -q|--quiet) quiet=true ;;
     --value) value=true ;;
-    -p|--property) prop=$2; shift ;;
+    --now) now=true ;;
+    -p|--property|-P) [ "$1" = -P ] && value=true; prop=${2:-}; [ $# -gt 1 ] && shift ;;
     --property=*) prop=${1#*=} ;;
+    -p*) prop=${1#-p} ;;
+    # Options with a value of their own (not a unit).
+    -t|--type|--state|--job-mode|-H|--host|-M|--machine|--root|-n|--lines|-o|--output|-s|--signal|--kill-whom)
+      [ $# -gt 1 ] && shift ;;
     -*) ;;
     *) args+=("$1") ;;
   esac
@@ -840,11 +845,16 @@ unit_file() {
   done
   return 1
 }
-running() { local f="$state/$(name "$1").pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+running() { local f; f="$state/$(name "$1").pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 directive() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
 stop() {
+  local pid
   if running "$1"; then
-    kill -TERM -- "-$(cat "$state/$(name "$1").pid")" 2>/dev/null
+    # Its process group (setsid at start): TERM, then KILL after 10 s, as systemd would.
+    pid=$(cat "$state/$(name "$1").pid")
+    kill -TERM -- "-$pid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null
     rm -f "$state/$(name "$1").pid"
   elif ! unit_file "$1" >/dev/null; then
     echo "Failed to stop $(name "$1"): Unit $(name "$1") not loaded." >&2; return 5
@@ -856,6 +866,8 @@ start() {
   running "$1" && return 0
   cmd=$(directive ExecStart "$f") user=$(directive User "$f") dir=$(directive WorkingDirectory "$f")
   cmd=${cmd#[-@+!:]}
+  [ -n "$cmd" ] || { echo "Failed to start $(name "$1"): it has no ExecStart=." >&2; return 1; }
+  [ -d "${dir:-/}" ] || { echo "Failed to start $(name "$1"): no directory ${dir}." >&2; return 200; }
   mkdir -p "$state" || return 1
   (cd "${dir:-/}" && exec setsid ${user:+runuser -u "$user" --} sh -c "exec $cmd" </dev/null >/dev/null 2>&1) &
   echo $! > "$state/$(name "$1").pid"
@@ -863,6 +875,14 @@ start() {
 rc=0
 case "$verb" in
   daemon-reload) ;;
+  enable|disable)
+    # The unit files are the real systemctl's; --now starts or stops them here.
+    /usr/bin/systemctl "$verb" "${units[@]}" || exit
+    if $now; then
+      for u in "${units[@]}"; do
+        if [ "$verb" = enable ]; then start "$u" || rc=$?; else stop "$u" || rc=$?; fi
+      done
+    fi ;;
   start|stop) for u in "${units[@]}"; do "$verb" "$u" || rc=$?; done ;;
   restart) for u in "${units[@]}"; do { running "$u" && stop "$u"; start "$u"; } || rc=$?; done ;;
   is-active)
@@ -899,9 +919,11 @@ cmd="${{SSH_ORIGINAL_COMMAND:-}}"
 enter=()
 if [ "$(id -u)" -eq 0 ]; then
   # root works in the instance's own root filesystem ("Root instances").
-  root=$(curl -fsS --max-time 30 "http://127.0.0.1:$(cat {_BIN}/keys-port)/root?instance=$1") \
+  # The first root login boots the instance (its user data may take up to 10 minutes).
+  root=$(curl -fsS --max-time 660 "http://127.0.0.1:$(cat {_BIN}/keys-port)/root?instance=$1") \
     || {{ echo "the emulator has no root filesystem for instance $1" >&2; exit 1; }}
-  enter=(nsenter --target "${{root%% *}}" --mount -- chroot "${{root#* }}" env -C "${{HOME:-/}}")
+  enter=(nsenter --target "${{root%% *}}" --mount --pid --uts --ipc -- \
+    chroot "${{root#* }}" env -C "${{HOME:-/}}")
 fi
 case "$cmd" in
   internal-sftp|sftp|*/sftp-server) exec "${{enter[@]}}" /usr/lib/openssh/sftp-server ;;
@@ -1356,14 +1378,23 @@ AmiBackend.describe_images = describe_images
 # units never do), then a user data script runs as root, as cloud-init runs one (its output in
 # /var/log/cloud-init-output.log; a failure does not stop the boot). Not modelled: units starting
 # again at a reboot, and SSM commands (they run on the host, as the build user).
-_ROOTS = {}  # instance id -> (holder process, region, root path)
+_ROOTS = {}  # instance id -> (holder process, region, root path, pid of its namespaces' init)
 _ROOTS_LOCK = threading.Lock()
+_BOOTING = {}  # instance id -> its lock, held while it boots (other instances boot meanwhile)
+_BOOT_TIMEOUT = 600  # seconds a user data script may run
 
 
-def _image_layer(instance_id, ami):
-    """At CreateImage: the AMI keeps a copy of a root instance's files (see "Root instances")."""
+def _image_layer(backend, instance_id, ami):
+    """At CreateImage: the AMI keeps a copy of a root instance's files (see "Root instances"), or
+    the layer the instance started from when it never had a root login."""
     held = _ROOTS.get(instance_id)
     if not held:
+        try:
+            parent = backend.amis.get(backend.get_instance(instance_id).image_id)
+        except Exception:
+            parent = None
+        if getattr(parent, "bakery_layer", None):
+            ami.bakery_layer = parent.bakery_layer
         return
     upper = os.path.join(os.path.dirname(held[2]), "upper")
     layer = os.path.join(_BIN, "layers", ami.id)
@@ -1387,13 +1418,66 @@ def _user_data(inst):
         return raw
 
 
+# The holder: init of the instance's own PID, mount, UTS and IPC namespaces (unshare --fork
+# --kill-child: killing unshare kills init, and with it every process in the instance). Its
+# mounts: the overlay; a fresh /proc (the instance's processes only; /proc/sys read-only); a
+# read-only sysfs; a /dev of its own (the usual character devices, its own pts and shm); its own
+# /tmp, /var/tmp and /run (no systemd or D-Bus socket of this host's in reach); and this
+# emulator's directory, read-only but for the reboot requests. Then the boot, in the chroot: the
+# AMI's enabled units start, the user data runs. Init then waits on its stdin, a pipe only the
+# emulator holds: when the emulator exits, even killed with SIGKILL, the pipe closes, init exits
+# and the kernel kills the rest.
+_HOLDER = r"""set -eu
+m=$1 base=$2 bin=$3 requests=$4 iid=$5
+shift 5
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$m"
+mount -t proc proc "$m/proc"
+for p in sys sysrq-trigger; do
+  [ -e "$m/proc/$p" ] || continue
+  mount --bind "$m/proc/$p" "$m/proc/$p"
+  mount -o remount,bind,ro "$m/proc/$p"
+done
+mount -t sysfs -o ro sysfs "$m/sys"
+mount -t tmpfs -o mode=755,nosuid dev "$m/dev"
+for d in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+  IFS=: read -r n major minor <<<"$d"
+  mknod -m 666 "$m/dev/$n" c "$major" "$minor"
+done
+mkdir "$m/dev/pts" "$m/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$m/dev/pts"
+mount -t tmpfs -o mode=1777,nosuid,nodev shm "$m/dev/shm"
+ln -s pts/ptmx "$m/dev/ptmx"
+ln -s /proc/self/fd "$m/dev/fd"
+for n in stdin:0 stdout:1 stderr:2; do ln -s "/proc/self/fd/${n#*:}" "$m/dev/${n%:*}"; done
+mount --bind "$base/tmp" "$m/tmp"
+mount --bind "$base/var-tmp" "$m/var/tmp"
+mount --bind "$base/run" "$m/run"
+mount --bind "$bin" "$m$bin"
+mount -o remount,bind,ro "$m$bin"
+mount --bind "$requests" "$m$requests"
+enter() { chroot "$m" env -C / PATH="$bin:$PATH" BAKERY_INSTANCE_ID="$iid" "$@" </dev/null; }
+for u in "$@"; do enter "$bin/systemd-manager" start "$u" || echo "unit $u did not start" >&2; done
+if [ -f "$base/user-data" ]; then
+  cp "$base/user-data" "$m/run/user-data"
+  enter sh -c 'mkdir -p /var/log && exec timeout "$1" /bin/bash /run/user-data >>/var/log/cloud-init-output.log 2>&1' \
+    _ "$BAKERY_BOOT_TIMEOUT" || echo "user data failed: $?" >&2
+fi
+echo ready
+read -r _ || true
+"""
+
+
 def _root_of(iid, region):
-    """The holder's pid and the root path of running instance `iid`, made (and booted) at its
-    first root login."""
+    """The pid of the init of running instance `iid`'s namespaces and its root path, made (and
+    booted) at its first root login."""
     with _ROOTS_LOCK:
+        booting = _BOOTING.setdefault(iid, threading.Lock())
+    with booting:
         held = _ROOTS.get(iid)
-        if held and held[0].poll() is None:
-            return held[0].pid, held[2]
+        if held:
+            if held[0].poll() is not None:
+                raise RuntimeError(f"instance {iid} is down (its root filesystem's holder exited)")
+            return held[3], held[2]
         backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
         inst = backend.get_instance(iid)
         ami = backend.amis.get(inst.image_id)
@@ -1407,66 +1491,52 @@ def _root_of(iid, region):
         merged = os.path.join(base, "merged")
         units = []
         if layer:
+            # Its root volume starts as the AMI's snapshot: the layer, over this host's / (a copy,
+            # as overlayfs refuses a second lower layer that lies inside /).
+            subprocess.run(["cp", "-a", f"{layer}/.", os.path.join(base, "upper")], check=True)
+            # What `systemctl enable` made: symlinks (a whiteout is one removed).
             wants = os.path.join(layer, "etc/systemd/system/multi-user.target.wants")
             units = sorted(u for u in (os.listdir(wants) if os.path.isdir(wants) else [])
-                           if not os.path.isdir(os.path.join(wants, u)))
+                           if os.path.islink(os.path.join(wants, u)))
         user_data = _user_data(inst)
         if user_data and user_data.startswith(b"#!"):
             with open(os.path.join(base, "user-data"), "wb") as f:
                 f.write(user_data)
-        # /tmp, /var/tmp and /run of its own, empty at first boot (so no systemd or D-Bus socket
-        # of this host's is in reach: systemctl is the stand-in's). The holder leaves with the
-        # emulator, even one killed with SIGKILL.
-        if layer:
-            # Its root volume starts as the AMI's snapshot: the layer, over this host's / (a copy,
-            # as overlayfs refuses a second lower layer that lies inside /).
-            subprocess.run(["cp", "-a", f"{layer}/.", os.path.join(base, "upper")], check=True)
-        enter = f"chroot {merged} env -C / PATH={_BIN}:$PATH BAKERY_INSTANCE_ID={iid}"
-        script = f"""set -e
-mount -t overlay overlay -o lowerdir=/,upperdir={base}/upper,workdir={base}/work {merged}
-for d in proc dev sys; do mount --rbind /$d {merged}/$d; done
-mount --bind {base}/tmp {merged}/tmp
-mount --bind {base}/var-tmp {merged}/var/tmp
-mount --bind {base}/run {merged}/run
-mount --bind {_BIN} {merged}{_BIN}
-for u in {" ".join(units)}; do {enter} {_BIN}/systemd-manager start "$u" || true; done
-if [ -f {base}/user-data ]; then
-  mkdir -p {merged}/var/log
-  {enter} timeout 600 /bin/bash {base}/user-data >>{merged}/var/log/cloud-init-output.log 2>&1 || true
-fi
-echo ready
-while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done
-"""
         log = open(os.path.join(base, "holder.log"), "wb")
-        p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
-                             stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        p = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--uts", "--ipc",
+             "--propagation", "private", "bash", "-c", _HOLDER, "holder",
+             merged, base, _BIN, _REQUESTS, iid, *units],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            env={**os.environ, "BAKERY_BOOT_TIMEOUT": str(_BOOT_TIMEOUT)})
         log.close()
-        if p.stdout.readline().strip() != b"ready":
+        ready = p.stdout.readline().strip() == b"ready"
+        try:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                init = int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            init = None
+        if not ready or init is None:
+            p.kill()
             p.wait()
             with open(os.path.join(base, "holder.log"), errors="replace") as f:
-                raise RuntimeError(f"root filesystem of {iid}: {f.read().strip()}")
-        _ROOTS[iid] = (p, region, merged)
-        return p.pid, merged
+                err = f.read().strip()
+            shutil.rmtree(base, ignore_errors=True)
+            raise RuntimeError(f"root filesystem of {iid}: {err}")
+        with _ROOTS_LOCK:
+            _ROOTS[iid] = (p, region, merged, init)
+        return init, merged
 
 
 def _drop_root(iid):
-    """Stops what runs in a terminated instance's root filesystem and removes the filesystem."""
+    """Stops everything in a terminated instance (its namespaces' init, and so the rest) and
+    removes its root filesystem."""
     with _ROOTS_LOCK:
         held = _ROOTS.pop(iid, None)
+        _BOOTING.pop(iid, None)
     if not held:
         return
-    p, _, merged = held
-    try:
-        ns = os.readlink(f"/proc/{p.pid}/ns/mnt")
-    except OSError:
-        ns = None
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != p.pid:
-            try:
-                if ns and os.readlink(f"/proc/{pid}/ns/mnt") == ns:
-                    os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+    p, merged = held[0], held[2]
     p.kill()
     p.wait()
     shutil.rmtree(os.path.dirname(merged), ignore_errors=True)
@@ -1475,9 +1545,9 @@ def _drop_root(iid):
 def _reap_roots():
     while True:
         time.sleep(0.5)
-        for iid, (_, region, _) in list(_ROOTS.items()):
+        for iid, held in list(_ROOTS.items()):
             try:
-                inst = ec2_backends[DEFAULT_ACCOUNT_ID][region].get_instance(iid)
+                inst = ec2_backends[DEFAULT_ACCOUNT_ID][held[1]].get_instance(iid)
                 gone = inst._state.name == "terminated"
             except Exception:
                 gone = True
