@@ -744,6 +744,7 @@ S3Response.key_response = _s3_faulty("KEY", S3Response.key_response)
 
 # --- Systems Manager Run Command ------------------------------------------------------------
 import base64
+import collections
 import hashlib
 import shutil
 import signal
@@ -1364,43 +1365,47 @@ AmiBackend.describe_images = describe_images
 # --- Root instances ----------------------------------------------------------------------------
 # An instance's root sessions (the sandbox's sshd lets root log in with an instance's key, whose
 # command= is ssh-session) run in the instance's own root filesystem: a copy-on-write overlay of
-# this host's /, whose upper layer belongs to the instance, mounted in a mount namespace that a
-# holder process keeps; each session joins it (nsenter) and chroots into it. What a root step
+# this host's /, whose upper layer belongs to the instance, in namespaces of the instance's own
+# (see _HOLDER); each session joins them (nsenter) and chroots into the overlay. What a root step
 # writes (a user in /etc/passwd, a unit in /etc/systemd/system, /opt/...) stays in the instance and
-# goes when it is terminated: this host is never changed. /tmp, /var/tmp and /run are the
-# instance's own, empty at first; /proc, /dev, /sys and this emulator's directory (boot ids,
-# reboot requests, the stand-ins; outside /tmp) are the host's. Sessions of the build user run on
-# the host itself, as before.
+# goes when it is terminated: this host is never changed. Sessions of the build user run on the
+# host itself, as before.
 # An AMI made from such an instance carries its files (its upper layer, copied at CreateImage, and
 # to every copy of the AMI): an instance launched from it starts with a copy of that layer as its
 # own, over this host's /. Its first root login is its boot (sshd answers only then, in the
 # sandbox): the units the AMI's layer enabled in multi-user.target.wants start (this host's own
 # units never do), then a user data script runs as root, as cloud-init runs one (its output in
-# /var/log/cloud-init-output.log; a failure does not stop the boot). Not modelled: units starting
-# again at a reboot, and SSM commands (they run on the host, as the build user).
-_ROOTS = {}  # instance id -> (holder process, region, root path, pid of its namespaces' init)
+# /var/log/cloud-init-output.log; a failure does not stop the boot). Not modelled: a stop (its
+# processes run on until it is terminated), units starting again at a reboot, and SSM commands
+# (they run on the host, as the build user).
+_Root = collections.namedtuple("_Root", "holder region base init")  # init: of its namespaces
+_ROOTS = {}  # instance id -> _Root
 _ROOTS_LOCK = threading.Lock()
 _BOOTING = {}  # instance id -> its lock, held while it boots (other instances boot meanwhile)
 _BOOT_TIMEOUT = 600  # seconds a user data script may run
 
 
+def _launched_layer(backend, inst):
+    """The layer of the AMI `inst` was launched from, if that AMI carries one."""
+    return getattr(backend.amis.get(inst.image_id), "bakery_layer", None)
+
+
 def _image_layer(backend, instance_id, ami):
     """At CreateImage: the AMI keeps a copy of a root instance's files (see "Root instances"), or
     the layer the instance started from when it never had a root login."""
-    held = _ROOTS.get(instance_id)
-    if not held:
+    root = _ROOTS.get(instance_id)
+    if not root:
         try:
-            parent = backend.amis.get(backend.get_instance(instance_id).image_id)
+            layer = _launched_layer(backend, backend.get_instance(instance_id))
         except Exception:
-            parent = None
-        if getattr(parent, "bakery_layer", None):
-            ami.bakery_layer = parent.bakery_layer
+            layer = None
+        if layer:
+            ami.bakery_layer = layer
         return
-    upper = os.path.join(os.path.dirname(held[2]), "upper")
     layer = os.path.join(_BIN, "layers", ami.id)
     os.makedirs(os.path.dirname(layer), exist_ok=True)
     # -a keeps what makes it a layer: whiteouts (0/0 devices) and opaque directories (xattrs).
-    subprocess.run(["cp", "-a", upper, layer], check=True)
+    subprocess.run(["cp", "-a", os.path.join(root.base, "upper"), layer], check=True)
     ami.bakery_layer = layer
 
 
@@ -1428,8 +1433,8 @@ def _user_data(inst):
 # emulator holds: when the emulator exits, even killed with SIGKILL, the pipe closes, init exits
 # and the kernel kills the rest.
 _HOLDER = r"""set -eu
-m=$1 base=$2 bin=$3 requests=$4 iid=$5
-shift 5
+m=$1 base=$2 bin=$3 requests=$4 iid=$5 boot_timeout=$6
+shift 6
 mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$m"
 mount -t proc proc "$m/proc"
 for p in sys sysrq-trigger; do
@@ -1460,7 +1465,7 @@ for u in "$@"; do enter "$bin/systemd-manager" start "$u" || echo "unit $u did n
 if [ -f "$base/user-data" ]; then
   cp "$base/user-data" "$m/run/user-data"
   enter sh -c 'mkdir -p /var/log && exec timeout "$1" /bin/bash /run/user-data >>/var/log/cloud-init-output.log 2>&1' \
-    _ "$BAKERY_BOOT_TIMEOUT" || echo "user data failed: $?" >&2
+    _ "$boot_timeout" || echo "user data failed: $?" >&2
 fi
 echo ready
 read -r _ || true
@@ -1473,15 +1478,14 @@ def _root_of(iid, region):
     with _ROOTS_LOCK:
         booting = _BOOTING.setdefault(iid, threading.Lock())
     with booting:
-        held = _ROOTS.get(iid)
-        if held:
-            if held[0].poll() is not None:
+        root = _ROOTS.get(iid)
+        if root:
+            if root.holder.poll() is not None:
                 raise RuntimeError(f"instance {iid} is down (its root filesystem's holder exited)")
-            return held[3], held[2]
+            return root.init, os.path.join(root.base, "merged")
         backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
         inst = backend.get_instance(iid)
-        ami = backend.amis.get(inst.image_id)
-        layer = getattr(ami, "bakery_layer", None)
+        layer = _launched_layer(backend, inst)
         base = os.path.join(_BIN, f"root-{iid}")
         for d in ("upper", "work", "merged", "tmp", "var-tmp", "run"):
             os.makedirs(os.path.join(base, d), exist_ok=True)
@@ -1506,9 +1510,8 @@ def _root_of(iid, region):
         p = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--uts", "--ipc",
              "--propagation", "private", "bash", "-c", _HOLDER, "holder",
-             merged, base, _BIN, _REQUESTS, iid, *units],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-            env={**os.environ, "BAKERY_BOOT_TIMEOUT": str(_BOOT_TIMEOUT)})
+             merged, base, _BIN, _REQUESTS, iid, str(_BOOT_TIMEOUT), *units],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         log.close()
         ready = p.stdout.readline().strip() == b"ready"
         try:
@@ -1524,7 +1527,7 @@ def _root_of(iid, region):
             shutil.rmtree(base, ignore_errors=True)
             raise RuntimeError(f"root filesystem of {iid}: {err}")
         with _ROOTS_LOCK:
-            _ROOTS[iid] = (p, region, merged, init)
+            _ROOTS[iid] = _Root(p, region, base, init)
         return init, merged
 
 
@@ -1532,22 +1535,21 @@ def _drop_root(iid):
     """Stops everything in a terminated instance (its namespaces' init, and so the rest) and
     removes its root filesystem."""
     with _ROOTS_LOCK:
-        held = _ROOTS.pop(iid, None)
+        root = _ROOTS.pop(iid, None)
         _BOOTING.pop(iid, None)
-    if not held:
+    if not root:
         return
-    p, merged = held[0], held[2]
-    p.kill()
-    p.wait()
-    shutil.rmtree(os.path.dirname(merged), ignore_errors=True)
+    root.holder.kill()
+    root.holder.wait()
+    shutil.rmtree(root.base, ignore_errors=True)
 
 
 def _reap_roots():
     while True:
         time.sleep(0.5)
-        for iid, held in list(_ROOTS.items()):
+        for iid, root in list(_ROOTS.items()):
             try:
-                inst = ec2_backends[DEFAULT_ACCOUNT_ID][held[1]].get_instance(iid)
+                inst = ec2_backends[DEFAULT_ACCOUNT_ID][root.region].get_instance(iid)
                 gone = inst._state.name == "terminated"
             except Exception:
                 gone = True

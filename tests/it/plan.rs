@@ -860,13 +860,13 @@ fn the_linux_agent_image_bakes_each_new_zip_the_server_serves() {
         };
         format!("{}{}", &s[..a], &s[b..])
     };
-    let mut image = cut(
+    let mut toml = cut(
         &shipped,
         "[[recipe]]\nuse = \"jdk\"",
         "[[recipe]]\nuse = \"teamcity-agent\"",
     );
-    image = cut(
-        &image,
+    toml = cut(
+        &toml,
         "[[check]]\nname = \"login shells get Temurin",
         "# A fresh instance from the new AMI",
     );
@@ -880,10 +880,10 @@ fn the_linux_agent_image_bakes_each_new_zip_the_server_serves() {
         ("timeout = \"15m\"", "timeout = \"2m\""),
         ("https://teamcity.example.com", server.root()),
     ] {
-        assert!(image.contains(from), "{path} no longer has {from:?}");
-        image = image.replace(from, to);
+        assert!(toml.contains(from), "{path} no longer has {from:?}");
+        toml = toml.replace(from, to);
     }
-    sb.project.write(path, &image);
+    sb.project.write(path, &toml);
     let bakery_toml = sb.project.path().join("bakery.toml");
     let target = std::fs::read_to_string(&bakery_toml).expect("bakery.toml");
     let as_root = target.replace("ssh_user = \"bakery-build\"", "ssh_user = \"root\"");
