@@ -158,9 +158,10 @@ impl Bake<'_> {
         // Two independent writes at once.
         let (recorded, taken) = tokio::join!(
             async {
-                match record_inputs {
-                    true => self.aws.put_string_parameter(&inputs_name, &inputs).await,
-                    false => Ok(()),
+                if record_inputs {
+                    self.aws.put_string_parameter(&inputs_name, &inputs).await
+                } else {
+                    Ok(())
                 }
             },
             self.aws.put_string_parameter(&issued, &patch),
