@@ -34,6 +34,29 @@ else
   echo ready=yes
 fi"#;
 
+/// How a Linux probe batch runs each probe (`__probe INDEX SECONDS SCRIPT`): in a subshell of
+/// the batch's shell (no `bash` or `timeout` to start per probe: a fork, not two programs), in a
+/// process group of its own, so that an `exit` ends only that probe and a watchdog ends the whole
+/// group after SECONDS (TERM, then KILL 5 s later), as `timeout` would. The watchdog waits with
+/// `read -t` on a pipe nobody writes (no `sleep` to start), and on firing leaves a byte in the
+/// other pipe: that probe's exit code is 124, as `timeout`'s. After each probe its end mark:
+/// `\n<mark> <index> <exit code> <start> <end>` (the instance's clock; empty before bash 5).
+const LINUX_PROBE_RUNNER: &str = r#"exec 8<> <(:) 9<> <(:)
+__probe() {
+  local __t=$EPOCHREALTIME __s=$3 __p __w __rc
+  set -m
+  ( set --; exec 8>&- 9>&-; eval "$__s" ) </dev/null &
+  __p=$!
+  set +m
+  ( read -r -t "$2" -u 9; echo >&8; kill -TERM -- "-$__p"; read -r -t 5 -u 9; kill -KILL -- "-$__p" ) </dev/null >/dev/null 2>&1 &
+  __w=$!
+  wait "$__p"; __rc=$?
+  kill -KILL "$__w" 2>/dev/null; wait "$__w" 2>/dev/null
+  if read -r -t 0 -u 8; then read -r -t 1 -u 8; __rc=124; fi
+  printf '\n%s %s %s %s %s\n' "$__m" "$1" "$__rc" "$__t" "$EPOCHREALTIME"
+}
+"#;
+
 /// The commands bakery sends for a platform and working directory, without a connection (what
 /// `Host` runs, and what the golden tests pin).
 pub struct Scripts<'a> {
@@ -143,9 +166,9 @@ impl Scripts<'_> {
 
     /// One command that runs every probe of `checks` in turn, each followed by its end mark
     /// (`probe::split_batch` reads them): `\n<mark> <i> <exit code> <start> <end>`. On Linux
-    /// each probe is a `bash -c` of its own under `timeout` (an `exit` in a command check ends
-    /// only that probe, a hung one only its own `per_probe` seconds), with the instance's clock
-    /// around it. On Windows each is a script block whose output is collected before its mark
+    /// each probe is a subshell of its own under a watchdog (`LINUX_PROBE_RUNNER`: an `exit` in
+    /// a command check ends only that probe, a hung one only its own `per_probe` seconds), with
+    /// the instance's clock around it. On Windows each is a script block whose output is collected before its mark
     /// is written; a command check that could end the whole script runs alone instead
     /// (`probe::windows_needs_own_command`).
     pub fn probe_batch(&self, checks: &[&PlannedCheck], mark: &str, per_probe_secs: u64) -> String {
@@ -174,10 +197,10 @@ try {{\n\
             self.ps(&BTreeMap::new(), &s)
         } else {
             let mut s = self.prelude(&BTreeMap::new());
-            s.push_str(&format!("__m={}\n", sh_quote(mark)));
+            s.push_str(&format!("__m={}\n{LINUX_PROBE_RUNNER}", sh_quote(mark)));
             for (i, c) in checks.iter().enumerate() {
                 s.push_str(&format!(
-                    "__t=$EPOCHREALTIME\ntimeout -k 5 {per_probe_secs} bash -c {} </dev/null\n__rc=$?\nprintf '\\n%s %s %s %s %s\\n' \"$__m\" {i} \"$__rc\" \"$__t\" \"$EPOCHREALTIME\"\n",
+                    "__probe {i} {per_probe_secs} {}\n",
                     sh_quote(&probe::linux(&c.check.kind))
                 ));
             }
@@ -410,4 +433,88 @@ pub fn windows_script_book(plan: &crate::plan::Plan, workdir: &str) -> Vec<(Stri
         book.push(("test: still the same boot".into(), temp.boot_id()));
     }
     book
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{Check, CheckKind};
+
+    fn command(c: &str) -> PlannedCheck {
+        PlannedCheck {
+            origin: "image".into(),
+            check: Check {
+                name: c.into(),
+                kind: CheckKind::Command {
+                    command: c.into(),
+                    exit_code: 0,
+                    stdout_contains: None,
+                    stdout_matches: None,
+                },
+            },
+        }
+    }
+
+    /// The Linux batch, run by this machine's bash: each probe's own exit code and output, an
+    /// `exit` that ends only its probe, a hung probe (and what it started) ended after its
+    /// seconds with timeout's 124 while the next one still runs, and no stdin for a probe.
+    #[test]
+    fn a_linux_batch_runs_each_probe_alone_and_ends_a_hung_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Scripts {
+            platform: Platform::Linux,
+            workdir: dir.path().to_str().unwrap(),
+            sudo: false,
+        };
+        // A marker argument tells this test's sleep from any other on the machine.
+        let marker = format!("{}.{}", 30, std::process::id());
+        let checks = [
+            command("echo one; exit 3"),
+            command(&format!("bash -c 'sleep {marker}'; echo never")),
+            command("trap '' TERM; sleep 2; echo ignored TERM"),
+            command("cat; echo \"in $PWD $#\""),
+        ];
+        let refs: Vec<&PlannedCheck> = checks.iter().collect();
+        let mark = "bakery-probe-test";
+        let script = sc.probe_batch(&refs, mark, 1);
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let took = t.elapsed();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let parts: Vec<_> = probe::split_batch(&stdout, mark, checks.len())
+            .into_iter()
+            .map(|p| p.expect("every probe has its part"))
+            .collect();
+        assert_eq!(
+            parts.iter().map(|p| p.exit_code).collect::<Vec<_>>(),
+            [3, 124, 124, 0],
+            "{stdout}"
+        );
+        assert_eq!(parts[0].stdout, "one\n");
+        assert_eq!(parts[1].stdout, "");
+        // A probe that ignores TERM ran past its second: timed out, whatever it did after.
+        assert_eq!(parts[2].stdout, "ignored TERM\n");
+        let workdir = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(parts[3].stdout, format!("in {} 0\n", workdir.display()));
+        assert!(parts.iter().all(|p| p.seconds.is_some()), "{stdout}");
+        assert!(parts[1].seconds.unwrap() >= 1.0, "{stdout}");
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        assert!(
+            String::from_utf8(out.stderr).unwrap().is_empty(),
+            "no job notices"
+        );
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "the hung probe's sleep was ended with it"
+        );
+    }
 }
