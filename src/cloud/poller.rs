@@ -4,7 +4,8 @@
 //!
 //! A poller is a small task started on first use. It adds no wait of its own to a lone bake:
 //! - A key it has not looked at recently (a wait that just began) is described at once, when
-//!   the call budget allows.
+//!   the call budget allows (after a millisecond, when it woke an idle poller: waits that begin
+//!   together, a cleanup's instances, share that call).
 //! - A key it has just answered is described again one *gap* after that answer (`Pace`): 150 ms
 //!   while the wait is young, 1 s once it has lasted `slow_after`. A state change is seen within
 //!   a gap (plus a round trip), and one waiter costs at most six calls a second.
@@ -53,6 +54,10 @@ pub const DESCRIBE: Pace = Pace {
         refill_per_sec: 6.0,
     },
 };
+
+/// How long a call that an idle poller was woken for waits for other waits that begin at the
+/// same moment (nothing next to an AWS round trip).
+const TOGETHER: Duration = Duration::from_millis(1);
 
 /// A key not asked for in this long starts a new wait: looked at at once, at the fast gap.
 const FORGET_AFTER: Duration = Duration::from_secs(5);
@@ -190,6 +195,7 @@ async fn run<K, V>(
     let mut waiting: Vec<(K, Reply<V>, Instant)> = Vec::new();
     let mut open = true;
     loop {
+        let woke_idle = waiting.is_empty();
         if waiting.is_empty() {
             if !open {
                 return;
@@ -212,6 +218,7 @@ async fn run<K, V>(
         let Some(next) = waiting.iter().map(|w| w.2).min() else {
             continue;
         };
+        let at_once = next <= Instant::now();
         // Until the first waiter is due; a new waiter may be due sooner.
         if next > Instant::now() && open {
             tokio::select! {
@@ -229,6 +236,12 @@ async fn run<K, V>(
             }
         } else if next > Instant::now() {
             tokio::time::sleep_until(next).await;
+        }
+        // Waits that begin together (a cleanup's instances, bakes started at once) register
+        // one after another, microseconds apart: when the first woke an idle poller and is due
+        // at once, the call waits a moment for the others, so that they share it.
+        if woke_idle && at_once {
+            tokio::time::sleep(TOGETHER).await;
         }
         let mut batch = std::mem::take(&mut waiting);
         while let Ok((k, r)) = rx.try_recv() {
@@ -358,8 +371,8 @@ mod tests {
         let first_answer = t0.elapsed();
         assert_eq!(
             first_answer,
-            Duration::from_millis(20),
-            "only the call's own time"
+            TOGETHER + Duration::from_millis(20),
+            "only the call's own time, and the moment others may join it"
         );
         p.observe(2).await.unwrap();
         let b = seen.lock().unwrap().clone();
@@ -374,6 +387,25 @@ mod tests {
         assert_eq!(t1.elapsed(), Duration::from_millis(20));
         again.await.unwrap().unwrap();
         assert_eq!(keys(&seen)[2], vec![2, 4]);
+    }
+
+    /// Waits that begin one after another in the same moment (a cleanup waiting for its two
+    /// instances) share the first call, though the first of them woke the poller.
+    #[tokio::test(start_paused = true)]
+    async fn waits_that_begin_together_share_the_first_call() {
+        let (f, seen) = recording();
+        let p = Arc::new(Poller::new("test", TEST_PACE, 100, f));
+        let first = {
+            let p = p.clone();
+            tokio::spawn(async move { p.observe(1).await })
+        };
+        // The poller wakes for the first and is polled before the second is asked for.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        p.observe(4).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(keys(&seen), vec![vec![1, 4]]);
     }
 
     /// A wait that lasts past `slow_after` is looked at once a `slow_gap`.
