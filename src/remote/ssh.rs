@@ -23,6 +23,66 @@ const KEEPALIVE_MAX: usize = 4;
 /// One connection attempt (TCP + handshake + auth).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The SSH connection's socket, acknowledging at once what it reads (TCP_QUICKACK, Linux). sshd
+/// writes without TCP_NODELAY for a non-interactive session, and right after authentication it
+/// sends two small packets (its host keys, then the answer to the first channel open): Nagle
+/// holds the second until the first is acknowledged, and a client that has nothing to send
+/// acknowledges only after its delayed-ACK timer (40 ms or more). That was the first command of
+/// every connection, waiting on nothing.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        // The kernel leaves quick-ACK mode on its own after a while: set it after every read.
+        #[cfg(target_os = "linux")]
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct SshTarget {
@@ -168,24 +228,28 @@ impl Ssh {
             pin: pin.clone(),
             changed: changed.clone(),
         };
-        let mut handle =
-            match client::connect(config, (target.host.as_str(), target.port), handler).await {
-                Ok(h) => h,
-                Err(e) => {
-                    if let Some(seen) = changed.lock().ok().and_then(|c| c.clone()) {
-                        return Err(RemoteError::HostKeyChanged {
-                            addr,
-                            pinned: pin.fingerprint().unwrap_or_default(),
-                            seen,
-                        });
-                    }
-                    return Err(RemoteError::Ssh {
-                        op: "connect",
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            client::connect_stream(config, QuickAck(tcp), handler).await
+        };
+        let mut handle = match connect.await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(seen) = changed.lock().ok().and_then(|c| c.clone()) {
+                    return Err(RemoteError::HostKeyChanged {
                         addr,
-                        message: e.to_string(),
+                        pinned: pin.fingerprint().unwrap_or_default(),
+                        seen,
                     });
                 }
-            };
+                return Err(RemoteError::Ssh {
+                    op: "connect",
+                    addr,
+                    message: e.to_string(),
+                });
+            }
+        };
         let key = PrivateKeyWithHashAlg::new(target.key.clone(), None);
         let auth = handle
             .authenticate_publickey(target.user.clone(), key)
