@@ -918,7 +918,7 @@ with open(os.path.join(_BIN, "ssh-session"), "w") as f:
 export BAKERY_INSTANCE_ID="$1" PATH="{_BIN}:$PATH"
 cmd="${{SSH_ORIGINAL_COMMAND:-}}"
 enter=()
-if [ "$(id -u)" -eq 0 ]; then
+if [ "$EUID" -eq 0 ]; then
   # root works in the instance's own root filesystem ("Root instances").
   # The first root login boots the instance (its user data may take up to 10 minutes).
   root=$(curl -fsS --max-time 660 "http://127.0.0.1:$(cat {_BIN}/keys-port)/root?instance=$1") \
@@ -931,7 +931,13 @@ case "$cmd" in
   "") exec "${{enter[@]}}" bash -l ;;
 esac
 host_boot=/proc/sys/kernel/random/boot_id
-exec "${{enter[@]}}" bash -c "${{cmd//"$host_boot"/{_BIN}/boot-$1}}"
+cmd=${{cmd//"$host_boot"/{_BIN}/boot-$1}}
+[ "${{#enter[@]}}" -eq 0 ] || exec "${{enter[@]}}" bash -c "$cmd"
+# The build user's command runs in this shell, as sshd's `bash -c` would run it (one bash less
+# per command: no arguments, no variables of this script's).
+set --
+unset enter host_boot
+eval "$cmd"
 """)
 os.chmod(os.path.join(_BIN, "ssh-session"), 0o755)
 _BOOT_FILES = {}  # instance id -> file holding its boot id
