@@ -50,7 +50,7 @@ output, nothing run, DescribeInstanceInformation missing):
 - Reboots: each instance has its own boot id, seen by its commands at
   /proc/sys/kernel/random/boot_id; `reboot`, `shutdown` and `systemctl reboot` make it
   ConnectionLost for a moment and give it a new one (see "Reboots" below). The same holds over
-  the sandbox's SSH: a key logs in with command="ssh-session <instance>", which gives the
+  the sandbox's SSH: a key logs in with command=". ssh-session <instance>", which gives the
   session the instance's boot id (its mentions of the path point at the instance's file) and the
   reboot stand-ins, so a restart step or exit 194 over SSH sees a new boot.
 - Commands find an `aws` on their PATH that stands in for the AWS CLI of a real instance: it does
@@ -909,12 +909,13 @@ exit "$rc"
 """)
 os.chmod(os.path.join(_BIN, "systemd-manager"), 0o755)
 # SSH sessions of an emulated instance (the sandbox's sshd, whose authorized key for an instance
-# carries command="ssh-session <instance id>", see "Authorized keys"): the same boot id and the
+# carries command=". ssh-session <instance id>", see "Authorized keys"): the same boot id and the
 # same reboot stand-ins as its Run Command scripts. This host's own boot id is read only as the
 # literal path, so the command's mentions of it are pointed at the instance's file.
 with open(os.path.join(_BIN, "ssh-session"), "w") as f:
     f.write(f"""#!/bin/bash
-# sshd runs this for each session of emulated instance $1 (its authorized key's command=).
+# sshd's login shell sources this for each session of emulated instance $1 (its authorized
+# key's command=). Every path ends in exec or in the command's own exit status.
 export BAKERY_INSTANCE_ID="$1" PATH="{_BIN}:$PATH"
 cmd="${{SSH_ORIGINAL_COMMAND:-}}"
 enter=()
@@ -1597,7 +1598,8 @@ class _Keys(BaseHTTPRequestHandler):
                 if kp.key_name in running and len(parts) >= 2 and parts[1] == offered:
                     iid = running[kp.key_name]
                     _boot_file(iid)
-                    lines.append(f'command="{_BIN}/ssh-session {iid}" ' + " ".join(parts[:2]))
+                    # Sourced by the login shell's `bash -c`: one bash per command, not two.
+                    lines.append(f'command=". {_BIN}/ssh-session {iid}" ' + " ".join(parts[:2]))
         except Exception as e:
             print(f"authorized keys: {e!r}", file=sys.stderr)
         body = "".join(l + "\n" for l in lines).encode()
