@@ -94,7 +94,7 @@ fn detections(
     out
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
     v.sort();
     v[v.len() / 2]
 }
@@ -165,9 +165,7 @@ fn main() {
         pruned.push(last_calls.iter().any(|c| c.action == "DeregisterImage"));
     }
     let wall = median(walls.clone());
-    let mut r = requests.clone();
-    r.sort();
-    let reqs = r[r.len() / 2];
+    let reqs = median(requests.clone());
     let floor = rtt * reqs as u32;
     println!("sandbox-demo bakes: {n}");
     println!(
@@ -179,13 +177,11 @@ fn main() {
     println!("  AWS requests per bake  median {reqs:>6}     (all runs: {requests:?})");
     let plain: Vec<usize> = (0..n).filter(|&i| !pruned[i]).collect();
     if !plain.is_empty() && plain.len() < n {
-        let mut r: Vec<usize> = plain.iter().map(|&i| requests[i]).collect();
-        r.sort();
         println!(
             "  the {} bakes that pruned nothing: wall median {:.1} ms, requests median {}",
             plain.len(),
             median(plain.iter().map(|&i| walls[i]).collect()).as_secs_f64() * 1e3,
-            r[r.len() / 2]
+            median(plain.iter().map(|&i| requests[i]).collect())
         );
     }
     println!(

@@ -168,9 +168,9 @@ impl Scripts<'_> {
     /// (`probe::split_batch` reads them): `\n<mark> <i> <exit code> <start> <end>`. On Linux
     /// each probe is a subshell of its own under a watchdog (`LINUX_PROBE_RUNNER`: an `exit` in
     /// a command check ends only that probe, a hung one only its own `per_probe` seconds), with
-    /// the instance's clock around it. On Windows each is a script block whose output is collected before its mark
-    /// is written; a command check that could end the whole script runs alone instead
-    /// (`probe::windows_needs_own_command`).
+    /// the instance's clock around it. On Windows each is a script block whose output is
+    /// collected before its mark is written; a command check that could end the whole script
+    /// runs alone instead (`probe::windows_needs_own_command`).
     pub fn probe_batch(&self, checks: &[&PlannedCheck], mark: &str, per_probe_secs: u64) -> String {
         if self.windows() {
             let mut s = format!("$__m = {}\n", ps_quote(mark));

@@ -196,7 +196,7 @@ async fn run<K, V>(
     let mut open = true;
     loop {
         let woke_idle = waiting.is_empty();
-        if waiting.is_empty() {
+        if woke_idle {
             if !open {
                 return;
             }
@@ -220,7 +220,7 @@ async fn run<K, V>(
         };
         let at_once = next <= Instant::now();
         // Until the first waiter is due; a new waiter may be due sooner.
-        if next > Instant::now() && open {
+        if !at_once && open {
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 got = rx.recv() => {
@@ -234,7 +234,7 @@ async fn run<K, V>(
                     continue;
                 }
             }
-        } else if next > Instant::now() {
+        } else if !at_once {
             tokio::time::sleep_until(next).await;
         }
         // Waits that begin together (a cleanup's instances, bakes started at once) register

@@ -217,10 +217,6 @@ impl Ssh {
             keepalive_interval: Some(KEEPALIVE),
             keepalive_max: KEEPALIVE_MAX,
             inactivity_timeout: None,
-            // Every exec is a few small packets each way (channel open, exec, data, exit
-            // status, close): with Nagle's algorithm each one after the first waits for the
-            // peer's delayed ACK (~40 ms on Linux), which is most of a round trip's time.
-            nodelay: true,
             ..Default::default()
         });
         let changed = Arc::new(Mutex::new(None));
@@ -230,7 +226,14 @@ impl Ssh {
         };
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
-            tcp.set_nodelay(true)?;
+            // Every exec is a few small packets each way (channel open, exec, data, exit
+            // status, close): with Nagle's algorithm each one after the first waits for the
+            // peer's delayed ACK (~40 ms on Linux), which is most of a round trip's time. (Set
+            // here: `Config::nodelay` applies only to `client::connect`, which makes its own
+            // socket.) A socket that refuses it still works, as with `client::connect`.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(addr = %addr, error = %e, "cannot set TCP_NODELAY");
+            }
             client::connect_stream(config, QuickAck(tcp), handler).await
         };
         let mut handle = match connect.await {
