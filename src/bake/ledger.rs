@@ -160,6 +160,11 @@ pub struct Journal {
     pub entries: Vec<Entry>,
     #[serde(skip)]
     path: PathBuf,
+    /// Instances whose TerminateInstances AWS already accepted in this process: undoing them
+    /// only waits for them to go. Not saved: a cleanup elsewhere sends the call again, which is
+    /// harmless for an instance on its way out.
+    #[serde(skip)]
+    pub terminating: std::collections::BTreeSet<crate::cloud::InstanceId>,
 }
 
 impl Journal {
@@ -185,6 +190,7 @@ impl Journal {
             state: State::Running,
             entries: Vec::new(),
             path: Self::path_for(project, bake_id),
+            terminating: Default::default(),
         };
         j.save()?;
         Ok(j)

@@ -203,12 +203,22 @@ impl Bake<'_> {
         if self.cancel.is_cancelled() {
             return Err(Failure::cancelled());
         }
-        // The test instance is done with: it goes now (the cleanup at the end waits for it).
-        if let Err(e) = self.aws.terminate_instance(&id).await {
-            tracing::warn!(instance = %id, error = %e, "terminating the test instance");
-        }
         let prefix = format!("failed on a fresh instance launched from {}: ", cap.image);
-        if let Some(f) = Failure::checks(&results, &prefix, "test checks") {
+        let failed = Failure::checks(&results, &prefix, "test checks");
+        // The test instance is done with, and once its checks passed so is the build instance
+        // (its AMI is available; a failed bake may keep it for debugging): they go now, in one
+        // call, and the cleanup at the end only waits for them.
+        let mut done = vec![id.clone()];
+        if failed.is_none() {
+            done.push(build.instance.clone());
+        }
+        match self.aws.terminate_instances(&done).await {
+            Ok(()) => self.journal.terminating.extend(done),
+            Err(e) => {
+                tracing::warn!(instances = ?done, error = %e, "terminating the test and build instances")
+            }
+        }
+        if let Some(f) = failed {
             return Err(f);
         }
         Ok(Tested::At(

@@ -375,10 +375,10 @@ async fn apply(
         }
     }
     let bake_id = journal.bake_id.clone();
+    // Instances whose TerminateInstances was already sent (by the bake, or below in one call
+    // per region for all of them): their undo only waits.
+    let sent = std::sync::Mutex::new(journal.terminating.clone());
     let shared = std::sync::Mutex::new((journal, errors));
-    // Instances whose TerminateInstances was already sent (one call per region for all of
-    // them, below): their undo only waits.
-    let sent = std::sync::Mutex::new(std::collections::BTreeSet::<InstanceId>::new());
     let one = |u: Undo| {
         let (clients, bake_id, shared, sent) = (&clients, &bake_id, &shared, &sent);
         async move {
@@ -427,6 +427,9 @@ async fn apply(
         let mut by_region: std::collections::BTreeMap<&str, Vec<InstanceId>> = Default::default();
         for u in &terminate {
             if let Undo::TerminateInstance { region, id } = u {
+                if sent.lock().is_ok_and(|s| s.contains(id)) {
+                    continue;
+                }
                 by_region
                     .entry(region.as_str())
                     .or_default()

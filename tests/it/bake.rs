@@ -128,6 +128,39 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
     let xml = std::fs::read_to_string(&junit).expect("junit");
     // Six checks on the build instance, one on a fresh instance from the new AMI.
     assert!(xml.contains("tests=\"7\" failures=\"0\""), "{xml}");
+    // Once the test checks passed, the test and the build instance go in one call, before
+    // anything is published; the cleanup only waits for them (and both are gone: `leftovers`).
+    let calls = sb.actions();
+    let mut expected: Vec<String> = rt().block_on(async {
+        let (ec2, _) = sb.clients().await;
+        let all = ec2.describe_instances().send().await.expect("instances");
+        all.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect()
+    });
+    assert_eq!(expected.len(), 2, "build and test instance: {expected:?}");
+    expected.sort();
+    let terminations: Vec<_> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.action == "TerminateInstances")
+        .collect();
+    assert_eq!(
+        terminations.len(),
+        1,
+        "one TerminateInstances: {terminations:?}"
+    );
+    let (at, both) = terminations[0];
+    let mut named = both.ids.clone();
+    named.sort();
+    assert_eq!(named, expected, "the build and the test instance together");
+    let first_put = calls
+        .iter()
+        .position(|c| c.action == "PutParameter")
+        .expect("a publish");
+    assert!(at < first_put, "terminated before the publish");
 
     assert_eq!(
         registered(&sb, "sandbox-demo"),
