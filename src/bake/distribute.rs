@@ -8,8 +8,10 @@ use super::capture::Captured;
 use super::context::{wait_available, Bake, Failure};
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
+use tokio::task::JoinSet;
+
 use crate::cloud::aws::Aws;
-use crate::cloud::{ImageId, SnapshotId, Tags};
+use crate::cloud::{CloudError, ImageId, ImageInfo, SnapshotId, Tags};
 use crate::registry::{self, tag};
 
 /// The version's AMI in every publish region.
@@ -20,16 +22,23 @@ pub(super) struct Distributed {
     pub(super) snapshots: BTreeMap<String, Vec<SnapshotId>>,
 }
 
+/// Copies of the AMI under way in the other publish regions (their waits run in the
+/// background; dropping this stops waiting, and the journal still names every copy).
+pub(super) struct Copying {
+    waits: JoinSet<(Aws, ImageId, Result<ImageInfo, CloudError>)>,
+}
+
 impl Bake<'_> {
-    /// Copies the AMI to every other publish region (the copies run in parallel in AWS; bakery
-    /// waits for them together), tags their snapshots, marks every AMI IMDSv2-only (unless the
-    /// image allows IMDSv1, saying why), shares and schedules deprecation.
+    /// Starts a copy of the AMI in every other publish region (the copies run in parallel in
+    /// AWS, and alongside the test phase: a cross-region copy takes minutes, and so does a
+    /// fresh instance's boot). Each copy is journaled the moment AWS names it: if the test
+    /// fails, it goes with the rest of the bake (deregistering a pending copy stops it).
     /// Idempotent by name: a copy of this version with the same fingerprint is adopted.
-    pub(super) async fn distribute(
+    pub(super) async fn start_copies(
         &mut self,
         pre: &Preflighted,
         cap: &Captured,
-    ) -> Result<Distributed, Failure> {
+    ) -> Result<Copying, Failure> {
         let build = self.region();
         let ami = cap.image.clone();
         let version = cap.version.clone();
@@ -40,10 +49,6 @@ impl Bake<'_> {
             "{} {} baked by bakery ({})",
             self.image.name, version, self.bake_id
         );
-        let mut copies = BTreeMap::new();
-        copies.insert(build.clone(), (self.aws.clone(), ami.clone()));
-        let mut snapshots = BTreeMap::new();
-        snapshots.insert(build.clone(), cap.snapshots.clone());
         let mut started = Vec::new();
         for region in self.publish_regions().into_iter().skip(1) {
             let aws = self
@@ -113,7 +118,7 @@ impl Bake<'_> {
             started.push((aws, id));
         }
         let timeout = self.image.build.timeouts.capture;
-        let mut waits = tokio::task::JoinSet::new();
+        let mut waits = JoinSet::new();
         for (aws, id) in started {
             let cancel = self.cancel.clone();
             waits.spawn(async move {
@@ -121,6 +126,22 @@ impl Bake<'_> {
                 (aws, id, info)
             });
         }
+        Ok(Copying { waits })
+    }
+
+    /// Waits for the copies `start_copies` began (together), then marks every AMI IMDSv2-only
+    /// (unless the image allows IMDSv1, saying why), shares it and schedules its deprecation.
+    pub(super) async fn distribute(
+        &mut self,
+        cap: &Captured,
+        copying: Copying,
+    ) -> Result<Distributed, Failure> {
+        let build = self.region();
+        let mut copies = BTreeMap::new();
+        copies.insert(build.clone(), (self.aws.clone(), cap.image.clone()));
+        let mut snapshots = BTreeMap::new();
+        snapshots.insert(build, cap.snapshots.clone());
+        let mut waits = copying.waits;
         while let Some(done) = waits.join_next().await {
             let (aws, id, info) = done.map_err(|e| Failure::new(format!("copy wait: {e}")))?;
             snapshots.insert(aws.region.to_string(), info?.snapshots);

@@ -294,11 +294,20 @@ impl Run<'_> {
         b.emit_phase("capture");
         let captured = b.capture(&preflighted, &launched, link).await?;
         b.leave();
+        // The copies to other regions run while the fresh instance boots and is checked.
+        let elsewhere = b.publish_regions().len() > 1;
+        if elsewhere {
+            b.emit_phase("distribute");
+        }
+        let copying = b.start_copies(&preflighted, &captured).await?;
+        if elsewhere {
+            b.leave();
+        }
         b.emit_phase("test");
         let tested = b.test(&preflighted, &launched, &captured, checks).await?;
         b.leave();
         b.emit_phase("distribute");
-        let distributed = b.distribute(&preflighted, &captured).await?;
+        let distributed = b.distribute(&captured, copying).await?;
         b.leave();
         b.emit_phase("publish");
         let parameters = b.publish(&preflighted, &captured, &distributed).await?;

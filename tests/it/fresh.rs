@@ -310,3 +310,74 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+#[test]
+fn copies_to_other_regions_run_alongside_the_test_phase_and_go_when_it_fails() {
+    const EU: &str = "eu-west-1";
+    // Images (copies too) take a second to become available, as on AWS where a copy takes
+    // minutes: a copy started after the test phase would begin after the test instance went.
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_DELAYS", "available=1")]);
+    sb.set_regions(&[REGION, EU]);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let copy = art["amis"][EU].as_str().expect("a copy").to_string();
+    let calls = sb.actions();
+    let at = |action: &str, nth: usize| {
+        calls
+            .iter()
+            .filter(|c| c.action == action)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {action} #{nth}"))
+            .t
+    };
+    let (copied, test_launched, terminated) = (
+        at("CopyImage", 0),
+        at("RunInstances", 1),
+        at("TerminateInstances", 0),
+    );
+    assert!(
+        copied < test_launched,
+        "the copy starts before the test instance"
+    );
+    let available = sb
+        .transitions()
+        .into_iter()
+        .find(|t| t.id == copy && t.state == "available")
+        .expect("the copy became available")
+        .t;
+    assert!(
+        test_launched < available && copied < terminated,
+        "the copy was under way while the test ran"
+    );
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+
+    // A failing test check: the copy under way goes with the rest (deregistering a pending
+    // copy stops it), and nothing is published in either region.
+    add_tested_image(
+        &sb,
+        "tested-fail",
+        "name = \"the agent is installed\"\nfile = \"/opt/not-installed-by-this-image\"",
+    );
+    let copies_before = sb
+        .actions()
+        .iter()
+        .filter(|c| c.action == "CopyImage")
+        .count();
+    let out = sb.bakery(&["bake", "tested-fail", "--target", "sandbox"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("failed in test"), "{err}");
+    assert!(err.contains("nothing was left behind"), "{err}");
+    let copies_after = sb
+        .actions()
+        .iter()
+        .filter(|c| c.action == "CopyImage")
+        .count();
+    assert_eq!(copies_after, copies_before + 1, "a copy was started: {err}");
+    for region in [REGION, EU] {
+        assert!(amis(&sb, region, "tested-fail").is_empty(), "{region}");
+        assert_eq!(param(&sb, region, "/bakery/tested-fail/latest"), None);
+    }
+    assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
+}
