@@ -336,7 +336,10 @@ fn latency(n: usize) {
             );
         }
     }
-    let seen = detections(&sb.transitions(), &sb.actions(), "us-east-1");
+    let transitions = sb.transitions();
+    let calls = sb.actions();
+    let overlaps = copy_overlaps(&transitions, &calls, "us-west-2");
+    let seen = detections(&transitions, &calls, "us-east-1");
     let mut kinds = std::collections::BTreeMap::<String, Vec<f64>>::new();
     for (k, s) in seen {
         kinds.entry(k).or_default().push(s);
@@ -369,4 +372,42 @@ fn latency(n: usize) {
             all[all.len() - 1] * 1e3
         );
     }
+    if !overlaps.is_empty() {
+        let mut under_way: Vec<f64> = overlaps.iter().map(|o| o.0).collect();
+        let mut copy: Vec<f64> = overlaps.iter().map(|o| o.1).collect();
+        under_way.sort_by(f64::total_cmp);
+        copy.sort_by(f64::total_cmp);
+        println!(
+            "  copies under way while the test phase ran: {} copies, median {:.0} ms of {:.0} ms copy time (what a distribute after the test would add)",
+            overlaps.len(),
+            pct(&under_way, 0.5) * 1e3,
+            pct(&copy, 0.5) * 1e3
+        );
+    }
+}
+
+/// For each CopyImage into `region` (in order, matched with that region's `available`
+/// transitions): how long the copy was under way before its bake's test instance went (the
+/// first TerminateInstances after it), and how long the copy took.
+fn copy_overlaps(
+    transitions: &[Transition],
+    calls: &[EmulatorCall],
+    region: &str,
+) -> Vec<(f64, f64)> {
+    let available: Vec<f64> = transitions
+        .iter()
+        .filter(|t| t.region == region && t.state == "available")
+        .map(|t| t.t)
+        .collect();
+    let copies = calls.iter().filter(|c| c.action == "CopyImage");
+    copies
+        .zip(available)
+        .filter_map(|(c, done)| {
+            let terminated = calls
+                .iter()
+                .find(|t| t.action == "TerminateInstances" && t.t > c.t)?
+                .t;
+            Some((done.min(terminated) - c.t, done - c.t))
+        })
+        .collect()
 }
