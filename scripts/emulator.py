@@ -110,6 +110,9 @@ Fault injection (the failures real AWS has and moto never does):
   ThrottlingException, 400; S3 SlowDown, 503), half as a server error (EC2 InternalError, 500;
   SSM InternalServerError, 500; S3 InternalError, 500): all of them what the SDK's standard
   retry retries.
+- BAKERY_EMULATOR_SLOW="Action:seconds,..." (e.g. "ImportKeyPair:0.3"): every call of that
+  action waits that long before it is carried out (AWS's answers take time; moto's come at once),
+  so a test can tell calls that overlap from calls made one after the other.
 Error bodies are each protocol's own (EC2 <Response><Errors><Error><Code>; SSM JSON with __type
 and an X-Amzn-ErrorType header; S3 <Error><Code>, none for HEAD). Faults of either kind only hit
 requests from an AWS SDK or CLI (by User-Agent): never the harness's own curl / urllib requests
@@ -648,9 +651,22 @@ def _error_response(self, code, status, message):
     return status, headers, body
 
 
+def _slow_actions():
+    out = {}
+    for entry in filter(None, (e.strip() for e in os.environ.get("BAKERY_EMULATOR_SLOW", "").split(","))):
+        action, _, seconds = entry.partition(":")
+        out[action] = float(seconds)
+    return out
+
+
+_SLOW = _slow_actions()
+
+
 def call_action(self):
     arrived = time.time()
     action = self._get_action()
+    if action in _SLOW:
+        time.sleep(_SLOW[action])
     fault = None
     try:
         fault = _pick_fault(self.service_name, action, self.region, self.headers or {}, _dry_run(self))

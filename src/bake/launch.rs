@@ -10,6 +10,7 @@ use super::preflight::Preflighted;
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, InstanceId, KeyName, LaunchSpec, SecurityGroupId};
+use crate::events::BakeEvent;
 use crate::remote::ssh::{new_key, public_openssh, SshTarget};
 
 /// How long EC2 may answer `InvalidGroup.NotFound` / `InvalidKeyPair.NotFound` for a group or key
@@ -41,82 +42,98 @@ impl Bake<'_> {
         let tags = self.tags();
         let region = self.region();
         let ssm = self.ssm();
-        let mut key = None;
+        let port = self.target.ssh_port.unwrap_or(self.image.build.ssh.port);
+        // The key pair and the security group do not depend on each other: both are created at
+        // once, and each is journaled the moment AWS returns it (a failure of one still leaves
+        // the other journaled for the cleanup).
+        let journal = std::sync::Mutex::new(&mut self.journal);
+        let record = |undo: Undo| -> Result<(), Failure> {
+            let mut j = journal
+                .lock()
+                .map_err(|_| Failure::new("journal lock poisoned"))?;
+            Ok(j.push(undo, When::Always)?)
+        };
+        let said = |resource: String| {
+            self.events.emit(BakeEvent::Created {
+                bake_id: self.bake_id.clone(),
+                resource,
+            })
+        };
         // Key pair (SSH only): generated here, only the public half goes to AWS.
-        let key_name = if ssm {
-            None
-        } else {
+        let key_pair = async {
+            if ssm {
+                return Ok(None);
+            }
             let k = new_key().map_err(Failure::new)?;
             let key_name = KeyName(format!("bakery-{}", self.bake_id));
             let public = public_openssh(&k, &key_name.0).map_err(Failure::new)?;
             self.aws.import_key_pair(&key_name, &public, &tags).await?;
-            self.journal.push(
-                Undo::DeleteKeyPair {
-                    region: region.clone(),
-                    name: key_name.clone(),
-                },
-                When::Always,
-            )?;
-            self.created(format!("key pair {key_name}"));
-            key = Some(Arc::new(k));
-            Some(key_name)
+            record(Undo::DeleteKeyPair {
+                region: region.clone(),
+                name: key_name.clone(),
+            })?;
+            said(format!("key pair {key_name}"));
+            Ok::<_, Failure>(Some((key_name, k)))
         };
-
-        let port = self.target.ssh_port.unwrap_or(self.image.build.ssh.port);
-        let sg = match &self.target.security_group {
-            Some(id) => SecurityGroupId(id.clone()),
-            None => {
-                // The subnet's VPC, or (no subnet) the region's default VPC, which
-                // CreateSecurityGroup picks itself.
-                let vpc = match &self.target.subnet {
-                    Some(s) => Some(self.aws.subnet_vpc(s).await?),
-                    None => None,
-                };
-                // SSM needs no inbound port at all.
-                let cidr = match (&self.target.ssh_cidr, ssm) {
-                    (_, true) => None,
-                    (Some(c), false) => Some(c.clone()),
-                    (None, false) => Some(caller_cidr().await.map_err(Failure::new)?),
-                };
-                let mut sg_tags = tags.clone();
-                sg_tags.insert("Name".into(), format!("bakery-{}", self.bake_id));
-                let id = match self
-                    .aws
-                    .create_security_group(
-                        &format!("bakery-{}", self.bake_id),
-                        vpc.as_deref(),
-                        &sg_tags,
-                    )
-                    .await
-                {
-                    Err(e) if e.code() == Some("VPCIdNotSpecified") => {
-                        return Err(Failure::new(format!(
-                            "{region} has no default VPC: name a subnet in the target"
-                        )))
-                    }
-                    r => r?,
-                };
-                self.journal.push(
-                    Undo::DeleteSecurityGroup {
-                        region: region.clone(),
-                        id: id.clone(),
-                    },
-                    When::Always,
-                )?;
-                self.created(format!("security group {id}"));
-                if let Some(cidr) = cidr {
-                    let (aws, port) = (&self.aws, self.image.build.ssh.port);
-                    once_visible(&format!("security group {id}"), &self.cancel, || async {
-                        match aws.authorize_ingress(&id, port, &cidr).await {
-                            // A retry after a lost answer finds the rule in place.
-                            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
-                            r => r,
-                        }
-                    })
-                    .await?;
-                }
-                id
+        // The security group: the target's, or a new one.
+        let group = async {
+            if let Some(id) = &self.target.security_group {
+                return Ok(SecurityGroupId(id.clone()));
             }
+            // The subnet's VPC, or (no subnet) the region's default VPC, which
+            // CreateSecurityGroup picks itself.
+            let vpc = match &self.target.subnet {
+                Some(s) => Some(self.aws.subnet_vpc(s).await?),
+                None => None,
+            };
+            // SSM needs no inbound port at all.
+            let cidr = match (&self.target.ssh_cidr, ssm) {
+                (_, true) => None,
+                (Some(c), false) => Some(c.clone()),
+                (None, false) => Some(caller_cidr().await.map_err(Failure::new)?),
+            };
+            let mut sg_tags = tags.clone();
+            sg_tags.insert("Name".into(), format!("bakery-{}", self.bake_id));
+            let id = match self
+                .aws
+                .create_security_group(
+                    &format!("bakery-{}", self.bake_id),
+                    vpc.as_deref(),
+                    &sg_tags,
+                )
+                .await
+            {
+                Err(e) if e.code() == Some("VPCIdNotSpecified") => {
+                    return Err(Failure::new(format!(
+                        "{region} has no default VPC: name a subnet in the target"
+                    )))
+                }
+                r => r?,
+            };
+            record(Undo::DeleteSecurityGroup {
+                region: region.clone(),
+                id: id.clone(),
+            })?;
+            said(format!("security group {id}"));
+            if let Some(cidr) = cidr {
+                let (aws, port) = (&self.aws, self.image.build.ssh.port);
+                once_visible(&format!("security group {id}"), &self.cancel, || async {
+                    match aws.authorize_ingress(&id, port, &cidr).await {
+                        // A retry after a lost answer finds the rule in place.
+                        Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+                        r => r,
+                    }
+                })
+                .await?;
+            }
+            Ok(id)
+        };
+        // Both run to the end (each journals what it made); the key pair's error comes first.
+        let (key_pair, group) = tokio::join!(key_pair, group);
+        let (key_pair, sg) = (key_pair?, group?);
+        let (key_name, key) = match key_pair {
+            Some((name, k)) => (Some(name), Some(Arc::new(k))),
+            None => (None, None),
         };
         let source = &pre.source;
         let mut itags = tags.clone();

@@ -82,7 +82,9 @@ fn add_failing_check(sb: &Sandbox) {
 
 #[test]
 fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
-    let sb = Sandbox::start();
+    // ImportKeyPair answers after 0.3 s (as if AWS were far away): a security group created
+    // after the key pair would arrive only then.
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_SLOW", "ImportKeyPair:0.3")]);
     let manifest = sb.project.path().join("manifest.json");
     let junit = sb.project.path().join("checks.xml");
     let out = sb.bakery(&[
@@ -161,6 +163,19 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         .position(|c| c.action == "PutParameter")
         .expect("a publish");
     assert!(at < first_put, "terminated before the publish");
+    // The key pair and the security group are made at once: the group is asked for while the
+    // key pair's answer is still on its way.
+    let call = |action: &str| {
+        calls
+            .iter()
+            .find(|c| c.action == action)
+            .unwrap_or_else(|| panic!("no {action}"))
+    };
+    let (key, group) = (call("ImportKeyPair"), call("CreateSecurityGroup"));
+    assert!(
+        group.t < key.done,
+        "CreateSecurityGroup before ImportKeyPair answered: {key:?} {group:?}"
+    );
 
     assert_eq!(
         registered(&sb, "sandbox-demo"),

@@ -141,6 +141,7 @@ impl Sandbox {
             .env_remove("BAKERY_EMULATOR_FAULT_RATE")
             .env_remove("BAKERY_EMULATOR_FAULT_SEED")
             .env_remove("BAKERY_EMULATOR_DELAYS")
+            .env_remove("BAKERY_EMULATOR_SLOW")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
