@@ -32,7 +32,7 @@ impl Bake<'_> {
     /// Starts a copy of the AMI in every other publish region (the copies run in parallel in
     /// AWS, and alongside the test phase: a cross-region copy takes minutes, and so does a
     /// fresh instance's boot). Each copy is journaled the moment AWS names it: if the test
-    /// fails, it goes with the rest of the bake (deregistering a pending copy stops it).
+    /// fails, it goes with the rest of the bake, pending or not.
     /// Idempotent by name: a copy of this version with the same fingerprint is adopted.
     pub(super) async fn start_copies(
         &mut self,

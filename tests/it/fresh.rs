@@ -352,8 +352,8 @@ fn copies_to_other_regions_run_alongside_the_test_phase_and_go_when_it_fails() {
     );
     assert_eq!(leftovers_in_aws(&sb), Vec::<String>::new());
 
-    // A failing test check: the copy under way goes with the rest (deregistering a pending
-    // copy stops it), and nothing is published in either region.
+    // A failing test check: the copy under way goes with the rest, and nothing is published in
+    // either region.
     add_tested_image(
         &sb,
         "tested-fail",
