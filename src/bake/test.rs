@@ -16,6 +16,7 @@ use super::context::{wait_instance, Bake, Failure};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
+use super::OnError;
 use crate::catalog::model::Platform;
 
 /// How a version was tested, for its `bakery:tested` tag.
@@ -206,10 +207,10 @@ impl Bake<'_> {
         let prefix = format!("failed on a fresh instance launched from {}: ", cap.image);
         let failed = Failure::checks(&results, &prefix, "test checks");
         // The test instance is done with, and once its checks passed so is the build instance
-        // (its AMI is available; a failed bake may keep it for debugging): they go now, in one
-        // call, and the cleanup at the end only waits for them.
+        // (its AMI is available), unless a failure later on is to keep it for debugging
+        // (`--on-error keep`): they go now, in one call, and the cleanup only waits for them.
         let mut done = vec![id.clone()];
-        if failed.is_none() {
+        if failed.is_none() && self.opts.on_error != OnError::Keep {
             done.push(build.instance.clone());
         }
         match self.aws.terminate_instances(&done).await {

@@ -340,6 +340,40 @@ fn a_failing_check_registers_nothing_and_leaves_nothing() {
 }
 
 #[test]
+fn on_error_keep_after_the_test_phase_still_keeps_the_build_instance() {
+    // The first parameter write fails: the bake fails in publish, after its test checks passed
+    // (which otherwise send the build instance away with the test instance).
+    let sb = Sandbox::start_opts(None, "PutParameter:us-east-1");
+    let out = sb.bakery(&[
+        "bake",
+        "sandbox-demo",
+        "--target",
+        "sandbox",
+        "--on-error",
+        "keep",
+        "--log-format",
+        "json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed in publish"), "{err}");
+    assert!(err.contains("kept for debugging: instance i-"), "{err}");
+    let left = leftovers(&sb);
+    assert!(
+        left.iter()
+            .any(|l| l.starts_with("instance ") && l.ends_with(" stopped")),
+        "the build instance, stopped since capture, is still there: {left:?}"
+    );
+    assert!(
+        !left.iter().any(|l| l.ends_with(" running")),
+        "the test instance went: {left:?}"
+    );
+    let out = sb.bakery(&["cleanup", &bake_id_of(&err)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
+
+#[test]
 fn on_error_keep_keeps_the_instance_until_cleanup() {
     let sb = Sandbox::start();
     add_failing_check(&sb);
