@@ -339,25 +339,34 @@ fn a_failing_check_registers_nothing_and_leaves_nothing() {
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 
-#[test]
-fn on_error_keep_after_the_test_phase_still_keeps_the_build_instance() {
-    // The first parameter write fails: the bake fails in publish, after its test checks passed
-    // (which otherwise send the build instance away with the test instance).
-    let sb = Sandbox::start_opts(None, "PutParameter:us-east-1");
-    let out = sb.bakery(&[
+/// Bakes `image` with `--on-error keep` (and `extra`), expecting it to fail with `code` and keep
+/// its instance; returns its JSON log.
+fn bake_kept(sb: &Sandbox, image: &str, extra: &[&str], code: i32) -> String {
+    let mut args = vec![
         "bake",
-        "sandbox-demo",
+        image,
         "--target",
         "sandbox",
         "--on-error",
         "keep",
         "--log-format",
         "json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = sb.bakery(&args);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("failed in publish"), "{err}");
+    assert_eq!(out.status.code(), Some(code), "{err}");
     assert!(err.contains("kept for debugging: instance i-"), "{err}");
+    err
+}
+
+#[test]
+fn on_error_keep_after_the_test_phase_still_keeps_the_build_instance() {
+    // The first parameter write fails: the bake fails in publish, after its test checks passed
+    // (which otherwise send the build instance away with the test instance).
+    let sb = Sandbox::start_opts(None, "PutParameter:us-east-1");
+    let err = bake_kept(&sb, "sandbox-demo", &[], 1);
+    assert!(err.contains("failed in publish"), "{err}");
     let left = leftovers(&sb);
     assert!(
         left.iter()
@@ -377,21 +386,7 @@ fn on_error_keep_after_the_test_phase_still_keeps_the_build_instance() {
 fn on_error_keep_keeps_the_instance_until_cleanup() {
     let sb = Sandbox::start();
     add_failing_check(&sb);
-    let out = sb.bakery(&[
-        "bake",
-        "fail-check",
-        "--target",
-        "sandbox",
-        "--on-error",
-        "keep",
-        "--log-format",
-        "json",
-        "--lease",
-        "2s",
-    ]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("kept for debugging: instance i-"), "{err}");
+    let err = bake_kept(&sb, "fail-check", &["--lease", "2s"], 3);
     assert!(err.contains("ssh -i "), "{err}");
     let bake_id = bake_id_of(&err);
     let key = sb
