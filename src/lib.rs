@@ -39,6 +39,14 @@ macro_rules! outln {
         let _ = writeln!(std::io::stdout(), $($t)*);
     }};
 }
+/// `print!` that does not panic when the stream is gone (see `outln!`).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 #[macro_export]
 macro_rules! errln {
     ($($t:tt)*) => {{

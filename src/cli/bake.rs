@@ -441,7 +441,7 @@ pub fn run_bake(project: &Path, a: &BakeArgs) -> Result<(), CliError> {
                 write(j, &report::junit(a.image, &e.checks))?;
             }
             if !e.checks.is_empty() {
-                eprint!("{}", report::table(&e.checks));
+                crate::errln!("{}", report::table(&e.checks).trim_end());
             }
             Err(CliError::Exit(exit_of(e.kind), e.to_string()))
         }

@@ -96,7 +96,7 @@ pub fn lock(project: &Path, check: bool, target: Option<&str>) -> Result<(), Cli
                 }
             }
             if stale.is_empty() {
-                println!("{LOCK_FILE}: {} pins, all current", file.image.len());
+                crate::outln!("{LOCK_FILE}: {} pins, all current", file.image.len());
                 return Ok(());
             }
             return Err(CliError::Exit(
@@ -116,7 +116,7 @@ pub fn lock(project: &Path, check: bool, target: Option<&str>) -> Result<(), Cli
                 .iter()
                 .map(|(r, i)| (r.clone(), i.id.to_string()))
                 .collect();
-            println!("{} {} -> {}", p.name, p.requirement, v.version);
+            crate::outln!("{} {} -> {}", p.name, p.requirement, v.version);
         }
         let text = toml::to_string_pretty(&file).map_err(|e| CliError::Failed(e.to_string()))?;
         std::fs::write(project.join(LOCK_FILE), format!("{HEADER}{text}"))
@@ -155,7 +155,7 @@ pub fn outdated(project: &Path, target: Option<&str>) -> Result<(), CliError> {
                 .collect();
             if !newer.is_empty() {
                 any = true;
-                println!(
+                crate::outln!(
                     "{} locked {} ({}): newer {}",
                     p.name,
                     p.version.as_deref().unwrap_or("-"),
@@ -165,7 +165,7 @@ pub fn outdated(project: &Path, target: Option<&str>) -> Result<(), CliError> {
             }
         }
         if !any {
-            println!("nothing is outdated");
+            crate::outln!("nothing is outdated");
         }
         Ok(())
     })

@@ -646,7 +646,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             };
             let s = serde_json::to_string_pretty(&schema)
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            println!("{s}");
+            crate::outln!("{s}");
             Ok(())
         }
     }
@@ -693,6 +693,6 @@ fn duration_or_zero_arg(s: &str) -> Result<std::time::Duration, String> {
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("{s}");
+    crate::outln!("{s}");
     Ok(())
 }

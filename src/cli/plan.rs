@@ -43,9 +43,9 @@ pub fn run(project: &Path, images: &[String], mode: Mode<'_>) -> Result<(), CliE
                 "image": plan.image, "fingerprint": plan.fingerprint, "inputs": plan.inputs,
             }));
         }
-        println!("{} {}", plan.image, plan.fingerprint);
+        crate::outln!("{} {}", plan.image, plan.fingerprint);
         for i in &plan.inputs {
-            println!("  {}  {}", &i.sha256[..16], i.label);
+            crate::outln!("  {}  {}", &i.sha256[..16], i.label);
         }
         return Ok(());
     }
@@ -84,12 +84,16 @@ pub fn run(project: &Path, images: &[String], mode: Mode<'_>) -> Result<(), CliE
     if json {
         return print_json(&json!({ "target": target.name, "images": rows }));
     }
-    println!(
+    crate::outln!(
         "{:<28} {:<8} {:<8} {:<14} {:<26} SOURCE",
-        "IMAGE", "VERSION", "PLATFORM", "FINGERPRINT", "PARENT"
+        "IMAGE",
+        "VERSION",
+        "PLATFORM",
+        "FINGERPRINT",
+        "PARENT"
     );
     for (r, source) in rows.iter().zip(&shown_sources) {
-        println!(
+        crate::outln!(
             "{:<28} {:<8} {:<8} {:<14} {:<26} {}",
             r["image"].as_str().unwrap_or_default(),
             r["version"].as_str().unwrap_or_default(),
@@ -105,7 +109,7 @@ pub fn run(project: &Path, images: &[String], mode: Mode<'_>) -> Result<(), CliE
         .filter_map(|r| r["image"].as_str())
         .collect();
     if !untested.is_empty() {
-        println!(
+        crate::outln!(
             "not tested on a fresh instance (no [test]): {}",
             untested.join(", ")
         );
@@ -149,9 +153,9 @@ fn online(project: &Path, images: &[String], mode: &Mode<'_>) -> Result<(), CliE
         print_json(&out)?;
     } else if mode.levels {
         for (n, images) in levels.iter().enumerate() {
-            println!("level {n}: {}", images.join(" "));
+            crate::outln!("level {n}: {}", images.join(" "));
         }
-        println!("{to_bake} to bake");
+        crate::outln!("{to_bake} to bake");
     } else {
         for r in &rows {
             let (what, detail) = match &r.status {
@@ -162,9 +166,9 @@ fn online(project: &Path, images: &[String], mode: &Mode<'_>) -> Result<(), CliE
                 }
                 Status::Blocked { reason } => ("blocked".to_string(), reason.clone()),
             };
-            println!("{:<28} {:<22} {detail}", r.image, what);
+            crate::outln!("{:<28} {:<22} {detail}", r.image, what);
         }
-        println!("{to_bake} to bake");
+        crate::outln!("{to_bake} to bake");
     }
     if exit_code && to_bake > 0 {
         return Err(CliError::Exit(EXIT_CHANGES, String::new()));

@@ -86,14 +86,15 @@ fn failed_consumers<'a>(done: impl IntoIterator<Item = &'a consumers::Synced>) -
 fn report_synced(image: &str, done: &[consumers::Synced]) {
     for s in done {
         match (&s.error, s.written, s.removed) {
-            (Some(e), _, _) => eprintln!(
+            (Some(e), _, _) => crate::errln!(
                 "{image}: consumer {} ({}): failed: {e}",
-                s.account, s.region
+                s.account,
+                s.region
             ),
             (None, Some(0), Some(0)) if s.shared.is_empty() => {
-                println!("{image}: consumer {} ({}): up to date", s.account, s.region)
+                crate::outln!("{image}: consumer {} ({}): up to date", s.account, s.region)
             }
-            (None, w, r) => println!(
+            (None, w, r) => crate::outln!(
                 "{image}: consumer {} ({}): {} written, {} removed{}",
                 s.account,
                 s.region,
@@ -262,9 +263,15 @@ pub fn versions(
                 "price_table": format!("{} {}", target.prices.table.name, target.prices.table.date),
             }));
         }
-        println!(
+        crate::outln!(
             "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {:<14} AMIS",
-            "VERSION", "STATE", "CREATED", "FINGERPRINT", "PARENT", "CHANNELS", "STORAGE/MONTH"
+            "VERSION",
+            "STATE",
+            "CREATED",
+            "FINGERPRINT",
+            "PARENT",
+            "CHANNELS",
+            "STORAGE/MONTH"
         );
         for r in &rows {
             // An AMI with EC2 Fast Launch says so: `eu-west-1=ami-… (fast launch enabled)`.
@@ -282,7 +289,7 @@ pub fn versions(
                 })
                 .unwrap_or_default();
             let chans = strs(&r["channels"]).join(",");
-            println!(
+            crate::outln!(
                 "{:<12} {:<11} {:<24} {:<14} {:<22} {:<16} {:<14} {}",
                 r["version"].as_str().unwrap_or(""),
                 r["state"].as_str().unwrap_or(""),
@@ -335,9 +342,9 @@ pub fn resolve(
         if json_out {
             return print_json(&json!({ "image": image, "requirement": req.to_string(), "version": v.version.to_string(), "amis": amis }));
         }
-        println!("{image} {}", v.version);
+        crate::outln!("{image} {}", v.version);
         for (r, a) in amis {
-            println!("  {r}: {a}");
+            crate::outln!("  {r}: {a}");
         }
         Ok(())
     })
@@ -361,7 +368,7 @@ pub fn promote(
             .find(|v| v.version == version)
             .ok_or_else(|| fail(format!("{image} {version} is not registered")))?;
         reg.promote_view(&image, v, channel).await.map_err(fail)?;
-        println!(
+        crate::outln!(
             "{image} {channel} -> {version} ({})",
             v.amis
                 .iter()
@@ -386,7 +393,7 @@ pub fn rollback(
     rt()?.block_on(async {
         let mut reg = Registry::new(target);
         let v = reg.rollback(image, channel).await.map_err(fail)?;
-        println!("{image} {channel} -> {v}");
+        crate::outln!("{image} {channel} -> {v}");
         sync_after(&mut reg, image).await
     })
 }
@@ -416,7 +423,7 @@ pub fn channels(
         }
         for c in &out {
             let hist = strs(&c["history"]);
-            println!(
+            crate::outln!(
                 "{:<12} {:<10} history: {}",
                 c["channel"].as_str().unwrap_or(""),
                 c["version"].as_str().unwrap_or("-"),
@@ -449,12 +456,12 @@ pub fn revoke(
         let mut seen = std::collections::BTreeSet::from([(image.clone(), version.clone())]);
         while let Some((img, v)) = queue.pop() {
             let done = reg.revoke(&img, &v, reason).await.map_err(fail)?;
-            println!("revoked {img} {v}");
+            crate::outln!("revoked {img} {v}");
             side_errors.extend(done.side_errors);
             for (ch, back) in done.moved {
                 match back {
-                    Some(b) => println!("  channel {ch} moved back to {b}"),
-                    None => println!("  channel {ch} removed (no earlier version)"),
+                    Some(b) => crate::outln!("  channel {ch} moved back to {b}"),
+                    None => crate::outln!("  channel {ch} removed (no earlier version)"),
                 }
             }
             if !descendants {
@@ -527,17 +534,17 @@ pub fn prune_cmd(
         }
         for d in &decisions {
             if d.pruned {
-                println!(
+                crate::outln!(
                     "{} {} (snapshots {:.2} {currency}/month)",
                     if dry_run { "would prune" } else { "pruned" },
                     d.version,
                     d.storage_per_month
                 );
             } else {
-                println!("kept {} ({})", d.version, d.kept_because.join("; "));
+                crate::outln!("kept {} ({})", d.version, d.kept_because.join("; "));
             }
         }
-        println!(
+        crate::outln!(
             "{} {saves:.2} {currency} a month of snapshot storage (price table {} {})",
             if dry_run {
                 "pruning would save"

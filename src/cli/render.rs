@@ -15,7 +15,7 @@ pub fn run(project: &Path, image: &str, target: Option<&str>, json: bool) -> Res
     if json {
         return print_json(&plan);
     }
-    print!("{}", text(&plan));
+    crate::out!("{}", text(&plan));
     Ok(())
 }
 

@@ -104,7 +104,7 @@ pub fn run(project: &Path, paths: &[PathBuf], json: bool) -> Result<(), CliError
     }
     for c in counts {
         let n = c["warnings"].as_u64().unwrap_or(0);
-        println!(
+        crate::outln!(
             "ok: {} ({} images, {} recipes, {} targets){}",
             c["project"].as_str().unwrap_or_default(),
             c["images"],

@@ -440,3 +440,22 @@ fn the_github_actions_example_passes_actionlint() {
         "no shellcheck: run `bash scripts/install-sandbox-deps`"
     );
 }
+
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    // `bakery render … | head -c 1`, with `head` gone before bakery writes: the pipe's read end
+    // is closed before bakery starts, so every write to stdout fails (EPIPE).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .args(["render", "sandbox-demo", "--project"])
+        .arg(repo_root())
+        .env_remove("BAKERY_PROJECT")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run bakery");
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
