@@ -7,6 +7,9 @@
 // built once per problem on a cold path, so its size does not matter and boxing it would only
 // add noise.
 #![allow(clippy::result_large_err)]
+// Output goes through `outln!` / `out!` / `errln!`: `println!` and friends panic when the stream
+// is gone (`bakery … | head`, a terminal closed with SIGHUP).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 /// A small string newtype (`string_id!(Doc pub(crate) Name)`: the field's visibility, then the
 /// name) with `as_str`, `Display` and transparent serde: every identifier the

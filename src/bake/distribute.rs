@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use tokio::task::JoinSet;
+
 use super::capture::Captured;
 use super::context::{wait_available, Bake, Failure};
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
-use tokio::task::JoinSet;
-
 use crate::cloud::aws::Aws;
 use crate::cloud::{CloudError, ImageId, ImageInfo, SnapshotId, Tags};
 use crate::registry::{self, tag};

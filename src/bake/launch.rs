@@ -46,18 +46,19 @@ impl Bake<'_> {
         // The key pair and the security group do not depend on each other: both are created at
         // once, and each is journaled the moment AWS returns it (a failure of one still leaves
         // the other journaled for the cleanup).
+        // (A Mutex, as the bake's future must be Send; `self.created` would borrow all of
+        // `self`, the journal included.)
         let journal = std::sync::Mutex::new(&mut self.journal);
-        let record = |undo: Undo| -> Result<(), Failure> {
-            let mut j = journal
+        let made = |undo: Undo, resource: String| -> Result<(), Failure> {
+            journal
                 .lock()
-                .map_err(|_| Failure::new("journal lock poisoned"))?;
-            Ok(j.push(undo, When::Always)?)
-        };
-        let said = |resource: String| {
+                .map_err(|_| Failure::new("journal lock poisoned"))?
+                .push(undo, When::Always)?;
             self.events.emit(BakeEvent::Created {
                 bake_id: self.bake_id.clone(),
                 resource,
-            })
+            });
+            Ok(())
         };
         // Key pair (SSH only): generated here, only the public half goes to AWS.
         let key_pair = async {
@@ -68,11 +69,13 @@ impl Bake<'_> {
             let key_name = KeyName(format!("bakery-{}", self.bake_id));
             let public = public_openssh(&k, &key_name.0).map_err(Failure::new)?;
             self.aws.import_key_pair(&key_name, &public, &tags).await?;
-            record(Undo::DeleteKeyPair {
-                region: region.clone(),
-                name: key_name.clone(),
-            })?;
-            said(format!("key pair {key_name}"));
+            made(
+                Undo::DeleteKeyPair {
+                    region: region.clone(),
+                    name: key_name.clone(),
+                },
+                format!("key pair {key_name}"),
+            )?;
             Ok::<_, Failure>(Some((key_name, k)))
         };
         // The security group: the target's, or a new one.
@@ -110,11 +113,13 @@ impl Bake<'_> {
                 }
                 r => r?,
             };
-            record(Undo::DeleteSecurityGroup {
-                region: region.clone(),
-                id: id.clone(),
-            })?;
-            said(format!("security group {id}"));
+            made(
+                Undo::DeleteSecurityGroup {
+                    region: region.clone(),
+                    id: id.clone(),
+                },
+                format!("security group {id}"),
+            )?;
             if let Some(cidr) = cidr {
                 let (aws, port) = (&self.aws, self.image.build.ssh.port);
                 once_visible(&format!("security group {id}"), &self.cancel, || async {
