@@ -399,7 +399,9 @@ fn copy_overlaps(
         .filter(|t| t.region == region && t.state == "available")
         .map(|t| t.t)
         .collect();
-    let copies = calls.iter().filter(|c| c.action == "CopyImage");
+    let copies = calls
+        .iter()
+        .filter(|c| c.action == "CopyImage" && c.region.as_deref() == Some(region));
     copies
         .zip(available)
         .filter_map(|(c, done)| {
