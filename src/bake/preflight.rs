@@ -8,7 +8,7 @@ use semver::Version;
 use super::context::{Bake, Failure};
 use super::FailKind;
 use crate::catalog::model::{OrgUnit, Platform, Source};
-use crate::cloud::aws::kms;
+use crate::cloud::aws::{kms, GET_PARAMETERS_BATCH};
 use crate::cloud::{ImageId, ImageInfo};
 use crate::registry::{self};
 
@@ -142,8 +142,12 @@ impl Bake<'_> {
     }
 
     /// The source AMI (and parent version) the image starts from, checked against the image,
-    /// and the full fingerprint with it.
-    async fn resolve_source(&self) -> Result<(ImageInfo, Option<String>, String), Failure> {
+    /// and the full fingerprint with it. `parameter`: for a source that is an SSM parameter, its
+    /// value as preflight's one GetParameters read it (`None`: it does not exist).
+    async fn resolve_source(
+        &self,
+        parameter: Option<String>,
+    ) -> Result<(ImageInfo, Option<String>, String), Failure> {
         let aws = &self.aws;
         let (info, parent) = match &self.image.source {
             Source::Ami(id) => (
@@ -155,7 +159,7 @@ impl Bake<'_> {
                 None,
             ),
             Source::SsmParameter(p) => {
-                let id = aws.get_parameter(p).await?.ok_or_else(|| {
+                let id = parameter.ok_or_else(|| {
                     Failure::new(format!(
                         "SSM parameter {p} does not exist in {}",
                         aws.region
@@ -232,14 +236,27 @@ impl Bake<'_> {
     /// Resolves the source, picks the next free version, and checks what the launch will need
     /// exists: nothing is created here.
     pub(super) async fn preflight(&mut self) -> Result<Preflighted, Failure> {
-        // Three independent reads at once (each a round trip or two); their errors are
-        // reported in the order of the checks, whichever answers first.
-        let (source, registered, prerequisites) = tokio::join!(
-            self.resolve_source(),
+        // An SSM parameter source is read with the registry's parameters below (one
+        // GetParameters, not a GetParameter of its own); any other source is resolved alongside
+        // the listing and the prerequisites. Their errors are reported in the order of the
+        // checks, whichever answers first.
+        let source_parameter = match &self.image.source {
+            Source::SsmParameter(p) => Some(p.clone()),
+            _ => None,
+        };
+        let (early_source, registered, prerequisites) = tokio::join!(
+            async {
+                match source_parameter {
+                    Some(_) => None,
+                    None => Some(self.resolve_source(None).await),
+                }
+            },
             registry::aws::versions(&self.aws, self.image.name.as_str()),
             self.launch_prerequisites(),
         );
-        let (source, parent, fingerprint) = source?;
+        if let Some(Err(e)) = early_source {
+            return Err(e);
+        }
         // Next free version (AMI names must be unique; the emulator does not enforce it).
         let registered = registered?;
         // AMI names this image's versions hold (a name another AMI of the account holds makes
@@ -267,8 +284,12 @@ impl Bake<'_> {
             registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
         });
         // One read (GetParameters takes 10 names) for the highest number issued, the previous
-        // version's recorded inputs and the parameters of the next few numbers.
-        let ahead = 9 - u64::from(recorded_inputs.is_some());
+        // version's recorded inputs, the source parameter and the parameters of the next few
+        // numbers.
+        let ahead = GET_PARAMETERS_BATCH as u64
+            - 1
+            - u64::from(recorded_inputs.is_some())
+            - u64::from(source_parameter.is_some());
         let mut wanted = vec![issued.clone()];
         wanted.extend((0..ahead).map(|k| {
             param_of(&Version {
@@ -277,7 +298,16 @@ impl Bake<'_> {
             })
         }));
         wanted.extend(recorded_inputs.clone());
+        wanted.extend(source_parameter.clone());
         let read = self.aws.get_parameters(&wanted).await?;
+        let source = match early_source {
+            Some(resolved) => resolved,
+            None => {
+                let value = source_parameter.as_ref().and_then(|p| read.get(p).cloned());
+                self.resolve_source(value).await
+            }
+        };
+        let (source, parent, fingerprint) = source?;
         self.reasons = match &newest {
             None => vec!["new".into()],
             Some((v, tags)) if tags.get(registry::tag::FINGERPRINT) == Some(&fingerprint) => {

@@ -28,7 +28,7 @@ use super::{CloudError, ImageId, ImageInfo, InstanceId, InstanceInfo, Invocation
 
 pub use autoscaling::AutoScaling;
 pub(crate) use ec2::Describer;
-pub use ssm::CommandSpec;
+pub use ssm::{CommandSpec, GET_PARAMETERS_BATCH};
 
 // Attempts per call in the SDK's standard retry mode (it retries throttling and transient
 // errors with backoff; AWS's recommended default is 3, we allow a little more for long bakes).

@@ -139,7 +139,7 @@ impl Aws {
 }
 
 /// GetParameters takes at most 10 names per call (SSM API reference).
-const GET_PARAMETERS_BATCH: usize = 10;
+pub const GET_PARAMETERS_BATCH: usize = 10;
 
 impl Aws {
     /// Values of many parameters, batched; missing ones are absent from the map.
