@@ -1,10 +1,17 @@
 //! Connect: the communicator to the build instance (SSH or SSM Run Command).
 
-use super::context::{Bake, Failure};
+use std::time::Duration;
+
+use super::context::{wait_running, Bake, Failure};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use crate::remote::ssh::Ssh;
-use crate::remote::Conn;
+use crate::remote::{Conn, RemoteError};
+
+/// How long the first SSH attempt to an instance not yet seen running may take before the
+/// bake waits for `running`: the sandbox's answers in milliseconds, and an EC2 instance is
+/// pending for longer than this (its boot takes tens of seconds), so the attempt costs nothing.
+const FIRST_ATTEMPT: Duration = Duration::from_secs(2);
 
 impl Bake<'_> {
     /// The communicator: SSM once the instance is Online, or SSH once sshd answers.
@@ -28,13 +35,26 @@ impl Bake<'_> {
             return Ok(Conn::Ssm(ssm));
         }
         let t = l.ssh.clone().ok_or_else(|| Failure::new("no address"))?;
-        let ssh = Ssh::connect(
-            &t,
-            &self.pin,
-            self.image.build.timeouts.launch,
-            &self.cancel,
-        )
-        .await?;
+        let timeout = self.image.build.timeouts.launch;
+        if !l.seen_running {
+            // The address was known at launch: one attempt first (the instance is often up
+            // already), and only if that fails the wait for `running` (which fails fast on an
+            // instance on its way out) before the retries.
+            match Ssh::try_once(&t, &self.pin, FIRST_ATTEMPT, &self.cancel).await {
+                Ok(ssh) => {
+                    tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
+                    return Ok(Conn::Ssh(ssh));
+                }
+                Err(e @ (RemoteError::HostKeyChanged { .. } | RemoteError::Cancelled)) => {
+                    return Err(e.into())
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %t.addr(), error = %e, "not reachable yet: waiting for the instance to run")
+                }
+            }
+            wait_running(&self.aws, &l.instance, timeout, &self.cancel).await?;
+        }
+        let ssh = Ssh::connect(&t, &self.pin, timeout, &self.cancel).await?;
         tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
         Ok(Conn::Ssh(ssh))
     }

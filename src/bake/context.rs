@@ -420,6 +420,24 @@ pub(super) async fn wait_available(
     .await
 }
 
+/// Waits until an instance runs; a state on its way out fails fast.
+pub(super) async fn wait_running(
+    aws: &Aws,
+    id: &InstanceId,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<crate::cloud::InstanceInfo, CloudError> {
+    wait_instance(
+        aws,
+        id,
+        "running",
+        &["terminated", "shutting-down", "stopped", "stopping"],
+        timeout,
+        cancel,
+    )
+    .await
+}
+
 /// Waits until an instance is in `want`; a state in `fatal` fails fast. A new id may be
 /// invisible to DescribeInstances for a moment (eventual consistency): that is pending.
 pub(super) async fn wait_instance(

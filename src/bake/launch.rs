@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::{wait_instance, Bake, Failure};
+use super::context::{wait_running, Bake, Failure};
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
 use crate::cloud::cancel::Cancel;
@@ -29,6 +29,10 @@ pub(super) struct Launched {
     /// What the test instance reuses: the same key pair and security group.
     pub(super) key_name: Option<KeyName>,
     pub(super) group: SecurityGroupId,
+    /// Whether DescribeInstances showed it running. An address known without it (the target's
+    /// `ssh_host`) skips that wait: the connect tries once at once and waits for `running`
+    /// only if that fails.
+    pub(super) seen_running: bool,
 }
 
 impl Bake<'_> {
@@ -186,29 +190,31 @@ impl Bake<'_> {
         let gb = spec.volume_size_gb.map(u64::from).or(source.ebs_gb);
         self.instances
             .push(("build", itype.to_string(), gb, launched_at));
-        let info = wait_instance(
-            &self.aws,
-            &id,
-            "running",
-            &["terminated", "shutting-down", "stopped", "stopping"],
-            self.image.build.timeouts.launch,
-            &self.cancel,
-        )
-        .await?;
+        let known = self.known_ssh_host();
+        let info = match known {
+            Some(_) => None,
+            None => Some(
+                wait_running(
+                    &self.aws,
+                    &id,
+                    self.image.build.timeouts.launch,
+                    &self.cancel,
+                )
+                .await?,
+            ),
+        };
         if ssm {
             return Ok(Launched {
                 instance: id,
                 ssh: None,
                 key_name,
                 group: sg,
+                seen_running: true,
             });
         }
-        let host = self
-            .target
-            .ssh_host
-            .clone()
-            .or(info.public_ip)
-            .or(info.private_ip)
+        let seen_running = info.is_some();
+        let host = known
+            .or_else(|| info.and_then(|i| i.public_ip.or(i.private_ip)))
             .ok_or_else(|| Failure::new(format!("instance {id} has no IP address")))?;
         let ssh = SshTarget {
             host,
@@ -226,7 +232,18 @@ impl Bake<'_> {
             ssh: Some(ssh),
             key_name,
             group: sg,
+            seen_running,
         })
+    }
+
+    /// The SSH address of every instance of this bake when it is known before one runs: the
+    /// target's `ssh_host` (never for SSM, which needs no address).
+    pub(super) fn known_ssh_host(&self) -> Option<String> {
+        if self.ssm() {
+            None
+        } else {
+            self.target.ssh_host.clone()
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::registry::tag;
 use crate::remote::ssh::SshTarget;
 
 use super::capture::Captured;
-use super::context::{wait_instance, Bake, Failure};
+use super::context::{wait_running, Bake, Failure};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
@@ -171,29 +171,24 @@ impl Bake<'_> {
         };
         self.journal.push(undo.clone(), When::Always)?;
         self.created(format!("test instance {id} ({itype}) from {}", cap.image));
-        let info = wait_instance(
-            &self.aws,
-            &id,
-            "running",
-            &["terminated", "shutting-down", "stopped", "stopping"],
-            test.timeout,
-            &self.cancel,
-        )
-        .await?;
+        // As at launch: a known address needs no DescribeInstances before the connect.
+        let known = self.known_ssh_host();
+        let info = match known {
+            Some(_) => None,
+            None => Some(wait_running(&self.aws, &id, test.timeout, &self.cancel).await?),
+        };
         let fresh = Launched {
             instance: id.clone(),
             ssh: build.ssh.as_ref().map(|s| SshTarget {
-                host: self
-                    .target
-                    .ssh_host
-                    .clone()
-                    .or(info.public_ip.clone())
-                    .or(info.private_ip.clone())
+                host: known
+                    .or_else(|| info.as_ref().and_then(|i| i.public_ip.clone()))
+                    .or_else(|| info.as_ref().and_then(|i| i.private_ip.clone()))
                     .unwrap_or_else(|| s.host.clone()),
                 ..s.clone()
             }),
             key_name: build.key_name.clone(),
             group: build.group.clone(),
+            seen_running: info.is_some(),
         };
         let conn = self.connect(&fresh).await?;
         let (conn, results) = self

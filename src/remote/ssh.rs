@@ -211,6 +211,27 @@ impl Ssh {
         }
     }
 
+    /// One connection attempt within `timeout`, with no retry: for an instance whose address
+    /// is known before it was seen running, which is often up already.
+    pub async fn try_once(
+        target: &SshTarget,
+        pin: &HostKeyPin,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<Ssh, RemoteError> {
+        tokio::select! {
+            r = tokio::time::timeout(timeout, Self::attempt(target, pin)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(RemoteError::Connect {
+                    addr: target.addr(),
+                    last: "connection attempt timed out".into(),
+                    waited: timeout,
+                }),
+            },
+            () = cancel.cancelled() => Err(RemoteError::Cancelled),
+        }
+    }
+
     async fn attempt(target: &SshTarget, pin: &HostKeyPin) -> Result<Ssh, RemoteError> {
         let addr = target.addr();
         let config = Arc::new(client::Config {
