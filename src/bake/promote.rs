@@ -11,7 +11,7 @@ use super::distribute::Distributed;
 use crate::catalog::model::FastLaunch;
 use crate::cloud::CloudError;
 use crate::events::BakeEvent;
-use crate::registry::{self, tag};
+use crate::registry;
 
 impl Bake<'_> {
     /// Channels and retention after the commit. The version stands whatever happens here, so
@@ -22,20 +22,6 @@ impl Bake<'_> {
         let version = version.clone();
         let mut channels = Vec::new();
         self.emit_phase("promote");
-        // The lease was the bake's: a version does not expire.
-        for (region, (aws, ami)) in &d.copies {
-            let mut ids = vec![ami.to_string()];
-            ids.extend(
-                d.snapshots
-                    .get(region)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| s.to_string()),
-            );
-            if let Err(e) = aws.untag_resources(&ids, &[tag::EXPIRES]).await {
-                tracing::warn!(error = %e, "cannot remove bakery:expires from {ami}");
-            }
-        }
         if let Some(fl) = self.image.publish.fast_launch.clone() {
             self.enable_fast_launch(&fl, d).await;
         }

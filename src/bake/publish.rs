@@ -2,7 +2,7 @@
 //! commit that makes it a version: every copy tagged `bakery:published`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use semver::Version;
 
@@ -15,7 +15,7 @@ use super::test::Tested;
 use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
-use crate::cloud::{CloudError, ImageId, Tags};
+use crate::cloud::{CloudError, ImageId};
 use crate::events::BakeEvent;
 use crate::registry::{self, tag};
 
@@ -250,21 +250,26 @@ impl Bake<'_> {
     /// The commit: every copy tagged `bakery:published`, then the journal says Published. From
     /// here on this is a version others may resolve, and nothing (failure, interrupt, cleanup,
     /// gc) undoes it. A copy that could not be marked (past the SDK's retries) is reported with
-    /// the command that finishes the commit; the version stands.
+    /// the command that finishes the commit; the version stands. The same call ends the lease
+    /// on the copy and its snapshots (`bakery:expires` = `never`): a version does not expire,
+    /// and gc ignores a published version's leases anyway, so a kill between the two cannot be.
     pub(super) async fn commit(&mut self, d: &Distributed, tested: &Tested) -> Result<(), Failure> {
         if self.cancel.is_cancelled() {
             return Err(CloudError::Cancelled.into());
         }
-        let mut published = Tags::new();
-        published.insert(
-            tag::PUBLISHED.into(),
-            humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        );
-        published.extend(tested.tag());
+        let published = super::undo::commit_tags(tested.tag());
         let mut marked = 0;
         let mut unmarked = Vec::new();
         for (region, (aws, ami)) in &d.copies {
-            match aws.tag_resources(&[ami.to_string()], &published).await {
+            let mut ids = vec![ami.to_string()];
+            ids.extend(
+                d.snapshots
+                    .get(region)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.to_string()),
+            );
+            match aws.tag_resources(&ids, &published).await {
                 Ok(()) => marked += 1,
                 Err(e) => unmarked.push(format!("{ami} in {region} ({e})")),
             }

@@ -212,14 +212,24 @@ pub async fn committed(regions: &mut Regions<'_>, journal: &Journal) -> Result<b
     Ok(false)
 }
 
-/// Finishes a commit that a kill or an error cut short: every AMI of the journal that is still
-/// this bake's gets `bakery:published` (the version was whole when the commit began).
-pub async fn finish_commit(regions: &mut Regions<'_>, journal: &Journal) -> Result<(), CloudError> {
-    let mut published = Tags::new();
-    published.insert(
+/// The tags of the commit, on every copy and its snapshots: `bakery:published` now, the lease
+/// ended (`bakery:expires` = `never`), and `extra` (how the version was tested).
+pub(crate) fn commit_tags(extra: Option<(String, String)>) -> Tags {
+    let mut t = Tags::new();
+    t.insert(
         tag::PUBLISHED.into(),
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     );
+    t.insert(tag::EXPIRES.into(), tag::NEVER.into());
+    t.extend(extra);
+    t
+}
+
+/// Finishes a commit that a kill or an error cut short: every AMI of the journal that is still
+/// this bake's, and its snapshots, get the commit's tags (the version was whole when the commit
+/// began).
+pub async fn finish_commit(regions: &mut Regions<'_>, journal: &Journal) -> Result<(), CloudError> {
+    let published = commit_tags(None);
     for e in &journal.entries {
         if let Undo::DeregisterImage { region, id } = &e.undo {
             let aws = regions.get(region).await;
@@ -227,7 +237,9 @@ pub async fn finish_commit(regions: &mut Regions<'_>, journal: &Journal) -> Resu
                 if i.tags.get(tag::BAKE_ID) == Some(&journal.bake_id)
                     && !i.tags.contains_key(tag::PUBLISHED)
                 {
-                    aws.tag_resources(&[id.to_string()], &published).await?;
+                    let mut ids = vec![id.to_string()];
+                    ids.extend(i.snapshots.iter().map(|s| s.to_string()));
+                    aws.tag_resources(&ids, &published).await?;
                 }
             }
         }

@@ -20,7 +20,11 @@ pub mod tag {
     pub const PARENT: &str = "bakery:parent";
     pub const BAKE_ID: &str = "bakery:bake-id";
     pub const CREATED_BY: &str = "bakery:created-by";
+    /// The bake's lease (RFC 3339) on what it created; see `NEVER` for a version's.
     pub const EXPIRES: &str = "bakery:expires";
+    /// `bakery:expires` of a published version's AMIs and snapshots, written by the commit:
+    /// not a time, so no lease (a version does not expire with the bake that made it).
+    pub const NEVER: &str = "never";
     pub const REVOKED: &str = "bakery:revoked";
     /// Set when publish finished: only published AMIs are versions.
     pub const PUBLISHED: &str = "bakery:published";

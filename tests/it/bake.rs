@@ -163,6 +163,31 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         .position(|c| c.action == "PutParameter")
         .expect("a publish");
     assert!(at < first_put, "terminated before the publish");
+    // The target's ssh_host is known before an instance runs: the connect is the first look at
+    // the build and at the test instance (no DescribeInstances from RunInstances to the stop,
+    // nor from the test's RunInstances to the termination), and the lease is ended by the
+    // commit's CreateTags (no DeleteTags of its own).
+    let between = |from: usize, to: usize| -> Vec<_> {
+        calls[from..to]
+            .iter()
+            .filter(|c| c.action == "DescribeInstances")
+            .collect()
+    };
+    let nth = |action: &str, n: usize| {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.action == action)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no {action} #{n}"))
+            .0
+    };
+    let (run, stop) = (nth("RunInstances", 0), nth("StopInstances", 0));
+    let looks = between(run, stop);
+    assert!(looks.is_empty(), "build instance: {looks:?}");
+    let looks = between(nth("RunInstances", 1), at);
+    assert!(looks.is_empty(), "test instance: {looks:?}");
+    assert!(!calls.iter().any(|c| c.action == "DeleteTags"), "{calls:?}");
     // The key pair and the security group are made at once: the group is asked for while the
     // key pair's answer is still on its way.
     let call = |action: &str| {
@@ -202,6 +227,9 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         assert!(tags["bakery:source-ami"].starts_with("ami-"));
         assert_eq!(tags["bakery:bake-id"], m["bake_id"].as_str().unwrap());
         assert!(tags["bakery:created-by"].starts_with("bakery/"));
+        // A version does not expire: the commit ended the bake's lease on the AMI.
+        assert_eq!(tags["bakery:expires"], "never");
+        assert!(tags.contains_key("bakery:published"));
         let snaps: Vec<String> = img
             .block_device_mappings()
             .iter()
@@ -221,6 +249,7 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
                 .filter_map(|t| Some((t.key()?, t.value()?)))
                 .collect();
             assert!(st.contains(&("bakery:version", "0.1.0")), "{st:?}");
+            assert!(st.contains(&("bakery:expires", "never")), "{st:?}");
             assert!(
                 st.contains(&("bakery:fingerprint", fingerprint.as_str())),
                 "{st:?}"
@@ -253,6 +282,79 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         "published versions never change"
     );
     assert_eq!(registered(&sb, "sandbox-demo").len(), 2);
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn an_instance_not_yet_running_is_waited_for_and_one_that_ends_fails_fast() {
+    // Instances stay pending for a second: the connect's first attempt is refused (the
+    // sandbox's sshd lets a key in only for a running instance, as a pending EC2 instance
+    // answers nothing), so the bake waits for `running` with DescribeInstances, then connects.
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_DELAYS", "running=1")]);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let calls = sb.actions();
+    let index = |action: &str| {
+        calls
+            .iter()
+            .position(|c| c.action == action)
+            .unwrap_or_else(|| panic!("no {action}"))
+    };
+    let build = sb
+        .transitions()
+        .into_iter()
+        .find(|t| t.state == "running")
+        .expect("the build instance became running")
+        .id;
+    let looked = calls[index("RunInstances")..index("StopInstances")]
+        .iter()
+        .filter(|c| c.action == "DescribeInstances" && c.filter_ids.contains(&build))
+        .count();
+    assert!(looked > 0, "waited for running: {calls:?}");
+    assert_eq!(leftovers(&sb), Vec::<String>::new());
+    drop(sb);
+
+    // An instance that ends while pending (here terminated by the harness, as EC2 does with
+    // one whose volume cannot be created) fails the bake at the next look, not at the launch
+    // timeout (5 minutes for sandbox-demo).
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_DELAYS", "running=60")]);
+    let (status, err) = sb.bake_signalled("sandbox-demo", &[], |v| {
+        let created = v["event"] == "created";
+        if let Some(id) = v["resource"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("instance "))
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|_| created)
+        {
+            rt().block_on(async {
+                let (ec2, _) = sb.clients().await;
+                ec2.terminate_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .expect("TerminateInstances");
+            });
+        }
+        vec![]
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
+    let finished: serde_json::Value = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "finished")
+        .unwrap_or_else(|| panic!("a finished event: {err}"));
+    assert_eq!(finished["phase"], "connect", "{finished}");
+    assert!(
+        finished["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("terminated")),
+        "{finished}"
+    );
+    let seconds = finished["seconds"].as_f64().expect("seconds");
+    assert!(
+        seconds < 60.0,
+        "failed fast, not at the launch timeout: {seconds}"
+    );
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
 

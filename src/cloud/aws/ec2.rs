@@ -789,19 +789,6 @@ impl Aws {
         }
         Ok(out)
     }
-
-    /// Removes tag keys from resources.
-    pub async fn untag_resources(&self, ids: &[String], keys: &[&str]) -> Result<(), CloudError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut req = self.ec2.delete_tags().set_resources(Some(ids.to_vec()));
-        for k in keys {
-            req = req.tags(Tag::builder().key(*k).build());
-        }
-        req.send().await.map_err(|e| self.err("DeleteTags", e))?;
-        Ok(())
-    }
 }
 
 /// Registry operations: distribution, sharing, deprecation, usage.
