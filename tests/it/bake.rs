@@ -11,6 +11,14 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
     sb.leftovers()
 }
 
+/// The `finished` event among the JSON lines a bake printed.
+fn finished(err: &str) -> serde_json::Value {
+    err.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "finished")
+        .unwrap_or_else(|| panic!("a finished event: {err}"))
+}
+
 /// (version, ami) of every registered version of `image`.
 fn registered(sb: &Sandbox, image: &str) -> Vec<(String, String)> {
     rt().block_on(async {
@@ -338,11 +346,7 @@ fn an_instance_not_yet_running_is_waited_for_and_one_that_ends_fails_fast() {
         vec![]
     });
     assert_eq!(status.code(), Some(1), "{err}");
-    let finished: serde_json::Value = err
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .find(|v: &serde_json::Value| v["event"] == "finished")
-        .unwrap_or_else(|| panic!("a finished event: {err}"));
+    let finished = finished(&err);
     assert_eq!(finished["phase"], "connect", "{finished}");
     assert!(
         finished["error"]
@@ -374,12 +378,6 @@ fn a_failing_step_registers_nothing_and_leaves_nothing() {
     };
     // The finished event names the failure with a stable code and a hash that is the same for
     // the same failure in another bake (another bake id, instance id, time).
-    let finished = |err: &str| -> serde_json::Value {
-        err.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["event"] == "finished")
-            .unwrap_or_else(|| panic!("a finished event: {err}"))
-    };
     let out = bake();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
