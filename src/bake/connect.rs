@@ -36,25 +36,27 @@ impl Bake<'_> {
         }
         let t = l.ssh.clone().ok_or_else(|| Failure::new("no address"))?;
         let timeout = self.image.build.timeouts.launch;
-        if !l.seen_running {
-            // The address was known at launch: one attempt first (the instance is often up
-            // already), and only if that fails the wait for `running` (which fails fast on an
-            // instance on its way out) before the retries.
-            match Ssh::try_once(&t, &self.pin, FIRST_ATTEMPT, &self.cancel).await {
-                Ok(ssh) => {
-                    tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
-                    return Ok(Conn::Ssh(ssh));
-                }
+        // The address was known at launch: one attempt first (the instance is often up
+        // already), and only if that fails the wait for `running` (which fails fast on an
+        // instance on its way out) before the retries.
+        let first = match l.seen_running {
+            true => None,
+            false => match Ssh::try_once(&t, &self.pin, FIRST_ATTEMPT, &self.cancel).await {
+                Ok(ssh) => Some(ssh),
                 Err(e @ (RemoteError::HostKeyChanged { .. } | RemoteError::Cancelled)) => {
                     return Err(e.into())
                 }
                 Err(e) => {
-                    tracing::debug!(addr = %t.addr(), error = %e, "not reachable yet: waiting for the instance to run")
+                    tracing::debug!(addr = %t.addr(), error = %e, "not reachable yet: waiting for the instance to run");
+                    wait_running(&self.aws, &l.instance, timeout, &self.cancel).await?;
+                    None
                 }
-            }
-            wait_running(&self.aws, &l.instance, timeout, &self.cancel).await?;
-        }
-        let ssh = Ssh::connect(&t, &self.pin, timeout, &self.cancel).await?;
+            },
+        };
+        let ssh = match first {
+            Some(ssh) => ssh,
+            None => Ssh::connect(&t, &self.pin, timeout, &self.cancel).await?,
+        };
         tracing::info!(addr = %t.addr(), host_key = %self.pin.fingerprint().unwrap_or_default(), "connected");
         Ok(Conn::Ssh(ssh))
     }

@@ -190,19 +190,9 @@ impl Bake<'_> {
         let gb = spec.volume_size_gb.map(u64::from).or(source.ebs_gb);
         self.instances
             .push(("build", itype.to_string(), gb, launched_at));
-        let known = self.known_ssh_host();
-        let info = match known {
-            Some(_) => None,
-            None => Some(
-                wait_running(
-                    &self.aws,
-                    &id,
-                    self.image.build.timeouts.launch,
-                    &self.cancel,
-                )
-                .await?,
-            ),
-        };
+        let (host, seen_running) = self
+            .address_of(&id, self.image.build.timeouts.launch)
+            .await?;
         if ssm {
             return Ok(Launched {
                 instance: id,
@@ -212,10 +202,7 @@ impl Bake<'_> {
                 seen_running: true,
             });
         }
-        let seen_running = info.is_some();
-        let host = known
-            .or_else(|| info.and_then(|i| i.public_ip.or(i.private_ip)))
-            .ok_or_else(|| Failure::new(format!("instance {id} has no IP address")))?;
+        let host = host.ok_or_else(|| Failure::new(format!("instance {id} has no IP address")))?;
         let ssh = SshTarget {
             host,
             port,
@@ -236,14 +223,19 @@ impl Bake<'_> {
         })
     }
 
-    /// The SSH address of every instance of this bake when it is known before one runs: the
-    /// target's `ssh_host` (never for SSM, which needs no address).
-    pub(super) fn known_ssh_host(&self) -> Option<String> {
-        if self.ssm() {
-            None
-        } else {
-            self.target.ssh_host.clone()
+    /// Where to reach instance `id`, and whether DescribeInstances showed it running: the
+    /// target's `ssh_host` at once (known before the instance runs; never for SSM), else its
+    /// public or private address once it runs (`None`: it has none).
+    pub(super) async fn address_of(
+        &self,
+        id: &InstanceId,
+        timeout: Duration,
+    ) -> Result<(Option<String>, bool), CloudError> {
+        if let Some(host) = self.target.ssh_host.clone().filter(|_| !self.ssm()) {
+            return Ok((Some(host), false));
         }
+        let info = wait_running(&self.aws, id, timeout, &self.cancel).await?;
+        Ok((info.public_ip.or(info.private_ip), true))
     }
 }
 

@@ -252,7 +252,7 @@ impl Bake<'_> {
     /// gc) undoes it. A copy that could not be marked (past the SDK's retries) is reported with
     /// the command that finishes the commit; the version stands. The same call ends the lease
     /// on the copy and its snapshots (`bakery:expires` = `never`): a version does not expire,
-    /// and gc ignores a published version's leases anyway, so a kill between the two cannot be.
+    /// and there is no moment between the mark and the lease's end for a kill to land in.
     pub(super) async fn commit(&mut self, d: &Distributed, tested: &Tested) -> Result<(), Failure> {
         if self.cancel.is_cancelled() {
             return Err(CloudError::Cancelled.into());

@@ -12,7 +12,7 @@ use crate::registry::tag;
 use crate::remote::ssh::SshTarget;
 
 use super::capture::Captured;
-use super::context::{wait_running, Bake, Failure};
+use super::context::{Bake, Failure};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::Preflighted;
@@ -172,23 +172,16 @@ impl Bake<'_> {
         self.journal.push(undo.clone(), When::Always)?;
         self.created(format!("test instance {id} ({itype}) from {}", cap.image));
         // As at launch: a known address needs no DescribeInstances before the connect.
-        let known = self.known_ssh_host();
-        let info = match known {
-            Some(_) => None,
-            None => Some(wait_running(&self.aws, &id, test.timeout, &self.cancel).await?),
-        };
+        let (host, seen_running) = self.address_of(&id, test.timeout).await?;
         let fresh = Launched {
             instance: id.clone(),
             ssh: build.ssh.as_ref().map(|s| SshTarget {
-                host: known
-                    .or_else(|| info.as_ref().and_then(|i| i.public_ip.clone()))
-                    .or_else(|| info.as_ref().and_then(|i| i.private_ip.clone()))
-                    .unwrap_or_else(|| s.host.clone()),
+                host: host.clone().unwrap_or_else(|| s.host.clone()),
                 ..s.clone()
             }),
             key_name: build.key_name.clone(),
             group: build.group.clone(),
-            seen_running: info.is_some(),
+            seen_running,
         };
         let conn = self.connect(&fresh).await?;
         let (conn, results) = self
