@@ -2,7 +2,7 @@
 
 use semver::Version;
 
-use super::context::{wait_available, wait_instance, Bake, Failure, Link};
+use super::context::{wait_available, Bake, Failure, Link};
 use super::launch::Launched;
 use super::ledger::{Undo, When};
 use super::preflight::{Preflighted, MAX_NAME_TRIES};
@@ -18,8 +18,14 @@ pub(super) struct Captured {
 }
 
 impl Bake<'_> {
-    /// Stops the instance (a sysprepped Windows one stopped itself) and creates the AMI, tagged
-    /// with its snapshots at creation; another runner's name moves it to the next patch.
+    /// Creates the AMI, tagged with its snapshots at creation; another runner's name moves it
+    /// to the next patch. The bake neither stops the instance nor waits for `stopped`:
+    /// CreateImage without NoReboot powers a running instance down itself ("By default, when
+    /// Amazon EC2 creates the new AMI, it reboots the instance so that it can take snapshots of
+    /// the attached volumes while data is at rest, in order to ensure a consistent state",
+    /// CreateImage API reference), and a sysprepped Windows instance is stopped already (its
+    /// shutdown step waited for that). The instance boots again afterwards; the test phase
+    /// terminates it with the test instance.
     pub(super) async fn capture(
         &mut self,
         pre: &Preflighted,
@@ -33,19 +39,6 @@ impl Bake<'_> {
         let region = self.region();
         let aws = self.aws.clone();
         let timeout = self.image.build.timeouts.capture;
-        // A Windows image's last finalize step already powered it off (and waited for it).
-        if !self.shuts_itself_down() {
-            aws.stop_instance(&id).await?;
-        }
-        wait_instance(
-            &aws,
-            &id,
-            "stopped",
-            &["terminated", "shutting-down"],
-            timeout,
-            &self.cancel,
-        )
-        .await?;
         let version = pre.version.clone();
         let name = registry::ami_name(self.image.name.as_str(), &version);
         let tags = self.image_tags(pre, &name, &version);

@@ -172,9 +172,10 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         .expect("a publish");
     assert!(at < first_put, "terminated before the publish");
     // The target's ssh_host is known before an instance runs: the connect is the first look at
-    // the build and at the test instance (no DescribeInstances from RunInstances to the stop,
-    // nor from the test's RunInstances to the termination), and the lease is ended by the
-    // commit's CreateTags (no DeleteTags of its own).
+    // the build and at the test instance (no DescribeInstances from RunInstances to the
+    // CreateImage, nor from the test's RunInstances to the termination); CreateImage powers the
+    // build instance down itself (no StopInstances, no wait for `stopped`); and the lease is
+    // ended by the commit's CreateTags (no DeleteTags of its own).
     let between = |from: usize, to: usize| -> Vec<_> {
         calls[from..to]
             .iter()
@@ -190,12 +191,16 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
             .unwrap_or_else(|| panic!("no {action} #{n}"))
             .0
     };
-    let (run, stop) = (nth("RunInstances", 0), nth("StopInstances", 0));
-    let looks = between(run, stop);
+    let (run, image) = (nth("RunInstances", 0), nth("CreateImage", 0));
+    let looks = between(run, image);
     assert!(looks.is_empty(), "build instance: {looks:?}");
     let looks = between(nth("RunInstances", 1), at);
     assert!(looks.is_empty(), "test instance: {looks:?}");
     assert!(!calls.iter().any(|c| c.action == "DeleteTags"), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.action == "StopInstances"),
+        "{calls:?}"
+    );
     // The key pair and the security group are made at once: the group is asked for while the
     // key pair's answer is still on its way.
     let call = |action: &str| {
@@ -314,7 +319,7 @@ fn an_instance_not_yet_running_is_waited_for_and_one_that_ends_fails_fast() {
         .find(|t| t.state == "running")
         .expect("the build instance became running")
         .id;
-    let looked = calls[index("RunInstances")..index("StopInstances")]
+    let looked = calls[index("RunInstances")..index("CreateImage")]
         .iter()
         .filter(|c| c.action == "DescribeInstances" && c.filter_ids.contains(&build))
         .count();
@@ -468,14 +473,20 @@ fn on_error_keep_after_the_test_phase_still_keeps_the_build_instance() {
     let err = bake_kept(&sb, "sandbox-demo", &[], 1);
     assert!(err.contains("failed in publish"), "{err}");
     let left = leftovers(&sb);
-    assert!(
-        left.iter()
-            .any(|l| l.starts_with("instance ") && l.ends_with(" stopped")),
-        "the build instance, stopped since capture, is still there: {left:?}"
-    );
-    assert!(
-        !left.iter().any(|l| l.ends_with(" running")),
-        "the test instance went: {left:?}"
+    // CreateImage booted the build instance again after its snapshots: the kept one runs.
+    let kept = err
+        .split("kept for debugging: instance ")
+        .nth(1)
+        .and_then(|r| {
+            r.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .next()
+        })
+        .expect("the kept instance's id");
+    let instances: Vec<&String> = left.iter().filter(|l| l.starts_with("instance ")).collect();
+    assert_eq!(
+        instances,
+        vec![&format!("instance {kept} running")],
+        "the build instance is still there, the test instance went: {left:?}"
     );
     let out = sb.bakery(&["cleanup", &bake_id_of(&err)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

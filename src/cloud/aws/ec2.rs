@@ -620,16 +620,6 @@ impl Aws {
         Err(last.unwrap_or_else(|| self.bad("RunInstances", "no instance types to try")))
     }
 
-    pub async fn stop_instance(&self, id: &InstanceId) -> Result<(), CloudError> {
-        self.ec2
-            .stop_instances()
-            .instance_ids(id.as_str())
-            .send()
-            .await
-            .map_err(|e| self.err("StopInstances", e))?;
-        Ok(())
-    }
-
     /// TerminateInstances for several instances in one call (already terminated ones are
     /// fine). AWS refuses the whole call when one id does not exist.
     pub async fn terminate_instances(&self, ids: &[InstanceId]) -> Result<(), CloudError> {
@@ -678,6 +668,8 @@ impl Aws {
             .instance_id(instance.as_str())
             .name(name)
             .description(description)
+            // The default, spelled out: EC2 shuts the instance down for consistent snapshots.
+            .no_reboot(false)
             .tag_specifications(tag_spec(ResourceType::Image, tags))
             .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
             .send()
