@@ -101,6 +101,12 @@ impl Bake<'_> {
             When::OnFailure,
         )?;
         self.created(format!("image {ami} ({name})"));
+        if !tags.contains_key(tag::INPUTS) {
+            self.warn(
+                "fingerprint inputs too many to record on the AMI: plan will not name the changed files"
+                    .into(),
+            );
+        }
         let info = wait_available(&aws, &ami, timeout, &self.cancel).await?;
         Ok(Captured {
             image: ami,

@@ -18,7 +18,7 @@ use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, ImageId, ImageInfo, InstanceId, Tags};
 use crate::events::{BakeEvent, Events, FailureCode};
 use crate::plan::Plan;
-use crate::registry::tag;
+use crate::registry::{self, tag};
 use crate::remote::ssh::{HostKeyPin, SshTarget};
 use crate::remote::ssm::Ssm;
 use crate::remote::Conn;
@@ -31,6 +31,12 @@ pub(super) struct Failure {
     /// exit): the `code` of the `finished` event, never guessed from the text.
     pub(super) code: Option<FailureCode>,
 }
+
+/// Hex digits of each input hash a version records (enough to tell inputs apart).
+const INPUT_HASH_LEN: usize = 16;
+/// Tags added to a version's AMI after its creation: `bakery:published` and `bakery:tested`
+/// by the commit, `bakery:revoked` by a revoke.
+const LATER_TAGS: usize = 3;
 
 impl Failure {
     /// The failure of checks that did not pass, or `None` when all did: `{prefix}N of M
@@ -264,7 +270,7 @@ impl Bake<'_> {
 
     /// Tags of the AMI and its snapshots (in every region).
     pub(super) fn image_tags(&self, pre: &Preflighted, name: &str, version: &Version) -> Tags {
-        // `bakery:expires` stays until the version is published (then it is removed).
+        // `bakery:expires` is the bake's lease until the commit ends it (`never`).
         let mut tags = self.tags();
         tags.insert("Name".into(), name.to_string());
         tags.insert(tag::VERSION.into(), version.to_string());
@@ -282,7 +288,30 @@ impl Bake<'_> {
             let kbs = crate::remote::powershell::kb_articles(&self.updates);
             tags.insert(tag::KBS.into(), kbs.len().to_string());
         }
+        // What it was baked from, for `plan` to say what changed since: on the AMI itself (the
+        // listings that read the registry return it), where it fits beside the tags the
+        // commit and a revoke add.
+        let inputs = registry::inputs_tags(&self.inputs_record());
+        if tags.len() + inputs.len() + LATER_TAGS <= registry::EC2_TAGS_MAX {
+            tags.extend(inputs);
+        }
         tags
+    }
+
+    /// The JSON of fingerprint input label -> hash prefix that a version records.
+    fn inputs_record(&self) -> String {
+        let inputs: BTreeMap<&str, &str> = self
+            .plan
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    i.label.as_str(),
+                    &i.sha256[..INPUT_HASH_LEN.min(i.sha256.len())],
+                )
+            })
+            .collect();
+        serde_json::to_string(&inputs).unwrap_or_default()
     }
 
     /// Regions the image is published to: `publish.regions`, or the target's.

@@ -280,12 +280,19 @@ impl Bake<'_> {
             self.image.version.minor,
         );
         let param_of = |v: &Version| format!("{}/{}/{v}", self.target.ssm_prefix, self.image.name);
-        let recorded_inputs = newest.as_ref().map(|(v, _)| {
-            registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
-        });
-        // One read (GetParameters takes 10 names) for the highest number issued, the previous
-        // version's recorded inputs, the source parameter and the parameters of the next few
-        // numbers.
+        // Recorded on its AMI; a version published before that kept them in a parameter.
+        let tagged_inputs = newest
+            .as_ref()
+            .and_then(|(_, tags)| registry::inputs_of(tags));
+        let recorded_inputs = newest
+            .as_ref()
+            .filter(|_| tagged_inputs.is_none())
+            .map(|(v, _)| {
+                registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
+            });
+        // One read (GetParameters takes 10 names) for the highest number issued, the source
+        // parameter, the parameters of the next few numbers and (for a version published before
+        // inputs were tags) the previous version's recorded inputs.
         let ahead = GET_PARAMETERS_BATCH as u64
             - 1
             - u64::from(recorded_inputs.is_some())
@@ -318,10 +325,10 @@ impl Bake<'_> {
                 source.id.as_str(),
                 parent.as_deref(),
                 &self.plan.inputs,
-                recorded_inputs
+                tagged_inputs.as_deref().or(recorded_inputs
                     .as_ref()
                     .and_then(|p| read.get(p))
-                    .map(String::as_str),
+                    .map(String::as_str)),
             ),
         };
         if let Some(hwm) = read.get(&issued).and_then(|p| p.parse::<u64>().ok()) {

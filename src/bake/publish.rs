@@ -16,15 +16,12 @@ use crate::cloud::aws::{Aws, Regions};
 use crate::cloud::cancel::Cancel;
 use crate::cloud::wait::{Poll, Wait};
 use crate::cloud::{CloudError, ImageId};
-use crate::events::BakeEvent;
 use crate::registry::{self, tag};
 
 /// SSM validates `aws:ec2:image` parameters asynchronously (PutParameter docs, "DataType").
 const PARAMETER_VISIBLE_WAIT: Duration = Duration::from_secs(120);
 /// Writes of a pointer (`latest`) before giving up when other runners keep changing it.
 const POINTER_TRIES: usize = 5;
-/// Hex digits of each input hash kept in the inputs parameter (enough to tell inputs apart).
-const INPUT_HASH_LEN: usize = 16;
 
 impl Bake<'_> {
     /// The registry entries of the version (parameters, read back); the commit follows.
@@ -124,50 +121,9 @@ impl Bake<'_> {
                 parameters.insert(format!("{region}:{latest}"), ami.to_string());
             }
         }
-        // What this version was baked from, for `plan` to say what changed since.
-        let inputs: BTreeMap<&str, &str> = self
-            .plan
-            .inputs
-            .iter()
-            .map(|i| (i.label.as_str(), &i.sha256[..INPUT_HASH_LEN]))
-            .collect();
-        let inputs = serde_json::to_string(&inputs).unwrap_or_default();
-        let inputs_name = registry::aws::inputs_param(&prefix, &image, &version);
-        let record_inputs = inputs.len() <= registry::aws::STANDARD_PARAMETER_MAX;
-        if record_inputs {
-            self.journal.push(
-                Undo::RestoreParameter {
-                    region: self.region(),
-                    name: inputs_name.clone(),
-                    previous: None,
-                    ours: Some(inputs.clone()),
-                },
-                When::OnFailure,
-            )?;
-        } else {
-            self.events.emit(BakeEvent::Warning {
-                bake_id: self.bake_id.clone(),
-                message:
-                    "fingerprint inputs too long to record: plan will not name the changed files"
-                        .into(),
-            });
-        }
-        // The number stays taken even if retention removes the version later.
-        let issued = registry::aws::issued_param(&prefix, &image, version.major, version.minor);
-        let patch = version.patch.to_string();
-        // Two independent writes at once.
-        let (recorded, taken) = tokio::join!(
-            async {
-                if record_inputs {
-                    self.aws.put_string_parameter(&inputs_name, &inputs).await
-                } else {
-                    Ok(())
-                }
-            },
-            self.aws.put_string_parameter(&issued, &patch),
-        );
-        recorded?;
-        taken?;
+        // What this version was baked from is on its AMI (tags at creation), and the number
+        // needs no record of its own: the listing and this version's parameter keep it taken,
+        // and a prune that removes the highest number of its line records it in `issued` first.
         Ok(parameters)
     }
 

@@ -42,8 +42,8 @@ pub struct Row {
 }
 
 /// Why a bake from `ami` (and `parent`, `image@version`) with `inputs` differs from the version
-/// whose tags are `old` and whose recorded inputs (the JSON of label -> hash prefix that publish
-/// writes) are `recorded`: `source ami-a -> ami-b`, `parent 1.0.3 -> 1.0.4`, `changed <input>`,
+/// whose tags are `old` and whose recorded inputs (the JSON of label -> hash prefix its AMI's
+/// `bakery:inputs` tags hold) are `recorded`: `source ami-a -> ami-b`, `parent 1.0.3 -> 1.0.4`, `changed <input>`,
 /// `added <input>`, `removed <input>`.
 pub fn change_reasons(
     old: &BTreeMap<String, String>,
@@ -311,9 +311,18 @@ pub async fn plan(
                     },
                     Some((v, i)) => {
                         // Which inputs differ from what that version was baked from.
-                        let recorded = aws
-                            .get_parameter(&inputs_param(&target.ssm_prefix, name.as_str(), v))
-                            .await?;
+                        // On its AMI; a version published before that kept them in a parameter.
+                        let recorded = match super::inputs_of(&i.tags) {
+                            Some(r) => Some(r),
+                            None => {
+                                aws.get_parameter(&inputs_param(
+                                    &target.ssm_prefix,
+                                    name.as_str(),
+                                    v,
+                                ))
+                                .await?
+                            }
+                        };
                         let reasons = change_reasons(
                             &i.tags,
                             &ami,

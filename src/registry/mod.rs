@@ -32,6 +32,44 @@ pub mod tag {
     pub const TESTED: &str = "bakery:tested";
     /// How many KB articles Windows Update installed during the bake (the report lists them).
     pub const KBS: &str = "bakery:kbs";
+    /// What the version was baked from (`plan`'s reasons): the JSON of fingerprint input label
+    /// -> hash prefix, split over `bakery:inputs`, `bakery:inputs:2`, ... (see `inputs_tags`).
+    pub const INPUTS: &str = "bakery:inputs";
+}
+
+/// EC2 takes at most 50 tags per resource and 256 characters per tag value (EC2 User Guide,
+/// "Tag restrictions").
+pub const EC2_TAGS_MAX: usize = 50;
+pub const EC2_TAG_VALUE_MAX: usize = 256;
+
+/// The tags that record `json` (a version's inputs) on its AMI and snapshots: 256 characters a
+/// value, in order. Versions published before these tags kept it in an SSM parameter instead
+/// (`aws::inputs_param`), which readers still fall back on.
+pub fn inputs_tags(json: &str) -> Vec<(String, String)> {
+    let chars: Vec<char> = json.chars().collect();
+    chars
+        .chunks(EC2_TAG_VALUE_MAX)
+        .enumerate()
+        .map(|(i, c)| {
+            let key = match i {
+                0 => tag::INPUTS.to_string(),
+                n => format!("{}:{}", tag::INPUTS, n + 1),
+            };
+            (key, c.iter().collect())
+        })
+        .collect()
+}
+
+/// The inputs `inputs_tags` recorded in `tags`, if any.
+pub fn inputs_of(tags: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let mut out = tags.get(tag::INPUTS)?.clone();
+    for n in 2.. {
+        match tags.get(&format!("{}:{n}", tag::INPUTS)) {
+            Some(part) => out.push_str(part),
+            None => break,
+        }
+    }
+    Some(out)
 }
 
 /// The AMI name of a version: `<image>-<version>`.
@@ -94,6 +132,25 @@ mod tests {
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn inputs_round_trip_through_tags() {
+        let long: String = (0..40)
+            .map(|i| format!("\"file recipes/r/files/é{i}.ps1\":\"0123456789abcdef\","))
+            .collect();
+        let json = format!("{{{}}}", long.trim_end_matches(','));
+        let tags = inputs_tags(&json);
+        assert!(tags.len() > 1, "split: {}", json.chars().count());
+        assert!(tags
+            .iter()
+            .all(|(_, v)| v.chars().count() <= EC2_TAG_VALUE_MAX));
+        assert_eq!(tags[0].0, "bakery:inputs");
+        assert_eq!(tags[1].0, "bakery:inputs:2");
+        let map: std::collections::BTreeMap<String, String> = tags.into_iter().collect();
+        assert_eq!(inputs_of(&map).as_deref(), Some(json.as_str()));
+        assert_eq!(inputs_of(&Default::default()), None);
+        assert_eq!(inputs_tags(""), vec![]);
     }
 
     #[test]

@@ -186,11 +186,28 @@ pub async fn prune_listed(
             .push(ch.clone());
     }
     let regions: Vec<String> = reg.target.regions.iter().map(|r| r.to_string()).collect();
+    // The number issued for each major.minor listed, read with `latest` (one call): a prune
+    // that removes the highest number of a line records it first (below).
+    let lines: BTreeSet<(u64, u64)> = all
+        .iter()
+        .map(|v| (v.version.major, v.version.minor))
+        .collect();
+    let issued_name = |(major, minor): (u64, u64)| {
+        super::aws::issued_param(&reg.target.ssm_prefix, image, major, minor)
+    };
+    let mut issued: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     if let Some(primary) = regions.first() {
         let aws = reg.regions.get(primary).await.clone();
-        let latest = aws
-            .get_parameter(&super::aws::latest_param(&reg.target.ssm_prefix, image))
-            .await?;
+        let latest_name = super::aws::latest_param(&reg.target.ssm_prefix, image);
+        let mut names = vec![latest_name.clone()];
+        names.extend(lines.iter().map(|l| issued_name(*l)));
+        let read = aws.get_parameters(&names).await?;
+        for l in &lines {
+            if let Some(n) = read.get(&issued_name(*l)).and_then(|v| v.parse().ok()) {
+                issued.insert(*l, n);
+            }
+        }
+        let latest = read.get(&latest_name).cloned();
         usage.latest = all
             .iter()
             .find(|v| {
@@ -251,16 +268,45 @@ pub async fn prune_listed(
         .filter(|d| d.pruned)
         .filter_map(|d| all.iter().find(|v| v.version == d.version))
         .collect();
-    // Registry first: nothing names a pruned version any more (its parameter, `latest`) before
-    // its AMIs go, so a failure halfway never leaves a parameter naming a removed AMI.
-    for v in &pruned {
-        for region in v.amis.keys() {
-            let aws = reg.regions.get(region).await;
-            aws.delete_parameter(&version_param(&prefix, image, &v.version))
-                .await?;
-            aws.delete_parameter(&super::aws::inputs_param(&prefix, image, &v.version))
+    // A number stays taken once its version is gone: where the highest number of a line goes,
+    // `issued` records it first (publish does not write it; until a prune, the listing and the
+    // version's own parameter keep the number taken). Written before anything is removed, so
+    // an interrupt at any point leaves no number free.
+    if let Some(primary) = regions.first() {
+        for line in &lines {
+            let top = all
+                .iter()
+                .filter(|v| (v.version.major, v.version.minor) == *line)
+                .map(|v| &v.version)
+                .max();
+            let Some(top) = top.filter(|t| pruned.iter().any(|p| &p.version == *t)) else {
+                continue;
+            };
+            if issued.get(line).is_some_and(|n| *n >= top.patch) {
+                continue;
+            }
+            let aws = reg.regions.get(primary).await;
+            aws.put_string_parameter(&issued_name(*line), &top.patch.to_string())
                 .await?;
         }
+    }
+    // Registry first: nothing names a pruned version any more (its parameter, `latest`) before
+    // its AMIs go, so a failure halfway never leaves a parameter naming a removed AMI. One
+    // DeleteParameters per region for the versions' parameters and their recorded inputs.
+    let mut doomed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in &pruned {
+        for region in v.amis.keys() {
+            let names = doomed.entry(region.clone()).or_default();
+            names.push(version_param(&prefix, image, &v.version));
+            names.push(super::aws::inputs_param(&prefix, image, &v.version));
+        }
+    }
+    for (region, names) in &doomed {
+        reg.regions
+            .get(region)
+            .await
+            .delete_parameters(names)
+            .await?;
     }
     // `latest` moves only where it named a pruned version (retention keeps the one it names in
     // the primary region; another runner may be about to move it, which must not be undone).

@@ -57,6 +57,20 @@ impl Aws {
         }
     }
 
+    /// DeleteParameters, 10 names a call (SSM API reference); names that do not exist are
+    /// fine (AWS lists them as InvalidParameters, not as an error).
+    pub async fn delete_parameters(&self, names: &[String]) -> Result<(), CloudError> {
+        for chunk in names.chunks(GET_PARAMETERS_BATCH) {
+            self.ssm
+                .delete_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteParameters", e))?;
+        }
+        Ok(())
+    }
+
     /// Names and values of every parameter under `path` (recursive).
     pub async fn parameters_by_path(
         &self,
