@@ -113,6 +113,11 @@ Fault injection (the failures real AWS has and moto never does):
 - BAKERY_EMULATOR_SLOW="Action:seconds,..." (e.g. "ImportKeyPair:0.3"): every call of that
   action waits that long before it is carried out (AWS's answers take time; moto's come at once),
   so a test can tell calls that overlap from calls made one after the other.
+- BAKERY_EMULATOR_RACE="name=value[@n],..." (e.g. "/bakery/demo/channel-versions/candidate=0.2.0@2"):
+  right after the n-th (default: first) GetParameters from an SDK that names `name` is answered,
+  `name` is set to `value` (a String, overwriting: its next version), once per entry: another
+  runner's write landing between a read and the write decided on it, which no timing can place
+  there reliably.
 Error bodies are each protocol's own (EC2 <Response><Errors><Error><Code>; SSM JSON with __type
 and an X-Amzn-ErrorType header; S3 <Error><Code>, none for HEAD). Faults of either kind only hit
 requests from an AWS SDK or CLI (by User-Agent): never the harness's own curl / urllib requests
@@ -661,6 +666,41 @@ def _slow_actions():
 
 _SLOW = _slow_actions()
 
+def _races():
+    out = []
+    for entry in filter(None, (e.strip() for e in os.environ.get("BAKERY_EMULATOR_RACE", "").split(","))):
+        name, _, value = entry.partition("=")
+        value, _, nth = value.partition("@")
+        out.append([name, value, int(nth or 1)])
+    return out
+
+
+# [name, value, reads left until it fires] entries of BAKERY_EMULATOR_RACE, removed once fired.
+_RACES = _races()
+_RACE_LOCK = threading.Lock()
+
+
+def _race_after(self, action):
+    """BAKERY_EMULATOR_RACE: another runner's write right after a read that names it."""
+    if action != "GetParameters" or not _RACES or not _from_sdk(self.headers or {}):
+        return
+    names = self._get_param("Names") or []
+    due = []
+    with _RACE_LOCK:
+        for r in [r for r in _RACES if r[0] in names]:
+            r[2] -= 1
+            if r[2] <= 0:
+                _RACES.remove(r)
+                due.append(r)
+    if not due:
+        return
+    from moto.ssm.models import ssm_backends
+    backend = ssm_backends[self.current_account][self.region]
+    for name, value, _ in due:
+        backend.put_parameter(name=name, description=None, value=value, parameter_type="String",
+                              allowed_pattern=None, keyid=None, overwrite=True, tags=None,
+                              data_type="text", tier=None, policies=None)
+
 
 def call_action(self):
     arrived = time.time()
@@ -689,7 +729,12 @@ def call_action(self):
             _log(self.service_name, action, ids, filter_ids, fault[0], t=arrived, where=where)
     if fault is None:
         try:
-            return _call_action(self)
+            answer = _call_action(self)
+            try:
+                _race_after(self, action)
+            except Exception as e:  # the hook must never break an answer by accident
+                print(f"race hook: {e}", file=sys.stderr)
+            return answer
         finally:
             if _ACTIONS_LOG:
                 _log(self.service_name, action, ids, filter_ids, t=arrived, done=time.time(), where=where)

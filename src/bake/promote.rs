@@ -40,7 +40,7 @@ impl Bake<'_> {
         let no_pointers = BTreeMap::new();
         let converged = match &listed {
             Ok(all) => {
-                let now = pointers.as_ref().unwrap_or(&no_pointers);
+                let now = pointers.as_ref().map(|(p, _)| p).unwrap_or(&no_pointers);
                 reg.converge_latest(&image, all, now).await
             }
             Err(e) => Err(e.clone()),
@@ -54,14 +54,14 @@ impl Bake<'_> {
             .iter()
             .map(|(r, (_, a))| (r.clone(), a.to_string()))
             .collect();
-        for (i, ch) in channel_names.into_iter().enumerate() {
+        for ch in channel_names {
             if self.cancel.is_cancelled() {
                 self.warn(format!("interrupted: channel {ch} not moved to {version}; finish with: bakery promote {image}@{version} {ch} --target {target}"));
                 continue;
             }
-            // The first channel's move decides on the read above (only `latest` may have been
-            // written since); a later one reads afresh.
-            let read = pointers.as_ref().ok().filter(|_| i == 0);
+            // Every move decides on the read above: one that another runner's write came
+            // between is told by the version SSM numbered its write with.
+            let read = pointers.as_ref().ok().map(|(p, v)| (p, v));
             match reg
                 .promote_if_newer(&image, &version, &amis, &ch, read)
                 .await

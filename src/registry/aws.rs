@@ -14,6 +14,10 @@ use crate::cloud::{CloudError, ImageId, ImageInfo};
 /// Values of the registry's pointers (`latest`, channel versions) as read: region ->
 /// parameter name -> value (an unset parameter is absent).
 pub type Pointers = BTreeMap<String, BTreeMap<String, String>>;
+/// The SSM version of each pointer read (how many writes made the value): region -> parameter
+/// name -> version. A write that makes the next version after the one read was the only write
+/// since that read.
+pub type PointerVersions = BTreeMap<String, BTreeMap<String, i64>>;
 
 /// A registered version of an image in one region.
 #[derive(Debug, Clone)]
@@ -70,7 +74,8 @@ pub fn channel_param(prefix: &str, image: &str, channel: &str) -> String {
 pub fn issued_param(prefix: &str, image: &str, major: u64, minor: u64) -> String {
     format!("{prefix}/{image}/issued/{major}.{minor}")
 }
-/// What a version was baked from: fingerprint input label -> short hash (for `plan`'s reasons).
+/// What a version published before the `bakery:inputs` tags was baked from: fingerprint input
+/// label -> short hash (for `plan`'s reasons). Read as a fallback, removed by prune and sweep.
 pub fn inputs_param(prefix: &str, image: &str, v: &Version) -> String {
     format!("{prefix}/{image}/inputs/{v}")
 }
@@ -151,6 +156,16 @@ pub async fn resolve_parent(
 
 /// Moves of a pointer before giving up when other runners keep changing it.
 const POINTER_TRIES: usize = 5;
+
+/// What was written to a pointer between a read and a write of this runner's.
+enum Between {
+    /// Nothing: each write made the next version after the one read.
+    Nothing,
+    /// The values written in between (for a region where the write skipped a version).
+    Versions(Vec<Version>),
+    /// The read did not cover a region written.
+    Unknown,
+}
 
 /// What `revoke` did: the channels moved (and where to), and the side effects that failed.
 #[derive(Debug, Default)]
@@ -435,27 +450,32 @@ impl<'a> Registry<'a> {
         Ok(())
     }
 
-    /// The parameters of `promote`, without its bookkeeping of rollbacks.
+    /// The parameters of `promote`, without its bookkeeping of rollbacks. Returns the SSM
+    /// version of the channel's version parameter each region's write made (a region that lost
+    /// the channel has none).
     async fn move_channel(
         &mut self,
         image: &str,
         version: &Version,
         amis: &BTreeMap<String, String>,
         channel: &str,
-    ) -> Result<(), CloudError> {
+    ) -> Result<BTreeMap<String, i64>, CloudError> {
         let prefix = self.target.ssm_prefix.clone();
         let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
+        let mut written = BTreeMap::new();
         for region in regions {
             let aws = self.regions.get(&region).await;
             match amis.get(&region) {
                 Some(ami) => {
                     aws.put_image_parameter(&channel_param(&prefix, image, channel), ami, true)
                         .await?;
-                    aws.put_string_parameter(
-                        &channel_version_param(&prefix, image, channel),
-                        &version.to_string(),
-                    )
-                    .await?;
+                    let n = aws
+                        .put_string_parameter(
+                            &channel_version_param(&prefix, image, channel),
+                            &version.to_string(),
+                        )
+                        .await?;
+                    written.insert(region, n);
                 }
                 None => {
                     aws.delete_parameter(&channel_param(&prefix, image, channel))
@@ -465,7 +485,7 @@ impl<'a> Registry<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// `promote` of a registered version (refused when revoked).
@@ -521,7 +541,9 @@ impl<'a> Registry<'a> {
             aws.delete_parameter(&p).await
         } else {
             let list: Vec<String> = set.iter().map(|v| v.to_string()).collect();
-            aws.put_string_parameter(&p, &list.join(",")).await
+            aws.put_string_parameter(&p, &list.join(","))
+                .await
+                .map(|_| ())
         }
     }
 
@@ -677,20 +699,28 @@ impl<'a> Registry<'a> {
     }
 
     /// A bake's channel move: `promote` only when the channel names no newer version in any
-    /// region, read back in every region after the move; when another runner moved a region to
-    /// an older one in between, moved again (bounded), and a newer one stays. Returns whether
-    /// the channel names `version` everywhere. `version` is the one the bake just published:
-    /// no channel was ever rolled back from it (numbers are never reused), so the list of
-    /// rollbacks is not read.
-    /// `read`: what `pointers` read (the first look decides on it).
+    /// region; a newer one stays. Returns whether the channel names `version` now. `version` is
+    /// the one the bake just published: no channel was ever rolled back from it (numbers are
+    /// never reused), so the list of rollbacks is not read.
+    /// `read`: what `pointers` read, with the SSM versions of the values; the first look
+    /// decides on it. A move made on that read needs no read-back where its write is the next
+    /// version after the one read: nothing was written in between, so the decision stands.
+    /// Where something was (another runner moved the channel between the read and the write),
+    /// the writes in between (the parameter's history) decide: whichever of them and this
+    /// version is newer is written again, both parameters, so whichever runner writes last
+    /// leaves the newer version, whatever order the writes landed in. Without `read` the move
+    /// is read back, and made again when another runner moved a region to an older version in
+    /// between (bounded).
     pub async fn promote_if_newer(
         &mut self,
         image: &str,
         version: &Version,
         amis: &BTreeMap<String, String>,
         channel: &str,
-        mut read: Option<&Pointers>,
+        read: Option<(&Pointers, &PointerVersions)>,
     ) -> Result<bool, CloudError> {
+        let mut before = read.map(|(_, v)| v);
+        let mut read = read.map(|(p, _)| p);
         for attempt in 0..=POINTER_TRIES {
             let now = self.channel_everywhere(image, channel, read.take()).await?;
             if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
@@ -702,11 +732,93 @@ impl<'a> Registry<'a> {
             if attempt == POINTER_TRIES {
                 break;
             }
-            self.move_channel(image, version, amis, channel).await?;
+            let written = self.move_channel(image, version, amis, channel).await?;
+            let Some(before) = before.take() else {
+                continue;
+            };
+            match self
+                .written_between(image, channel, before, &written)
+                .await?
+            {
+                Between::Nothing => return Ok(true),
+                Between::Unknown => continue,
+                Between::Versions(others) => {
+                    match others.into_iter().filter(|v| v > version).max() {
+                        Some(theirs) => {
+                            tracing::info!(channel, newer = %theirs, "another runner moved the channel to a newer version meanwhile: put back");
+                            let amis = self.amis_of(image, &theirs).await?;
+                            self.move_channel(image, &theirs, &amis, channel).await?;
+                            return Ok(false);
+                        }
+                        None => {
+                            // Only older versions came between: this one, whole again (the
+                            // other runner's AMI parameter may have landed after ours).
+                            self.move_channel(image, version, amis, channel).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
         }
         Err(CloudError::NotFound(format!(
             "channel {channel} of {image} kept changing while it was moved to {version}"
         )))
+    }
+
+    /// What was written to the channel's version parameter between the read `before` and the
+    /// writes `written` (region -> the version each made).
+    async fn written_between(
+        &mut self,
+        image: &str,
+        channel: &str,
+        before: &PointerVersions,
+        written: &BTreeMap<String, i64>,
+    ) -> Result<Between, CloudError> {
+        let name = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let mut gap = false;
+        let mut others = Vec::new();
+        for (region, made) in written {
+            // A region the read did not cover says nothing; one it covered without the
+            // parameter read it as absent (version 0).
+            let Some(seen) = before.get(region) else {
+                return Ok(Between::Unknown);
+            };
+            let seen = seen.get(&name).copied().unwrap_or(0);
+            if *made == seen + 1 {
+                continue;
+            }
+            gap = true;
+            let aws = self.regions.get(region).await;
+            others.extend(
+                aws.parameter_versions(&name)
+                    .await?
+                    .into_iter()
+                    .filter(|(n, _)| *n > seen && n < made)
+                    .filter_map(|(_, v)| Version::parse(&v).ok()),
+            );
+        }
+        Ok(if gap {
+            Between::Versions(others)
+        } else {
+            Between::Nothing
+        })
+    }
+
+    /// The AMI of `version` in each region that has it.
+    async fn amis_of(
+        &mut self,
+        image: &str,
+        version: &Version,
+    ) -> Result<BTreeMap<String, String>, CloudError> {
+        let all = self.versions(image, None).await?;
+        let v = all
+            .iter()
+            .find(|v| &v.version == version)
+            .ok_or_else(|| CloudError::NotFound(format!("{image} {version} is not registered")))?;
+        Ok(v.amis
+            .iter()
+            .map(|(r, i)| (r.clone(), i.id.to_string()))
+            .collect())
     }
 
     /// The version a channel names in each region of the target that has it: from `read` (what
@@ -730,13 +842,13 @@ impl<'a> Registry<'a> {
         Ok(out)
     }
 
-    /// `latest` and the versions `channels` name, in every target region: one GetParameters
-    /// per region.
+    /// `latest` and the versions `channels` name, in every target region, with their SSM
+    /// versions: one GetParameters per region.
     pub async fn pointers(
         &mut self,
         image: &str,
         channels: &[String],
-    ) -> Result<Pointers, CloudError> {
+    ) -> Result<(Pointers, PointerVersions), CloudError> {
         let prefix = self.target.ssm_prefix.clone();
         let mut names = vec![latest_param(&prefix, image)];
         names.extend(
@@ -745,12 +857,17 @@ impl<'a> Registry<'a> {
                 .map(|c| channel_version_param(&prefix, image, c)),
         );
         let regions: Vec<String> = self.target.regions.iter().map(|r| r.to_string()).collect();
-        let mut out = BTreeMap::new();
+        let (mut values, mut versions) = (BTreeMap::new(), BTreeMap::new());
         for region in regions {
             let aws = self.regions.get(&region).await;
-            out.insert(region, aws.get_parameters(&names).await?);
+            let read = aws.get_parameters_versioned(&names).await?;
+            versions.insert(
+                region.clone(),
+                read.iter().map(|(n, (_, v))| (n.clone(), *v)).collect(),
+            );
+            values.insert(region, read.into_iter().map(|(n, (v, _))| (n, v)).collect());
         }
-        Ok(out)
+        Ok((values, versions))
     }
 
     /// Points `latest` at the newest published, not revoked release in every region where it

@@ -293,24 +293,6 @@ fn resolve_is_deterministic_and_refuses_revoked_versions() {
                 .expect("CreateTags");
         });
     }
-    // What a bake of that line records with it: its inputs under the pre-release's version.
-    let old = "/bakery/sandbox-demo/inputs/0.1.2";
-    let inputs = param(&sb, US, old).expect("inputs of 0.1.2");
-    rt().block_on(async {
-        let (_, ssm) = sb.clients_in(US).await;
-        ssm.put_parameter()
-            .name("/bakery/sandbox-demo/inputs/0.1.3-rc.1")
-            .value(inputs)
-            .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .send()
-            .await
-            .expect("PutParameter");
-        ssm.delete_parameter()
-            .name(old)
-            .send()
-            .await
-            .expect("DeleteParameter");
-    });
     assert_eq!(
         resolve(&sb, "sandbox-demo@^0.1"),
         Ok("0.1.1".into()),
@@ -779,5 +761,109 @@ fn publish_keep_applies_retention_after_a_bake() {
         param(&sb, EU, "/bakery/sandbox-demo/latest").as_deref(),
         second["amis"][EU].as_str()
     );
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
+fn a_number_whose_version_was_pruned_is_never_issued_again() {
+    // Publish does not record the number (the listing and the version's parameter keep it
+    // taken); a prune that removes the highest number of a line records it first.
+    let sb = Sandbox::start();
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    let line = |v: &str| {
+        demo.replace("keep = 3\n", "")
+            .replace("version = \"0.1\"", &format!("version = \"{v}\""))
+    };
+    assert_eq!(bake(&sb, "sandbox-demo")["version"], "0.1.0");
+    assert_eq!(param(&sb, US, "/bakery/sandbox-demo/issued/0.1"), None);
+    sb.project.write("images/sandbox-demo.toml", &line("0.2"));
+    assert_eq!(bake(&sb, "sandbox-demo")["version"], "0.2.0");
+    let out = ok(sb.bakery(&[
+        "prune",
+        "sandbox-demo",
+        "--keep",
+        "1",
+        "--target",
+        "sandbox",
+    ]));
+    assert!(out.contains("pruned 0.1.0"), "{out}");
+    assert_eq!(param(&sb, US, "/bakery/sandbox-demo/0.1.0"), None);
+    assert_eq!(param(&sb, US, "/bakery/sandbox-demo/inputs/0.1.0"), None);
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/issued/0.1").as_deref(),
+        Some("0"),
+        "the line's highest number, recorded before it went"
+    );
+    // Back on the 0.1 line: nothing of 0.1.0 is left but the record, and 0.1.0 is not reused.
+    sb.project.write("images/sandbox-demo.toml", &line("0.1"));
+    assert_eq!(bake(&sb, "sandbox-demo")["version"], "0.1.1");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
+fn a_channel_write_between_the_read_and_the_move_is_told_by_its_version() {
+    const CV: &str = "/bakery/sandbox-demo/channel-versions/candidate";
+    const CH: &str = "/bakery/sandbox-demo/channels/candidate";
+    let history = |sb: &Sandbox| {
+        sb.actions()
+            .iter()
+            .filter(|c| c.action == "GetParameterHistory")
+            .count()
+    };
+    // An older version written by another runner right after this bake read the channel (the
+    // emulator writes it there: no timing can): the move's write skips a version, the history
+    // shows what came between, and this bake's newer version is written again, whole.
+    let race = format!("{CV}=0.0.9");
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_RACE", race.as_str())]);
+    let art = bake(&sb, "sandbox-demo");
+    assert_eq!(art["version"], "0.1.0");
+    assert_eq!(param(&sb, US, CV).as_deref(), Some("0.1.0"));
+    assert_eq!(
+        param(&sb, US, CH).as_deref(),
+        art["amis"][US].as_str(),
+        "the AMI parameter goes with it"
+    );
+    assert_eq!(history(&sb), 1, "the gap was looked into once");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+    drop(sb);
+
+    // A newer version written in between (the second bake's read): it is put back, whole, and
+    // the bake says the channel names a newer version.
+    let race = format!("{CV}=0.2.0@2");
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_RACE", race.as_str())]);
+    let demo =
+        std::fs::read_to_string(sb.project.path().join("images/sandbox-demo.toml")).expect("demo");
+    sb.project.write(
+        "images/sandbox-demo.toml",
+        &demo.replace("version = \"0.1\"", "version = \"0.2\""),
+    );
+    let newer = bake(&sb, "sandbox-demo");
+    assert_eq!(newer["version"], "0.2.0");
+    assert_eq!(history(&sb), 0, "no race, no look at the history");
+    // The channel as an earlier promote left it: on an older version.
+    rt().block_on(async {
+        let (_, ssm) = sb.clients_in(US).await;
+        ssm.put_parameter()
+            .name(CV)
+            .value("0.0.1")
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("PutParameter");
+    });
+    sb.project.write("images/sandbox-demo.toml", &demo);
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(art["version"], "0.1.0");
+    assert!(
+        err.contains("channel candidate already names a newer version than 0.1.0"),
+        "{err}"
+    );
+    assert_eq!(param(&sb, US, CV).as_deref(), Some("0.2.0"));
+    assert_eq!(param(&sb, US, CH).as_deref(), newer["amis"][US].as_str());
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }

@@ -104,6 +104,33 @@ impl Aws {
 impl Aws {
     /// Values a parameter has had, oldest first (SSM keeps the last 100 versions).
     pub async fn parameter_history(&self, name: &str) -> Result<Vec<String>, CloudError> {
+        Ok(self
+            .parameter_versions(name)
+            .await?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Writes a plain string parameter (overwriting). Returns the version the write made (SSM
+    /// numbers a parameter's writes 1, 2, ...; 0 if the answer lacks it).
+    pub async fn put_string_parameter(&self, name: &str, value: &str) -> Result<i64, CloudError> {
+        let out = self
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| self.err("PutParameter", e))?;
+        Ok(out.version())
+    }
+
+    /// (version, value) of every write of a parameter SSM still keeps (the last 100), oldest
+    /// first; nothing for a parameter that does not exist.
+    pub async fn parameter_versions(&self, name: &str) -> Result<Vec<(i64, String)>, CloudError> {
         let mut out = Vec::new();
         let mut next = None;
         loop {
@@ -127,28 +154,13 @@ impl Aws {
             out.extend(
                 page.parameters()
                     .iter()
-                    .filter_map(|p| p.value())
-                    .map(str::to_string),
+                    .filter_map(|p| Some((p.version(), p.value()?.to_string()))),
             );
             next = page.next_token().map(str::to_string);
             if next.is_none() {
                 return Ok(out);
             }
         }
-    }
-
-    /// Writes a plain string parameter (overwriting).
-    pub async fn put_string_parameter(&self, name: &str, value: &str) -> Result<(), CloudError> {
-        self.ssm
-            .put_parameter()
-            .name(name)
-            .value(value)
-            .r#type(ParameterType::String)
-            .overwrite(true)
-            .send()
-            .await
-            .map_err(|e| self.err("PutParameter", e))?;
-        Ok(())
     }
 }
 
@@ -161,6 +173,20 @@ impl Aws {
         &self,
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, String>, CloudError> {
+        Ok(self
+            .get_parameters_versioned(names)
+            .await?
+            .into_iter()
+            .map(|(n, (v, _))| (n, v))
+            .collect())
+    }
+
+    /// `get_parameters` with each value's version (how many writes made it; see
+    /// `put_string_parameter`).
+    pub async fn get_parameters_versioned(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, (String, i64)>, CloudError> {
         let mut out = std::collections::BTreeMap::new();
         // Many images share a source parameter: ask for each name once.
         let unique: Vec<String> = names
@@ -179,7 +205,7 @@ impl Aws {
                 .map_err(|e| self.err("GetParameters", e))?;
             for p in page.parameters() {
                 if let (Some(n), Some(v)) = (p.name(), p.value()) {
-                    out.insert(n.to_string(), v.to_string());
+                    out.insert(n.to_string(), (v.to_string(), p.version()));
                 }
             }
         }
