@@ -4,8 +4,10 @@
 //! the AWS calls it has to make (SSH work, polling gaps, its own start-up).
 //!
 //! Then, how soon bakery notices a state change: a second sandbox whose emulator models AWS's
-//! state delays (`BAKERY_EMULATOR_DELAYS`: instances pending before running and stopping before
-//! stopped, images pending before available, SSM Online a while after boot) bakes sandbox-demo
+//! state delays (`BAKERY_EMULATOR_DELAYS`: instances pending before running, images pending
+//! before available, SSM Online a while after boot; stopping before stopped too, which only a
+//! Windows image's shutdown step waits for: CreateImage powers a Linux build instance down
+//! itself, so sandbox-demo has no stop to wait for) bakes sandbox-demo
 //! over SSH into two regions (capture and copy) and a copy of it over SSM. For every modelled
 //! change the emulator logged, the latency is the time from the change to the first Describe
 //! call of bakery's that named the resource (that answer shows the new state, and bakery acts on

@@ -117,7 +117,8 @@ Fault injection (the failures real AWS has and moto never does):
   right after the n-th (default: first) GetParameters from an SDK that names `name` is answered,
   `name` is set to `value` (a String, overwriting: its next version), once per entry: another
   runner's write landing between a read and the write decided on it, which no timing can place
-  there reliably.
+  there reliably. A value `from:<parameter>` is that parameter's value when it fires (an AMI the
+  test made after the emulator started).
 Error bodies are each protocol's own (EC2 <Response><Errors><Error><Code>; SSM JSON with __type
 and an X-Amzn-ErrorType header; S3 <Error><Code>, none for HEAD). Faults of either kind only hit
 requests from an AWS SDK or CLI (by User-Agent): never the harness's own curl / urllib requests
@@ -697,6 +698,8 @@ def _race_after(self, action):
     from moto.ssm.models import ssm_backends
     backend = ssm_backends[self.current_account][self.region]
     for name, value, _ in due:
+        if value.startswith("from:"):
+            value = backend.get_parameter(value[len("from:"):]).value
         backend.put_parameter(name=name, description=None, value=value, parameter_type="String",
                               allowed_pattern=None, keyid=None, overwrite=True, tags=None,
                               data_type="text", tier=None, policies=None)

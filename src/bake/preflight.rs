@@ -1,7 +1,7 @@
 //! Preflight: the source AMI, the fingerprint, the version, and every precondition of the
 //! launch, checked before anything is created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use semver::Version;
 
@@ -22,6 +22,9 @@ pub(super) struct Preflighted {
     pub(super) version: Version,
     /// Versions registered when this bake started (to tell a concurrent runner's from older).
     pub(super) known_versions: BTreeSet<Version>,
+    /// `latest` in the build region as read here, with its SSM version (0: not set): publish
+    /// decides on it, and the version its own write makes tells whether anything came between.
+    pub(super) latest: (Option<String>, i64),
 }
 
 /// Tries to find a free AMI name when another runner took ours.
@@ -290,14 +293,15 @@ impl Bake<'_> {
             .map(|(v, _)| {
                 registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
             });
-        // One read (GetParameters takes 10 names) for the highest number issued, the source
-        // parameter, the parameters of the next few numbers and (for a version published before
+        // One read (GetParameters takes 10 names) for the highest number issued, `latest`, the
+        // source parameter, the parameters of the next few numbers and (for a version published before
         // inputs were tags) the previous version's recorded inputs.
+        let latest = registry::aws::latest_param(&self.target.ssm_prefix, self.image.name.as_str());
         let ahead = GET_PARAMETERS_BATCH as u64
-            - 1
+            - 2
             - u64::from(recorded_inputs.is_some())
             - u64::from(source_parameter.is_some());
-        let mut wanted = vec![issued.clone()];
+        let mut wanted = vec![issued.clone(), latest.clone()];
         wanted.extend((0..ahead).map(|k| {
             param_of(&Version {
                 patch: v.patch + k,
@@ -306,7 +310,11 @@ impl Bake<'_> {
         }));
         wanted.extend(recorded_inputs.clone());
         wanted.extend(source_parameter.clone());
-        let read = self.aws.get_parameters(&wanted).await?;
+        let read = self.aws.get_parameters_versioned(&wanted).await?;
+        let latest = read
+            .get(&latest)
+            .map_or((None, 0), |(v, n)| (Some(v.clone()), *n));
+        let read: BTreeMap<String, String> = read.into_iter().map(|(n, (v, _))| (n, v)).collect();
         let source = match early_source {
             Some(resolved) => resolved,
             None => {
@@ -376,6 +384,7 @@ impl Bake<'_> {
             fingerprint,
             version: v,
             known_versions,
+            latest,
         })
     }
 

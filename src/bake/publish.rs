@@ -97,10 +97,19 @@ impl Bake<'_> {
             }
         }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
-        // validation passed, so read back until it shows (bounded). Region by region, `latest`
-        // follows at once: the first look also reads it, and `point` decides on that value
-        // when nothing came between (a read-back that had to wait leaves `point` to read).
+        // validation passed, so read back until it shows (bounded). In the build region
+        // `latest` is written first, decided on what preflight read (`point_on`), and the one
+        // read-back reads both. Elsewhere `latest` follows the read-back: the first look also
+        // reads it, and `point` decides on that value when nothing came between (a read-back
+        // that had to wait leaves `point` to read).
+        let build = self.region();
         for (region, aws, ami) in &copies {
+            let early = if moves_latest && *region == build {
+                self.point_on(aws, &latest, ami, &version, &known, &pre.latest)
+                    .await?
+            } else {
+                Early::NotTried
+            };
             let wanted = if moves_latest {
                 vec![versioned.clone(), latest.clone()]
             } else {
@@ -113,11 +122,46 @@ impl Bake<'_> {
                 current = None;
             }
             parameters.insert(format!("{region}:{versioned}"), ami.to_string());
-            if moves_latest
-                && self
-                    .point(aws, &latest, ami, &version, &known, current)
-                    .await?
-            {
+            let names_ours = match early {
+                Early::Settled(ours) => ours,
+                Early::Wrote { replaced } => {
+                    // Until SSM validated the write, `latest` reads as the value it replaced.
+                    let shown = match current.filter(|c| *c != replaced) {
+                        Some(shown) => shown,
+                        None => {
+                            Wait::brief(
+                                format!("parameter {latest} in {region}"),
+                                format!("= {ami}"),
+                                PARAMETER_VISIBLE_WAIT,
+                            )
+                            .until(&self.cancel, || async {
+                                let b = aws.get_parameter(&latest).await?;
+                                Ok(if b == replaced {
+                                    Poll::Pending {
+                                        state: format!("{b:?}"),
+                                        reason: None,
+                                    }
+                                } else {
+                                    Poll::Ready(b)
+                                })
+                            })
+                            .await?
+                        }
+                    };
+                    // Neither: another runner wrote after this one; decide against its value.
+                    shown.as_deref() == Some(ami.as_str())
+                        || self
+                            .point(aws, &latest, ami, &version, &known, Some(shown))
+                            .await?
+                }
+                Early::NotTried => {
+                    moves_latest
+                        && self
+                            .point(aws, &latest, ami, &version, &known, current)
+                            .await?
+                }
+            };
+            if names_ours {
                 parameters.insert(format!("{region}:{latest}"), ami.to_string());
             }
         }
@@ -125,6 +169,86 @@ impl Bake<'_> {
         // needs no record of its own: the listing and this version's parameter keep it taken,
         // and a prune that removes the highest number of its line records it in `issued` first.
         Ok(parameters)
+    }
+
+    /// `point` decided on `read` (value and SSM version) from before the versioned parameter was
+    /// written, with no read of its own: the version the write makes tells whether anything was
+    /// written in between. Where something was, the parameter's history says what: a newer
+    /// version is put back; older ones were rightly replaced. The caller's read-back waits for
+    /// the write to show.
+    async fn point_on(
+        &mut self,
+        aws: &Aws,
+        name: &str,
+        ami: &ImageId,
+        version: &Version,
+        known: &BTreeMap<String, Version>,
+        read: &(Option<String>, i64),
+    ) -> Result<Early, Failure> {
+        let (current, seen) = read;
+        if current.as_deref() == Some(ami.as_str()) {
+            return Ok(Early::Settled(true));
+        }
+        if let Some(theirs) = self
+            .newer_than(aws, current.as_deref(), version, known)
+            .await?
+        {
+            tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
+            return Ok(Early::Settled(false));
+        }
+        self.journal.push(
+            Undo::RestoreParameter {
+                region: aws.region.to_string(),
+                name: name.to_string(),
+                previous: current.clone(),
+                ours: Some(ami.to_string()),
+            },
+            When::OnFailure,
+        )?;
+        let made = aws.put_image_parameter(name, ami.as_str(), true).await?;
+        if made == seen + 1 {
+            return Ok(Early::Wrote {
+                replaced: current.clone(),
+            });
+        }
+        // Another write came between the read and this one (or the SDK retried this one).
+        let history = aws.parameter_versions(name).await?;
+        let mut newest: Option<(Version, String)> = None;
+        for (_, value) in history.iter().filter(|(n, _)| n > seen && *n < made) {
+            if let Some(theirs) = self.newer_than(aws, Some(value), version, known).await? {
+                if newest.as_ref().is_none_or(|(v, _)| &theirs > v) {
+                    newest = Some((theirs, value.clone()));
+                }
+            }
+        }
+        if let Some((theirs, value)) = newest {
+            tracing::info!(parameter = %name, newer = %theirs, "another runner moved it to a newer version meanwhile: put back");
+            aws.put_image_parameter(name, &value, true).await?;
+            return Ok(Early::Settled(false));
+        }
+        let replaced = history
+            .iter()
+            .find(|(n, _)| *n == made - 1)
+            .map(|(_, v)| v.clone());
+        Ok(Early::Wrote { replaced })
+    }
+
+    /// The version `value` (an AMI id a pointer holds) is, when newer than `version`.
+    async fn newer_than(
+        &self,
+        aws: &Aws,
+        value: Option<&str>,
+        version: &Version,
+        known: &BTreeMap<String, Version>,
+    ) -> Result<Option<Version>, Failure> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let theirs = match known.get(value) {
+            Some(v) => Some(v.clone()),
+            None => version_of(aws, value).await?,
+        };
+        Ok(theirs.filter(|v| v > version))
     }
 
     /// Points `name` (in the region of `aws`) at `ami` unless it already names a newer version of
@@ -254,6 +378,16 @@ impl Bake<'_> {
         }
         Ok(())
     }
+}
+
+/// What `point_on` did with `latest`.
+enum Early {
+    /// Not tried (not the build region, or `latest` does not move).
+    NotTried,
+    /// Nothing (more) to wait for: whether it names this bake's AMI.
+    Settled(bool),
+    /// Written: it shows once SSM validated it, reading as `replaced` until then.
+    Wrote { replaced: Option<String> },
 }
 
 /// Reads `name` back until it names `ami` (SSM validates `aws:ec2:image` values asynchronously).

@@ -124,6 +124,7 @@ pub async fn test_version(
         fingerprint: String::new(),
         version: version.clone(),
         known_versions: Default::default(),
+        latest: (None, 0),
     };
     let beat = heartbeat(journal_path, target, &opts.fleet, opts.lease);
     tokio::pin!(beat);

@@ -166,7 +166,7 @@ pub async fn run_in(aws: &Aws, u: &Undo, bake_id: &str, cancel: &Cancel) -> Resu
                 _ => previous.clone(),
             };
             match previous {
-                Some(v) => aws.put_image_parameter(name, &v, true).await,
+                Some(v) => aws.put_image_parameter(name, &v, true).await.map(|_| ()),
                 None => aws.delete_parameter(name).await,
             }
         }

@@ -595,7 +595,7 @@ impl<'a> Registry<'a> {
             match best.as_ref().and_then(|b| b.amis.get(&region)) {
                 Some(ami) => {
                     aws.put_image_parameter(&latest_param(&prefix, image), ami.id.as_str(), true)
-                        .await?
+                        .await?;
                 }
                 None => aws.delete_parameter(&latest_param(&prefix, image)).await?,
             }

@@ -867,3 +867,124 @@ fn a_channel_write_between_the_read_and_the_move_is_told_by_its_version() {
     assert_eq!(param(&sb, US, CH).as_deref(), newer["amis"][US].as_str());
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
+
+/// `latest`'s values in US, oldest first.
+fn latest_history(sb: &Sandbox) -> Vec<String> {
+    rt().block_on(async {
+        let (_, ssm) = sb.clients_in(US).await;
+        let out = ssm
+            .get_parameter_history()
+            .name("/bakery/sandbox-demo/latest")
+            .send()
+            .await
+            .expect("GetParameterHistory");
+        out.parameters()
+            .iter()
+            .filter_map(|p| p.value().map(str::to_string))
+            .collect()
+    })
+}
+
+#[test]
+fn a_latest_write_between_preflight_and_publish_is_told_by_its_version() {
+    const LATEST: &str = "/bakery/sandbox-demo/latest";
+    const SOURCE: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+    let calls =
+        |sb: &Sandbox, action: &str| sb.actions().iter().filter(|c| c.action == action).count();
+    // Publish decides on the `latest` preflight read and writes it without a read of its own.
+    let sb = Sandbox::start();
+    let first = bake(&sb, "sandbox-demo");
+    let ours = first["amis"][US].as_str().unwrap().to_string();
+    assert_eq!(calls(&sb, "GetParameterHistory"), 0, "no race, no history");
+    assert_eq!(latest_history(&sb), vec![ours.clone()]);
+    drop(sb);
+
+    // Another AMI that is no version written right after preflight's read (the emulator writes
+    // it there: no timing can): the write skips a version, the history shows what it replaced,
+    // and this one stands.
+    const RACER: &str = "/test/racer";
+    let race = format!("{LATEST}=from:{RACER}");
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_RACE", race.as_str())]);
+    let put = |sb: &Sandbox, name: &str, value: &str| {
+        rt().block_on(async {
+            let (_, ssm) = sb.clients_in(US).await;
+            ssm.put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .overwrite(true)
+                .send()
+                .await
+                .expect("PutParameter");
+        })
+    };
+    let source = param(&sb, US, SOURCE).expect("the source AMI");
+    put(&sb, RACER, &source);
+    let art = bake(&sb, "sandbox-demo");
+    let ours = art["amis"][US].as_str().unwrap().to_string();
+    assert_eq!(
+        calls(&sb, "GetParameterHistory"),
+        1,
+        "the gap was looked into once"
+    );
+    assert_eq!(latest_history(&sb), vec![source.clone(), ours.clone()]);
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+    drop(sb);
+
+    // A newer version of another runner's (in flight: registered, not yet published) written
+    // in between: put back at once. (The commit's converge then moves `latest` to the newest
+    // published release, this one, until the other runner's commit moves it on.)
+    let sb = Sandbox::start_env(None, &[("BAKERY_EMULATOR_RACE", race.as_str())]);
+    let source = param(&sb, US, SOURCE).expect("the source AMI");
+    let (instance, theirs) = rt().block_on(async {
+        let (ec2, _) = sb.clients_in(US).await;
+        let run = ec2
+            .run_instances()
+            .image_id(&source)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances");
+        let instance = run.instances()[0].instance_id().unwrap().to_string();
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        let image = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name("sandbox-demo-0.9.0")
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Image)
+                    .tags(tag("bakery:image", "sandbox-demo"))
+                    .tags(tag("bakery:version", "0.9.0"))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateImage");
+        (instance, image.image_id().unwrap().to_string())
+    });
+    put(&sb, RACER, &theirs);
+    let art = bake(&sb, "sandbox-demo");
+    assert_eq!(art["version"], "0.1.0");
+    let ours = art["amis"][US].as_str().unwrap().to_string();
+    assert_eq!(
+        latest_history(&sb),
+        vec![theirs.clone(), ours.clone(), theirs.clone(), ours.clone()],
+        "theirs (the race), ours, theirs put back, ours by the converge after the commit"
+    );
+    rt().block_on(async {
+        let (ec2, _) = sb.clients_in(US).await;
+        ec2.terminate_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .expect("terminate");
+        ec2.deregister_image()
+            .image_id(&theirs)
+            .send()
+            .await
+            .expect("deregister");
+    });
+}

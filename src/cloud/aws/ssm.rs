@@ -24,14 +24,16 @@ impl Aws {
         }
     }
 
-    /// Writes an AMI id under `name` with the `aws:ec2:image` data type.
+    /// Writes an AMI id under `name` with the `aws:ec2:image` data type. Returns the version the
+    /// write made (see `put_string_parameter`).
     pub async fn put_image_parameter(
         &self,
         name: &str,
         ami: &str,
         overwrite: bool,
-    ) -> Result<(), CloudError> {
-        self.ssm
+    ) -> Result<i64, CloudError> {
+        let out = self
+            .ssm
             .put_parameter()
             .name(name)
             .value(ami)
@@ -41,7 +43,7 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.err("PutParameter", e))?;
-        Ok(())
+        Ok(out.version())
     }
 
     pub async fn delete_parameter(&self, name: &str) -> Result<(), CloudError> {
