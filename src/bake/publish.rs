@@ -98,8 +98,8 @@ impl Bake<'_> {
         }
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
         // validation passed, so read back until it shows (bounded). In the build region
-        // `latest` is written first, decided on what preflight read (`point_on`), and the one
-        // read-back reads both. Elsewhere `latest` follows the read-back: the first look also
+        // `latest` is written right after the versioned parameter, decided on what preflight
+        // read (`point_on`), and the one read-back reads both. Elsewhere `latest` follows the read-back: the first look also
         // reads it, and `point` decides on that value when nothing came between (a read-back
         // that had to wait leaves `point` to read).
         let build = self.region();
@@ -128,25 +128,7 @@ impl Bake<'_> {
                     // Until SSM validated the write, `latest` reads as the value it replaced.
                     let shown = match current.filter(|c| *c != replaced) {
                         Some(shown) => shown,
-                        None => {
-                            Wait::brief(
-                                format!("parameter {latest} in {region}"),
-                                format!("= {ami}"),
-                                PARAMETER_VISIBLE_WAIT,
-                            )
-                            .until(&self.cancel, || async {
-                                let b = aws.get_parameter(&latest).await?;
-                                Ok(if b == replaced {
-                                    Poll::Pending {
-                                        state: format!("{b:?}"),
-                                        reason: None,
-                                    }
-                                } else {
-                                    Poll::Ready(b)
-                                })
-                            })
-                            .await?
-                        }
+                        None => until_changed(aws, &latest, ami, &replaced, &self.cancel).await?,
                     };
                     // Neither: another runner wrote after this one; decide against its value.
                     shown.as_deref() == Some(ami.as_str())
@@ -189,22 +171,13 @@ impl Bake<'_> {
         if current.as_deref() == Some(ami.as_str()) {
             return Ok(Early::Settled(true));
         }
-        if let Some(theirs) = self
-            .newer_than(aws, current.as_deref(), version, known)
+        if self
+            .left_on_newer(aws, name, current, version, known)
             .await?
         {
-            tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
             return Ok(Early::Settled(false));
         }
-        self.journal.push(
-            Undo::RestoreParameter {
-                region: aws.region.to_string(),
-                name: name.to_string(),
-                previous: current.clone(),
-                ours: Some(ami.to_string()),
-            },
-            When::OnFailure,
-        )?;
+        self.journal_pointer(aws, name, current, ami)?;
         let made = aws.put_image_parameter(name, ami.as_str(), true).await?;
         if made == seen + 1 {
             return Ok(Early::Wrote {
@@ -231,6 +204,46 @@ impl Bake<'_> {
             .find(|(n, _)| *n == made - 1)
             .map(|(_, v)| v.clone());
         Ok(Early::Wrote { replaced })
+    }
+
+    /// Whether the pointer `name` holding `current` names a newer version than `version` (it
+    /// is left there: pointers never move backwards).
+    async fn left_on_newer(
+        &self,
+        aws: &Aws,
+        name: &str,
+        current: &Option<String>,
+        version: &Version,
+        known: &BTreeMap<String, Version>,
+    ) -> Result<bool, Failure> {
+        let newer = self
+            .newer_than(aws, current.as_deref(), version, known)
+            .await?;
+        if let Some(theirs) = &newer {
+            tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
+        }
+        Ok(newer.is_some())
+    }
+
+    /// Journals the write of `ami` to the pointer `name` that holds `current` (undone on
+    /// failure while it still holds `ami`).
+    fn journal_pointer(
+        &mut self,
+        aws: &Aws,
+        name: &str,
+        current: &Option<String>,
+        ami: &ImageId,
+    ) -> Result<(), Failure> {
+        self.journal.push(
+            Undo::RestoreParameter {
+                region: aws.region.to_string(),
+                name: name.to_string(),
+                previous: current.clone(),
+                ours: Some(ami.to_string()),
+            },
+            When::OnFailure,
+        )?;
+        Ok(())
     }
 
     /// The version `value` (an AMI id a pointer holds) is, when newer than `version`.
@@ -275,48 +288,20 @@ impl Bake<'_> {
             if current.as_deref() == Some(ami.as_str()) {
                 return Ok(true);
             }
-            if let Some(cur) = &current {
-                let theirs = match known.get(cur) {
-                    Some(v) => Some(v.clone()),
-                    None => version_of(aws, cur).await?,
-                };
-                if let Some(theirs) = theirs.filter(|v| v > version) {
-                    tracing::info!(parameter = %name, newer = %theirs, "left on the newer version");
-                    return Ok(false);
-                }
+            if self
+                .left_on_newer(aws, name, &current, version, known)
+                .await?
+            {
+                return Ok(false);
             }
             if !journaled {
-                self.journal.push(
-                    Undo::RestoreParameter {
-                        region: aws.region.to_string(),
-                        name: name.to_string(),
-                        previous: current.clone(),
-                        ours: Some(ami.to_string()),
-                    },
-                    When::OnFailure,
-                )?;
+                self.journal_pointer(aws, name, &current, ami)?;
                 journaled = true;
             }
             aws.put_image_parameter(name, ami.as_str(), true).await?;
             // The write shows once SSM validated it; a value that is neither the old one nor
             // ours was written by another runner after us.
-            let back = Wait::brief(
-                format!("parameter {name} in {}", aws.region),
-                format!("= {ami}"),
-                PARAMETER_VISIBLE_WAIT,
-            )
-            .until(&self.cancel, || async {
-                let b = aws.get_parameter(name).await?;
-                Ok(if b == current {
-                    Poll::Pending {
-                        state: format!("{b:?}"),
-                        reason: None,
-                    }
-                } else {
-                    Poll::Ready(b)
-                })
-            })
-            .await?;
+            let back = until_changed(aws, name, ami, &current, &self.cancel).await?;
             if back.as_deref() == Some(ami.as_str()) {
                 return Ok(true);
             }
@@ -388,6 +373,34 @@ enum Early {
     Settled(bool),
     /// Written: it shows once SSM validated it, reading as `replaced` until then.
     Wrote { replaced: Option<String> },
+}
+
+/// Reads `name` until it no longer holds `from` (a write of `ami` shows once SSM validated it);
+/// returns what it holds then.
+async fn until_changed(
+    aws: &Aws,
+    name: &str,
+    ami: &ImageId,
+    from: &Option<String>,
+    cancel: &Cancel,
+) -> Result<Option<String>, CloudError> {
+    Wait::brief(
+        format!("parameter {name} in {}", aws.region),
+        format!("= {ami}"),
+        PARAMETER_VISIBLE_WAIT,
+    )
+    .until(cancel, || async {
+        let b = aws.get_parameter(name).await?;
+        Ok(if &b == from {
+            Poll::Pending {
+                state: format!("{b:?}"),
+                reason: None,
+            }
+        } else {
+            Poll::Ready(b)
+        })
+    })
+    .await
 }
 
 /// Reads `name` back until it names `ami` (SSM validates `aws:ec2:image` values asynchronously).

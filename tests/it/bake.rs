@@ -201,6 +201,12 @@ fn a_full_bake_registers_a_tagged_version_and_leaves_nothing_behind() {
         !calls.iter().any(|c| c.action == "StopInstances"),
         "{calls:?}"
     );
+    // No other runner wrote `latest` or the channel: the versions of the writes say so, and no
+    // history is read.
+    assert!(
+        !calls.iter().any(|c| c.action == "GetParameterHistory"),
+        "{calls:?}"
+    );
     // The key pair and the security group are made at once: the group is asked for while the
     // key pair's answer is still on its way.
     let call = |action: &str| {
