@@ -155,9 +155,9 @@ impl Bake<'_> {
 
     /// `point` decided on `read` (value and SSM version) from before the versioned parameter was
     /// written, with no read of its own: the version the write makes tells whether anything was
-    /// written in between. Where something was, the parameter's history says what: a newer
-    /// version is put back; older ones were rightly replaced. The caller's read-back waits for
-    /// the write to show.
+    /// written in between. Where something was, the parameter's history says what this write
+    /// replaced: a newer release is put back. The caller's read-back waits for the write to
+    /// show.
     async fn point_on(
         &mut self,
         aws: &Aws,
@@ -184,25 +184,20 @@ impl Bake<'_> {
                 replaced: current.clone(),
             });
         }
-        // Another write came between the read and this one (or the SDK retried this one).
+        // Another write came between the read and this one (or the SDK retried this one): the
+        // value it replaced decides. A newer release (published, not revoked) is put back; an
+        // older value, or another runner's version still on its way (its commit's converge
+        // moves `latest` on), was rightly replaced.
         let history = aws.parameter_versions(name).await?;
-        let mut newest: Option<(Version, String)> = None;
-        for (_, value) in history.iter().filter(|(n, _)| n > seen && *n < made) {
-            if let Some(theirs) = self.newer_than(aws, Some(value), version, known).await? {
-                if newest.as_ref().is_none_or(|(v, _)| &theirs > v) {
-                    newest = Some((theirs, value.clone()));
-                }
+        let replaced =
+            registry::replaced_by(&history, made, ami.as_str()).map(|(_, v)| v.to_string());
+        if let Some(value) = &replaced {
+            if let Some(theirs) = release_of(aws, value).await?.filter(|v| v > version) {
+                tracing::info!(parameter = %name, newer = %theirs, "another runner moved it to a newer release meanwhile: put back");
+                aws.put_image_parameter(name, value, true).await?;
+                return Ok(Early::Settled(false));
             }
         }
-        if let Some((theirs, value)) = newest {
-            tracing::info!(parameter = %name, newer = %theirs, "another runner moved it to a newer version meanwhile: put back");
-            aws.put_image_parameter(name, &value, true).await?;
-            return Ok(Early::Settled(false));
-        }
-        let replaced = history
-            .iter()
-            .find(|(n, _)| *n == made - 1)
-            .map(|(_, v)| v.clone());
         Ok(Early::Wrote { replaced })
     }
 
@@ -427,6 +422,16 @@ async fn read_back(
         })
     })
     .await
+}
+
+/// The version an AMI of bakery's is when it is a release `latest` may name: published, not
+/// revoked (`None` otherwise, or when it is gone).
+async fn release_of(aws: &Aws, ami: &str) -> Result<Option<Version>, CloudError> {
+    Ok(aws
+        .describe_image(&ImageId(ami.to_string()))
+        .await?
+        .filter(|i| i.tags.contains_key(tag::PUBLISHED) && !i.tags.contains_key(tag::REVOKED))
+        .and_then(|i| Version::parse(i.tags.get(tag::VERSION)?).ok()))
 }
 
 /// The version an AMI of bakery's is (`None` for an AMI that is gone or not a version).

@@ -161,8 +161,8 @@ const POINTER_TRIES: usize = 5;
 enum Between {
     /// Nothing: each write made the next version after the one read.
     Nothing,
-    /// The values written in between (for a region where the write skipped a version).
-    Versions(Vec<Version>),
+    /// In a region where the write skipped a version: the value it replaced (`None`: none).
+    Replaced(Vec<Option<Version>>),
     /// The read did not cover a region written.
     Unknown,
 }
@@ -706,11 +706,11 @@ impl<'a> Registry<'a> {
     /// decides on it. A move made on that read needs no read-back where its write is the next
     /// version after the one read: nothing was written in between, so the decision stands.
     /// Where something was (another runner moved the channel between the read and the write),
-    /// the writes in between (the parameter's history) decide: whichever of them and this
-    /// version is newer is written again, both parameters, so whichever runner writes last
-    /// leaves the newer version, whatever order the writes landed in. Without `read` the move
-    /// is read back, and made again when another runner moved a region to an older version in
-    /// between (bounded).
+    /// the value the write replaced (the parameter's history) decides: whichever of it (unless
+    /// revoked since) and this version is newer is written again, both parameters, and the
+    /// channel is read again. Without `read`, and after such a repair, the move is read back,
+    /// and made again when another runner moved a region to an older version in between
+    /// (bounded).
     pub async fn promote_if_newer(
         &mut self,
         image: &str,
@@ -737,24 +737,31 @@ impl<'a> Registry<'a> {
                 continue;
             };
             match self
-                .written_between(image, channel, before, &written)
+                .written_between(image, channel, version, before, &written)
                 .await?
             {
                 Between::Nothing => return Ok(true),
                 Between::Unknown => continue,
-                Between::Versions(others) => {
-                    match others.into_iter().filter(|v| v > version).max() {
-                        Some(theirs) => {
+                Between::Replaced(values) => {
+                    // The write replaced a newer version another runner had just put there:
+                    // put it back (unless it is revoked since), whole. Else this one, whole
+                    // again (the other runner's AMI parameter may have landed after ours).
+                    // Either way the next look reads what the channel holds now.
+                    let theirs = values.into_iter().flatten().filter(|v| v > version).max();
+                    let back = match theirs {
+                        Some(theirs) => self
+                            .releasable_amis(image, &theirs)
+                            .await?
+                            .map(|a| (theirs, a)),
+                        None => None,
+                    };
+                    match back {
+                        Some((theirs, amis)) => {
                             tracing::info!(channel, newer = %theirs, "another runner moved the channel to a newer version meanwhile: put back");
-                            let amis = self.amis_of(image, &theirs).await?;
                             self.move_channel(image, &theirs, &amis, channel).await?;
-                            return Ok(false);
                         }
                         None => {
-                            // Only older versions came between: this one, whole again (the
-                            // other runner's AMI parameter may have landed after ours).
                             self.move_channel(image, version, amis, channel).await?;
-                            return Ok(true);
                         }
                     }
                 }
@@ -766,17 +773,19 @@ impl<'a> Registry<'a> {
     }
 
     /// What was written to the channel's version parameter between the read `before` and the
-    /// writes `written` (region -> the version each made).
+    /// writes of `version` in `written` (region -> the version each made).
     async fn written_between(
         &mut self,
         image: &str,
         channel: &str,
+        version: &Version,
         before: &PointerVersions,
         written: &BTreeMap<String, i64>,
     ) -> Result<Between, CloudError> {
         let name = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let ours = version.to_string();
         let mut gap = false;
-        let mut others = Vec::new();
+        let mut replaced = Vec::new();
         for (region, made) in written {
             // A region the read did not cover says nothing; one it covered without the
             // parameter read it as absent (version 0).
@@ -788,37 +797,40 @@ impl<'a> Registry<'a> {
                 continue;
             }
             gap = true;
-            let aws = self.regions.get(region).await;
-            others.extend(
-                aws.parameter_versions(&name)
-                    .await?
-                    .into_iter()
-                    .filter(|(n, _)| *n > seen && n < made)
-                    .filter_map(|(_, v)| Version::parse(&v).ok()),
+            let history = self
+                .regions
+                .get(region)
+                .await
+                .parameter_versions(&name)
+                .await?;
+            replaced.push(
+                super::replaced_by(&history, *made, &ours)
+                    .and_then(|(_, v)| Version::parse(v).ok()),
             );
         }
         Ok(if gap {
-            Between::Versions(others)
+            Between::Replaced(replaced)
         } else {
             Between::Nothing
         })
     }
 
-    /// The AMI of `version` in each region that has it.
-    async fn amis_of(
+    /// The AMI of `version` in each region that has it, unless it is revoked (or gone).
+    async fn releasable_amis(
         &mut self,
         image: &str,
         version: &Version,
-    ) -> Result<BTreeMap<String, String>, CloudError> {
+    ) -> Result<Option<BTreeMap<String, String>>, CloudError> {
         let all = self.versions(image, None).await?;
-        let v = all
+        Ok(all
             .iter()
-            .find(|v| &v.version == version)
-            .ok_or_else(|| CloudError::NotFound(format!("{image} {version} is not registered")))?;
-        Ok(v.amis
-            .iter()
-            .map(|(r, i)| (r.clone(), i.id.to_string()))
-            .collect())
+            .find(|v| &v.version == version && v.revoked.is_none())
+            .map(|v| {
+                v.amis
+                    .iter()
+                    .map(|(r, i)| (r.clone(), i.id.to_string()))
+                    .collect()
+            }))
     }
 
     /// The version a channel names in each region of the target that has it: from `read` (what

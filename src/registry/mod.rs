@@ -60,6 +60,23 @@ pub fn inputs_tags(json: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What a write of `ours` that SSM numbered `made` replaced, from the parameter's `history`
+/// ((version, value), oldest first): the newest earlier value that is not `ours` (an SDK retry
+/// of the same write makes two versions of it), with its version. `None`: nothing (the
+/// parameter did not exist before, or was deleted and made anew by this write).
+pub fn replaced_by<'a>(
+    history: &'a [(i64, String)],
+    made: i64,
+    ours: &str,
+) -> Option<(i64, &'a str)> {
+    history
+        .iter()
+        .rev()
+        .filter(|(n, _)| *n < made)
+        .find(|(_, v)| v != ours)
+        .map(|(n, v)| (*n, v.as_str()))
+}
+
 /// The inputs `inputs_tags` recorded in `tags`, if any.
 pub fn inputs_of(tags: &std::collections::BTreeMap<String, String>) -> Option<String> {
     let mut out = tags.get(tag::INPUTS)?.clone();
@@ -151,6 +168,20 @@ mod tests {
         assert_eq!(inputs_of(&map).as_deref(), Some(json.as_str()));
         assert_eq!(inputs_of(&Default::default()), None);
         assert_eq!(inputs_tags(""), vec![]);
+    }
+
+    #[test]
+    fn a_write_replaced_the_newest_earlier_value_not_its_own() {
+        let h = |v: &[(i64, &str)]| -> Vec<(i64, String)> {
+            v.iter().map(|(n, s)| (*n, s.to_string())).collect()
+        };
+        let history = h(&[(1, "a"), (2, "b"), (3, "ours")]);
+        assert_eq!(replaced_by(&history, 3, "ours"), Some((2, "b")));
+        // An SDK retry wrote ours twice: what came before both.
+        let history = h(&[(1, "a"), (2, "ours"), (3, "ours")]);
+        assert_eq!(replaced_by(&history, 3, "ours"), Some((1, "a")));
+        // Made anew (deleted since the read): nothing before it.
+        assert_eq!(replaced_by(&h(&[(1, "ours")]), 1, "ours"), None);
     }
 
     #[test]
