@@ -399,7 +399,7 @@ impl Bake<'_> {
     }
 
     /// Windows images end with a finalize step that powers the instance off (EC2Launch v2
-    /// sysprep --shutdown): the bake waits for `stopped` instead of calling StopInstances.
+    /// sysprep --shutdown): that step waits for `stopped`, and capture finds it stopped.
     pub(super) fn shuts_itself_down(&self) -> bool {
         self.image.platform == Platform::Windows && !self.plan.finalize.is_empty()
     }

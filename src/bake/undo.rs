@@ -167,12 +167,41 @@ pub async fn run_in(aws: &Aws, u: &Undo, bake_id: &str, cancel: &Cancel) -> Resu
             };
             match previous {
                 Some(v) => aws.put_image_parameter(name, &v, true).await.map(|_| ()),
-                None => aws.delete_parameter(name).await,
+                None => {
+                    keep_number_taken(aws, name).await?;
+                    aws.delete_parameter(name).await
+                }
             }
         }
         Undo::DeleteS3Prefix { bucket, prefix, .. } => aws.delete_prefix(bucket, prefix).await,
         Undo::DeleteKeyFile { .. } => run_local(u),
     }
+}
+
+/// Before a version's parameter goes (a bake that did not commit, or a sweep after one): its
+/// number stays taken in `issued/<major>.<minor>`, as a prune records it. Consumers may have
+/// read the parameter while it was there; the number must never name another AMI. A name that
+/// is not a version's parameter (`<prefix>/<image>/<version>`) is left alone.
+async fn keep_number_taken(aws: &Aws, name: &str) -> Result<(), CloudError> {
+    let Some((base, last)) = name.rsplit_once('/') else {
+        return Ok(());
+    };
+    let Ok(v) = semver::Version::parse(last) else {
+        return Ok(());
+    };
+    if matches!(base.rsplit('/').next(), Some("inputs" | "meta")) {
+        return Ok(());
+    }
+    let issued = format!("{base}/issued/{}.{}", v.major, v.minor);
+    let taken = aws
+        .get_parameter(&issued)
+        .await?
+        .and_then(|n| n.parse::<u64>().ok());
+    if taken.is_none_or(|n| n < v.patch) {
+        aws.put_string_parameter(&issued, &v.patch.to_string())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The undos that touch this machine only.

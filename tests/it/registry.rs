@@ -993,3 +993,19 @@ fn a_latest_write_between_preflight_and_publish_is_told_by_its_version() {
             .expect("deregister");
     });
 }
+
+#[test]
+fn a_number_whose_parameter_was_visible_is_not_issued_again_after_a_failed_commit() {
+    // The commit's CreateTags fails: the version's parameter (which consumers may have read)
+    // goes with the bake, and its number is recorded as taken before it goes.
+    let sb = Sandbox::start_opts(None, "CreateTags:us-east-1");
+    let out = sb.bakery(&["bake", "sandbox-demo", "--target", "sandbox", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(param(&sb, US, "/bakery/sandbox-demo/0.1.0"), None);
+    assert_eq!(
+        param(&sb, US, "/bakery/sandbox-demo/issued/0.1").as_deref(),
+        Some("0")
+    );
+    assert_eq!(bake(&sb, "sandbox-demo")["version"], "0.1.1");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
