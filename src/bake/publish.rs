@@ -425,13 +425,14 @@ async fn read_back(
 }
 
 /// The version an AMI of bakery's is when it is a release `latest` may name: published, not
-/// revoked (`None` otherwise, or when it is gone).
+/// revoked, not a pre-release (`None` otherwise, or when it is gone).
 async fn release_of(aws: &Aws, ami: &str) -> Result<Option<Version>, CloudError> {
     Ok(aws
         .describe_image(&ImageId(ami.to_string()))
         .await?
         .filter(|i| i.tags.contains_key(tag::PUBLISHED) && !i.tags.contains_key(tag::REVOKED))
-        .and_then(|i| Version::parse(i.tags.get(tag::VERSION)?).ok()))
+        .and_then(|i| Version::parse(i.tags.get(tag::VERSION)?).ok())
+        .filter(|v| v.pre.is_empty()))
 }
 
 /// The version an AMI of bakery's is (`None` for an AMI that is gone or not a version).

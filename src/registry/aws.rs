@@ -719,35 +719,44 @@ impl<'a> Registry<'a> {
         channel: &str,
         read: Option<(&Pointers, &PointerVersions)>,
     ) -> Result<bool, CloudError> {
-        let mut before = read.map(|(_, v)| v);
+        let name = channel_version_param(&self.target.ssm_prefix, image, channel);
+        let mut before: Option<PointerVersions> = read.map(|(_, v)| v.clone());
         let mut read = read.map(|(p, _)| p);
+        // A repair to make next: (version, its AMIs), decided on the history, not on a read.
+        let mut repair: Option<(Version, BTreeMap<String, String>)> = None;
         for attempt in 0..=POINTER_TRIES {
-            let now = self.channel_everywhere(image, channel, read.take()).await?;
-            if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
-                return Ok(false);
-            }
-            if now.iter().all(|v| v.as_ref() == Some(version)) {
-                return Ok(true);
-            }
+            let (to, to_amis) = match repair.take() {
+                Some(r) => r,
+                None => {
+                    let now = self.channel_everywhere(image, channel, read.take()).await?;
+                    if now.iter().any(|v| v.as_ref().is_some_and(|v| v > version)) {
+                        return Ok(false);
+                    }
+                    if now.iter().all(|v| v.as_ref() == Some(version)) {
+                        return Ok(true);
+                    }
+                    (version.clone(), amis.clone())
+                }
+            };
             if attempt == POINTER_TRIES {
                 break;
             }
-            let written = self.move_channel(image, version, amis, channel).await?;
-            let Some(before) = before.take() else {
+            let written = self.move_channel(image, &to, &to_amis, channel).await?;
+            let Some(seen) = before.take() else {
                 continue;
             };
             match self
-                .written_between(image, channel, version, before, &written)
+                .written_between(image, channel, &to, &seen, &written)
                 .await?
             {
-                Between::Nothing => return Ok(true),
+                Between::Nothing => return Ok(&to == version),
                 Between::Unknown => continue,
                 Between::Replaced(values) => {
-                    // The write replaced a newer version another runner had just put there:
-                    // put it back (unless it is revoked since), whole. Else this one, whole
-                    // again (the other runner's AMI parameter may have landed after ours).
-                    // Either way the next look reads what the channel holds now.
-                    let theirs = values.into_iter().flatten().filter(|v| v > version).max();
+                    // The write replaced a newer version another runner had just put there: put
+                    // it back (unless it is revoked since), whole. Else this one, whole again
+                    // (the other runner's AMI parameter may have landed after ours). The repair
+                    // is checked the same way: against the versions this write made.
+                    let theirs = values.into_iter().flatten().filter(|v| v > &to).max();
                     let back = match theirs {
                         Some(theirs) => self
                             .releasable_amis(image, &theirs)
@@ -755,15 +764,19 @@ impl<'a> Registry<'a> {
                             .map(|a| (theirs, a)),
                         None => None,
                     };
-                    match back {
+                    repair = Some(match back {
                         Some((theirs, amis)) => {
                             tracing::info!(channel, newer = %theirs, "another runner moved the channel to a newer version meanwhile: put back");
-                            self.move_channel(image, &theirs, &amis, channel).await?;
+                            (theirs, amis)
                         }
-                        None => {
-                            self.move_channel(image, version, amis, channel).await?;
-                        }
-                    }
+                        None => (to, to_amis),
+                    });
+                    before = Some(
+                        written
+                            .iter()
+                            .map(|(r, n)| (r.clone(), BTreeMap::from([(name.clone(), *n)])))
+                            .collect(),
+                    );
                 }
             }
         }
@@ -815,22 +828,28 @@ impl<'a> Registry<'a> {
         })
     }
 
-    /// The AMI of `version` in each region that has it, unless it is revoked (or gone).
+    /// The AMI of `version` in each region that has it, to put a channel back on; `None` when it
+    /// is revoked (since); an error when the listing does not show it (yet).
     async fn releasable_amis(
         &mut self,
         image: &str,
         version: &Version,
     ) -> Result<Option<BTreeMap<String, String>>, CloudError> {
         let all = self.versions(image, None).await?;
-        Ok(all
-            .iter()
-            .find(|v| &v.version == version && v.revoked.is_none())
-            .map(|v| {
-                v.amis
-                    .iter()
-                    .map(|(r, i)| (r.clone(), i.id.to_string()))
-                    .collect()
-            }))
+        let v = all.iter().find(|v| &v.version == version).ok_or_else(|| {
+            CloudError::NotFound(format!(
+                "{image} {version}, which another runner moved the channel to meanwhile, is not listed yet"
+            ))
+        })?;
+        if v.revoked.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(
+            v.amis
+                .iter()
+                .map(|(r, i)| (r.clone(), i.id.to_string()))
+                .collect(),
+        ))
     }
 
     /// The version a channel names in each region of the target that has it: from `read` (what

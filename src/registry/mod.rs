@@ -71,9 +71,8 @@ pub fn replaced_by<'a>(
 ) -> Option<(i64, &'a str)> {
     history
         .iter()
-        .rev()
-        .filter(|(n, _)| *n < made)
-        .find(|(_, v)| v != ours)
+        .filter(|(n, v)| *n < made && v != ours)
+        .max_by_key(|(n, _)| *n)
         .map(|(n, v)| (*n, v.as_str()))
 }
 
