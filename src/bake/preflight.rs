@@ -294,8 +294,8 @@ impl Bake<'_> {
                 registry::aws::inputs_param(&self.target.ssm_prefix, self.image.name.as_str(), v)
             });
         // One read (GetParameters takes 10 names) for the highest number issued, `latest`, the
-        // source parameter, the parameters of the next few numbers and (for a version published before
-        // inputs were tags) the previous version's recorded inputs.
+        // source parameter, the parameters of the next few numbers and (for a version published
+        // before inputs were tags) the previous version's recorded inputs.
         let latest = registry::aws::latest_param(&self.target.ssm_prefix, self.image.name.as_str());
         let ahead = GET_PARAMETERS_BATCH as u64
             - 2

@@ -99,9 +99,9 @@ impl Bake<'_> {
         // AWS validates `aws:ec2:image` values asynchronously: a write is visible once the
         // validation passed, so read back until it shows (bounded). In the build region
         // `latest` is written right after the versioned parameter, decided on what preflight
-        // read (`point_on`), and the one read-back reads both. Elsewhere `latest` follows the read-back: the first look also
-        // reads it, and `point` decides on that value when nothing came between (a read-back
-        // that had to wait leaves `point` to read).
+        // read (`point_on`), and the one read-back reads both. Elsewhere `latest` follows the
+        // read-back: the first look also reads it, and `point` decides on that value when
+        // nothing came between (a read-back that had to wait leaves `point` to read).
         let build = self.region();
         for (region, aws, ami) in &copies {
             let early = if moves_latest && *region == build {
@@ -149,7 +149,8 @@ impl Bake<'_> {
         }
         // What this version was baked from is on its AMI (tags at creation), and the number
         // needs no record of its own: the listing and this version's parameter keep it taken,
-        // and a prune that removes the highest number of its line records it in `issued` first.
+        // and whatever removes that parameter (a prune of its line's highest number, the undo
+        // of a bake that did not commit) records it in `issued` first.
         Ok(parameters)
     }
 

@@ -189,10 +189,13 @@ async fn keep_number_taken(aws: &Aws, name: &str) -> Result<(), CloudError> {
     let Ok(v) = semver::Version::parse(last) else {
         return Ok(());
     };
-    if matches!(base.rsplit('/').next(), Some("inputs" | "meta")) {
+    let Some((prefix, image)) = base.rsplit_once('/') else {
+        return Ok(());
+    };
+    if matches!(image, "inputs" | "meta") {
         return Ok(());
     }
-    let issued = format!("{base}/issued/{}.{}", v.major, v.minor);
+    let issued = crate::registry::aws::issued_param(prefix, image, v.major, v.minor);
     let taken = aws
         .get_parameter(&issued)
         .await?

@@ -57,9 +57,6 @@ pub async fn versions(aws: &Aws, image: &str) -> Result<Vec<Registered>, CloudEr
     Ok(out)
 }
 
-/// A standard-tier SSM parameter holds at most 4 KB (SSM quotas).
-pub const STANDARD_PARAMETER_MAX: usize = 4096;
-
 /// Parameter names of the registry (the README's "Pinning an image" documents them).
 pub fn version_param(prefix: &str, image: &str, v: &Version) -> String {
     format!("{prefix}/{image}/{v}")
